@@ -1,0 +1,213 @@
+//! One error type for the whole library, with a stable numeric [`ErrorCode`].
+//!
+//! The numeric codes are shared by the C and JavaScript bindings: a value, once
+//! given a meaning, is never reused for another.
+//!
+//! ```
+//! use model_manager::{Error, ErrorCode};
+//!
+//! let err = Error::Cancelled;
+//! assert_eq!(err.code(), ErrorCode::Cancelled);
+//! assert_eq!(err.code() as u32, 3);
+//! ```
+
+use std::path::PathBuf;
+
+use crate::state::{Command, State};
+
+/// The result type used throughout model-manager.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Stable numeric identity of an [`Error`], shared with the C and JS bindings.
+///
+/// Values are explicit and never reused. `0` means success in the bindings.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// An argument was invalid (empty path, bad option value, ...).
+    InvalidArgument = 1,
+    /// The command is not legal in the current state.
+    InvalidTransition = 2,
+    /// The load was cancelled by `cancel()`, `unload()` or shutdown.
+    Cancelled = 3,
+    /// The load was replaced by a later `load()` of another model.
+    Superseded = 4,
+    /// A lease was asked for while the state was not `Ready`.
+    NotReady = 5,
+    /// An unload timed out with leases still held.
+    LeasesOutstanding = 6,
+    /// An I/O error while reading a model file.
+    Io = 7,
+    /// A weights file is malformed (bad header, offsets, truncated data).
+    InvalidModel = 8,
+    /// A JSON config file is malformed.
+    InvalidConfig = 9,
+    /// A file the model needs does not exist.
+    MissingFile = 10,
+    /// A file name points outside the model folder.
+    PathEscape = 11,
+    /// The model does not fit in the memory budget.
+    InsufficientMemory = 12,
+    /// A tensor has a dtype the device cannot hold.
+    UnsupportedDtype = 13,
+    /// The device failed (allocation, transfer, synchronisation).
+    Device = 14,
+    /// The manager has been shut down.
+    ShutDown = 15,
+    /// The user's pipeline could not be assembled from the loaded tensors.
+    Assemble = 16,
+    /// A bounded wait ran out of time.
+    Timeout = 17,
+}
+
+/// Everything that can go wrong in model-manager.
+///
+/// Errors are cheap to clone so they can be stored in snapshots and handed to
+/// every waiter of a load.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument was invalid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The command is not legal in the current state.
+    #[error("cannot {event} while {from}")]
+    InvalidTransition {
+        /// The state the manager was in.
+        from: State,
+        /// The command that was refused.
+        event: Command,
+    },
+    /// The load was cancelled.
+    #[error("load cancelled")]
+    Cancelled,
+    /// The load was replaced by a later request for another model.
+    #[error("load superseded by a later request")]
+    Superseded,
+    /// A lease was asked for while the state was not `Ready`.
+    #[error("no model ready (state is {0})")]
+    NotReady(State),
+    /// An unload timed out with leases still held.
+    #[error("unload timed out with {count} lease(s) still held")]
+    LeasesOutstanding {
+        /// Leases held when the wait ended.
+        count: usize,
+    },
+    /// An I/O error while reading a model file.
+    #[error("{path}: {message}", path = .path.display())]
+    Io {
+        /// The file being read.
+        path: PathBuf,
+        /// The operating system's description.
+        message: String,
+    },
+    /// A weights file is malformed.
+    #[error("{path}: {problem}", path = .path.display())]
+    InvalidModel {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A JSON config file is malformed.
+    #[error("{path}: invalid config: {problem}", path = .path.display())]
+    InvalidConfig {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A file the model needs does not exist.
+    #[error("{path}: no such file", path = .path.display())]
+    MissingFile {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// A file name points outside the model folder.
+    #[error("{path}: points outside the model folder", path = .path.display())]
+    PathEscape {
+        /// The offending path, as written in the model.
+        path: PathBuf,
+    },
+    /// The model does not fit in the memory budget.
+    #[error("model needs {needed} bytes but only {available} are available")]
+    InsufficientMemory {
+        /// Bytes the model needs.
+        needed: u64,
+        /// Bytes left in the budget.
+        available: u64,
+    },
+    /// A tensor has a dtype that cannot be loaded.
+    #[error("{path}: tensor {tensor:?} has unsupported dtype {dtype}", path = .path.display())]
+    UnsupportedDtype {
+        /// The file holding the tensor.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// The dtype as written in the file.
+        dtype: String,
+    },
+    /// The device failed.
+    #[error("device error: {0}")]
+    Device(String),
+    /// The manager has been shut down.
+    #[error("the model manager has been shut down")]
+    ShutDown,
+    /// The user's pipeline could not be assembled from the loaded tensors.
+    #[error("could not assemble the pipeline: {0}")]
+    Assemble(String),
+    /// A bounded wait ran out of time.
+    #[error("timed out")]
+    Timeout,
+}
+
+impl Error {
+    /// The stable numeric code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::InvalidTransition { .. } => ErrorCode::InvalidTransition,
+            Error::Cancelled => ErrorCode::Cancelled,
+            Error::Superseded => ErrorCode::Superseded,
+            Error::NotReady(_) => ErrorCode::NotReady,
+            Error::LeasesOutstanding { .. } => ErrorCode::LeasesOutstanding,
+            Error::Io { .. } => ErrorCode::Io,
+            Error::InvalidModel { .. } => ErrorCode::InvalidModel,
+            Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            Error::MissingFile { .. } => ErrorCode::MissingFile,
+            Error::PathEscape { .. } => ErrorCode::PathEscape,
+            Error::InsufficientMemory { .. } => ErrorCode::InsufficientMemory,
+            Error::UnsupportedDtype { .. } => ErrorCode::UnsupportedDtype,
+            Error::Device(_) => ErrorCode::Device,
+            Error::ShutDown => ErrorCode::ShutDown,
+            Error::Assemble(_) => ErrorCode::Assemble,
+            Error::Timeout => ErrorCode::Timeout,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, err: &std::io::Error) -> Self {
+        let path = path.into();
+        if err.kind() == std::io::ErrorKind::NotFound {
+            Error::MissingFile { path }
+        } else {
+            Error::Io {
+                path,
+                message: err.to_string(),
+            }
+        }
+    }
+
+    pub(crate) fn invalid_model(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Error::InvalidModel {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(err: candle_core::Error) -> Self {
+        Error::Device(err.to_string())
+    }
+}

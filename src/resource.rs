@@ -1,0 +1,159 @@
+//! ResourceManager: the device, memory accounting and the budget check, and
+//! release after unload.
+//!
+//! Every tensor buffer the loader allocates is counted in a [`Reservation`]
+//! the moment it is allocated and uncounted the moment it is freed, so
+//! [`ResourceManager::resident_bytes`] is exact at any time, including in the
+//! middle of a load or right after a cancel.
+//!
+//! ```
+//! use model_manager::DeviceSpec;
+//!
+//! let spec: DeviceSpec = "cpu".parse()?;
+//! assert_eq!(spec, DeviceSpec::Cpu);
+//! assert_eq!("cuda:1".parse::<DeviceSpec>()?, DeviceSpec::Cuda(1));
+//! assert!("tpu".parse::<DeviceSpec>().is_err());
+//! # Ok::<(), model_manager::Error>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use candle_core::Device;
+
+use crate::{Error, Result};
+
+/// Which device weights are loaded onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DeviceSpec {
+    /// Host memory.
+    #[default]
+    Cpu,
+    /// CUDA device `N` (needs the `cuda` feature).
+    Cuda(usize),
+    /// The Metal device (needs the `metal` feature).
+    Metal,
+}
+
+impl FromStr for DeviceSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "metal" => Ok(DeviceSpec::Metal),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "unknown device {s:?} (expected cpu, cuda:N or metal)"
+                    ))
+                }),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceSpec::Metal => f.write_str("metal"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// Open the candle-core device.
+    pub fn open(self) -> Result<Device> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| Error::Device(e.to_string())),
+            DeviceSpec::Metal => Device::new_metal(0).map_err(|e| Error::Device(e.to_string())),
+        }
+    }
+}
+
+/// Devices, memory accounting and the memory budget.
+#[derive(Debug)]
+pub(crate) struct ResourceManager {
+    spec: DeviceSpec,
+    device: Device,
+    resident: Arc<AtomicU64>,
+    budget: Option<u64>,
+}
+
+impl ResourceManager {
+    pub(crate) fn new(spec: DeviceSpec, budget: Option<u64>) -> Result<Self> {
+        Ok(ResourceManager {
+            device: spec.open()?,
+            spec,
+            resident: Arc::new(AtomicU64::new(0)),
+            budget,
+        })
+    }
+
+    pub(crate) fn spec(&self) -> DeviceSpec {
+        self.spec
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Bytes of model memory held on the device right now.
+    pub(crate) fn resident_bytes(&self) -> u64 {
+        self.resident.load(Ordering::Acquire)
+    }
+
+    /// Check, before allocating anything, that `needed` bytes fit.
+    pub(crate) fn check_budget(&self, needed: u64) -> Result<()> {
+        if let Some(budget) = self.budget {
+            let available = budget.saturating_sub(self.resident_bytes());
+            if needed > available {
+                return Err(Error::InsufficientMemory { needed, available });
+            }
+        }
+        Ok(())
+    }
+
+    /// An empty reservation that counts bytes as they are allocated.
+    pub(crate) fn reservation(&self) -> Reservation {
+        Reservation {
+            bytes: 0,
+            counter: self.resident.clone(),
+        }
+    }
+
+    /// Wait until the device has finished every queued free, so that the
+    /// memory it reports is the memory actually returned.
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        self.device.synchronize().map_err(Error::from)
+    }
+}
+
+/// Bytes counted as resident while this value lives.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    bytes: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl Reservation {
+    pub(crate) fn grow(&mut self, bytes: u64) {
+        self.counter.fetch_add(bytes, Ordering::AcqRel);
+        self.bytes += bytes;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}

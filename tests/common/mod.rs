@@ -1,0 +1,119 @@
+//! Shared helpers: models written to temp folders, and a gate that pauses the
+//! loader at a chosen chunk so cancel tests are deterministic.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use model_manager::candle_core::{Device, Tensor};
+use model_manager::Progress;
+use tokio::sync::watch;
+
+/// Write `model.safetensors` (+ `config.json` with `sample_size`) into
+/// `dir/name`: `tensors` f32 tensors of `elems` elements each, whose values
+/// encode (seed, tensor index, element index) so a reader can verify them.
+pub fn write_model(dir: &Path, name: &str, seed: u32, tensors: usize, elems: usize) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut map = HashMap::new();
+    for t in 0..tensors {
+        let data: Vec<f32> = (0..elems).map(|i| value(seed, t, i)).collect();
+        map.insert(
+            format!("layer{t:03}.weight"),
+            Tensor::from_vec(data, elems, &Device::Cpu).unwrap(),
+        );
+    }
+    model_manager::candle_core::safetensors::save(&map, folder.join("model.safetensors")).unwrap();
+    std::fs::write(
+        folder.join("config.json"),
+        format!(r#"{{"sample_size": {}, "seed": {seed}}}"#, 32 + seed),
+    )
+    .unwrap();
+    folder
+}
+
+pub fn value(seed: u32, tensor: usize, i: usize) -> f32 {
+    (seed as usize * 1_000_003 + tensor * 7919 + i % 4096) as f32
+}
+
+/// Check every tensor of a leased model against what `write_model` wrote.
+pub fn verify(pipeline: &model_manager::TensorPipeline, seed: u32) {
+    for (_, name, tensor) in pipeline.tensors() {
+        let t: usize = name[5..8].parse().unwrap();
+        let data = tensor.to_vec1::<f32>().unwrap();
+        for (i, v) in data.iter().enumerate().step_by(997) {
+            assert_eq!(*v, value(seed, t, i), "{name}[{i}] of seed {seed}");
+        }
+    }
+}
+
+/// Pauses the loader thread after a chosen chunk until opened.
+#[derive(Default)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    cv: Condvar,
+    paused: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct GateState {
+    pause_at: Option<u64>,
+    chunks: u64,
+}
+
+impl Gate {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Gate::default())
+    }
+
+    /// The hook to pass to `on_progress`.
+    pub fn hook(self: &Arc<Self>) -> impl Fn(&Progress) + Send + Sync + 'static {
+        let gate = self.clone();
+        move |_| {
+            let mut st = gate.state.lock().unwrap();
+            st.chunks += 1;
+            let n = st.chunks;
+            if st.pause_at.is_some_and(|k| n >= k) {
+                gate.paused.send_replace(n);
+                while st.pause_at.is_some_and(|k| n >= k) {
+                    st = gate.cv.wait(st).unwrap();
+                }
+            }
+        }
+    }
+
+    /// Pause at the `k`-th chunk from now.
+    pub fn close_at(&self, k: u64) {
+        let mut st = self.state.lock().unwrap();
+        st.pause_at = Some(st.chunks + k);
+        self.paused.send_replace(0);
+    }
+
+    pub fn open(&self) {
+        self.state.lock().unwrap().pause_at = None;
+        self.cv.notify_all();
+    }
+
+    /// Wait until the loader is parked in the gate; returns the chunk count.
+    pub async fn paused(&self) -> u64 {
+        let mut rx = self.paused.subscribe();
+        let n = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|&n| n > 0))
+            .await
+            .expect("the loader reached the gate")
+            .unwrap();
+        *n
+    }
+}
+
+/// Wait (bounded) until `f` holds.
+pub async fn eventually(mut f: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("condition never held");
+}
