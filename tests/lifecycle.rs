@@ -172,7 +172,7 @@ async fn progress_is_monotonic_and_complete() {
         .build()
         .unwrap();
     let snap = manager.load(&*a).unwrap().await.unwrap();
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert!(seen.len() > 10);
     for w in seen.windows(2) {
         assert!(w[1].bytes_done > w[0].bytes_done);
