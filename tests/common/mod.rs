@@ -91,6 +91,11 @@ impl Gate {
         self.paused.send_replace(0);
     }
 
+    /// Pause at every chunk until opened.
+    pub fn hold(&self) {
+        self.state.lock().unwrap().pause_at = Some(0);
+    }
+
     pub fn open(&self) {
         self.state.lock().unwrap().pause_at = None;
         self.cv.notify_all();
@@ -116,4 +121,16 @@ pub async fn eventually(mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("condition never held");
+}
+
+/// A model whose first tensor reads fine and whose second has a dtype no
+/// device can hold: it fails in the middle of the read.
+pub fn write_failing_model(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.safetensors"));
+    let header = br#"{"a":{"dtype":"F32","shape":[1024],"data_offsets":[0,4096]},"b":{"dtype":"BOOL","shape":[4],"data_offsets":[4096,4100]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend(std::iter::repeat_n(0u8, 4100));
+    std::fs::write(&path, bytes).unwrap();
+    path
 }

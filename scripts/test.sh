@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what is missing on a fresh machine, then runs every test:
+# formatting, lints, the Rust test suite (unit, integration, property,
+# compile-fail, doc tests), then each binding's own tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+        rustup component add "$component"
+    fi
+done
+cargo --version
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+for suite in bindings/*/test.sh; do
+    [ -f "$suite" ] || continue
+    step "$suite"
+    bash "$suite"
+done
+
+step "demo"
+cargo run -q -p model-manager-cli -- demo > /dev/null
+echo "demo ran"
