@@ -1,0 +1,287 @@
+//! `mm_lease`: the ready model, kept alive while the lease is held, and its
+//! tensors seen as plain C data.
+
+use std::ffi::{c_char, CString};
+use std::sync::OnceLock;
+
+use model_manager::candle_core::{CpuStorage, Storage, Tensor};
+use model_manager::Lease;
+
+use crate::ffi::{borrow, boundary, boundary_void, cstr, free_handle, into_handle, Failure, Out};
+use crate::manager::mm_manager;
+use crate::mm_result;
+use crate::types::{mm_dtype, mm_tensor};
+
+/// A lease on the ready model. Opaque; release it with `mm_lease_release`.
+pub struct mm_lease {
+    // Field order is drop order: the tensors' references go before the lease,
+    // so that the lease's release leaves an unload holding the only one.
+    index: OnceLock<Vec<Entry>>,
+    lease: Lease,
+}
+
+struct Entry {
+    name: CString,
+    tensor: Tensor,
+}
+
+impl mm_lease {
+    /// Every tensor, named as C sees it, built on first use.
+    fn entries(&self) -> &[Entry] {
+        self.index.get_or_init(|| {
+            let single = self.lease.components().len() == 1;
+            self.lease
+                .tensors()
+                .map(|(component, name, tensor)| {
+                    let full = if single {
+                        name.to_owned()
+                    } else {
+                        format!("{component}/{name}")
+                    };
+                    Entry {
+                        // Names come from JSON strings, which may hold "\u0000":
+                        // cut there rather than fail.
+                        name: CString::new(full).unwrap_or_else(|e| {
+                            let cut = e.nul_position();
+                            let mut bytes = e.into_vec();
+                            bytes.truncate(cut);
+                            CString::new(bytes).expect("no NUL before the first NUL")
+                        }),
+                        tensor: tensor.clone(),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn entry(&self, index: usize) -> Result<&Entry, Failure> {
+        let entries = self.entries();
+        entries.get(index).ok_or_else(|| {
+            Failure::new(
+                mm_result::NotFound,
+                format!(
+                    "tensor index {index} is out of range ({} tensors)",
+                    entries.len()
+                ),
+            )
+        })
+    }
+}
+
+/// The bytes of a contiguous CPU tensor, with its C dtype.
+fn host_bytes(tensor: &Tensor) -> Result<(mm_dtype, *const u8, usize), Failure> {
+    let dtype = mm_dtype::from_candle(tensor.dtype()).ok_or_else(|| {
+        Failure::new(
+            mm_result::UnsupportedDtype,
+            format!("dtype {:?} has no C equivalent", tensor.dtype()),
+        )
+    })?;
+    let (storage, layout) = tensor.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Err(Failure::new(
+            mm_result::NotOnCpu,
+            format!(
+                "the tensor is on {:?}, not in host memory",
+                tensor.device().location()
+            ),
+        ));
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Err(Failure::new(
+            mm_result::UnsupportedDtype,
+            "the tensor is not contiguous",
+        ));
+    };
+    macro_rules! slice {
+        ($v:expr) => {{
+            let elems = $v.get(start..end).ok_or_else(|| {
+                Failure::new(mm_result::Panic, "tensor layout outside its storage")
+            })?;
+            (elems.as_ptr().cast::<u8>(), std::mem::size_of_val(elems))
+        }};
+    }
+    let (ptr, len) = match cpu {
+        CpuStorage::U8(v) => slice!(v),
+        CpuStorage::U32(v) => slice!(v),
+        CpuStorage::I16(v) => slice!(v),
+        CpuStorage::I32(v) => slice!(v),
+        CpuStorage::I64(v) => slice!(v),
+        CpuStorage::BF16(v) => slice!(v),
+        CpuStorage::F16(v) => slice!(v),
+        CpuStorage::F32(v) => slice!(v),
+        CpuStorage::F64(v) => slice!(v),
+        CpuStorage::F8E4M3(v) => slice!(v),
+        _ => {
+            return Err(Failure::new(
+                mm_result::UnsupportedDtype,
+                format!("dtype {:?} has no C equivalent", tensor.dtype()),
+            ))
+        }
+    };
+    // The pointer outlives the read guard: candle never writes to or moves
+    // the buffer of a loaded tensor, and `Entry` keeps the storage alive.
+    Ok((dtype, ptr, len))
+}
+
+/// A lease on the ready model, into `*lease_out`: while it is held the model
+/// stays loaded and every pointer obtained through it stays valid; an unload
+/// waits (in Unloading) until every lease is released. Fails at once with
+/// `MM_RESULT_NOT_READY` unless Ready.
+///
+/// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: the caller owns the lease and must release it with
+/// `mm_lease_release`, before or after destroying the manager.
+#[no_mangle]
+pub unsafe extern "C" fn mm_manager_acquire(
+    manager: *const mm_manager,
+    lease_out: *mut *mut mm_lease,
+) -> mm_result {
+    boundary(|| {
+        // SAFETY: NULL or a live manager, per the header.
+        let manager = unsafe { borrow(manager, "manager") }?;
+        let out = Out::new(lease_out, "lease_out")?;
+        let lease = manager.inner.acquire()?;
+        let lease = mm_lease {
+            index: OnceLock::new(),
+            lease,
+        };
+        // SAFETY: non-NULL; the caller passes a writable `mm_lease *`.
+        unsafe { out.write(into_handle(lease)) };
+        Ok(())
+    })
+}
+
+/// Release a lease and free it; every pointer obtained through it becomes
+/// invalid. Releasing the last lease lets a pending unload finish. NULL is a
+/// no-op.
+///
+/// Threads: any, but not concurrently with other calls on the same lease.
+/// Callbacks: may be called from them.
+/// Ownership: takes back the lease.
+#[no_mangle]
+pub unsafe extern "C" fn mm_lease_release(lease: *mut mm_lease) {
+    boundary_void(|| {
+        // SAFETY: NULL or a lease from `mm_manager_acquire` that the caller
+        // does not use again.
+        drop(unsafe { free_handle(lease) });
+    })
+}
+
+/// Number of tensors in the leased model, into `*count_out`.
+///
+/// Threads: any, concurrently. Callbacks: may be called from them.
+#[no_mangle]
+pub unsafe extern "C" fn mm_lease_tensor_count(
+    lease: *const mm_lease,
+    count_out: *mut usize,
+) -> mm_result {
+    boundary(|| {
+        // SAFETY: NULL or a live lease, per the header.
+        let lease = unsafe { borrow(lease, "lease") }?;
+        let out = Out::new(count_out, "count_out")?;
+        let count = lease.entries().len();
+        // SAFETY: non-NULL; the caller passes a writable `size_t`.
+        unsafe { out.write(count) };
+        Ok(())
+    })
+}
+
+/// The name of tensor `index` (0 ≤ index < count, in a stable order: by
+/// component, then by name), into `*name_out`. `MM_RESULT_NOT_FOUND` for an
+/// index out of range.
+///
+/// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: the string belongs to the lease and is valid until
+/// `mm_lease_release`; do not free it.
+#[no_mangle]
+pub unsafe extern "C" fn mm_lease_tensor_name(
+    lease: *const mm_lease,
+    index: usize,
+    name_out: *mut *const c_char,
+) -> mm_result {
+    boundary(|| {
+        // SAFETY: NULL or a live lease, per the header.
+        let lease = unsafe { borrow(lease, "lease") }?;
+        let out = Out::new(name_out, "name_out")?;
+        let name = lease.entry(index)?.name.as_ptr();
+        // SAFETY: non-NULL; the caller passes a writable `const char *`.
+        unsafe { out.write(name) };
+        Ok(())
+    })
+}
+
+/// The index of the tensor called `name` (as `mm_lease_tensor_name` gives
+/// it; in a pipeline of several components a bare name finds the first
+/// component's tensor of that name), into `*index_out`.
+/// `MM_RESULT_NOT_FOUND` if there is none.
+///
+/// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `name` is read during the call only.
+#[no_mangle]
+pub unsafe extern "C" fn mm_lease_tensor_find(
+    lease: *const mm_lease,
+    name: *const c_char,
+    index_out: *mut usize,
+) -> mm_result {
+    boundary(|| {
+        // SAFETY: NULL or a live lease, per the header.
+        let lease = unsafe { borrow(lease, "lease") }?;
+        // SAFETY: NULL or a NUL-terminated string, per the header.
+        let name = unsafe { cstr(name, "name") }?;
+        let out = Out::new(index_out, "index_out")?;
+        let entries = lease.entries();
+        let exact = entries
+            .iter()
+            .position(|e| e.name.as_bytes() == name.as_bytes());
+        let bare = || {
+            entries.iter().position(|e| {
+                e.name
+                    .to_str()
+                    .ok()
+                    .and_then(|n| n.split_once('/'))
+                    .is_some_and(|(_, rest)| rest == name)
+            })
+        };
+        let index = exact
+            .or_else(bare)
+            .ok_or_else(|| Failure::new(mm_result::NotFound, format!("no tensor {name:?}")))?;
+        // SAFETY: non-NULL; the caller passes a writable `size_t`.
+        unsafe { out.write(index) };
+        Ok(())
+    })
+}
+
+/// Tensor `index`: its name, dtype, shape and a pointer to its data in host
+/// memory, into `*tensor_out`. `MM_RESULT_NOT_FOUND` for an index out of
+/// range; `MM_RESULT_NOT_ON_CPU` for a model loaded onto a GPU;
+/// `MM_RESULT_UNSUPPORTED_DTYPE` for a dtype with no `mm_dtype`.
+///
+/// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: every pointer written belongs to the lease and is valid until
+/// `mm_lease_release`; the data is read-only.
+#[no_mangle]
+pub unsafe extern "C" fn mm_lease_tensor(
+    lease: *const mm_lease,
+    index: usize,
+    tensor_out: *mut mm_tensor,
+) -> mm_result {
+    boundary(|| {
+        // SAFETY: NULL or a live lease, per the header.
+        let lease = unsafe { borrow(lease, "lease") }?;
+        let out = Out::new(tensor_out, "tensor_out")?;
+        let entry = lease.entry(index)?;
+        let (dtype, data, data_len) = host_bytes(&entry.tensor)?;
+        let dims = entry.tensor.dims();
+        let tensor = mm_tensor {
+            name: entry.name.as_ptr(),
+            dtype,
+            rank: dims.len(),
+            shape: dims.as_ptr(),
+            data: data.cast(),
+            data_len,
+        };
+        // SAFETY: non-NULL; the caller passes a writable `mm_tensor`.
+        unsafe { out.write(tensor) };
+        Ok(())
+    })
+}

@@ -1,0 +1,363 @@
+//! The plain C types: states, snapshots, events, tensors, options and the
+//! callback signatures, with their conversions from the core's types.
+
+use std::ffi::{c_char, c_void};
+
+use model_manager::candle_core::DType;
+use model_manager::{Command, Progress, Snapshot, State, StateEvent};
+
+use crate::mm_result;
+
+/// The lifecycle state. The values are those of model-manager's `State` in
+/// every binding.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum mm_state {
+    /// Nothing is loaded.
+    Idle = 0,
+    /// A model is being loaded.
+    Loading = 1,
+    /// A model is loaded and can be leased.
+    Ready = 2,
+    /// A model is being unloaded (waiting for leases, then freeing memory).
+    Unloading = 3,
+    /// The last load failed; `mm_snapshot.error` says why.
+    Failed = 4,
+}
+
+impl From<State> for mm_state {
+    fn from(state: State) -> Self {
+        match state {
+            State::Idle => mm_state::Idle,
+            State::Loading => mm_state::Loading,
+            State::Ready => mm_state::Ready,
+            State::Unloading => mm_state::Unloading,
+            State::Failed => mm_state::Failed,
+        }
+    }
+}
+
+/// What caused a transition.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum mm_command {
+    /// A load was requested.
+    Load = 0,
+    /// A load finished.
+    Finish = 1,
+    /// A load was cancelled (by cancel, unload, a newer load or destroy).
+    Cancel = 2,
+    /// A load failed.
+    Fail = 3,
+    /// An unload was requested.
+    Unload = 4,
+    /// Every lease was released and the memory freed.
+    Drain = 5,
+    /// A failure was acknowledged (`mm_manager_reset`).
+    Reset = 6,
+}
+
+impl From<Command> for mm_command {
+    fn from(command: Command) -> Self {
+        match command {
+            Command::Load => mm_command::Load,
+            Command::Finish => mm_command::Finish,
+            Command::Cancel => mm_command::Cancel,
+            Command::Fail => mm_command::Fail,
+            Command::Unload => mm_command::Unload,
+            Command::Drain => mm_command::Drain,
+            Command::Reset => mm_command::Reset,
+        }
+    }
+}
+
+/// The element type of a tensor. Values are explicit and never reused.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum mm_dtype {
+    /// `uint8_t`.
+    U8 = 0,
+    /// `uint32_t`.
+    U32 = 1,
+    /// `int16_t`.
+    I16 = 2,
+    /// `int32_t`.
+    I32 = 3,
+    /// `int64_t`.
+    I64 = 4,
+    /// bfloat16, as `uint16_t` bits.
+    Bf16 = 5,
+    /// IEEE half precision, as `uint16_t` bits.
+    F16 = 6,
+    /// `float`.
+    F32 = 7,
+    /// `double`.
+    F64 = 8,
+    /// 8-bit float (4 exponent bits, 3 mantissa bits), as `uint8_t` bits.
+    F8E4M3 = 9,
+}
+
+impl mm_dtype {
+    /// The C dtype of a candle dtype, if it has one.
+    pub fn from_candle(dtype: DType) -> Option<Self> {
+        Some(match dtype {
+            DType::U8 => mm_dtype::U8,
+            DType::U32 => mm_dtype::U32,
+            DType::I16 => mm_dtype::I16,
+            DType::I32 => mm_dtype::I32,
+            DType::I64 => mm_dtype::I64,
+            DType::BF16 => mm_dtype::Bf16,
+            DType::F16 => mm_dtype::F16,
+            DType::F32 => mm_dtype::F32,
+            DType::F64 => mm_dtype::F64,
+            DType::F8E4M3 => mm_dtype::F8E4M3,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            mm_dtype::U8 | mm_dtype::F8E4M3 => 1,
+            mm_dtype::I16 | mm_dtype::Bf16 | mm_dtype::F16 => 2,
+            mm_dtype::U32 | mm_dtype::I32 | mm_dtype::F32 => 4,
+            mm_dtype::I64 | mm_dtype::F64 => 8,
+        }
+    }
+}
+
+/// How far a load has come.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct mm_progress {
+    /// Bytes of tensor data read so far.
+    pub bytes_done: u64,
+    /// Bytes of tensor data in the whole model.
+    pub bytes_total: u64,
+    /// Tensors completely read so far.
+    pub tensors_done: u64,
+    /// Tensors in the whole model.
+    pub tensors_total: u64,
+}
+
+impl From<&Progress> for mm_progress {
+    fn from(p: &Progress) -> Self {
+        mm_progress {
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            tensors_done: p.tensors_done,
+            tensors_total: p.tensors_total,
+        }
+    }
+}
+
+/// A consistent view of the manager at one moment.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct mm_snapshot {
+    /// The lifecycle state.
+    pub state: mm_state,
+    /// Increases with every transition; never repeats.
+    pub generation: u64,
+    /// Progress of the current load (or of the load that produced Ready;
+    /// zero in Idle and Failed).
+    pub progress: mm_progress,
+    /// In Failed, why the last load failed (`mm_manager_error_message` gives
+    /// the text); else `MM_RESULT_OK`.
+    pub error: mm_result,
+}
+
+impl From<&Snapshot> for mm_snapshot {
+    fn from(s: &Snapshot) -> Self {
+        mm_snapshot {
+            state: s.state.into(),
+            generation: s.generation,
+            progress: (&s.progress).into(),
+            error: s
+                .error
+                .as_ref()
+                .map_or(mm_result::Ok, |e| mm_result::from(e.code())),
+        }
+    }
+}
+
+/// One transition, as delivered to an `mm_event_callback`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct mm_event {
+    /// The state left.
+    pub from: mm_state,
+    /// The state entered (also `snapshot.state`).
+    pub to: mm_state,
+    /// What caused it.
+    pub command: mm_command,
+    /// Transitions this subscriber missed just before this one because it
+    /// fell more than 1024 behind (usually 0).
+    pub missed: u64,
+    /// The manager right after the transition.
+    pub snapshot: mm_snapshot,
+}
+
+impl mm_event {
+    /// The C event for a core event, after `missed` lost ones.
+    pub fn new(event: &StateEvent, missed: u64) -> Self {
+        mm_event {
+            from: event.from.into(),
+            to: event.to.into(),
+            command: event.command.into(),
+            missed,
+            snapshot: (&event.snapshot).into(),
+        }
+    }
+}
+
+/// A tensor seen through a lease. Every pointer in it is owned by the lease
+/// and valid until `mm_lease_release`; none may be freed or written through.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mm_tensor {
+    /// The tensor's name, NUL-terminated: `"weight"` for a single model,
+    /// `"component/weight"` for a pipeline of several components.
+    pub name: *const c_char,
+    /// The element type.
+    pub dtype: mm_dtype,
+    /// Number of dimensions (0 for a scalar).
+    pub rank: usize,
+    /// `rank` dimensions, outermost first.
+    pub shape: *const usize,
+    /// The elements, contiguous, row-major, in host memory.
+    pub data: *const c_void,
+    /// Size of `data` in bytes (elements × dtype size).
+    pub data_len: usize,
+}
+
+/// Called on a loader thread after every chunk read (see
+/// `mm_manager_options.progress`).
+pub type mm_progress_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, progress: *const mm_progress)>;
+
+/// Called once when a load ends (see `mm_manager_load`). `snapshot` is only
+/// valid during the call.
+pub type mm_load_callback = Option<
+    unsafe extern "C" fn(userdata: *mut c_void, result: mm_result, snapshot: *const mm_snapshot),
+>;
+
+/// Called for every transition (see `mm_manager_subscribe`). `event` is only
+/// valid during the call.
+pub type mm_event_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, event: *const mm_event)>;
+
+/// Settings for `mm_manager_new`. Fill it with `mm_manager_options_init`,
+/// then change what you need.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mm_manager_options {
+    /// The device: `"cpu"`, `"cuda:N"` (or `"cuda"` for `"cuda:0"`) or
+    /// `"metal"`; CUDA and Metal need a library built with those features.
+    /// Not NULL. Read during `mm_manager_new` only.
+    pub device: *const c_char,
+    /// Refuse loads whose tensors need more bytes than this (checked before
+    /// anything is allocated); 0 = no budget.
+    pub memory_budget: u64,
+    /// Bytes per read: progress is reported and cancellation checked this
+    /// often; 0 = the default (4 MiB).
+    pub chunk_size: usize,
+    /// How long `mm_manager_destroy` waits for leases still held before
+    /// giving up on them, in milliseconds; 0 = the default (5000).
+    pub drain_timeout_ms: u32,
+    /// Called on a loader thread after every chunk of every load; may be
+    /// NULL. It must return quickly: it slows the load.
+    pub progress: mm_progress_callback,
+    /// Passed verbatim to `progress` as its first argument.
+    pub progress_userdata: *mut c_void,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_and_commands_keep_their_numbers() {
+        for s in [
+            State::Idle,
+            State::Loading,
+            State::Ready,
+            State::Unloading,
+            State::Failed,
+        ] {
+            assert_eq!(mm_state::from(s) as u32, s as u32);
+        }
+        for c in [
+            Command::Load,
+            Command::Finish,
+            Command::Cancel,
+            Command::Fail,
+            Command::Unload,
+            Command::Drain,
+            Command::Reset,
+        ] {
+            assert_eq!(mm_command::from(c) as u32, c as u32);
+        }
+    }
+
+    #[test]
+    fn dtypes_map_with_their_sizes() {
+        for d in [
+            DType::U8,
+            DType::U32,
+            DType::I16,
+            DType::I32,
+            DType::I64,
+            DType::BF16,
+            DType::F16,
+            DType::F32,
+            DType::F64,
+            DType::F8E4M3,
+        ] {
+            let c = mm_dtype::from_candle(d).expect("mapped");
+            assert_eq!(c.size(), d.size_in_bytes(), "{d:?}");
+        }
+        assert_eq!(mm_dtype::from_candle(DType::F4), None);
+    }
+
+    #[test]
+    fn snapshot_translates_error_and_progress() {
+        let snapshot = Snapshot {
+            state: State::Failed,
+            generation: 7,
+            model: None,
+            progress: Progress {
+                bytes_done: 1,
+                bytes_total: 2,
+                tensors_done: 3,
+                tensors_total: 4,
+                current: None,
+            },
+            error: Some(model_manager::Error::Timeout),
+        };
+        let c = mm_snapshot::from(&snapshot);
+        assert_eq!(c.state, mm_state::Failed);
+        assert_eq!(c.generation, 7);
+        assert_eq!(
+            c.progress,
+            mm_progress {
+                bytes_done: 1,
+                bytes_total: 2,
+                tensors_done: 3,
+                tensors_total: 4
+            }
+        );
+        assert_eq!(c.error, mm_result::Timeout);
+        let event = StateEvent {
+            from: State::Loading,
+            to: State::Failed,
+            command: Command::Fail,
+            snapshot,
+        };
+        let e = mm_event::new(&event, 2);
+        assert_eq!(
+            (e.from, e.to, e.command, e.missed),
+            (mm_state::Loading, mm_state::Failed, mm_command::Fail, 2)
+        );
+    }
+}
