@@ -60,3 +60,8 @@ pub use state::{
 
 /// Re-export of the candle-core version tensors are built with.
 pub use candle_core;
+
+/// The README's examples, compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

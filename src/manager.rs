@@ -23,10 +23,13 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use candle_core::DType;
 use tokio::runtime::Handle;
 use tokio::sync::OnceCell;
 
-use crate::loader::{LoaderConfig, LoaderService, ProgressHook, Runtime, DEFAULT_CHUNK_SIZE};
+use crate::loader::{
+    default_read_threads, LoaderConfig, LoaderService, ProgressHook, Runtime, DEFAULT_CHUNK_SIZE,
+};
 use crate::pipeline::{Pipeline, PipelineInfo, PipelineManager};
 use crate::resource::ResourceManager;
 use crate::state::{StateManager, Subscription};
@@ -273,6 +276,8 @@ pub struct ModelManagerBuilder<P = TensorPipeline> {
     device: DeviceSpec,
     budget: Option<u64>,
     chunk_size: usize,
+    threads: usize,
+    dtype: Option<DType>,
     hook: Option<ProgressHook>,
     runtime: Option<Handle>,
     drain_timeout: Duration,
@@ -285,6 +290,8 @@ impl Default for ModelManagerBuilder {
             device: DeviceSpec::Cpu,
             budget: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            threads: default_read_threads(),
+            dtype: None,
             hook: None,
             runtime: None,
             drain_timeout: Duration::from_secs(5),
@@ -301,7 +308,8 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     }
 
     /// Refuse loads whose tensors need more than `bytes` (checked from the
-    /// headers, before anything is allocated).
+    /// headers, before anything is allocated). Default: the memory available
+    /// on the device at the time of the load (on the CPU, `MemAvailable`).
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.budget = Some(bytes);
         self
@@ -314,9 +322,23 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
         self
     }
 
-    /// Call `hook` on the loader thread after every chunk read. It runs on
-    /// the blocking pool, never on the async runtime; a slow hook slows the
-    /// load.
+    /// Threads reading one file in parallel (default: the available cores,
+    /// at most 4).
+    pub fn read_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Convert floating-point tensors to `dtype` while loading (F32, F16 or
+    /// BF16); integer tensors keep their dtype.
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.dtype = Some(dtype);
+        self
+    }
+
+    /// Call `hook` on a loader thread after every chunk read. It runs on the
+    /// blocking pool, never on the async runtime; calls never overlap and
+    /// each sees more bytes done than the last; a slow hook slows the load.
     pub fn on_progress(mut self, hook: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
         self.hook = Some(Arc::new(hook));
         self
@@ -342,6 +364,8 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
             device: self.device,
             budget: self.budget,
             chunk_size: self.chunk_size,
+            threads: self.threads,
+            dtype: self.dtype,
             hook: self.hook,
             runtime: self.runtime,
             drain_timeout: self.drain_timeout,
@@ -351,12 +375,21 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
 
     /// Create the manager.
     pub fn build(self) -> Result<ModelManager<P>> {
+        if let Some(dtype) = self.dtype {
+            if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+                return Err(Error::InvalidArgument(format!(
+                    "target dtype must be f32, f16 or bf16, not {dtype:?}"
+                )));
+            }
+        }
         let resources = ResourceManager::new(self.device, self.budget)?;
         let runtime = Runtime::new(self.runtime)?;
         let loader = LoaderService::new(
             runtime,
             LoaderConfig {
                 chunk_size: self.chunk_size,
+                threads: self.threads,
+                dtype: self.dtype,
                 hook: self.hook,
                 drain_timeout: self.drain_timeout,
             },

@@ -114,13 +114,26 @@ impl ResourceManager {
 
     /// Check, before allocating anything, that `needed` bytes fit.
     pub(crate) fn check_budget(&self, needed: u64) -> Result<()> {
-        if let Some(budget) = self.budget {
-            let available = budget.saturating_sub(self.resident_bytes());
-            if needed > available {
-                return Err(Error::InsufficientMemory { needed, available });
+        let available = match self.budget {
+            Some(budget) => Some(budget.saturating_sub(self.resident_bytes())),
+            None => self.available_on_device(),
+        };
+        match available {
+            Some(available) if needed > available => {
+                Err(Error::InsufficientMemory { needed, available })
             }
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Memory the device can still give, where it can be known.
+    fn available_on_device(&self) -> Option<u64> {
+        match self.spec {
+            DeviceSpec::Cpu => mem_available(),
+            // candle-core does not expose device memory figures; the
+            // allocation itself reports a shortage.
+            DeviceSpec::Cuda(_) | DeviceSpec::Metal => None,
+        }
     }
 
     /// An empty reservation that counts bytes as they are allocated.
@@ -138,6 +151,14 @@ impl ResourceManager {
     }
 }
 
+/// `MemAvailable` from `/proc/meminfo`, in bytes (Linux).
+fn mem_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Bytes counted as resident while this value lives.
 #[derive(Debug)]
 pub(crate) struct Reservation {
@@ -149,6 +170,12 @@ impl Reservation {
     pub(crate) fn grow(&mut self, bytes: u64) {
         self.counter.fetch_add(bytes, Ordering::AcqRel);
         self.bytes += bytes;
+    }
+
+    pub(crate) fn shrink(&mut self, bytes: u64) {
+        let bytes = bytes.min(self.bytes);
+        self.counter.fetch_sub(bytes, Ordering::AcqRel);
+        self.bytes -= bytes;
     }
 }
 

@@ -1,55 +1,424 @@
+//! Bad input of every kind ends the load in `Failed` with a typed error that
+//! names the file and the problem; nothing panics, memory accounting returns
+//! to zero, and the next load succeeds.
 mod common;
 
-use common::write_model;
+use std::path::{Path, PathBuf};
+
+use common::{write_model, Gate};
 use model_manager::{Error, ErrorCode, ModelManager, State};
 
-#[tokio::test]
-async fn corrupt_then_retry_with_a_good_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = write_model(dir.path(), "good", 1, 3, 10_000);
-    let bytes = std::fs::read(good.join("model.safetensors")).unwrap();
-    let truncated = dir.path().join("truncated.safetensors");
-    std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
-    let garbage = dir.path().join("garbage.safetensors");
-    std::fs::write(&garbage, b"this is not a model").unwrap();
-    let empty = dir.path().join("empty.safetensors");
-    std::fs::write(&empty, b"").unwrap();
-    let missing = dir.path().join("missing.safetensors");
+/// A safetensors file from a header and `data` bytes of payload.
+fn raw(header: &str, data: usize) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(7u8, data));
+    bytes
+}
 
-    let manager = ModelManager::new().unwrap();
-    for (path, code) in [
-        (&truncated, ErrorCode::InvalidModel),
-        (&garbage, ErrorCode::InvalidModel),
-        (&empty, ErrorCode::InvalidModel),
-        (&missing, ErrorCode::MissingFile),
-    ] {
-        let err = manager.load(path).unwrap().await.unwrap_err();
-        assert_eq!(err.code(), code, "{err}");
-        let name = path.file_name().unwrap().to_str().unwrap();
-        assert!(err.to_string().contains(name), "{err} names the file");
-        let snap = manager.snapshot();
-        assert_eq!(snap.state, State::Failed);
-        assert_eq!(snap.error, Some(err));
-        assert_eq!(manager.resident_bytes(), 0);
+fn good_tensor_header() -> &'static str {
+    r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#
+}
+
+struct Case {
+    name: &'static str,
+    /// Builds the input under the given folder; returns what to load.
+    build: fn(&Path) -> PathBuf,
+    code: ErrorCode,
+    /// Must appear in the message (besides the file name).
+    problem: &'static str,
+    /// The file the message must name.
+    names: &'static str,
+}
+
+fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn folder(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+    let root = dir.join("model");
+    for (name, bytes) in files {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
     }
-    let err = manager.snapshot().error.unwrap();
-    assert!(matches!(err, Error::MissingFile { .. }));
+    root
+}
 
-    manager.load(&*good).unwrap().await.unwrap();
-    assert_eq!(manager.current_state(), State::Ready);
-    common::verify(&manager.acquire().unwrap(), 1);
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "header length larger than the file",
+            build: |d| {
+                let mut b = raw(good_tensor_header(), 16);
+                b[..8].copy_from_slice(&10_000u64.to_le_bytes());
+                file(d, "long-header.safetensors", &b)
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "larger than the file",
+            names: "long-header.safetensors",
+        },
+        Case {
+            name: "header length beyond any limit",
+            build: |d| {
+                let mut b = raw(good_tensor_header(), 16);
+                b[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+                file(d, "huge-header.safetensors", &b)
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "limit",
+            names: "huge-header.safetensors",
+        },
+        Case {
+            name: "header JSON invalid",
+            build: |d| file(d, "bad-json.safetensors", &raw("{\"w\": [1, 2", 16)),
+            code: ErrorCode::InvalidModel,
+            problem: "JSON",
+            names: "bad-json.safetensors",
+        },
+        Case {
+            name: "header not UTF-8",
+            build: |d| {
+                let mut b = raw("{\"w\":\"\u{e9}\"}", 0);
+                b[10] = 0xff;
+                file(d, "latin1.safetensors", &b)
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "UTF-8",
+            names: "latin1.safetensors",
+        },
+        Case {
+            name: "offsets out of range",
+            build: |d| {
+                let h = r#"{"w":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#;
+                file(d, "out-of-range.safetensors", &raw(h, 16))
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "truncated",
+            names: "out-of-range.safetensors",
+        },
+        Case {
+            name: "offsets overlapping",
+            build: |d| {
+                let h = r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#;
+                file(d, "overlap.safetensors", &raw(h, 24))
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "overlap",
+            names: "overlap.safetensors",
+        },
+        Case {
+            name: "offsets not matching shape x dtype",
+            build: |d| {
+                let h = r#"{"w":{"dtype":"F32","shape":[5],"data_offsets":[0,16]}}"#;
+                file(d, "mismatch.safetensors", &raw(h, 16))
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "do not match",
+            names: "mismatch.safetensors",
+        },
+        Case {
+            name: "shape overflows",
+            build: |d| {
+                let h = r#"{"w":{"dtype":"F32","shape":[18446744073709551615,4],"data_offsets":[0,16]}}"#;
+                file(d, "overflow.safetensors", &raw(h, 16))
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "overflow",
+            names: "overflow.safetensors",
+        },
+        Case {
+            name: "unknown dtype",
+            build: |d| {
+                let h = r#"{"w":{"dtype":"Q4","shape":[4],"data_offsets":[0,16]}}"#;
+                file(d, "q4.safetensors", &raw(h, 16))
+            },
+            code: ErrorCode::UnsupportedDtype,
+            problem: "Q4",
+            names: "q4.safetensors",
+        },
+        Case {
+            name: "dtype the device cannot hold",
+            build: |d| {
+                let h = r#"{"w":{"dtype":"BOOL","shape":[4],"data_offsets":[0,4]}}"#;
+                file(d, "bool.safetensors", &raw(h, 4))
+            },
+            code: ErrorCode::UnsupportedDtype,
+            problem: "BOOL",
+            names: "bool.safetensors",
+        },
+        Case {
+            name: "file truncated after the header",
+            build: |d| file(d, "no-data.safetensors", &raw(good_tensor_header(), 0)),
+            code: ErrorCode::InvalidModel,
+            problem: "truncated",
+            names: "no-data.safetensors",
+        },
+        Case {
+            name: "empty file",
+            build: |d| file(d, "empty.safetensors", b""),
+            code: ErrorCode::InvalidModel,
+            problem: "too short",
+            names: "empty.safetensors",
+        },
+        Case {
+            name: "index naming a missing shard",
+            build: |d| {
+                folder(
+                    d,
+                    &[
+                        ("model-1.safetensors", &raw(good_tensor_header(), 16)),
+                        (
+                            "model.safetensors.index.json",
+                            br#"{"weight_map":{"w":"model-1.safetensors","v":"model-2.safetensors"}}"#,
+                        ),
+                    ],
+                )
+            },
+            code: ErrorCode::MissingFile,
+            problem: "no such file",
+            names: "model-2.safetensors",
+        },
+        Case {
+            name: "shard name with ..",
+            build: |d| {
+                file(d, "outside.safetensors", &raw(good_tensor_header(), 16));
+                folder(
+                    d,
+                    &[(
+                        "model.safetensors.index.json",
+                        br#"{"weight_map":{"w":"../outside.safetensors"}}"#,
+                    )],
+                )
+            },
+            code: ErrorCode::PathEscape,
+            problem: "outside the model folder",
+            names: "outside.safetensors",
+        },
+        Case {
+            name: "absolute shard path",
+            build: |d| {
+                folder(
+                    d,
+                    &[(
+                        "model.safetensors.index.json",
+                        br#"{"weight_map":{"w":"/etc/passwd"}}"#,
+                    )],
+                )
+            },
+            code: ErrorCode::PathEscape,
+            problem: "outside the model folder",
+            names: "/etc/passwd",
+        },
+        Case {
+            name: "symlinked shard pointing outside",
+            build: |d| {
+                let outside = file(d, "secret.safetensors", &raw(good_tensor_header(), 16));
+                let root = folder(
+                    d,
+                    &[(
+                        "model.safetensors.index.json",
+                        br#"{"weight_map":{"w":"shard.safetensors"}}"#,
+                    )],
+                );
+                std::os::unix::fs::symlink(outside, root.join("shard.safetensors")).unwrap();
+                root
+            },
+            code: ErrorCode::PathEscape,
+            problem: "outside the model folder",
+            names: "shard.safetensors",
+        },
+        Case {
+            name: "index whose shard lacks a tensor it names",
+            build: |d| {
+                folder(
+                    d,
+                    &[
+                        ("a.safetensors", &raw(good_tensor_header(), 16)),
+                        (
+                            "model.safetensors.index.json",
+                            br#"{"weight_map":{"w":"a.safetensors","ghost":"a.safetensors"}}"#,
+                        ),
+                    ],
+                )
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "ghost",
+            names: "a.safetensors",
+        },
+        Case {
+            name: "config.json invalid",
+            build: |d| {
+                folder(
+                    d,
+                    &[
+                        ("model.safetensors", &raw(good_tensor_header(), 16)),
+                        ("config.json", b"{\"sample_size\": 64,"),
+                    ],
+                )
+            },
+            code: ErrorCode::InvalidConfig,
+            problem: "invalid config",
+            names: "config.json",
+        },
+        Case {
+            name: "index.json invalid",
+            build: |d| folder(d, &[("model.safetensors.index.json", b"[1,2,3]")]),
+            code: ErrorCode::InvalidConfig,
+            problem: "weight_map",
+            names: "model.safetensors.index.json",
+        },
+        Case {
+            name: "a folder with no weights",
+            build: |d| folder(d, &[("config.json", b"{}")]),
+            code: ErrorCode::MissingFile,
+            problem: "no such file",
+            names: "model.safetensors",
+        },
+        Case {
+            name: "a pipeline component that leaves the folder",
+            build: |d| {
+                folder(
+                    d,
+                    &[(
+                        "model_index.json",
+                        br#"{"_class_name":"X","../unet":["diffusers","UNet"]}"#,
+                    )],
+                )
+            },
+            code: ErrorCode::PathEscape,
+            problem: "outside the model folder",
+            names: "../unet",
+        },
+        Case {
+            name: "a pipeline with no weights",
+            build: |d| {
+                folder(
+                    d,
+                    &[
+                        ("model_index.json", br#"{"scheduler":["diffusers","DDIM"]}"#),
+                        ("scheduler/scheduler_config.json", b"{}"),
+                    ],
+                )
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "no component with weights",
+            names: "model_index.json",
+        },
+        Case {
+            name: "model_index.json invalid",
+            build: |d| folder(d, &[("model_index.json", b"{\"unet\": ")]),
+            code: ErrorCode::InvalidConfig,
+            problem: "invalid config",
+            names: "model_index.json",
+        },
+        Case {
+            name: "missing path",
+            build: |d| d.join("nothing-here"),
+            code: ErrorCode::MissingFile,
+            problem: "no such file",
+            names: "nothing-here",
+        },
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_input_fails_cleanly_and_the_next_load_succeeds() {
+    let good_dir = tempfile::tempdir().unwrap();
+    let good = write_model(good_dir.path(), "good", 1, 3, 10_000);
+    let manager = ModelManager::new().unwrap();
+    for case in cases() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = (case.build)(dir.path());
+        let err = manager.load(&source).unwrap().await.expect_err(case.name);
+        let message = err.to_string();
+        assert_eq!(err.code(), case.code, "{}: {message}", case.name);
+        assert!(
+            message.contains(case.problem),
+            "{}: {message:?} should say {:?}",
+            case.name,
+            case.problem
+        );
+        assert!(
+            message.contains(case.names),
+            "{}: {message:?} should name {:?}",
+            case.name,
+            case.names
+        );
+        let snap = manager.snapshot();
+        assert_eq!(snap.state, State::Failed, "{}", case.name);
+        assert_eq!(snap.error.as_ref(), Some(&err));
+        assert_eq!(manager.resident_bytes(), 0, "{}", case.name);
+
+        manager
+            .load(&*good)
+            .unwrap()
+            .await
+            .expect("the next load succeeds");
+        common::verify(&manager.acquire().unwrap(), 1);
+        manager.unload().await.unwrap();
+    }
     manager.shutdown().await;
 }
 
 #[tokio::test]
-async fn truncated_data_is_reported_before_reading() {
+async fn a_file_truncated_while_loading_is_an_error_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let good = write_model(dir.path(), "good", 1, 3, 10_000);
-    let bytes = std::fs::read(good.join("model.safetensors")).unwrap();
-    let cut = dir.path().join("cut.safetensors");
-    std::fs::write(&cut, &bytes[..bytes.len() - 1]).unwrap();
-    let manager = ModelManager::new().unwrap();
-    let err = manager.load(&*cut).unwrap().await.unwrap_err();
+    let model = write_model(dir.path(), "m", 1, 8, 64 * 1024);
+    let gate = Gate::new();
+    let manager = ModelManager::builder()
+        .chunk_size(64 * 1024)
+        .read_threads(1)
+        .on_progress(gate.hook())
+        .build()
+        .unwrap();
+    gate.close_at(2);
+    let handle = manager.load(&*model).unwrap();
+    gate.paused().await;
+    let weights = model.join("model.safetensors");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap();
+    f.set_len(1000).unwrap();
+    gate.open();
+    let err = handle.await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidModel, "{err}");
     assert!(err.to_string().contains("truncated"), "{err}");
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+    assert_eq!(manager.current_state(), State::Failed);
+    assert_eq!(manager.resident_bytes(), 0);
+    manager.shutdown().await;
+}
+
+#[tokio::test]
+async fn over_budget_fails_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), "m", 1, 4, 100_000); // 1.6 MB
+    let small = write_model(dir.path(), "s", 2, 1, 1000);
+    let manager = ModelManager::builder()
+        .memory_budget(1_000_000)
+        .on_progress(|_| panic!("nothing may be read for an over-budget model"))
+        .build()
+        .unwrap();
+    let err = manager.load(&*model).unwrap().await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::InsufficientMemory {
+            needed: 1_600_000,
+            available: 1_000_000
+        }
+    );
+    assert_eq!(manager.current_state(), State::Failed);
+    assert_eq!(manager.resident_bytes(), 0);
+    drop(manager);
+
+    let manager = ModelManager::builder()
+        .memory_budget(1_000_000)
+        .build()
+        .unwrap();
+    manager.load(&*small).unwrap().await.unwrap();
     manager.shutdown().await;
 }

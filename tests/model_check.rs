@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{write_failing_model, write_model, Gate};
+use common::{write_failing_model, write_model, Gate, Strict};
 use model_manager::{Error, Lease, ModelManager, ModelSource, State};
 use proptest::prelude::*;
 
@@ -33,7 +33,7 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// Models 0 and 1 load; model 2 fails in the middle of its read.
+/// Models 0 and 1 load; model 2 is read, then refused by `Strict`.
 const BAD: usize = 2;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,13 +143,14 @@ async fn run(steps: Vec<Step>) {
     let manager = ModelManager::builder()
         .chunk_size(1024)
         .on_progress(gate.hook())
+        .pipeline::<Strict>()
         .build()
         .unwrap();
     let mut model = Model {
         state: Ref::Idle,
         leases: 0,
     };
-    let mut leases: Vec<Lease> = Vec::new();
+    let mut leases: Vec<Lease<Strict>> = Vec::new();
 
     for (i, &step) in steps.iter().enumerate() {
         let expected = model.apply(step);
@@ -223,7 +224,7 @@ async fn run(steps: Vec<Step>) {
     assert_eq!(manager.resident_bytes(), 0, "shutdown unloads everything");
 }
 
-async fn manager_state_leaves_unloading(manager: &ModelManager) {
+async fn manager_state_leaves_unloading(manager: &ModelManager<Strict>) {
     while manager.current_state() == State::Unloading {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

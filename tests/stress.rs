@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{write_failing_model, write_model};
+use common::{write_failing_model, write_model, Strict};
 use model_manager::{Error, ModelManager, ModelSource, State};
 use rand::{Rng, SeedableRng};
 
@@ -25,6 +25,7 @@ async fn random_commands_keep_the_invariants() {
     let manager = Arc::new(
         ModelManager::builder()
             .chunk_size(16 * 1024)
+            .pipeline::<Strict>()
             .build()
             .unwrap(),
     );
@@ -83,7 +84,7 @@ async fn random_commands_keep_the_invariants() {
                                 let seed = lease.info().config.as_ref().unwrap()["seed"]
                                     .as_u64()
                                     .unwrap() as u32;
-                                common::verify(&lease, seed);
+                                common::verify(&lease.0, seed);
                                 checked.fetch_add(1, Ordering::Relaxed);
                                 tokio::time::sleep(Duration::from_micros(rng.random_range(0..500)))
                                     .await;

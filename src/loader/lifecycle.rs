@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::read::{read_plan, ReadContext};
+use super::read::{read_plan, resident_bytes, ReadContext};
 use super::source::resolve;
 use super::ticket::{CancelLoad, LoadHandle, LoadTicket};
 use crate::manager::Shared;
@@ -231,15 +231,20 @@ impl<P: Pipeline> Shared<P> {
 
     /// The blocking part of a load: resolve, check the budget, read, assemble.
     fn read(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
+        let config = &self.loader.config;
         let plan = resolve(&ticket.model)?;
-        self.resources.check_budget(plan.bytes())?;
+        self.resources
+            .check_budget(resident_bytes(&plan, config.dtype)?)?;
         let mut reservation = self.resources.reservation();
         let ctx = ReadContext {
             cancel: &ticket.cancel,
             progress: &ticket.progress,
-            chunk_size: self.loader.config.chunk_size,
-            hook: self.loader.config.hook.as_ref(),
+            chunk_size: config.chunk_size,
+            threads: config.threads,
+            hook: config.hook.as_ref(),
+            hook_lock: Default::default(),
             device: self.resources.device(),
+            dtype: config.dtype,
         };
         let loaded = read_plan(plan, &ctx, &mut reservation)?;
         let info = loaded.info.clone();

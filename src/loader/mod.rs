@@ -7,6 +7,8 @@
 //! slot: a load that replaces another starts reading only once the other has
 //! dropped what it read, so at most one model's memory is held at a time.
 
+mod files;
+mod hub;
 mod lifecycle;
 mod read;
 mod runtime;
@@ -31,10 +33,17 @@ pub(crate) use ticket::LoadTicket;
 /// Default size of one read: progress and cancellation are checked this often.
 pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
 
+/// Default number of threads reading one file: the available cores, at most 4.
+pub fn default_read_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 /// Settings of the loader.
 #[derive(Clone)]
 pub(crate) struct LoaderConfig {
     pub(crate) chunk_size: usize,
+    pub(crate) threads: usize,
+    pub(crate) dtype: Option<candle_core::DType>,
     pub(crate) hook: Option<ProgressHook>,
     pub(crate) drain_timeout: Duration,
 }

@@ -123,14 +123,33 @@ pub async fn eventually(mut f: impl FnMut() -> bool) {
     panic!("condition never held");
 }
 
-/// A model whose first tensor reads fine and whose second has a dtype no
-/// device can hold: it fails in the middle of the read.
+/// A model that reads fine but that [`Strict`] refuses to assemble: it
+/// fails after the whole read, at the end of `Loading`.
 pub fn write_failing_model(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.safetensors"));
-    let header = br#"{"a":{"dtype":"F32","shape":[1024],"data_offsets":[0,4096]},"b":{"dtype":"BOOL","shape":[4],"data_offsets":[4096,4100]}}"#;
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header);
-    bytes.extend(std::iter::repeat_n(0u8, 4100));
-    std::fs::write(&path, bytes).unwrap();
-    path
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut map = HashMap::new();
+    map.insert(
+        "poison".to_string(),
+        Tensor::zeros(4096, model_manager::candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    model_manager::candle_core::safetensors::save(&map, folder.join("model.safetensors")).unwrap();
+    std::fs::write(
+        folder.join("config.json"),
+        r#"{"sample_size": 8, "seed": 99}"#,
+    )
+    .unwrap();
+    folder
+}
+
+/// A pipeline that refuses models holding a tensor named `poison`.
+pub struct Strict(pub model_manager::TensorPipeline);
+
+impl model_manager::Pipeline for Strict {
+    fn assemble(loaded: model_manager::TensorPipeline) -> model_manager::Result<Self> {
+        if loaded.tensor("poison").is_some() {
+            return Err(model_manager::Error::Assemble("poisoned model".into()));
+        }
+        Ok(Strict(loaded))
+    }
 }
