@@ -354,7 +354,7 @@ typedef struct mm_progress {
 
 /**
  * Called on a loader thread after every chunk read (see
- * `mm_manager_options.progress`).
+ * `mm_manager_options.progress`). `progress` is only valid during the call.
  */
 typedef void (*mm_progress_callback)(void *userdata, const struct mm_progress *progress);
 
@@ -386,7 +386,11 @@ typedef struct mm_manager_options {
     uint32_t drain_timeout_ms;
     /**
      * Called on a loader thread after every chunk of every load; may be
-     * NULL. It must return quickly: it slows the load.
+     * NULL. Several loader threads may call it at once (a file may be read
+     * in parallel), so successive calls may arrive out of order. It must
+     * return quickly: it slows the load. Like every callback it may read
+     * the manager and call `mm_manager_cancel`, `mm_manager_load` or
+     * `mm_manager_unload`, but not the blocking functions.
      */
     mm_progress_callback progress;
     /**
@@ -565,9 +569,11 @@ mm_result mm_manager_new(const struct mm_manager_options *options, struct mm_man
  * afterwards. NULL is a no-op.
  *
  * Leases still held stay valid; their memory is freed when they are
- * released. If a callback does not return within 5 s, destroy gives up on
- * it and leaks the manager's bookkeeping (not the model) rather than free
- * memory the callback may still use.
+ * released. Callbacks delivered during destroy may still call functions on
+ * this manager (reads work, commands fail with `MM_RESULT_SHUT_DOWN`). If a
+ * callback does not return within 5 s, destroy returns `MM_RESULT_TIMEOUT`
+ * and leaves the manager's bookkeeping allocated (the model itself is
+ * unloaded) rather than free memory the callback may still use.
  *
  * Threads: must not run concurrently with any other call on this manager.
  * Callbacks: must not be called from any model-manager callback; there it

@@ -174,9 +174,11 @@ pub unsafe extern "C" fn mm_manager_new(
 /// afterwards. NULL is a no-op.
 ///
 /// Leases still held stay valid; their memory is freed when they are
-/// released. If a callback does not return within 5 s, destroy gives up on
-/// it and leaks the manager's bookkeeping (not the model) rather than free
-/// memory the callback may still use.
+/// released. Callbacks delivered during destroy may still call functions on
+/// this manager (reads work, commands fail with `MM_RESULT_SHUT_DOWN`). If a
+/// callback does not return within 5 s, destroy returns `MM_RESULT_TIMEOUT`
+/// and leaves the manager's bookkeeping allocated (the model itself is
+/// unloaded) rather than free memory the callback may still use.
 ///
 /// Threads: must not run concurrently with any other call on this manager.
 /// Callbacks: must not be called from any model-manager callback; there it
@@ -195,40 +197,43 @@ pub unsafe extern "C" fn mm_manager_destroy(manager: *mut mm_manager) -> mm_resu
                 "mm_manager_destroy must not be called on an async runtime thread",
             ));
         }
-        // SAFETY: non-NULL; the caller passes a manager from `mm_manager_new`
-        // that it does not use again.
-        let manager = unsafe { free_handle(manager) }.expect("checked non-NULL");
+        // SAFETY: non-NULL; the caller passes a live manager from
+        // `mm_manager_new` and does not use it again. Callbacks still running
+        // may use it through shared references too, so until they are done
+        // it is only borrowed shared, and freed below.
+        let shared = unsafe { &*manager };
         // Cannot fail here: we are not on a runtime thread (checked above).
-        if let Err(error) = manager.inner.shutdown_blocking() {
+        if let Err(error) = shared.inner.shutdown_blocking() {
             set_last_error(error.to_string());
         }
-        let mm_manager {
-            inner,
-            runtime,
-            tasks,
-            closing,
-            last_load,
-        } = *manager;
-        drop(last_load);
         // No transition can happen any more: subscriptions deliver what is
         // queued and end; load callbacks have their outcomes.
-        closing.cancel();
-        tasks.close();
+        shared.closing.cancel();
+        shared.tasks.close();
         // The timer must be created inside the runtime.
-        let drained =
-            runtime.block_on(async { tokio::time::timeout(TASK_DRAIN, tasks.wait()).await });
-        if drained.is_ok() {
-            drop(inner);
-            runtime.shutdown_timeout(TASK_DRAIN);
-        } else {
-            // A callback is stuck. It may still use the manager: keep it.
-            std::mem::forget(inner);
-            runtime.shutdown_background();
+        let drained = shared
+            .runtime
+            .block_on(async { tokio::time::timeout(TASK_DRAIN, shared.tasks.wait()).await });
+        if drained.is_err() {
+            // A callback is stuck and may still use the manager: leave it
+            // allocated, with its runtime (whose thread runs the callback).
             return Err(Failure::new(
                 mm_result::Timeout,
                 "a callback did not return within 5 s; the manager was shut down but not freed",
             ));
         }
+        // SAFETY: every task that could use the manager has finished and the
+        // caller gave it up: this is the only reference left.
+        let manager = unsafe { free_handle(manager) }.expect("checked non-NULL");
+        let mm_manager {
+            inner,
+            runtime,
+            last_load,
+            ..
+        } = *manager;
+        drop(last_load);
+        drop(inner);
+        runtime.shutdown_timeout(TASK_DRAIN);
         Ok(())
     })
 }
@@ -262,6 +267,12 @@ pub unsafe extern "C" fn mm_manager_load(
         let manager = unsafe { borrow(manager, "manager") }?;
         // SAFETY: NULL or a NUL-terminated string, per the header.
         let path = unsafe { cstr(path, "path") }?;
+        // Held across the core's load, so that the latest load here is also
+        // the latest one the core saw.
+        let mut last_load = manager
+            .last_load
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let handle = manager.inner.load(path)?;
         let mut last = LastLoad {
             handle: handle.clone(),
@@ -293,10 +304,7 @@ pub unsafe extern "C" fn mm_manager_load(
                 manager.runtime(),
             );
         }
-        *manager
-            .last_load
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(last);
+        *last_load = Some(last);
         Ok(())
     })
 }

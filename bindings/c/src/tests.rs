@@ -601,8 +601,8 @@ fn cancel_from_the_first_progress_callback() {
         assert_eq!(outcomes.len(), 1);
         assert_eq!(outcomes[0].0, mm_result::Cancelled);
         assert_eq!(ctx.destroy_refused.load(Ordering::SeqCst), 1);
-        // 256 chunks in the model; the cancel is seen at the next chunk.
-        assert!(ctx.calls.load(Ordering::SeqCst) < 4, "cancel was late");
+        // 256 chunks in the model; each reading thread stops at its next one.
+        assert!(ctx.calls.load(Ordering::SeqCst) < 16, "cancel was late");
     }
 }
 

@@ -232,7 +232,7 @@ pub struct mm_tensor {
 }
 
 /// Called on a loader thread after every chunk read (see
-/// `mm_manager_options.progress`).
+/// `mm_manager_options.progress`). `progress` is only valid during the call.
 pub type mm_progress_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, progress: *const mm_progress)>;
 
@@ -266,7 +266,11 @@ pub struct mm_manager_options {
     /// giving up on them, in milliseconds; 0 = the default (5000).
     pub drain_timeout_ms: u32,
     /// Called on a loader thread after every chunk of every load; may be
-    /// NULL. It must return quickly: it slows the load.
+    /// NULL. Several loader threads may call it at once (a file may be read
+    /// in parallel), so successive calls may arrive out of order. It must
+    /// return quickly: it slows the load. Like every callback it may read
+    /// the manager and call `mm_manager_cancel`, `mm_manager_load` or
+    /// `mm_manager_unload`, but not the blocking functions.
     pub progress: mm_progress_callback,
     /// Passed verbatim to `progress` as its first argument.
     pub progress_userdata: *mut c_void,
