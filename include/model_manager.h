@@ -42,6 +42,11 @@
 #define MM_TIMEOUT_INFINITE UINT32_MAX
 
 /**
+ * For `mm_manager_options.dtype`: keep every tensor's dtype as stored.
+ */
+#define MM_DTYPE_KEEP UINT32_MAX
+
+/**
  * What a function returned: `MM_RESULT_OK` (0), or why it failed.
  *
  * Values are explicit and never reused. 1 to 17 are the codes of
@@ -371,7 +376,8 @@ typedef struct mm_manager_options {
     const char *device;
     /**
      * Refuse loads whose tensors need more bytes than this (checked before
-     * anything is allocated); 0 = no budget.
+     * anything is allocated); 0 = model-manager's default, the memory
+     * available on the device when the load starts.
      */
     uint64_t memory_budget;
     /**
@@ -380,14 +386,27 @@ typedef struct mm_manager_options {
      */
     size_t chunk_size;
     /**
+     * Threads reading one file in parallel; 0 = the default (the available
+     * cores, at most 4).
+     */
+    size_t read_threads;
+    /**
+     * Convert floating-point tensors to this dtype while loading:
+     * `MM_DTYPE_F32`, `MM_DTYPE_F16` or `MM_DTYPE_BF16`; integer tensors
+     * keep theirs. `MM_DTYPE_KEEP` (the default) converts nothing; any
+     * other value makes `mm_manager_new` fail with
+     * `MM_RESULT_INVALID_ARGUMENT`.
+     */
+    uint32_t dtype;
+    /**
      * How long `mm_manager_destroy` waits for leases still held before
      * giving up on them, in milliseconds; 0 = the default (5000).
      */
     uint32_t drain_timeout_ms;
     /**
      * Called on a loader thread after every chunk of every load; may be
-     * NULL. Several loader threads may call it at once (a file may be read
-     * in parallel), so successive calls may arrive out of order. It must
+     * NULL. Calls never overlap and, within a load, each sees more bytes
+     * done than the last, but they may come from different threads. It must
      * return quickly: it slows the load. Like every callback it may read
      * the manager and call `mm_manager_cancel`, `mm_manager_load` or
      * `mm_manager_unload`, but not the blocking functions.
@@ -543,8 +562,9 @@ mm_result mm_last_error_message(char *buf, size_t len, size_t *len_out);
 const char *mm_result_name(uint32_t result);
 
 /**
- * Fill `*options` with the defaults: device `"cpu"`, no memory budget, 4 MiB
- * chunks, 5 s drain timeout, no progress callback.
+ * Fill `*options` with the defaults: device `"cpu"`, the default memory
+ * budget, 4 MiB chunks, the default read threads, dtypes kept, 5 s drain
+ * timeout, no progress callback.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
  * Ownership: `options` is the caller's; `options->device` is set to a
@@ -615,6 +635,8 @@ mm_result mm_manager_load(const struct mm_manager *manager,
  *
  * Threads: any, concurrently. Callbacks: must not be called from them
  * (returns `MM_RESULT_CALLED_FROM_CALLBACK`).
+ * Ownership: `manager` is only borrowed for the call; out-params are the
+ * caller's memory.
  */
 mm_result mm_manager_wait(const struct mm_manager *manager,
                           uint32_t timeout_ms,
@@ -626,6 +648,7 @@ mm_result mm_manager_wait(const struct mm_manager *manager,
  * `MM_RESULT_INVALID_TRANSITION`. Does not block.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `manager` is only borrowed for the call.
  */
 mm_result mm_manager_cancel(const struct mm_manager *manager);
 
@@ -636,6 +659,7 @@ mm_result mm_manager_cancel(const struct mm_manager *manager);
  * `MM_RESULT_INVALID_TRANSITION`. Use `mm_manager_wait` to wait for Idle.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `manager` is only borrowed for the call.
  */
 mm_result mm_manager_unload(const struct mm_manager *manager);
 
@@ -649,6 +673,8 @@ mm_result mm_manager_unload(const struct mm_manager *manager);
  *
  * Threads: any, concurrently. Callbacks: must not be called from them
  * (returns `MM_RESULT_CALLED_FROM_CALLBACK`).
+ * Ownership: `manager` is only borrowed for the call; out-params are the
+ * caller's memory.
  */
 mm_result mm_manager_unload_timeout(const struct mm_manager *manager,
                                     uint32_t timeout_ms,
@@ -659,6 +685,7 @@ mm_result mm_manager_unload_timeout(const struct mm_manager *manager,
  * `MM_RESULT_INVALID_TRANSITION`. (A new load from Failed needs no reset.)
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `manager` is only borrowed for the call.
  */
 mm_result mm_manager_reset(const struct mm_manager *manager);
 
@@ -666,6 +693,8 @@ mm_result mm_manager_reset(const struct mm_manager *manager);
  * The current state, into `*state_out`. Lock-free, never stale.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `manager` is only borrowed for the call; out-params are the
+ * caller's memory.
  */
 mm_result mm_manager_state(const struct mm_manager *manager, mm_state *state_out);
 
@@ -674,6 +703,8 @@ mm_result mm_manager_state(const struct mm_manager *manager, mm_state *state_out
  * `*snapshot_out`. Lock-free.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `manager` is only borrowed for the call; out-params are the
+ * caller's memory.
  */
 mm_result mm_manager_snapshot(const struct mm_manager *manager, struct mm_snapshot *snapshot_out);
 
@@ -686,6 +717,8 @@ mm_result mm_manager_snapshot(const struct mm_manager *manager, struct mm_snapsh
  * when `len` is 0.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `manager` is only borrowed for the call; `buf` and `len_out`
+ * are the caller's memory.
  */
 mm_result mm_manager_error_message(const struct mm_manager *manager,
                                    char *buf,
@@ -698,6 +731,8 @@ mm_result mm_manager_error_message(const struct mm_manager *manager,
  * Ready; `MM_RESULT_NOT_FOUND` if the config has none.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `manager` is only borrowed for the call; out-params are the
+ * caller's memory.
  */
 mm_result mm_manager_sample_size(const struct mm_manager *manager, uint64_t *sample_size_out);
 
@@ -712,7 +747,8 @@ mm_result mm_manager_sample_size(const struct mm_manager *manager, uint64_t *sam
  * 0.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
- * Ownership: `key` is read during the call only.
+ * Ownership: `manager` is only borrowed for the call; `key` is read during
+ * the call only; `buf` and `len_out` are the caller's memory.
  */
 mm_result mm_manager_config(const struct mm_manager *manager,
                             const char *key,
@@ -725,6 +761,8 @@ mm_result mm_manager_config(const struct mm_manager *manager,
  * `*bytes_out`.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `manager` is only borrowed for the call; out-params are the
+ * caller's memory.
  */
 mm_result mm_manager_resident_bytes(const struct mm_manager *manager, uint64_t *bytes_out);
 
@@ -733,6 +771,8 @@ mm_result mm_manager_resident_bytes(const struct mm_manager *manager, uint64_t *
  * `*leases_out`.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `manager` is only borrowed for the call; out-params are the
+ * caller's memory.
  */
 mm_result mm_manager_outstanding_leases(const struct mm_manager *manager, size_t *leases_out);
 
@@ -802,6 +842,8 @@ void mm_lease_release(struct mm_lease *lease);
  * Number of tensors in the leased model, into `*count_out`.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `lease` is only borrowed for the call; `*count_out` is the
+ * caller's memory.
  */
 mm_result mm_lease_tensor_count(const struct mm_lease *lease, size_t *count_out);
 

@@ -111,6 +111,9 @@ struct Options {
     std::string device = "cpu";
     std::uint64_t memory_budget = 0;
     std::size_t chunk_size = 0;
+    std::size_t read_threads = 0;
+    /// MM_DTYPE_F32, MM_DTYPE_F16, MM_DTYPE_BF16, or MM_DTYPE_KEEP.
+    std::uint32_t dtype = MM_DTYPE_KEEP;
     std::uint32_t drain_timeout_ms = 0;
     /// Called on a loader thread after every chunk read; may be empty.
     std::function<void(const mm_progress &)> on_progress;
@@ -241,6 +244,8 @@ public:
         c.device = options.device.c_str();
         c.memory_budget = options.memory_budget;
         c.chunk_size = options.chunk_size;
+        c.read_threads = options.read_threads;
+        c.dtype = options.dtype;
         c.drain_timeout_ms = options.drain_timeout_ms;
         if (options.on_progress) {
             progress_ = std::make_unique<ProgressCallback>(std::move(options.on_progress));

@@ -170,6 +170,8 @@ pub unsafe extern "C" fn mm_lease_release(lease: *mut mm_lease) {
 /// Number of tensors in the leased model, into `*count_out`.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `lease` is only borrowed for the call; `*count_out` is the
+/// caller's memory.
 #[no_mangle]
 pub unsafe extern "C" fn mm_lease_tensor_count(
     lease: *const mm_lease,

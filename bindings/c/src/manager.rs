@@ -21,7 +21,10 @@ use crate::ffi::{
     borrow, boundary, check_buf, copy_str_out, cstr, free_handle, into_handle, refuse_in_callback,
     set_last_error, CallbackGuard, Failure, FfiResult, Out, UserData,
 };
-use crate::types::{mm_load_callback, mm_manager_options, mm_progress, mm_snapshot, mm_state};
+use crate::types::{
+    mm_dtype, mm_load_callback, mm_manager_options, mm_progress, mm_snapshot, mm_state,
+    MM_DTYPE_KEEP,
+};
 use crate::{mm_result, MM_TIMEOUT_INFINITE};
 
 /// How long destroy waits for the binding's own tasks (callbacks in flight)
@@ -75,8 +78,9 @@ fn poll_once<F: Future>(future: F) -> Option<F::Output> {
     }
 }
 
-/// Fill `*options` with the defaults: device `"cpu"`, no memory budget, 4 MiB
-/// chunks, 5 s drain timeout, no progress callback.
+/// Fill `*options` with the defaults: device `"cpu"`, the default memory
+/// budget, 4 MiB chunks, the default read threads, dtypes kept, 5 s drain
+/// timeout, no progress callback.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
 /// Ownership: `options` is the caller's; `options->device` is set to a
@@ -91,6 +95,8 @@ pub unsafe extern "C" fn mm_manager_options_init(options: *mut mm_manager_option
                 device: c"cpu".as_ptr(),
                 memory_budget: 0,
                 chunk_size: 0,
+                read_threads: 0,
+                dtype: MM_DTYPE_KEEP,
                 drain_timeout_ms: 0,
                 progress: None,
                 progress_userdata: std::ptr::null_mut(),
@@ -118,6 +124,24 @@ pub unsafe extern "C" fn mm_manager_new(
         let out = Out::new(manager_out, "manager_out")?;
         // SAFETY: the header requires a NUL-terminated string or NULL.
         let device: DeviceSpec = unsafe { cstr(options.device, "options->device") }?.parse()?;
+        // Check every option before starting any thread.
+        let dtype = match options.dtype {
+            MM_DTYPE_KEEP => None,
+            value => Some(
+                [mm_dtype::F32, mm_dtype::F16, mm_dtype::Bf16]
+                    .into_iter()
+                    .find(|d| *d as u32 == value)
+                    .ok_or_else(|| {
+                        Failure::new(
+                            mm_result::InvalidArgument,
+                            format!(
+                                "options->dtype {value} is not MM_DTYPE_F32, MM_DTYPE_F16, \
+                                 MM_DTYPE_BF16 or MM_DTYPE_KEEP"
+                            ),
+                        )
+                    })?,
+            ),
+        };
         let runtime = Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(4)
@@ -138,6 +162,12 @@ pub unsafe extern "C" fn mm_manager_new(
         }
         if options.chunk_size > 0 {
             builder = builder.chunk_size(options.chunk_size);
+        }
+        if options.read_threads > 0 {
+            builder = builder.read_threads(options.read_threads);
+        }
+        if let Some(dtype) = dtype {
+            builder = builder.dtype(dtype.to_candle());
         }
         if options.drain_timeout_ms > 0 {
             builder =
@@ -317,6 +347,8 @@ pub unsafe extern "C" fn mm_manager_load(
 ///
 /// Threads: any, concurrently. Callbacks: must not be called from them
 /// (returns `MM_RESULT_CALLED_FROM_CALLBACK`).
+/// Ownership: `manager` is only borrowed for the call; out-params are the
+/// caller's memory.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_wait(
     manager: *const mm_manager,
@@ -368,6 +400,7 @@ pub unsafe extern "C" fn mm_manager_wait(
 /// `MM_RESULT_INVALID_TRANSITION`. Does not block.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `manager` is only borrowed for the call.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_cancel(manager: *const mm_manager) -> mm_result {
     boundary(|| {
@@ -383,6 +416,7 @@ pub unsafe extern "C" fn mm_manager_cancel(manager: *const mm_manager) -> mm_res
 /// `MM_RESULT_INVALID_TRANSITION`. Use `mm_manager_wait` to wait for Idle.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `manager` is only borrowed for the call.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_unload(manager: *const mm_manager) -> mm_result {
     boundary(|| {
@@ -406,6 +440,8 @@ pub unsafe extern "C" fn mm_manager_unload(manager: *const mm_manager) -> mm_res
 ///
 /// Threads: any, concurrently. Callbacks: must not be called from them
 /// (returns `MM_RESULT_CALLED_FROM_CALLBACK`).
+/// Ownership: `manager` is only borrowed for the call; out-params are the
+/// caller's memory.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_unload_timeout(
     manager: *const mm_manager,
@@ -443,6 +479,7 @@ pub unsafe extern "C" fn mm_manager_unload_timeout(
 /// `MM_RESULT_INVALID_TRANSITION`. (A new load from Failed needs no reset.)
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `manager` is only borrowed for the call.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_reset(manager: *const mm_manager) -> mm_result {
     boundary(|| {
@@ -455,6 +492,8 @@ pub unsafe extern "C" fn mm_manager_reset(manager: *const mm_manager) -> mm_resu
 /// The current state, into `*state_out`. Lock-free, never stale.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `manager` is only borrowed for the call; out-params are the
+/// caller's memory.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_state(
     manager: *const mm_manager,
@@ -475,6 +514,8 @@ pub unsafe extern "C" fn mm_manager_state(
 /// `*snapshot_out`. Lock-free.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `manager` is only borrowed for the call; out-params are the
+/// caller's memory.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_snapshot(
     manager: *const mm_manager,
@@ -499,6 +540,8 @@ pub unsafe extern "C" fn mm_manager_snapshot(
 /// when `len` is 0.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `manager` is only borrowed for the call; `buf` and `len_out`
+/// are the caller's memory.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_error_message(
     manager: *const mm_manager,
@@ -527,6 +570,8 @@ pub unsafe extern "C" fn mm_manager_error_message(
 /// Ready; `MM_RESULT_NOT_FOUND` if the config has none.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `manager` is only borrowed for the call; out-params are the
+/// caller's memory.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_sample_size(
     manager: *const mm_manager,
@@ -563,7 +608,8 @@ fn ready_info(manager: &mm_manager) -> FfiResult<model_manager::PipelineInfo> {
 /// 0.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
-/// Ownership: `key` is read during the call only.
+/// Ownership: `manager` is only borrowed for the call; `key` is read during
+/// the call only; `buf` and `len_out` are the caller's memory.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_config(
     manager: *const mm_manager,
@@ -601,6 +647,8 @@ pub unsafe extern "C" fn mm_manager_config(
 /// `*bytes_out`.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `manager` is only borrowed for the call; out-params are the
+/// caller's memory.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_resident_bytes(
     manager: *const mm_manager,
@@ -621,6 +669,8 @@ pub unsafe extern "C" fn mm_manager_resident_bytes(
 /// `*leases_out`.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `manager` is only borrowed for the call; out-params are the
+/// caller's memory.
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_outstanding_leases(
     manager: *const mm_manager,

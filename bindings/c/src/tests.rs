@@ -636,3 +636,85 @@ fn destroy_during_a_load() {
         "{outcomes:?}"
     );
 }
+
+struct SelfUnsubscribe {
+    sub: AtomicPtr<mm_subscription>,
+    calls: AtomicUsize,
+}
+
+unsafe extern "C" fn unsubscribe_self(userdata: *mut c_void, _: *const mm_event) {
+    // SAFETY: the test passes a live `SelfUnsubscribe`.
+    let ctx = unsafe { &*(userdata as *const SelfUnsubscribe) };
+    ctx.calls.fetch_add(1, Ordering::SeqCst);
+    let sub = ctx.sub.swap(ptr::null_mut(), Ordering::SeqCst);
+    // SAFETY: our own subscription, ended once (NULL afterwards): this must
+    // neither deadlock nor let the callback run again.
+    unsafe { mm_subscription_unsubscribe(sub) };
+}
+
+#[test]
+fn a_callback_may_unsubscribe_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    write_model(&model, 2, 8, 16);
+    let manager = Manager::new(0);
+    let ctx = SelfUnsubscribe {
+        sub: AtomicPtr::new(ptr::null_mut()),
+        calls: AtomicUsize::new(0),
+    };
+    let mut sub = ptr::null_mut();
+    // SAFETY: live manager, callback and userdata (`ctx` outlives the
+    // manager, destroyed below).
+    let r = unsafe {
+        mm_manager_subscribe(
+            manager.0,
+            Some(unsubscribe_self),
+            &ctx as *const SelfUnsubscribe as *mut c_void,
+            &mut sub,
+        )
+    };
+    assert_eq!(r, mm_result::Ok);
+    ctx.sub.store(sub, Ordering::SeqCst);
+    manager.load(&model);
+    assert_eq!(manager.wait(), mm_state::Ready);
+    // Destroy delivers whatever is queued: nothing more for this callback.
+    drop(manager);
+    assert_eq!(ctx.calls.load(Ordering::SeqCst), 1);
+    assert!(ctx.sub.load(Ordering::SeqCst).is_null());
+}
+
+#[test]
+fn dtype_conversion_and_read_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    write_model(&model, 2, 8, 16);
+    // SAFETY: live locals; the manager is destroyed by `Manager`'s Drop.
+    unsafe {
+        let mut options = std::mem::zeroed::<mm_manager_options>();
+        mm_manager_options_init(&mut options);
+        assert_eq!(options.dtype, MM_DTYPE_KEEP);
+        let mut manager = ptr::null_mut();
+        options.dtype = mm_dtype::I64 as u32;
+        assert_eq!(
+            mm_manager_new(&options, &mut manager),
+            mm_result::InvalidArgument
+        );
+        assert!(last_message().contains("options->dtype"));
+        options.dtype = mm_dtype::F16 as u32;
+        options.read_threads = 2;
+        assert_eq!(mm_manager_new(&options, &mut manager), mm_result::Ok);
+        let manager = Manager(manager);
+        manager.load(&model);
+        assert_eq!(manager.wait(), mm_state::Ready);
+        let mut lease = ptr::null_mut();
+        assert_eq!(mm_manager_acquire(manager.0, &mut lease), mm_result::Ok);
+        let mut tensor = std::mem::zeroed::<mm_tensor>();
+        assert_eq!(mm_lease_tensor(lease, 1, &mut tensor), mm_result::Ok);
+        assert_eq!(tensor.dtype, mm_dtype::F16);
+        assert_eq!(tensor.data_len, 8 * 2);
+        let bits = std::slice::from_raw_parts(tensor.data.cast::<u16>(), 8);
+        // 1003.0 in IEEE half precision.
+        assert_eq!(bits[3], 0x63d6);
+        mm_lease_release(lease);
+    }
+}

@@ -97,7 +97,26 @@ pub enum mm_dtype {
     F8E4M3 = 9,
 }
 
+/// For `mm_manager_options.dtype`: keep every tensor's dtype as stored.
+pub const MM_DTYPE_KEEP: u32 = u32::MAX;
+
 impl mm_dtype {
+    /// The candle dtype of a C one.
+    pub fn to_candle(self) -> DType {
+        match self {
+            mm_dtype::U8 => DType::U8,
+            mm_dtype::U32 => DType::U32,
+            mm_dtype::I16 => DType::I16,
+            mm_dtype::I32 => DType::I32,
+            mm_dtype::I64 => DType::I64,
+            mm_dtype::Bf16 => DType::BF16,
+            mm_dtype::F16 => DType::F16,
+            mm_dtype::F32 => DType::F32,
+            mm_dtype::F64 => DType::F64,
+            mm_dtype::F8E4M3 => DType::F8E4M3,
+        }
+    }
+
     /// The C dtype of a candle dtype, if it has one.
     pub fn from_candle(dtype: DType) -> Option<Self> {
         Some(match dtype {
@@ -257,17 +276,27 @@ pub struct mm_manager_options {
     /// Not NULL. Read during `mm_manager_new` only.
     pub device: *const c_char,
     /// Refuse loads whose tensors need more bytes than this (checked before
-    /// anything is allocated); 0 = no budget.
+    /// anything is allocated); 0 = model-manager's default, the memory
+    /// available on the device when the load starts.
     pub memory_budget: u64,
     /// Bytes per read: progress is reported and cancellation checked this
     /// often; 0 = the default (4 MiB).
     pub chunk_size: usize,
+    /// Threads reading one file in parallel; 0 = the default (the available
+    /// cores, at most 4).
+    pub read_threads: usize,
+    /// Convert floating-point tensors to this dtype while loading:
+    /// `MM_DTYPE_F32`, `MM_DTYPE_F16` or `MM_DTYPE_BF16`; integer tensors
+    /// keep theirs. `MM_DTYPE_KEEP` (the default) converts nothing; any
+    /// other value makes `mm_manager_new` fail with
+    /// `MM_RESULT_INVALID_ARGUMENT`.
+    pub dtype: u32,
     /// How long `mm_manager_destroy` waits for leases still held before
     /// giving up on them, in milliseconds; 0 = the default (5000).
     pub drain_timeout_ms: u32,
     /// Called on a loader thread after every chunk of every load; may be
-    /// NULL. Several loader threads may call it at once (a file may be read
-    /// in parallel), so successive calls may arrive out of order. It must
+    /// NULL. Calls never overlap and, within a load, each sees more bytes
+    /// done than the last, but they may come from different threads. It must
     /// return quickly: it slows the load. Like every callback it may read
     /// the manager and call `mm_manager_cancel`, `mm_manager_load` or
     /// `mm_manager_unload`, but not the blocking functions.
