@@ -1,11 +1,11 @@
 //! Reading tensors: in chunks, straight into their final buffers, checking
 //! cancellation and publishing progress at every chunk.
 //!
-//! Each file's buffers are allocated up front (counted at once in the
-//! reservation, and advised to use huge pages, which cuts page faults on
-//! fresh memory 512-fold), then the chunks are read by up to
-//! `read_threads` threads, interleaved so the file is still read roughly in
-//! order.
+//! Each file gets one buffer per dtype, allocated up front (counted at once
+//! in the reservation, and advised to use huge pages, which cuts page faults
+//! on fresh memory 512-fold); every tensor is a view into it. The chunks are
+//! read by up to `read_threads` threads, interleaved so the file is still
+//! read roughly in order.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -192,6 +192,10 @@ impl Buffer {
         }
     }
 
+    fn len(&self) -> usize {
+        each_buffer!(self, v => v.len())
+    }
+
     fn bytes_mut(&mut self) -> &mut [u8] {
         each_buffer!(self, v => bytemuck::cast_slice_mut(v.as_mut_slice()))
     }
@@ -237,33 +241,60 @@ fn read_file(
     reservation: &mut Reservation,
 ) -> Result<Vec<(String, Tensor)>> {
     let entries = &file.header.tensors;
-    let mut buffers = Vec::with_capacity(entries.len());
+    // One buffer per dtype for the whole file: one allocation, straight from
+    // the OS (so it goes straight back on free, whatever the allocator's
+    // heuristics), advised to use huge pages; each tensor is a view into it.
+    let mut groups: Vec<(DType, u64)> = Vec::new();
+    let mut placement = Vec::with_capacity(entries.len());
     for entry in entries {
         let dtype = candle_dtype(entry.dtype).ok_or_else(|| unsupported(file, entry))?;
-        let mut buffer = Buffer::alloc(dtype, entry.len as usize);
-        advise_huge_pages(buffer.bytes_mut());
-        reservation.grow(entry.len);
-        buffers.push(buffer);
+        let group = match groups.iter().position(|(d, _)| *d == dtype) {
+            Some(g) => g,
+            None => {
+                groups.push((dtype, 0));
+                groups.len() - 1
+            }
+        };
+        placement.push((group, groups[group].1));
+        groups[group].1 += entry.len;
     }
-    read_chunks(file, ctx, &mut buffers)?;
+    let mut buffers: Vec<Buffer> = groups
+        .iter()
+        .map(|&(dtype, bytes)| {
+            let mut buffer = Buffer::alloc(dtype, bytes as usize);
+            advise_huge_pages(buffer.bytes_mut());
+            reservation.grow(bytes);
+            buffer
+        })
+        .collect();
+    read_chunks(file, ctx, &mut buffers, &placement)?;
 
+    let whole: Vec<Tensor> = buffers
+        .into_iter()
+        .map(|b| {
+            let n = b.len();
+            b.into_tensor(&[n])
+        })
+        .collect::<candle_core::Result<_>>()?;
     let mut tensors = Vec::with_capacity(entries.len());
-    for (entry, buffer) in entries.iter().zip(buffers) {
-        let tensor = buffer.into_tensor(&entry.shape)?;
-        let target = target_dtype(tensor.dtype(), ctx.dtype);
-        let tensor = if target == tensor.dtype() {
-            tensor
+    for (entry, &(group, offset)) in entries.iter().zip(&placement) {
+        let size = groups[group].0.size_in_bytes() as u64;
+        let view = whole[group]
+            .narrow(0, (offset / size) as usize, (entry.len / size) as usize)?
+            .reshape(entry.shape.as_slice())?;
+        let target = target_dtype(view.dtype(), ctx.dtype);
+        let view = if target == view.dtype() {
+            view
         } else {
-            let converted = tensor.to_dtype(target)?;
-            let size = converted.elem_count() as u64 * target.size_in_bytes() as u64;
-            reservation.grow(size);
+            let converted = view.to_dtype(target)?;
+            reservation.grow(converted.elem_count() as u64 * target.size_in_bytes() as u64);
             reservation.shrink(entry.len);
             converted
         };
         let tensor = if ctx.device.is_cpu() {
-            tensor
+            view
         } else {
-            tensor.to_device(ctx.device)?
+            view.to_device(ctx.device)?
         };
         tensors.push((entry.name.clone(), tensor));
     }
@@ -278,31 +309,36 @@ fn unsupported(file: &FilePlan, entry: &TensorEntry) -> Error {
     }
 }
 
-fn read_chunks(file: &FilePlan, ctx: &ReadContext<'_>, buffers: &mut [Buffer]) -> Result<()> {
+fn read_chunks(
+    file: &FilePlan,
+    ctx: &ReadContext<'_>,
+    buffers: &mut [Buffer],
+    placement: &[(usize, u64)],
+) -> Result<()> {
     let entries = &file.header.tensors;
     let chunk_size = ctx.chunk_size.max(1);
+    // Carve each group's buffer into its tensors' slices, in file order.
+    let mut rest: Vec<&mut [u8]> = buffers.iter_mut().map(Buffer::bytes_mut).collect();
     let mut chunks = Vec::new();
-    let remaining: Vec<AtomicUsize> = buffers
-        .iter_mut()
-        .zip(entries)
-        .enumerate()
-        .map(|(tensor, (buffer, entry))| {
-            let bytes = buffer.bytes_mut();
-            let n = bytes.len().div_ceil(chunk_size);
-            for (i, dest) in bytes.chunks_mut(chunk_size).enumerate() {
-                chunks.push(Chunk {
-                    offset: entry.offset + (i * chunk_size) as u64,
-                    dest,
-                    tensor,
-                });
-            }
-            if n == 0 {
-                // An empty tensor is complete as soon as it exists.
-                ctx.progress.tensor_done();
-            }
-            AtomicUsize::new(n)
-        })
-        .collect();
+    let mut remaining = Vec::with_capacity(entries.len());
+    for (tensor, (entry, &(group, _))) in entries.iter().zip(placement).enumerate() {
+        let (dest, tail) = std::mem::take(&mut rest[group]).split_at_mut(entry.len as usize);
+        rest[group] = tail;
+        let n = dest.len().div_ceil(chunk_size);
+        for (i, dest) in dest.chunks_mut(chunk_size).enumerate() {
+            chunks.push(Chunk {
+                offset: entry.offset + (i * chunk_size) as u64,
+                dest,
+                tensor,
+            });
+        }
+        if n == 0 {
+            // An empty tensor is complete as soon as it exists.
+            ctx.progress.tensor_done();
+        }
+        remaining.push(AtomicUsize::new(n));
+    }
+    chunks.sort_by_key(|c| c.offset);
 
     let read_one = |chunk: Chunk<'_>| -> Result<()> {
         read_exact_at(&file.reader, chunk.dest, chunk.offset).map_err(|e| {

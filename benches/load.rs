@@ -1,0 +1,321 @@
+//! Load speed, measured on the real path against the hardware limit and the
+//! peer, in one run:
+//!
+//! ```sh
+//! cargo bench --bench load            # ~1 GiB model, 5 rounds each
+//! MM_BENCH_MIB=256 cargo bench --bench load
+//! ```
+//!
+//! (a) the limit: positioned reads of the same bytes into already-touched
+//!     memory (1 thread, and as many threads as the loader uses);
+//! (b) the peer: candle-core's `MmapedSafetensors` loading every tensor on
+//!     the CPU;
+//! (c) model-manager, from `load()` to `Ready`.
+//!
+//! Also: the cost of progress and cancel checks, cancel latency, peak RSS
+//! during a load and RSS growth over 50 load/unload cycles (the last two in
+//! a fresh child process each, so nothing else is on the heap).
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use model_manager::candle_core::{Device, Tensor};
+use model_manager::{Error, ModelManager, DEFAULT_CHUNK_SIZE};
+
+const ROUNDS: usize = 5;
+
+fn model_mib() -> usize {
+    std::env::var("MM_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// A `mib` MiB f32 model of 16 MiB tensors (a transformer-like mix of sizes
+/// would change little: the cost is per byte).
+fn write_model(dir: &Path, mib: usize) -> PathBuf {
+    let path = dir.join("bench.safetensors");
+    let elems = 4 << 20; // 16 MiB of f32
+    let mut map = HashMap::new();
+    for i in 0..mib / 16 {
+        let t = Tensor::arange(0f32, elems as f32, &Device::Cpu).unwrap();
+        map.insert(format!("layer.{i:04}.weight"), (t + i as f64).unwrap());
+    }
+    model_manager::candle_core::safetensors::save(&map, &path).unwrap();
+    path
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+fn percentile(xs: &[f64], p: f64) -> f64 {
+    let mut xs = xs.to_vec();
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[((xs.len() - 1) as f64 * p).round() as usize]
+}
+
+fn data_range(path: &Path) -> (u64, u64) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    (8 + n, bytes.len() as u64 - 8 - n)
+}
+
+/// (a) pread of the data section into an already-touched buffer.
+fn limit(path: &Path, threads: usize) -> Vec<f64> {
+    let (start, len) = data_range(path);
+    let file = std::fs::File::open(path).unwrap();
+    let mut buf = vec![1u8; len as usize]; // touched
+    let chunk = DEFAULT_CHUNK_SIZE;
+    (0..ROUNDS)
+        .map(|_| {
+            let t = Instant::now();
+            let mut pieces: Vec<(u64, &mut [u8])> = buf
+                .chunks_mut(chunk)
+                .enumerate()
+                .map(|(i, c)| (start + (i * chunk) as u64, c))
+                .collect();
+            let per = pieces.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                while !pieces.is_empty() {
+                    let group: Vec<_> = pieces.drain(..per.min(pieces.len())).collect();
+                    let file = &file;
+                    s.spawn(move || {
+                        for (off, dest) in group {
+                            file.read_exact_at(dest, off).unwrap();
+                        }
+                    });
+                }
+            });
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+/// (b) candle-core's mmap loader, every tensor onto the CPU.
+fn peer(path: &Path) -> Vec<f64> {
+    (0..ROUNDS)
+        .map(|_| {
+            let t = Instant::now();
+            // SAFETY: the benchmark's own file, not modified while mapped.
+            let st =
+                unsafe { model_manager::candle_core::safetensors::MmapedSafetensors::new(path) }
+                    .unwrap();
+            let tensors: Vec<Tensor> = st
+                .tensors()
+                .iter()
+                .map(|(name, _)| st.load(name, &Device::Cpu).unwrap())
+                .collect();
+            let secs = t.elapsed().as_secs_f64();
+            drop(tensors);
+            secs
+        })
+        .collect()
+}
+
+/// (c) model-manager, `load()` to `Ready`, then unload (not timed).
+async fn ours(path: &Path, manager: &ModelManager) -> Vec<f64> {
+    let mut out = Vec::new();
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        manager.load(path).unwrap().await.unwrap();
+        out.push(t.elapsed().as_secs_f64());
+        manager.unload().await.unwrap();
+    }
+    out
+}
+
+async fn cancel_latency(path: &Path, load_secs: f64) -> Vec<f64> {
+    let manager = ModelManager::new().unwrap();
+    let mut rng_state = 0x9e3779b97f4a7c15u64;
+    let mut latencies = Vec::new();
+    for _ in 0..100 {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let at = (rng_state % 1000) as f64 / 1000.0 * load_secs * 0.9;
+        let handle = manager.load(path).unwrap();
+        tokio::time::sleep(Duration::from_secs_f64(at)).await;
+        let t = Instant::now();
+        if manager.cancel().is_err() {
+            // Finished before the cancel: not a cancel to time.
+            manager.unload().await.unwrap();
+            continue;
+        }
+        match handle.await {
+            Err(Error::Cancelled) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        // Idle, with every byte read so far released.
+        assert_eq!(manager.resident_bytes(), 0);
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    manager.shutdown().await;
+    latencies
+}
+
+fn status_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Child process: peak RSS of one load, or RSS growth over 50 cycles.
+fn child(mode: &str, path: &Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let manager = ModelManager::new().unwrap();
+        let before = status_kib("VmRSS:");
+        match mode {
+            "peak" => {
+                manager.load(path).unwrap().await.unwrap();
+                println!("{} {}", before, status_kib("VmHWM:"));
+            }
+            _ => {
+                manager.load(path).unwrap().await.unwrap();
+                manager.unload().await.unwrap();
+                let first = status_kib("VmRSS:");
+                for _ in 1..50 {
+                    manager.load(path).unwrap().await.unwrap();
+                    manager.unload().await.unwrap();
+                }
+                println!("{} {}", first, status_kib("VmRSS:"));
+            }
+        }
+        manager.shutdown().await;
+    });
+}
+
+fn run_child(mode: &str, path: &Path) -> (f64, f64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--child", mode])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0] * 1024.0, v[1] * 1024.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        return child(&args[i + 1], Path::new(&args[i + 2]));
+    }
+    let mib = model_mib();
+    let dir = tempfile::tempdir().unwrap();
+    eprintln!("writing a {mib} MiB model ...");
+    let path = write_model(dir.path(), mib);
+    let bytes = data_range(&path).1 as f64;
+    std::fs::read(&path).unwrap(); // into the page cache
+    let gb = |secs: f64| bytes / secs / 1e9;
+    let threads = model_manager::default_read_threads();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let limit1 = median(limit(&path, 1));
+    let limit_n = median(limit(&path, threads));
+    let peer_t = median(peer(&path));
+    let (ours_t, checks_t, one_thread_t) = rt.block_on(async {
+        let m = ModelManager::new().unwrap();
+        let ours_t = median(ours(&path, &m).await);
+        m.shutdown().await;
+        // The same load with one check per 256 MiB instead of per 4 MiB.
+        let m = ModelManager::builder()
+            .chunk_size(256 << 20)
+            .build()
+            .unwrap();
+        let checks_t = median(ours(&path, &m).await);
+        m.shutdown().await;
+        let m = ModelManager::builder().read_threads(1).build().unwrap();
+        let one_t = median(ours(&path, &m).await);
+        m.shutdown().await;
+        (ours_t, checks_t, one_t)
+    });
+    let cancels = rt.block_on(cancel_latency(&path, ours_t));
+    let (before, peak) = run_child("peak", &path);
+    let (first, fiftieth) = run_child("cycles", &path);
+    let best_limit = limit1.min(limit_n);
+
+    println!(
+        "model: {:.0} MiB of f32 tensors in the page cache; {threads} reader threads",
+        bytes / (1 << 20) as f64
+    );
+    println!("medians of {ROUNDS} rounds:");
+    println!(
+        "  (a) limit, pread into touched memory, 1 thread   {:>6.1} ms  {:>5.2} GB/s",
+        limit1 * 1e3,
+        gb(limit1)
+    );
+    println!(
+        "  (a) limit, pread into touched memory, {threads} threads  {:>6.1} ms  {:>5.2} GB/s",
+        limit_n * 1e3,
+        gb(limit_n)
+    );
+    println!(
+        "  (b) peer, candle MmapedSafetensors               {:>6.1} ms  {:>5.2} GB/s",
+        peer_t * 1e3,
+        gb(peer_t)
+    );
+    println!(
+        "  (c) model-manager load() -> Ready                {:>6.1} ms  {:>5.2} GB/s",
+        ours_t * 1e3,
+        gb(ours_t)
+    );
+    println!(
+        "      same, 1 reader thread                        {:>6.1} ms  {:>5.2} GB/s",
+        one_thread_t * 1e3,
+        gb(one_thread_t)
+    );
+    println!("ratios:");
+    println!(
+        "  (c)/(a) throughput vs the best limit  {:.2}x",
+        best_limit / ours_t
+    );
+    println!(
+        "  (c)/(a) vs the 1-thread limit         {:.2}x",
+        limit1 / ours_t
+    );
+    println!(
+        "  (c)/(b) throughput vs the peer        {:.2}x",
+        peer_t / ours_t
+    );
+    println!(
+        "progress + cancel checks every 4 MiB vs every 256 MiB: {:+.1}% time",
+        (ours_t / checks_t - 1.0) * 100.0
+    );
+    println!(
+        "cancel -> Idle with memory released, {} cancels: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        cancels.len(),
+        percentile(&cancels, 0.5),
+        percentile(&cancels, 0.99),
+        percentile(&cancels, 1.0)
+    );
+    println!(
+        "peak RSS during a load: {:.3}x the model's bytes + {:.1} MiB",
+        (peak - before) / bytes,
+        0.0f64.max((peak - before - bytes) / (1 << 20) as f64)
+    );
+    println!(
+        "RSS after 50 load/unload cycles vs after the first: {:+.2}% ({:.1} MiB -> {:.1} MiB)",
+        (fiftieth / first - 1.0) * 100.0,
+        first / (1 << 20) as f64,
+        fiftieth / (1 << 20) as f64
+    );
+}
