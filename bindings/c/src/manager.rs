@@ -341,9 +341,11 @@ pub unsafe extern "C" fn mm_manager_load(
 
 /// Block until no load or unload is in flight (the latest load requested
 /// through this handle has ended, its load callback has returned, and the
-/// state is Idle, Ready or Failed), or `timeout_ms` milliseconds have passed (`MM_TIMEOUT_INFINITE`: no
-/// limit). On success `*state_out` receives the settled state; on timeout
-/// the result is `MM_RESULT_TIMEOUT`.
+/// state is Idle, Ready or Failed), or until `timeout_ms` milliseconds have
+/// passed (`MM_TIMEOUT_INFINITE`: no limit). On success `*state_out`
+/// receives the settled state; on timeout the result is
+/// `MM_RESULT_TIMEOUT`. Event callbacks are not waited for: they may still
+/// be on their way.
 ///
 /// Threads: any, concurrently. Callbacks: must not be called from them
 /// (returns `MM_RESULT_CALLED_FROM_CALLBACK`).
