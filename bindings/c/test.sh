@@ -98,7 +98,7 @@ g++ -std=c++17 "${warn[@]}" -fsanitize=address,undefined -fno-sanitize-recover=u
 step "C11 lifecycle test under valgrind (no sanitizers)"
 gcc -std=c11 -D_DEFAULT_SOURCE -D_XOPEN_SOURCE=700 "${warn[@]}" -O1 -I include \
     -o "$work/lifecycle_plain" bindings/c/tests/lifecycle.c "$lib" $native_libs
-valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \
+valgrind --quiet --leak-check=full --error-exitcode=1 \
     "$work/lifecycle_plain"
 
 step "multi-threaded stress test (ASan, UBSan, LSan)"
