@@ -50,7 +50,9 @@ mod resource;
 pub mod state;
 
 pub use error::{Error, ErrorCode, Result};
-pub use loader::{default_read_threads, LoadHandle, ModelSource, ProgressHook, DEFAULT_CHUNK_SIZE};
+pub use loader::{
+    default_read_threads, LoadHandle, ModelSource, Pace, ProgressHook, DEFAULT_CHUNK_SIZE,
+};
 pub use manager::{ModelManager, ModelManagerBuilder};
 pub use pipeline::{Component, Lease, Pipeline, PipelineInfo, TensorPipeline};
 pub use resource::DeviceSpec;

@@ -99,6 +99,7 @@ impl<P: Pipeline> ModelManager<P> {
         Ok(())
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// Like [`unload`](Self::unload), but gives up waiting after `timeout`
     /// with [`Error::LeasesOutstanding`]; the unload itself goes on and
     /// completes when the last lease is dropped. Needs a tokio timer.
@@ -196,6 +197,7 @@ impl<P: Pipeline> ModelManager<P> {
             .await;
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// [`shutdown`](Self::shutdown) for threads outside any async runtime
     /// (such as a C host's). Fails with [`Error::InvalidArgument`] when called
     /// from inside a tokio runtime, where blocking is not allowed.
@@ -223,13 +225,15 @@ impl<P: Pipeline> ModelManager<P> {
             let drain = self.shared.loader.config.drain_timeout;
             // The unload gives up on leases `drain` after stopping starts.
             self.shared.loader.signal_stop();
-            let _ = tokio::time::timeout(
-                drain + Duration::from_secs(1),
-                self.shared
-                    .state
-                    .wait_until(|p| p.state != State::Unloading),
-            )
-            .await;
+            let unloaded = self
+                .shared
+                .state
+                .wait_until(|p| p.state != State::Unloading);
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = tokio::time::timeout(drain + Duration::from_secs(1), unloaded).await;
+            // No timer on wasm32: the unload gives up on leases at once.
+            #[cfg(target_arch = "wasm32")]
+            let _ = (drain, unloaded.await);
         }
         self.shared.loader.drain().await;
     }
@@ -281,6 +285,7 @@ pub struct ModelManagerBuilder<P = TensorPipeline> {
     hook: Option<ProgressHook>,
     runtime: Option<Handle>,
     drain_timeout: Duration,
+    pace: Option<crate::loader::Pace>,
     _pipeline: PhantomData<fn() -> P>,
 }
 
@@ -295,6 +300,7 @@ impl Default for ModelManagerBuilder {
             hook: None,
             runtime: None,
             drain_timeout: Duration::from_secs(5),
+            pace: None,
             _pipeline: PhantomData,
         }
     }
@@ -358,6 +364,14 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
         self
     }
 
+    /// How a load yields to the host between chunks on wasm32 (for example
+    /// a `setTimeout(0)` or `MessageChannel` turn); by default, a yield to
+    /// the async executor only.
+    pub fn pace(mut self, pace: crate::loader::Pace) -> Self {
+        self.pace = Some(pace);
+        self
+    }
+
     /// Load into another pipeline type.
     pub fn pipeline<Q: Pipeline>(self) -> ModelManagerBuilder<Q> {
         ModelManagerBuilder {
@@ -369,6 +383,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
             hook: self.hook,
             runtime: self.runtime,
             drain_timeout: self.drain_timeout,
+            pace: self.pace,
             _pipeline: PhantomData,
         }
     }
@@ -392,6 +407,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
                 dtype: self.dtype,
                 hook: self.hook,
                 drain_timeout: self.drain_timeout,
+                pace: self.pace,
             },
         );
         Ok(ModelManager {

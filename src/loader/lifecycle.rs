@@ -7,7 +7,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::read::{read_plan, resident_bytes, ReadContext};
+#[cfg(not(target_arch = "wasm32"))]
+use super::read::read_plan;
+use super::read::{resident_bytes, ReadContext};
 use super::source::resolve;
 use super::ticket::{CancelLoad, LoadHandle, LoadTicket};
 use crate::manager::Shared;
@@ -218,25 +220,53 @@ impl<P: Pipeline> Shared<P> {
         let Some(slot) = slot else {
             return self.finish_load(&ticket, Err(Error::Cancelled));
         };
-        let this = self.clone();
-        let reader = ticket.clone();
-        let outcome = self
-            .loader
-            .blocking(move || this.read(&reader))
-            .await
-            .unwrap_or_else(|| Err(Error::Device("the loader thread stopped".into())));
+        #[cfg(not(target_arch = "wasm32"))]
+        let outcome = {
+            let this = self.clone();
+            let reader = ticket.clone();
+            self.loader
+                .blocking(move || this.read(&reader))
+                .await
+                .unwrap_or_else(|| Err(Error::Device("the loader thread stopped".into())))
+        };
+        #[cfg(target_arch = "wasm32")]
+        let outcome = self.read_paced(&ticket).await;
         self.finish_load(&ticket, outcome);
         drop(slot);
     }
 
     /// The blocking part of a load: resolve, check the budget, read, assemble.
+    #[cfg(not(target_arch = "wasm32"))]
     fn read(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
-        let config = &self.loader.config;
         let plan = resolve(&ticket.model)?;
         self.resources
-            .check_budget(resident_bytes(&plan, config.dtype)?)?;
+            .check_budget(resident_bytes(&plan, self.loader.config.dtype)?)?;
         let mut reservation = self.resources.reservation();
-        let ctx = ReadContext {
+        let loaded = read_plan(plan, &self.read_context(ticket), &mut reservation)?;
+        self.assemble(loaded, reservation)
+    }
+
+    /// A load on the JS event loop: the same steps, yielding between chunks.
+    #[cfg(target_arch = "wasm32")]
+    async fn read_paced(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
+        let plan = resolve(&ticket.model)?;
+        self.resources
+            .check_budget(resident_bytes(&plan, self.loader.config.dtype)?)?;
+        let mut reservation = self.resources.reservation();
+        let pace = self.loader.config.pace.clone();
+        let loaded = super::read::read_plan_paced(
+            plan,
+            &self.read_context(ticket),
+            &mut reservation,
+            pace.as_ref(),
+        )
+        .await?;
+        self.assemble(loaded, reservation)
+    }
+
+    fn read_context<'a>(&'a self, ticket: &'a LoadTicket) -> ReadContext<'a> {
+        let config = &self.loader.config;
+        ReadContext {
             cancel: &ticket.cancel,
             progress: &ticket.progress,
             chunk_size: config.chunk_size,
@@ -245,8 +275,14 @@ impl<P: Pipeline> Shared<P> {
             hook_lock: Default::default(),
             device: self.resources.device(),
             dtype: config.dtype,
-        };
-        let loaded = read_plan(plan, &ctx, &mut reservation)?;
+        }
+    }
+
+    fn assemble(
+        &self,
+        loaded: crate::TensorPipeline,
+        reservation: crate::resource::Reservation,
+    ) -> Result<Resident<P>> {
         let info = loaded.info.clone();
         let pipeline = catch_unwind(AssertUnwindSafe(|| P::assemble(loaded)))
             .unwrap_or_else(|_| Err(Error::Assemble("the pipeline's assemble panicked".into())))?;
@@ -335,6 +371,10 @@ impl<P: Pipeline> Shared<P> {
     /// shutdown waits for leases.
     async fn bounded_drain(&self, leases: &crate::pipeline::LeaseCount, drain: Duration) {
         self.loader.stopping.cancelled().await;
+        #[cfg(not(target_arch = "wasm32"))]
         let _ = tokio::time::timeout(drain, leases.drained()).await;
+        // No timer on wasm32: shutdown gives up on leases at once.
+        #[cfg(target_arch = "wasm32")]
+        let _ = (leases, drain);
     }
 }

@@ -33,10 +33,20 @@ pub(crate) use ticket::LoadTicket;
 /// Default size of one read: progress and cancellation are checked this often.
 pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
 
-/// Default number of threads reading one file: the available cores, at most 4.
+/// Default number of threads reading one file: the available cores, at most
+/// 4 (always 1 on wasm32, which has no threads).
 pub fn default_read_threads() -> usize {
+    if cfg!(target_arch = "wasm32") {
+        return 1;
+    }
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
+
+/// Yields to the host's event loop between chunks (wasm32): returns a future
+/// that completes once the host has had a turn.
+pub type Pace = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + Sync,
+>;
 
 /// Settings of the loader.
 #[derive(Clone)]
@@ -46,6 +56,9 @@ pub(crate) struct LoaderConfig {
     pub(crate) dtype: Option<candle_core::DType>,
     pub(crate) hook: Option<ProgressHook>,
     pub(crate) drain_timeout: Duration,
+    /// How loads yield between chunks on wasm32.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) pace: Option<Pace>,
 }
 
 pub(crate) struct LoaderService {
@@ -73,18 +86,31 @@ impl LoaderService {
         &self.runtime
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.tracker.spawn_on(task, self.runtime.handle());
     }
 
+    /// On wasm32, tasks run on the JS event loop (and need not be `Send`).
+    #[cfg(target_arch = "wasm32")]
+    fn spawn(&self, task: impl Future<Output = ()> + 'static) {
+        wasm_bindgen_futures::spawn_local(self.tracker.track_future(task));
+    }
+
+    /// Run `f` where it cannot stall the async runtime (on wasm32, where
+    /// there are no threads, in place).
     async fn blocking<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Option<R> {
-        self.tracker
+        #[cfg(not(target_arch = "wasm32"))]
+        return self
+            .tracker
             .spawn_blocking_on(f, self.runtime.handle())
             .await
-            .ok()
+            .ok();
+        #[cfg(target_arch = "wasm32")]
+        return Some(f());
     }
 
     fn load_token(&self) -> CancellationToken {

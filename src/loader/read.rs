@@ -7,6 +7,9 @@
 //! read by up to `read_threads` threads, interleaved so the file is still
 //! read roughly in order.
 
+// On wasm32 loads take the paced path; the threaded one is unused there.
+#![cfg_attr(target_arch = "wasm32", allow(dead_code))]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,7 +43,7 @@ pub(crate) struct ReadContext<'a> {
 }
 
 impl ReadContext<'_> {
-    fn checkpoint(&self) -> Result<()> {
+    pub(crate) fn checkpoint(&self) -> Result<()> {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -116,22 +119,12 @@ pub(crate) fn read_plan(
 ) -> Result<TensorPipeline> {
     ctx.progress.set_totals(plan.bytes(), plan.tensor_count());
     ctx.checkpoint()?;
-    let info = PipelineInfo {
-        sample_size: plan.sample_size,
-        config: plan.config.clone(),
-        bytes: plan.bytes(),
-        tensors: plan.tensor_count(),
-    };
+    let info = plan_info(&plan);
     let mut components = Vec::with_capacity(plan.components.len());
     for component in plan.components {
         let mut tensors = BTreeMap::new();
         for file in &component.files {
-            let label: Arc<str> = if component.name == "model" {
-                file.path.display().to_string().into()
-            } else {
-                format!("{}: {}", component.name, file.path.display()).into()
-            };
-            ctx.progress.set_current(label);
+            ctx.progress.set_current(file_label(&component.name, file));
             for (name, tensor) in read_file(file, ctx, reservation)? {
                 tensors.insert(name, tensor);
             }
@@ -240,10 +233,25 @@ fn read_file(
     ctx: &ReadContext<'_>,
     reservation: &mut Reservation,
 ) -> Result<Vec<(String, Tensor)>> {
+    let mut prepared = prepare(file, reservation)?;
+    read_chunks(file, ctx, &mut prepared.buffers, &prepared.placement)?;
+    finish(file, prepared, ctx, reservation)
+}
+
+/// A file's buffers, allocated, and where each tensor goes in them.
+struct Prepared {
+    /// Per buffer: its dtype and size in bytes.
+    groups: Vec<(DType, u64)>,
+    /// Per tensor: its buffer and byte offset in it.
+    placement: Vec<(usize, u64)>,
+    buffers: Vec<Buffer>,
+}
+
+/// One buffer per dtype for the whole file: one allocation, straight from
+/// the OS (so it goes straight back on free, whatever the allocator's
+/// heuristics), advised to use huge pages; each tensor becomes a view into it.
+fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
     let entries = &file.header.tensors;
-    // One buffer per dtype for the whole file: one allocation, straight from
-    // the OS (so it goes straight back on free, whatever the allocator's
-    // heuristics), advised to use huge pages; each tensor is a view into it.
     let mut groups: Vec<(DType, u64)> = Vec::new();
     let mut placement = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -258,7 +266,7 @@ fn read_file(
         placement.push((group, groups[group].1));
         groups[group].1 += entry.len;
     }
-    let mut buffers: Vec<Buffer> = groups
+    let buffers = groups
         .iter()
         .map(|&(dtype, bytes)| {
             let mut buffer = Buffer::alloc(dtype, bytes as usize);
@@ -267,8 +275,26 @@ fn read_file(
             buffer
         })
         .collect();
-    read_chunks(file, ctx, &mut buffers, &placement)?;
+    Ok(Prepared {
+        groups,
+        placement,
+        buffers,
+    })
+}
 
+/// Hand the read buffers to candle and cut them into the file's tensors
+/// (converting dtypes and moving to the device where asked).
+fn finish(
+    file: &FilePlan,
+    prepared: Prepared,
+    ctx: &ReadContext<'_>,
+    reservation: &mut Reservation,
+) -> Result<Vec<(String, Tensor)>> {
+    let Prepared {
+        groups,
+        placement,
+        buffers,
+    } = prepared;
     let whole: Vec<Tensor> = buffers
         .into_iter()
         .map(|b| {
@@ -276,6 +302,7 @@ fn read_file(
             b.into_tensor(&[n])
         })
         .collect::<candle_core::Result<_>>()?;
+    let entries = &file.header.tensors;
     let mut tensors = Vec::with_capacity(entries.len());
     for (entry, &(group, offset)) in entries.iter().zip(&placement) {
         let size = groups[group].0.size_in_bytes() as u64;
@@ -299,6 +326,87 @@ fn read_file(
         tensors.push((entry.name.clone(), tensor));
     }
     Ok(tensors)
+}
+
+/// [`read_plan`] for the JS event loop: one chunk at a time, yielding to the
+/// host between chunks so a page stays responsive and an abort lands at once.
+#[cfg(target_arch = "wasm32")]
+pub(crate) async fn read_plan_paced(
+    plan: Plan,
+    ctx: &ReadContext<'_>,
+    reservation: &mut Reservation,
+    pace: Option<&super::Pace>,
+) -> Result<TensorPipeline> {
+    ctx.progress.set_totals(plan.bytes(), plan.tensor_count());
+    ctx.checkpoint()?;
+    let info = plan_info(&plan);
+    let mut components = Vec::with_capacity(plan.components.len());
+    for component in plan.components {
+        let mut tensors = BTreeMap::new();
+        for file in &component.files {
+            ctx.progress.set_current(file_label(&component.name, file));
+            let mut prepared = prepare(file, reservation)?;
+            let chunk_size = ctx.chunk_size.max(1) as u64;
+            for (entry, &(group, start)) in file.header.tensors.iter().zip(&prepared.placement) {
+                let mut done = 0u64;
+                while done < entry.len {
+                    let len = chunk_size.min(entry.len - done);
+                    let at = (start + done) as usize;
+                    let dest = &mut prepared.buffers[group].bytes_mut()[at..at + len as usize];
+                    read_exact_at(&file.reader, dest, entry.offset + done)
+                        .map_err(|e| read_error(file, entry, e))?;
+                    done += len;
+                    ctx.advance(len)?;
+                    match pace {
+                        Some(pace) => pace().await,
+                        None => tokio::task::yield_now().await,
+                    }
+                    ctx.checkpoint()?;
+                }
+                ctx.progress.tensor_done();
+            }
+            for (name, tensor) in finish(file, prepared, ctx, reservation)? {
+                tensors.insert(name, tensor);
+            }
+        }
+        components.push(Component {
+            name: component.name,
+            config: component.config,
+            tensors,
+        });
+    }
+    Ok(TensorPipeline { components, info })
+}
+
+fn plan_info(plan: &Plan) -> PipelineInfo {
+    PipelineInfo {
+        sample_size: plan.sample_size,
+        config: plan.config.clone(),
+        bytes: plan.bytes(),
+        tensors: plan.tensor_count(),
+    }
+}
+
+fn file_label(component: &str, file: &FilePlan) -> Arc<str> {
+    if component == "model" {
+        file.path.display().to_string().into()
+    } else {
+        format!("{component}: {}", file.path.display()).into()
+    }
+}
+
+fn read_error(file: &FilePlan, entry: &TensorEntry, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::invalid_model(
+            &file.path,
+            format!(
+                "file is truncated: tensor {:?} ends past the end of the file",
+                entry.name
+            ),
+        )
+    } else {
+        Error::io(&file.path, &e)
+    }
 }
 
 fn unsupported(file: &FilePlan, entry: &TensorEntry) -> Error {
@@ -341,26 +449,20 @@ fn read_chunks(
     chunks.sort_by_key(|c| c.offset);
 
     let read_one = |chunk: Chunk<'_>| -> Result<()> {
-        read_exact_at(&file.reader, chunk.dest, chunk.offset).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::invalid_model(
-                    &file.path,
-                    format!(
-                        "file is truncated: tensor {:?} ends past the end of the file",
-                        entries[chunk.tensor].name
-                    ),
-                )
-            } else {
-                Error::io(&file.path, &e)
-            }
-        })?;
+        read_exact_at(&file.reader, chunk.dest, chunk.offset)
+            .map_err(|e| read_error(file, &entries[chunk.tensor], e))?;
         if remaining[chunk.tensor].fetch_sub(1, Ordering::AcqRel) == 1 {
             ctx.progress.tensor_done();
         }
         ctx.advance(chunk.dest.len() as u64)
     };
 
-    let threads = ctx.threads.clamp(1, chunks.len().max(1));
+    // No threads on wasm32.
+    let threads = if cfg!(target_arch = "wasm32") {
+        1
+    } else {
+        ctx.threads.clamp(1, chunks.len().max(1))
+    };
     if threads == 1 {
         return chunks.into_iter().try_for_each(read_one);
     }

@@ -1,18 +1,26 @@
 //! Where the manager's tasks run: the caller's tokio runtime, or one the
-//! manager owns and shuts down (joining its threads).
+//! manager owns and shuts down (joining its threads). On wasm32 there is no
+//! runtime to own: tasks run on the JS event loop.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::runtime::{Builder, Handle, Runtime as TokioRuntime};
+use tokio::runtime::Handle;
 
-use crate::{Error, Result};
+use crate::Result;
+#[cfg(not(target_arch = "wasm32"))]
+use {
+    crate::Error,
+    std::sync::{Mutex, PoisonError},
+    tokio::runtime::{Builder, Runtime as TokioRuntime},
+};
 
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) struct Runtime {
     handle: Handle,
     owned: Mutex<Option<TokioRuntime>>,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Runtime {
     /// Use `handle`, else the runtime this is called from, else a new one.
     pub(crate) fn new(handle: Option<Handle>) -> Result<Self> {
@@ -85,4 +93,19 @@ impl Runtime {
             }
         }
     }
+}
+
+/// On wasm32, tasks are spawned on the JS event loop; nothing to own or join.
+#[cfg(target_arch = "wasm32")]
+pub(crate) struct Runtime;
+
+#[cfg(target_arch = "wasm32")]
+impl Runtime {
+    pub(crate) fn new(_handle: Option<Handle>) -> Result<Self> {
+        Ok(Runtime)
+    }
+
+    pub(crate) async fn shutdown(&self) {}
+
+    pub(crate) fn shutdown_now(&self, _timeout: Duration) {}
 }

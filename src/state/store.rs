@@ -94,7 +94,13 @@ impl StateManager {
         let mut rx = self.changed.subscribe();
         loop {
             if done(&self.current()) {
-                return;
+                // A command may publish two transitions under one lock (a
+                // drain then the pending load): confirm under the lock so no
+                // in-between state is taken for the outcome.
+                let _settled = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+                if done(&self.current()) {
+                    return;
+                }
             }
             // The sender lives in `self`: the channel cannot close here.
             if rx.changed().await.is_err() {
@@ -294,6 +300,7 @@ impl Subscription {
         })
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// Wait for the next transition without an async runtime (for threads
     /// outside one, such as a C host's).
     pub fn blocking_recv(&mut self) -> Result<StateEvent, RecvError> {
