@@ -51,7 +51,8 @@ pub mod state;
 
 pub use error::{Error, ErrorCode, Result};
 pub use loader::{
-    default_read_threads, LoadHandle, ModelSource, Pace, ProgressHook, DEFAULT_CHUNK_SIZE,
+    default_read_threads, inspect, ComponentSummary, LoadHandle, ModelSource, ModelSummary, Pace,
+    ProgressHook, TensorSummary, DEFAULT_CHUNK_SIZE,
 };
 pub use manager::{ModelManager, ModelManagerBuilder};
 pub use pipeline::{Component, Lease, Pipeline, PipelineInfo, TensorPipeline};

@@ -286,6 +286,7 @@ pub struct ModelManagerBuilder<P = TensorPipeline> {
     runtime: Option<Handle>,
     drain_timeout: Duration,
     pace: Option<crate::loader::Pace>,
+    trim_heap: bool,
     _pipeline: PhantomData<fn() -> P>,
 }
 
@@ -301,6 +302,7 @@ impl Default for ModelManagerBuilder {
             runtime: None,
             drain_timeout: Duration::from_secs(5),
             pace: None,
+            trim_heap: true,
             _pipeline: PhantomData,
         }
     }
@@ -372,6 +374,16 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
         self
     }
 
+    /// After an unload (or a cancelled or failed load), return the memory
+    /// allocator's free pages to the OS (glibc's `malloc_trim`; default on).
+    /// Without it, glibc keeps the pages of tensors under 32 MiB in its heap
+    /// after they are freed. Turn it off if the application manages its
+    /// allocator itself.
+    pub fn return_memory_to_os(mut self, enabled: bool) -> Self {
+        self.trim_heap = enabled;
+        self
+    }
+
     /// Load into another pipeline type.
     pub fn pipeline<Q: Pipeline>(self) -> ModelManagerBuilder<Q> {
         ModelManagerBuilder {
@@ -384,6 +396,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
             runtime: self.runtime,
             drain_timeout: self.drain_timeout,
             pace: self.pace,
+            trim_heap: self.trim_heap,
             _pipeline: PhantomData,
         }
     }
@@ -397,7 +410,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
                 )));
             }
         }
-        let resources = ResourceManager::new(self.device, self.budget)?;
+        let resources = ResourceManager::new(self.device, self.budget, self.trim_heap)?;
         let runtime = Runtime::new(self.runtime)?;
         let loader = LoaderService::new(
             runtime,

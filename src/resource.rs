@@ -87,16 +87,36 @@ pub(crate) struct ResourceManager {
     device: Device,
     resident: Arc<AtomicU64>,
     budget: Option<u64>,
+    trim_heap: bool,
 }
 
 impl ResourceManager {
-    pub(crate) fn new(spec: DeviceSpec, budget: Option<u64>) -> Result<Self> {
+    pub(crate) fn new(spec: DeviceSpec, budget: Option<u64>, trim_heap: bool) -> Result<Self> {
         Ok(ResourceManager {
             device: spec.open()?,
             spec,
             resident: Arc::new(AtomicU64::new(0)),
             budget,
+            trim_heap,
         })
+    }
+
+    /// After model memory was freed: hand the allocator's free pages back to
+    /// the OS. Tensors of up to 32 MiB come from glibc's heap once its
+    /// dynamic mmap threshold has risen, and glibc keeps freed heap pages;
+    /// without this, a small model's memory stays in the process after
+    /// unload. Blocking (it walks the heap): call on a blocking thread.
+    pub(crate) fn return_freed_memory(&self) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if self.trim_heap {
+            // SAFETY: malloc_trim only returns free pages of the allocator's
+            // own heap to the OS; it has no preconditions.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        let _ = self.trim_heap;
     }
 
     pub(crate) fn spec(&self) -> DeviceSpec {

@@ -2,10 +2,13 @@
 //! inspect real models.
 
 mod demo;
+mod load;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use model_manager::candle_core::DType;
+use model_manager::{DeviceSpec, ModelSource};
 
 #[derive(Parser)]
 #[command(
@@ -20,19 +23,71 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Write a small model to a temp folder and run the whole lifecycle on it
-    /// (no download).
+    /// Write a small diffusers pipeline to a temp folder and run the whole
+    /// lifecycle on it (no download).
     Demo,
+    /// Load a model with a progress bar and report time and throughput
+    /// (Ctrl-C cancels cleanly).
+    Load {
+        /// A .safetensors file, a model or pipeline folder, or a hub repo id
+        /// (ORG/NAME[@REVISION]) in the local hub cache.
+        model: String,
+        /// cpu, cuda:N or metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Convert floating-point tensors while loading: f32, f16 or bf16.
+        #[arg(long)]
+        dtype: Option<String>,
+    },
+    /// Show components, tensors, dtypes, shapes, bytes and configs, read
+    /// from headers only.
+    Inspect {
+        /// A .safetensors file, a model or pipeline folder, or a hub repo id.
+        model: String,
+        /// Print every tensor, not only a summary per component.
+        #[arg(long)]
+        all: bool,
+    },
 }
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Ok(DType::F32),
+        "f16" | "float16" | "half" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(format!(
+            "unknown dtype {other:?} (expected f32, f16 or bf16)"
+        )),
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result: CliResult = match cli.command {
         Cmd::Demo => demo::run().await,
+        Cmd::Load {
+            model,
+            device,
+            dtype,
+        } => {
+            async {
+                let device: DeviceSpec = device.parse()?;
+                let dtype = dtype.as_deref().map(parse_dtype).transpose()?;
+                load::load(ModelSource::guess(&model), device, dtype).await
+            }
+            .await
+        }
+        Cmd::Inspect { model, all } => load::inspect(&ModelSource::guess(&model), all),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<load::Interrupted>().is_some() => {
+            eprintln!("cancelled");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -242,8 +242,13 @@ impl<P: Pipeline> Shared<P> {
         self.resources
             .check_budget(resident_bytes(&plan, self.loader.config.dtype)?)?;
         let mut reservation = self.resources.reservation();
-        let loaded = read_plan(plan, &self.read_context(ticket), &mut reservation)?;
-        self.assemble(loaded, reservation)
+        let loaded = read_plan(plan, &self.read_context(ticket), &mut reservation);
+        let resident = loaded.and_then(|loaded| self.assemble(loaded, reservation));
+        if resident.is_err() {
+            // A cancelled or failed load has dropped what it read.
+            self.resources.return_freed_memory();
+        }
+        resident
     }
 
     /// A load on the JS event loop: the same steps, yielding between chunks.
@@ -347,7 +352,14 @@ impl<P: Pipeline> Shared<P> {
                 }
             }
             // Free on a blocking thread: releasing gigabytes takes a while.
-            let _ = self.loader.blocking(move || drop(resident)).await;
+            let this = self.clone();
+            let _ = self
+                .loader
+                .blocking(move || {
+                    drop(resident);
+                    this.resources.return_freed_memory();
+                })
+                .await;
             if let Err(error) = self.resources.synchronize() {
                 tracing::warn!(%error, "device synchronisation after unload failed");
             }

@@ -9,6 +9,7 @@
 
 mod files;
 mod hub;
+mod inspect;
 mod lifecycle;
 mod read;
 mod runtime;
@@ -24,6 +25,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use inspect::{inspect, ComponentSummary, ModelSummary, TensorSummary};
 pub use read::ProgressHook;
 pub(crate) use runtime::Runtime;
 pub use source::ModelSource;

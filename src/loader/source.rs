@@ -88,6 +88,33 @@ impl ModelSource {
         }
     }
 
+    /// What a command-line argument names: an existing file or folder, else
+    /// a hub repo id (`ORG/NAME`, with an optional `@REVISION`), else a path
+    /// (which a load then reports missing).
+    ///
+    /// ```
+    /// use model_manager::ModelSource;
+    ///
+    /// assert_eq!(ModelSource::guess("acme/tiny@v1"), ModelSource::hub_revision("acme/tiny", "v1"));
+    /// assert_eq!(ModelSource::guess("./no/such/dir"), ModelSource::path("./no/such/dir"));
+    /// ```
+    pub fn guess(arg: &str) -> Self {
+        if Path::new(arg).exists() {
+            return ModelSource::path(arg);
+        }
+        let (repo, revision) = match arg.split_once('@') {
+            Some((repo, rev)) => (repo, Some(rev)),
+            None => (arg, None),
+        };
+        if super::hub::is_repo_id(repo) && !arg.starts_with('.') {
+            return ModelSource::Hub {
+                repo: repo.into(),
+                revision: revision.map(Into::into),
+            };
+        }
+        ModelSource::path(arg)
+    }
+
     /// One safetensors file in memory.
     pub fn bytes(bytes: impl Into<Arc<[u8]>>) -> Self {
         ModelSource::Bytes(bytes.into())
