@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use model_manager::candle_core::{Device, Tensor};
 use model_manager::{Error, ModelManager, DEFAULT_CHUNK_SIZE};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 
 fn model_mib() -> usize {
     std::env::var("MM_BENCH_MIB")
@@ -114,18 +114,6 @@ fn peer(path: &Path) -> Vec<f64> {
             secs
         })
         .collect()
-}
-
-/// (c) model-manager, `load()` to `Ready`, then unload (not timed).
-async fn ours(path: &Path, manager: &ModelManager) -> Vec<f64> {
-    let mut out = Vec::new();
-    for _ in 0..ROUNDS {
-        let t = Instant::now();
-        manager.load(path).unwrap().await.unwrap();
-        out.push(t.elapsed().as_secs_f64());
-        manager.unload().await.unwrap();
-    }
-    out
 }
 
 async fn cancel_latency(path: &Path, load_secs: f64) -> Vec<f64> {
@@ -233,20 +221,35 @@ fn main() {
     let limit_n = median(limit(&path, threads));
     let peer_t = median(peer(&path));
     let (ours_t, checks_t, one_thread_t) = rt.block_on(async {
-        let m = ModelManager::new().unwrap();
-        let ours_t = median(ours(&path, &m).await);
-        m.shutdown().await;
-        // The same load with one check per 256 MiB instead of per 4 MiB.
-        let m = ModelManager::builder()
-            .chunk_size(256 << 20)
-            .build()
-            .unwrap();
-        let checks_t = median(ours(&path, &m).await);
-        m.shutdown().await;
-        let m = ModelManager::builder().read_threads(1).build().unwrap();
-        let one_t = median(ours(&path, &m).await);
-        m.shutdown().await;
-        (ours_t, checks_t, one_t)
+        // Interleaved, round by round, so drift in the machine's load hits
+        // every variant alike: the default; the same with one check per
+        // 256 MiB instead of per 4 MiB; one reader thread.
+        let variants = [
+            ModelManager::new().unwrap(),
+            ModelManager::builder()
+                .chunk_size(256 << 20)
+                .build()
+                .unwrap(),
+            ModelManager::builder().read_threads(1).build().unwrap(),
+        ];
+        let mut times = vec![Vec::new(); variants.len()];
+        for _ in 0..ROUNDS {
+            for (m, t) in variants.iter().zip(times.iter_mut()) {
+                let start = Instant::now();
+                m.load(path.as_path()).unwrap().await.unwrap();
+                t.push(start.elapsed().as_secs_f64());
+                m.unload().await.unwrap();
+            }
+        }
+        for m in &variants {
+            m.shutdown().await;
+        }
+        let mut medians = times.into_iter().map(median);
+        (
+            medians.next().unwrap(),
+            medians.next().unwrap(),
+            medians.next().unwrap(),
+        )
     });
     let cancels = rt.block_on(cancel_latency(&path, ours_t));
     let (before, peak) = run_child("peak", &path);

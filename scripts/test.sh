@@ -24,6 +24,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
+step "README's C example is bindings/c/examples/quickstart.c, verbatim"
+awk '$0 == "<!-- quickstart.c:begin -->" { inside = 1; next }
+     $0 == "<!-- quickstart.c:end -->" { inside = 0 }
+     inside && !/^```/ { print }' README.md | diff -u bindings/c/examples/quickstart.c -
+
 for suite in bindings/*/test.sh; do
     [ -f "$suite" ] || continue
     step "$suite"
