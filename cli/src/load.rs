@@ -35,6 +35,10 @@ pub async fn load(source: ModelSource, device: DeviceSpec, dtype: Option<DType>)
         .progress_chars("=> "),
     );
     let mut progress = handle.progress_updates();
+    // One listener for the whole load: a fresh `ctrl_c()` per turn could
+    // miss a signal that arrives between turns.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let outcome = loop {
         tokio::select! {
             outcome = handle.wait() => break outcome,
@@ -46,7 +50,7 @@ pub async fn load(source: ModelSource, device: DeviceSpec, dtype: Option<DType>)
                     bar.set_message(format!("{}/{} tensors", p.tensors_done, p.tensors_total));
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c => {
                 manager.cancel().ok();
                 bar.abandon_with_message("cancelling");
                 let _ = handle.wait().await;
