@@ -69,7 +69,7 @@ if [ "${MM_MIRI:-1}" = 0 ]; then
     echo "skipped (MM_MIRI=0)"
 elif ! cargo +nightly miri --version >/dev/null 2>&1 &&
     ! { rustup toolchain list | grep -q '^nightly' &&
-        rustup +nightly component add miri rust-src >/dev/null 2>&1; }; then
+        timeout 120 rustup +nightly component add miri rust-src >/dev/null 2>&1; }; then
     echo "skipped: no nightly toolchain with miri (rustup +nightly component add miri)"
 else
     cargo +nightly miri test -q -p model-manager-c --lib -- ffi:: result:: types::
