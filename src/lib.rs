@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod builder;
 mod error;
 mod loader;
 mod manager;
@@ -49,12 +50,13 @@ mod pipeline;
 mod resource;
 pub mod state;
 
+pub use builder::ModelManagerBuilder;
 pub use error::{Error, ErrorCode, Result};
 pub use loader::{
     default_read_threads, inspect, ComponentSummary, LoadHandle, ModelSource, ModelSummary, Pace,
     ProgressHook, TensorSummary, DEFAULT_CHUNK_SIZE,
 };
-pub use manager::{ModelManager, ModelManagerBuilder};
+pub use manager::ModelManager;
 pub use pipeline::{Component, Lease, Pipeline, PipelineInfo, TensorPipeline};
 pub use resource::DeviceSpec;
 pub use state::{

@@ -19,23 +19,23 @@
 //! # Ok(()) }
 //! ```
 
-use std::marker::PhantomData;
 use std::sync::Arc;
+#[cfg(not(target_arch = "wasm32"))]
 use std::time::Duration;
 
-use candle_core::DType;
+#[cfg(not(target_arch = "wasm32"))]
 use tokio::runtime::Handle;
 use tokio::sync::OnceCell;
 
-use crate::loader::{
-    default_read_threads, LoaderConfig, LoaderService, ProgressHook, Runtime, DEFAULT_CHUNK_SIZE,
-};
+use crate::loader::LoaderService;
 use crate::pipeline::{Pipeline, PipelineInfo, PipelineManager};
 use crate::resource::ResourceManager;
 use crate::state::{StateManager, Subscription};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::Error;
 use crate::{
-    DeviceSpec, Error, Lease, LoadHandle, ModelSource, Progress, Result, Snapshot, State,
-    TensorPipeline,
+    DeviceSpec, Lease, LoadHandle, ModelManagerBuilder, ModelSource, Progress, Result, Snapshot,
+    State, TensorPipeline,
 };
 
 /// The four parts behind the facade, shared with the manager's tasks.
@@ -72,6 +72,13 @@ impl ModelManager {
 }
 
 impl<P: Pipeline> ModelManager<P> {
+    pub(crate) fn from_shared(shared: Arc<Shared<P>>) -> Self {
+        ModelManager {
+            shared,
+            shut_down: OnceCell::new(),
+        }
+    }
+
     /// Start loading `source`; returns at once with a handle to await.
     ///
     /// Latest request wins: a load of another model while one loads cancels
@@ -261,176 +268,5 @@ impl<P: Pipeline> std::fmt::Debug for ModelManager<P> {
             .field("snapshot", &self.snapshot())
             .field("device", &self.device())
             .finish_non_exhaustive()
-    }
-}
-
-/// Settings for a [`ModelManager`].
-///
-/// ```
-/// use model_manager::{DeviceSpec, ModelManager};
-///
-/// let manager = ModelManager::builder()
-///     .device(DeviceSpec::Cpu)
-///     .memory_budget(8 << 30)
-///     .chunk_size(8 << 20)
-///     .build()?;
-/// # Ok::<(), model_manager::Error>(())
-/// ```
-pub struct ModelManagerBuilder<P = TensorPipeline> {
-    device: DeviceSpec,
-    budget: Option<u64>,
-    chunk_size: usize,
-    threads: usize,
-    dtype: Option<DType>,
-    hook: Option<ProgressHook>,
-    runtime: Option<Handle>,
-    drain_timeout: Duration,
-    pace: Option<crate::loader::Pace>,
-    trim_heap: bool,
-    _pipeline: PhantomData<fn() -> P>,
-}
-
-impl Default for ModelManagerBuilder {
-    fn default() -> Self {
-        ModelManagerBuilder {
-            device: DeviceSpec::Cpu,
-            budget: None,
-            chunk_size: DEFAULT_CHUNK_SIZE,
-            threads: default_read_threads(),
-            dtype: None,
-            hook: None,
-            runtime: None,
-            drain_timeout: Duration::from_secs(5),
-            pace: None,
-            trim_heap: true,
-            _pipeline: PhantomData,
-        }
-    }
-}
-
-impl<P: Pipeline> ModelManagerBuilder<P> {
-    /// The device to load onto (default: CPU).
-    pub fn device(mut self, device: DeviceSpec) -> Self {
-        self.device = device;
-        self
-    }
-
-    /// Refuse loads whose tensors need more than `bytes` (checked from the
-    /// headers, before anything is allocated). Default: the memory available
-    /// on the device at the time of the load (on the CPU, `MemAvailable`).
-    pub fn memory_budget(mut self, bytes: u64) -> Self {
-        self.budget = Some(bytes);
-        self
-    }
-
-    /// Bytes per read: progress and cancellation are checked this often
-    /// (default 4 MiB).
-    pub fn chunk_size(mut self, bytes: usize) -> Self {
-        self.chunk_size = bytes.max(1);
-        self
-    }
-
-    /// Threads reading one file in parallel (default: the available cores,
-    /// at most 4).
-    pub fn read_threads(mut self, threads: usize) -> Self {
-        self.threads = threads.max(1);
-        self
-    }
-
-    /// Convert floating-point tensors to `dtype` while loading (F32, F16 or
-    /// BF16); integer tensors keep their dtype.
-    pub fn dtype(mut self, dtype: DType) -> Self {
-        self.dtype = Some(dtype);
-        self
-    }
-
-    /// Call `hook` on a loader thread after every chunk read. It runs on the
-    /// blocking pool, never on the async runtime; calls never overlap and
-    /// each sees more bytes done than the last; a slow hook slows the load.
-    pub fn on_progress(mut self, hook: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
-        self.hook = Some(Arc::new(hook));
-        self
-    }
-
-    /// Run the manager's tasks on this runtime (default: the current one, or
-    /// one the manager owns).
-    pub fn runtime(mut self, handle: Handle) -> Self {
-        self.runtime = Some(handle);
-        self
-    }
-
-    /// How long shutdown waits for leases before giving up on them
-    /// (default 5 s). Memory held by a lease is freed when it is dropped.
-    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
-        self
-    }
-
-    /// How a load yields to the host between chunks on wasm32 (for example
-    /// a `setTimeout(0)` or `MessageChannel` turn); by default, a yield to
-    /// the async executor only.
-    pub fn pace(mut self, pace: crate::loader::Pace) -> Self {
-        self.pace = Some(pace);
-        self
-    }
-
-    /// After an unload (or a cancelled or failed load), return the memory
-    /// allocator's free pages to the OS (glibc's `malloc_trim`; default on).
-    /// Without it, glibc keeps the pages of tensors under 32 MiB in its heap
-    /// after they are freed. Turn it off if the application manages its
-    /// allocator itself.
-    pub fn return_memory_to_os(mut self, enabled: bool) -> Self {
-        self.trim_heap = enabled;
-        self
-    }
-
-    /// Load into another pipeline type.
-    pub fn pipeline<Q: Pipeline>(self) -> ModelManagerBuilder<Q> {
-        ModelManagerBuilder {
-            device: self.device,
-            budget: self.budget,
-            chunk_size: self.chunk_size,
-            threads: self.threads,
-            dtype: self.dtype,
-            hook: self.hook,
-            runtime: self.runtime,
-            drain_timeout: self.drain_timeout,
-            pace: self.pace,
-            trim_heap: self.trim_heap,
-            _pipeline: PhantomData,
-        }
-    }
-
-    /// Create the manager.
-    pub fn build(self) -> Result<ModelManager<P>> {
-        if let Some(dtype) = self.dtype {
-            if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
-                return Err(Error::InvalidArgument(format!(
-                    "target dtype must be f32, f16 or bf16, not {dtype:?}"
-                )));
-            }
-        }
-        let resources = ResourceManager::new(self.device, self.budget, self.trim_heap)?;
-        let runtime = Runtime::new(self.runtime)?;
-        let loader = LoaderService::new(
-            runtime,
-            LoaderConfig {
-                chunk_size: self.chunk_size,
-                threads: self.threads,
-                dtype: self.dtype,
-                hook: self.hook,
-                drain_timeout: self.drain_timeout,
-                pace: self.pace,
-            },
-        );
-        Ok(ModelManager {
-            shared: Arc::new(Shared {
-                state: StateManager::new(),
-                resources,
-                pipelines: PipelineManager::new(),
-                loader,
-            }),
-            shut_down: OnceCell::new(),
-        })
     }
 }

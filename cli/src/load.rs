@@ -141,8 +141,8 @@ pub fn inspect(source: &ModelSource, all: bool) -> CliResult {
         }
         if let Some(config) = &c.config {
             let text = config.to_string();
-            let text = if text.len() > 100 {
-                format!("{}...", &text[..text.floor_char_boundary(97)])
+            let text = if text.chars().count() > 100 {
+                format!("{}...", text.chars().take(97).collect::<String>())
             } else {
                 text
             };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::source::{open_file, open_memory, FilePlan};
+use super::plan::{open_file, open_memory, FilePlan};
 use crate::{Error, Result};
 
 /// The bytes of one weights file.

@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::source::{resolve, ModelSource};
+use super::plan::resolve;
+use super::source::ModelSource;
 use crate::Result;
 
 /// One tensor as its file's header describes it.

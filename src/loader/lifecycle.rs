@@ -7,10 +7,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::plan::resolve;
 #[cfg(not(target_arch = "wasm32"))]
 use super::read::read_plan;
 use super::read::{resident_bytes, ReadContext};
-use super::source::resolve;
 use super::ticket::{CancelLoad, LoadHandle, LoadTicket};
 use crate::manager::Shared;
 use crate::pipeline::{Pipeline, Resident, Retired};

@@ -7,10 +7,12 @@
 //! slot: a load that replaces another starts reading only once the other has
 //! dropped what it read, so at most one model's memory is held at a time.
 
+mod buffer;
 mod files;
 mod hub;
 mod inspect;
 mod lifecycle;
+mod plan;
 mod read;
 mod runtime;
 pub(crate) mod safetensors;

@@ -1,0 +1,282 @@
+//! Resolution of a [`ModelSource`] into a load plan: every file opened, every
+//! header parsed and validated, every config read, before anything is
+//! allocated.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::files::{read_exact_at, Reader, Root};
+use super::safetensors::{parse_header, Header};
+use super::source::ModelSource;
+use crate::{Error, Result};
+
+/// One weights file, opened, with its validated header.
+#[derive(Debug)]
+pub(crate) struct FilePlan {
+    pub(crate) path: PathBuf,
+    pub(crate) reader: Reader,
+    pub(crate) header: Header,
+}
+
+/// One component: its config and its weights files (none for components
+/// such as a scheduler or tokenizer, which are recorded, not loaded).
+#[derive(Debug)]
+pub(crate) struct ComponentPlan {
+    pub(crate) name: String,
+    pub(crate) config: Option<Value>,
+    pub(crate) files: Vec<FilePlan>,
+}
+
+/// Everything a load will read, known before anything is allocated.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) components: Vec<ComponentPlan>,
+    pub(crate) config: Option<Value>,
+    pub(crate) sample_size: Option<u64>,
+}
+
+impl Plan {
+    pub(crate) fn bytes(&self) -> u64 {
+        self.files().map(|f| f.header.data_bytes()).sum()
+    }
+
+    pub(crate) fn tensor_count(&self) -> u64 {
+        self.files().map(|f| f.header.tensors.len() as u64).sum()
+    }
+
+    pub(crate) fn files(&self) -> impl Iterator<Item = &FilePlan> {
+        self.components.iter().flat_map(|c| c.files.iter())
+    }
+}
+
+/// Resolve a source into a plan: open files, parse headers and configs.
+pub(crate) fn resolve(source: &ModelSource) -> Result<Plan> {
+    match source {
+        ModelSource::Path(path) => {
+            if path.as_os_str().is_empty() {
+                return Err(Error::InvalidArgument("empty model path".into()));
+            }
+            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, &e))?;
+            if meta.is_dir() {
+                resolve_root(&Root::dir(path.clone(), path.clone()))
+            } else {
+                let file = open_file(path)?;
+                Ok(single(file))
+            }
+        }
+        ModelSource::Hub { repo, revision } => {
+            let (snapshot, jail) = super::hub::snapshot(repo, revision.as_deref())?;
+            resolve_root(&Root::dir(snapshot, jail))
+        }
+        ModelSource::Bytes(bytes) => Ok(single(open_memory(
+            PathBuf::from("model.safetensors"),
+            bytes.clone(),
+        )?)),
+        ModelSource::Files(files) => resolve_root(&Root::Memory(files.clone())),
+    }
+}
+
+fn single(file: FilePlan) -> Plan {
+    Plan {
+        components: vec![ComponentPlan {
+            name: "model".into(),
+            config: None,
+            files: vec![file],
+        }],
+        config: None,
+        sample_size: None,
+    }
+}
+
+/// A folder (on disk or in memory): a diffusers pipeline, a model folder, or
+/// a folder holding a single weights file.
+fn resolve_root(root: &Root) -> Result<Plan> {
+    if let Some(index) = root.read_json("model_index.json")? {
+        return resolve_pipeline(root, &index);
+    }
+    let config = root.read_json("config.json")?;
+    let files = weights_in(root, "")?;
+    let sample_size = config.as_ref().and_then(sample_size_of);
+    Ok(Plan {
+        components: vec![ComponentPlan {
+            name: "model".into(),
+            config: config.clone(),
+            files,
+        }],
+        config,
+        sample_size,
+    })
+}
+
+/// A diffusers pipeline: `model_index.json` names the components.
+fn resolve_pipeline(root: &Root, index: &Value) -> Result<Plan> {
+    let index_path = root.display("model_index.json");
+    let entries = index.as_object().ok_or_else(|| Error::InvalidConfig {
+        path: index_path.clone(),
+        problem: "not a JSON object".into(),
+    })?;
+    let mut components = Vec::new();
+    for (name, spec) in entries {
+        // `_class_name`, `_diffusers_version`, ...; and `null` or
+        // `[null, null]` entries are optional components that are absent.
+        let present = spec
+            .as_array()
+            .is_some_and(|parts| parts.iter().any(|p| !p.is_null()));
+        if name.starts_with('_') || !present {
+            continue;
+        }
+        let dir = root.checked(name)?;
+        let config = match root.read_json(&format!("{dir}/config.json"))? {
+            Some(c) => Some(c),
+            None => root.read_json(&format!("{dir}/scheduler_config.json"))?,
+        };
+        let files = match weights_in(root, &dir) {
+            Ok(files) => files,
+            Err(Error::MissingFile { .. }) if !root.has_any_weights(&dir) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        components.push(ComponentPlan {
+            name: name.clone(),
+            config,
+            files,
+        });
+    }
+    if components.iter().all(|c| c.files.is_empty()) {
+        return Err(Error::invalid_model(
+            index_path,
+            "the pipeline has no component with weights",
+        ));
+    }
+    let denoiser = ["unet", "transformer"]
+        .iter()
+        .find_map(|d| components.iter().find(|c| c.name == *d))
+        .and_then(|c| c.config.as_ref())
+        .and_then(sample_size_of);
+    let top = root.read_json("config.json")?;
+    let sample_size = denoiser.or_else(|| top.as_ref().and_then(sample_size_of));
+    Ok(Plan {
+        components,
+        config: Some(index.clone()),
+        sample_size,
+    })
+}
+
+/// The weights of one model folder (`dir` relative to the root, `""` for the
+/// root itself): shards listed in an index, a single file with a standard
+/// name, or the folder's only `.safetensors` file.
+fn weights_in(root: &Root, dir: &str) -> Result<Vec<FilePlan>> {
+    let join = |name: &str| {
+        if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
+    for stem in ["model", "diffusion_pytorch_model"] {
+        let index = join(&format!("{stem}.safetensors.index.json"));
+        if let Some(json) = root.read_json(&index)? {
+            return shards(root, dir, &index, &json);
+        }
+        let single = join(&format!("{stem}.safetensors"));
+        if root.has_file(&single) {
+            return Ok(vec![root.open_weights(&single)?]);
+        }
+    }
+    let found = root.safetensors_in(dir);
+    if let [only] = found.as_slice() {
+        return Ok(vec![root.open_weights(&join(only))?]);
+    }
+    Err(Error::MissingFile {
+        path: root.display(&join("model.safetensors")),
+    })
+}
+
+fn shards(root: &Root, dir: &str, index: &str, json: &Value) -> Result<Vec<FilePlan>> {
+    let index_path = root.display(index);
+    let map = json
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::InvalidConfig {
+            path: index_path.clone(),
+            problem: "no \"weight_map\" object".into(),
+        })?;
+    let mut names: Vec<&str> = Vec::new();
+    for (tensor, shard) in map {
+        let shard = shard.as_str().ok_or_else(|| Error::InvalidConfig {
+            path: index_path.clone(),
+            problem: format!("tensor {tensor:?} maps to a non-string shard"),
+        })?;
+        if !names.contains(&shard) {
+            names.push(shard);
+        }
+    }
+    if names.is_empty() {
+        return Err(Error::InvalidConfig {
+            path: index_path,
+            problem: "\"weight_map\" is empty".into(),
+        });
+    }
+    names.sort_unstable();
+    let files = names
+        .into_iter()
+        .map(|name| {
+            let rel = root.checked(name)?;
+            let rel = if dir.is_empty() {
+                rel
+            } else {
+                format!("{dir}/{rel}")
+            };
+            root.open_weights(&rel)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Every tensor the index names must be in the shard it names.
+    for (tensor, shard) in map {
+        let shard = shard.as_str().unwrap_or_default();
+        let file = files
+            .iter()
+            .find(|f| f.path.ends_with(shard))
+            .expect("every shard named was opened");
+        if !file.header.tensors.iter().any(|t| &t.name == tensor) {
+            return Err(Error::invalid_model(
+                &file.path,
+                format!("the index places tensor {tensor:?} here, but the file does not hold it"),
+            ));
+        }
+    }
+    Ok(files)
+}
+
+pub(crate) fn open_file(path: &Path) -> Result<FilePlan> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, &e))?.len();
+    open_reader(path.into(), Reader::File(file), len)
+}
+
+pub(crate) fn open_memory(path: PathBuf, bytes: Arc<[u8]>) -> Result<FilePlan> {
+    let len = bytes.len() as u64;
+    open_reader(path, Reader::Memory(bytes), len)
+}
+
+fn open_reader(path: PathBuf, reader: Reader, len: u64) -> Result<FilePlan> {
+    let header = parse_header(&path, len, |offset, n| {
+        let mut buf = vec![0u8; n];
+        read_exact_at(&reader, &mut buf, offset)?;
+        Ok(buf)
+    })?;
+    Ok(FilePlan {
+        path,
+        reader,
+        header,
+    })
+}
+
+/// `sample_size` from a config: an integer, or the first of a list.
+pub(crate) fn sample_size_of(config: &Value) -> Option<u64> {
+    match config.get("sample_size")? {
+        Value::Number(n) => n.as_u64(),
+        Value::Array(items) => items.first().and_then(Value::as_u64),
+        _ => None,
+    }
+}
