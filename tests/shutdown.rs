@@ -155,3 +155,42 @@ async fn unload_while_loading_cancels() {
     assert_eq!(manager.resident_bytes(), 0);
     manager.shutdown().await;
 }
+
+#[test]
+fn a_handle_resolves_when_its_manager_is_dropped_mid_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_model(dir.path(), "a", 1, 8, 64 * 1024);
+    let gate = Gate::new();
+    // Built outside any runtime: the manager owns its runtime, and dropping
+    // the manager shuts it down with the load's task still parked.
+    let manager = ModelManager::builder()
+        .chunk_size(64 * 1024)
+        .read_threads(1)
+        .drain_timeout(Duration::from_millis(100))
+        .on_progress(gate.hook())
+        .build()
+        .unwrap();
+    gate.close_at(1);
+    let handle = manager.load(&*a).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(gate.paused());
+    let opener = {
+        let gate = gate.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            gate.open();
+        })
+    };
+    drop(manager);
+    opener.join().unwrap();
+    let outcome =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), handle.wait()).await });
+    let err = outcome.expect("the handle resolves").unwrap_err();
+    assert!(
+        matches!(err, Error::Cancelled | Error::ShutDown),
+        "unexpected {err}"
+    );
+}

@@ -31,6 +31,21 @@ impl<P: Pipeline> CancelLoad for Shared<P> {
     }
 }
 
+/// Resolves a load's handles if its task ends without doing so.
+struct ResolveOnDrop(Arc<LoadTicket>);
+
+impl Drop for ResolveOnDrop {
+    fn drop(&mut self) {
+        let reason = if self.0.is_stopped() {
+            self.0.stop_reason()
+        } else {
+            Error::ShutDown
+        };
+        // A no-op when the load already resolved: the first outcome wins.
+        self.0.resolve(Err(reason));
+    }
+}
+
 /// Resolve and forget the load waiting for an unload.
 fn drop_pending(txn: &mut Txn<'_>, reason: Error) {
     if let Some(pending) = txn.set_pending(None) {
@@ -211,6 +226,9 @@ impl<P: Pipeline> Shared<P> {
     }
 
     async fn run_load(self: Arc<Self>, ticket: Arc<LoadTicket>) {
+        // If this task is dropped before it finishes (its runtime shut down
+        // under it), its handles still resolve instead of waiting forever.
+        let _resolve_on_drop = ResolveOnDrop(ticket.clone());
         // Wait until the load this one replaces has let go of its memory.
         let slot = tokio::select! {
             biased;
