@@ -1,0 +1,193 @@
+//! The core's values as plain JS objects (camelCase keys, numbers for
+//! counters, strings for enums).
+
+use js_sys::{Array, Object, Reflect, JSON};
+use model_manager::candle_core::{CpuStorage, DType, Storage, Tensor};
+use model_manager::{
+    Command, Component, Error, ErrorCode, PipelineInfo, Progress, Snapshot, State, StateEvent,
+};
+use wasm_bindgen::prelude::*;
+
+use crate::error::code_name;
+
+/// A plain object built key by key.
+struct Obj(Object);
+
+impl Obj {
+    fn new() -> Self {
+        Obj(Object::new())
+    }
+
+    fn set(self, key: &str, value: impl Into<JsValue>) -> Self {
+        // Defining a property on a fresh plain object cannot fail.
+        let _ = Reflect::set(&self.0, &key.into(), &value.into());
+        self
+    }
+
+    fn done(self) -> JsValue {
+        self.0.into()
+    }
+}
+
+/// A `u64` counter as a JS number (exact below 2^53 bytes: 8 PiB).
+fn num(n: u64) -> f64 {
+    n as f64
+}
+
+/// The state as the JS API spells it.
+pub(crate) fn state_name(state: State) -> &'static str {
+    match state {
+        State::Idle => "idle",
+        State::Loading => "loading",
+        State::Ready => "ready",
+        State::Unloading => "unloading",
+        State::Failed => "failed",
+    }
+}
+
+/// The command as the JS API spells it.
+pub(crate) fn command_name(command: Command) -> &'static str {
+    match command {
+        Command::Load => "load",
+        Command::Finish => "finish",
+        Command::Cancel => "cancel",
+        Command::Fail => "fail",
+        Command::Unload => "unload",
+        Command::Drain => "drain",
+        Command::Reset => "reset",
+    }
+}
+
+/// `{ bytesDone, bytesTotal, tensorsDone, tensorsTotal, file }`.
+pub(crate) fn progress(p: &Progress) -> JsValue {
+    Obj::new()
+        .set("bytesDone", num(p.bytes_done))
+        .set("bytesTotal", num(p.bytes_total))
+        .set("tensorsDone", num(p.tensors_done))
+        .set("tensorsTotal", num(p.tensors_total))
+        .set(
+            "file",
+            p.current
+                .as_deref()
+                .map_or(JsValue::NULL, JsValue::from_str),
+        )
+        .done()
+}
+
+/// `{ code, codeName, message }`.
+fn error(e: &Error) -> JsValue {
+    let code: ErrorCode = e.code();
+    Obj::new()
+        .set("code", code as u32)
+        .set("codeName", code_name(code))
+        .set("message", e.to_string())
+        .done()
+}
+
+/// `{ state, generation, progress, error }`.
+pub(crate) fn snapshot(s: &Snapshot) -> JsValue {
+    Obj::new()
+        .set("state", state_name(s.state))
+        .set("generation", num(s.generation))
+        .set("progress", progress(&s.progress))
+        .set("error", s.error.as_ref().map_or(JsValue::NULL, error))
+        .done()
+}
+
+/// `{ from, to, command, snapshot }`.
+pub(crate) fn event(e: &StateEvent) -> JsValue {
+    Obj::new()
+        .set("from", state_name(e.from))
+        .set("to", state_name(e.to))
+        .set("command", command_name(e.command))
+        .set("snapshot", snapshot(&e.snapshot))
+        .done()
+}
+
+/// A parsed JSON config as a JS value (`null` when absent).
+fn json(value: Option<&serde_json::Value>) -> JsValue {
+    value
+        .and_then(|v| JSON::parse(&v.to_string()).ok())
+        .unwrap_or(JsValue::NULL)
+}
+
+/// `{ sampleSize, bytes, tensors, config }`.
+pub(crate) fn info(i: &PipelineInfo) -> JsValue {
+    let config = json(i.config.as_ref());
+    Obj::new()
+        .set(
+            "sampleSize",
+            i.sample_size.map_or(JsValue::NULL, |n| num(n).into()),
+        )
+        .set("bytes", num(i.bytes))
+        .set("tensors", num(i.tensors))
+        .set("config", config)
+        .done()
+}
+
+/// `{ name, config, tensors }` (`tensors`: how many).
+pub(crate) fn component(c: &Component) -> JsValue {
+    Obj::new()
+        .set("name", c.name())
+        .set("config", json(c.config()))
+        .set("tensors", c.tensors().count() as f64)
+        .done()
+}
+
+/// The dtype as safetensors and the JS API spell it.
+pub(crate) fn dtype_name(dtype: DType) -> &'static str {
+    dtype.as_str()
+}
+
+/// `{ dtype, shape, data }`, with `data` a typed array holding a copy of the
+/// tensor's elements (f16 and bf16 as their raw bits in a `Uint16Array`).
+pub(crate) fn tensor(t: &Tensor) -> Result<JsValue, Error> {
+    let shape: Array = t.dims().iter().map(|&d| JsValue::from(d as f64)).collect();
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Err(Error::Device("the tensor is not in host memory".into()));
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Err(Error::Device("the tensor is not contiguous".into()));
+    };
+    let range = start..end;
+    let data: JsValue = match cpu {
+        CpuStorage::U8(v) => js_sys::Uint8Array::from(&v[range]).into(),
+        CpuStorage::U32(v) => js_sys::Uint32Array::from(&v[range]).into(),
+        CpuStorage::I16(v) => js_sys::Int16Array::from(&v[range]).into(),
+        CpuStorage::I32(v) => js_sys::Int32Array::from(&v[range]).into(),
+        CpuStorage::I64(v) => js_sys::BigInt64Array::from(&v[range]).into(),
+        CpuStorage::F16(v) => {
+            js_sys::Uint16Array::from(bytemuck::cast_slice::<_, u16>(&v[range])).into()
+        }
+        CpuStorage::BF16(v) => {
+            js_sys::Uint16Array::from(bytemuck::cast_slice::<_, u16>(&v[range])).into()
+        }
+        CpuStorage::F32(v) => js_sys::Float32Array::from(&v[range]).into(),
+        CpuStorage::F64(v) => js_sys::Float64Array::from(&v[range]).into(),
+        _ => {
+            return Err(Error::Device(format!(
+                "tensors of dtype {} cannot be handed to JS",
+                t.dtype().as_str()
+            )))
+        }
+    };
+    Ok(Obj::new()
+        .set("dtype", dtype_name(t.dtype()))
+        .set("shape", shape)
+        .set("data", data)
+        .done())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_js_api() {
+        assert_eq!(state_name(State::Unloading), "unloading");
+        assert_eq!(command_name(Command::Finish), "finish");
+        assert_eq!(dtype_name(DType::BF16), "bf16");
+        assert_eq!(dtype_name(DType::I64), "i64");
+    }
+}
