@@ -1,0 +1,454 @@
+// The JavaScript API of model-manager, over the raw wasm-bindgen exports.
+// Shared by the browser entry (browser.js) and the Node entry (node.js),
+// which instantiate the wasm module and call `install`.
+
+/** @type {typeof import('../pkg/model_manager_wasm.js') | null} */
+let raw = null;
+
+/** Called once by an entry point, when the wasm module is instantiated. */
+export function install(module, pacer) {
+  raw = module;
+  raw.setPacer(pacer);
+}
+
+/**
+ * Stable numeric error codes, the same values as the C API's `mm_result`.
+ * Values are never reused.
+ */
+export const ErrorCode = Object.freeze({
+  InvalidArgument: 1,
+  InvalidTransition: 2,
+  Cancelled: 3,
+  Superseded: 4,
+  NotReady: 5,
+  LeasesOutstanding: 6,
+  Io: 7,
+  InvalidModel: 8,
+  InvalidConfig: 9,
+  MissingFile: 10,
+  PathEscape: 11,
+  InsufficientMemory: 12,
+  UnsupportedDtype: 13,
+  Device: 14,
+  ShutDown: 15,
+  Assemble: 16,
+  Timeout: 17,
+});
+
+const codeNames = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, k]));
+
+/** Every error this package throws or rejects with. */
+export class ModelManagerError extends Error {
+  constructor(message, code, options) {
+    super(message, options);
+    this.name = 'ModelManagerError';
+    /** The stable numeric code (see `ErrorCode`). */
+    this.code = code;
+    /** The code's name, such as `"InvalidModel"`. */
+    this.codeName = codeNames[code] ?? 'Unknown';
+  }
+}
+
+/** A raw error (a JS `Error` with a numeric `code`) as a ModelManagerError. */
+function wrap(error, options) {
+  if (error instanceof ModelManagerError) return error;
+  if (error && typeof error.code === 'number') {
+    return new ModelManagerError(error.message, error.code, options);
+  }
+  return error;
+}
+
+/** Run `f`, re-throwing raw errors as ModelManagerError. */
+function call(f) {
+  try {
+    return f();
+  } catch (error) {
+    throw wrap(error);
+  }
+}
+
+function invalid(message) {
+  return new ModelManagerError(`invalid argument: ${message}`, ErrorCode.InvalidArgument);
+}
+
+/** Report an exception thrown by a user callback without stopping anything. */
+function report(error) {
+  if (typeof globalThis.reportError === 'function') globalThis.reportError(error);
+  else console.error('model-manager: a callback threw:', error);
+}
+
+const tag = (value) => Object.prototype.toString.call(value);
+
+/** A view of the bytes of a Uint8Array, ArrayBuffer or any ArrayBufferView. */
+function bytesOf(value, what) {
+  if (value instanceof Uint8Array) return value;
+  if (ArrayBuffer.isView(value)) {
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  }
+  const t = tag(value);
+  if (t === '[object ArrayBuffer]' || t === '[object SharedArrayBuffer]') {
+    return new Uint8Array(value);
+  }
+  if (typeof value === 'string' && what !== 'source') {
+    return new TextEncoder().encode(value);
+  }
+  throw invalid(`${what} must be a Uint8Array or an ArrayBuffer`);
+}
+
+const isBytes = (value) =>
+  ArrayBuffer.isView(value) ||
+  tag(value) === '[object ArrayBuffer]' ||
+  tag(value) === '[object SharedArrayBuffer]';
+
+/** Copy a JS source into wasm memory (a RawSource). */
+function rawSource(source) {
+  if (isBytes(source)) return raw.RawSource.fromBytes(bytesOf(source, 'source'));
+  let entries;
+  if (source instanceof Map) entries = [...source.entries()];
+  else if (source !== null && typeof source === 'object') entries = Object.entries(source);
+  else {
+    throw invalid(
+      'source must be a Uint8Array or ArrayBuffer holding a safetensors file, ' +
+        'or an object mapping file names to such buffers',
+    );
+  }
+  const names = [];
+  const buffers = [];
+  for (const [name, value] of entries) {
+    if (typeof name !== 'string') throw invalid('file names must be strings');
+    names.push(name);
+    buffers.push(bytesOf(value, `file ${JSON.stringify(name)}`));
+  }
+  return call(() => raw.RawSource.fromFiles(names, buffers));
+}
+
+function optionalNumber(value, name) {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw invalid(`${name} must be a number`);
+  }
+  return value;
+}
+
+const disposeSymbol = Symbol.dispose ?? Symbol.for('Symbol.dispose');
+
+/** A lease on the ready model; see `ModelManager.acquire`. */
+export class Lease {
+  #raw;
+  #onRelease;
+
+  /** @internal */
+  constructor(rawLease, onRelease) {
+    this.#raw = rawLease;
+    this.#onRelease = onRelease;
+  }
+
+  #live() {
+    if (this.#raw === null) {
+      throw new ModelManagerError(
+        'invalid argument: this lease has been released',
+        ErrorCode.InvalidArgument,
+      );
+    }
+    return this.#raw;
+  }
+
+  /** Every tensor name (`component/name` in a diffusers pipeline). */
+  tensorNames() {
+    return call(() => this.#live().tensorNames());
+  }
+
+  /** `{ dtype, shape, data }` for tensor `name`, or `undefined`. */
+  tensor(name) {
+    if (typeof name !== 'string') throw invalid('a tensor name must be a string');
+    return call(() => this.#live().tensor(name));
+  }
+
+  /** The model's config facts: `{ sampleSize, bytes, tensors, config }`. */
+  get info() {
+    return call(() => this.#live().info);
+  }
+
+  /** The model's components: `[{ name, config, tensors }]`. */
+  get components() {
+    return call(() => this.#live().components);
+  }
+
+  /** Whether the lease has been released. */
+  get released() {
+    return this.#raw === null;
+  }
+
+  /** Let go of the model (an unload waiting for it may finish). Idempotent. */
+  release() {
+    const lease = this.#raw;
+    if (lease === null) return;
+    this.#raw = null;
+    lease.release();
+    lease.free();
+    this.#onRelease?.(this);
+  }
+
+  /** Same as `release()`. */
+  free() {
+    this.release();
+  }
+
+  [disposeSymbol]() {
+    this.release();
+  }
+}
+
+/**
+ * Owns the life of one model at a time: load with progress and
+ * cancellation, leases, unload, events.
+ */
+export class ModelManager {
+  #raw;
+  /** Leases handed out and not released: `free()` releases them. */
+  #leases = new Set();
+  /** Listeners' raw subscriptions (kept referenced while subscribed). */
+  #subscriptions = new Set();
+  /** The JS object and RawSource of the model loading or ready. */
+  #current = null;
+  #watcher;
+
+  /**
+   * @param {{ chunkSize?: number, dtype?: 'f32' | 'f16' | 'bf16', memoryBudget?: number }} [options]
+   */
+  constructor(options = {}) {
+    if (raw === null) {
+      throw new ModelManagerError(
+        'the wasm module is not initialised yet: `await init()` before creating a ModelManager',
+        ErrorCode.InvalidArgument,
+      );
+    }
+    const { chunkSize, dtype, memoryBudget } = options ?? {};
+    const chunk = optionalNumber(chunkSize, 'chunkSize');
+    const budget = optionalNumber(memoryBudget, 'memoryBudget');
+    if (dtype !== undefined && dtype !== null && typeof dtype !== 'string') {
+      throw invalid('dtype must be "f32", "f16" or "bf16"');
+    }
+    this.#raw = call(() => new raw.RawManager(chunk, dtype ?? null, budget));
+    // Forget the current source once nothing is loading or loaded, so its
+    // copy in wasm memory is freed with the model.
+    this.#watcher = this.#raw.subscribe(({ to }) => {
+      if ((to === 'idle' || to === 'failed') && this.#raw !== null) {
+        const state = this.#raw.state;
+        if (state === 'idle' || state === 'failed') this.#forgetSource();
+      }
+    });
+  }
+
+  #live() {
+    if (this.#raw === null) {
+      throw new ModelManagerError(
+        'this ModelManager has been freed',
+        ErrorCode.ShutDown,
+      );
+    }
+    return this.#raw;
+  }
+
+  #forgetSource() {
+    this.#current?.source.free();
+    this.#current = null;
+  }
+
+  /** The source to hand the core: the same RawSource for the same object
+   * while it is loading or loaded, so that loading it again is no reload. */
+  #sourceFor(source) {
+    const current = this.#current;
+    if (current !== null && current.key === source) {
+      const state = this.#raw.state;
+      if (state === 'loading' || state === 'ready' || state === 'unloading') return current.source;
+    }
+    return rawSource(source);
+  }
+
+  /**
+   * Load a model: a `Uint8Array` / `ArrayBuffer` holding one safetensors
+   * file, or an object (or Map) mapping file names to such buffers (a model
+   * folder or a diffusers layout). Resolves to the snapshot once ready;
+   * rejects with a ModelManagerError (code 3 when cancelled or aborted, 4
+   * when superseded by another load, 8 for a malformed file, ...).
+   *
+   * @param {*} source
+   * @param {{ onProgress?: (p: object) => void, signal?: AbortSignal }} [options]
+   */
+  load(source, options = {}) {
+    const { onProgress, signal } = options ?? {};
+    let handle;
+    try {
+      const manager = this.#live();
+      if (onProgress !== undefined && onProgress !== null && typeof onProgress !== 'function') {
+        throw invalid('onProgress must be a function');
+      }
+      if (signal?.aborted) {
+        throw new ModelManagerError('load cancelled: the signal was already aborted', ErrorCode.Cancelled, {
+          cause: signal.reason,
+        });
+      }
+      const rawSrc = this.#sourceFor(source);
+      try {
+        handle = call(() => manager.load(rawSrc));
+      } catch (error) {
+        if (rawSrc !== this.#current?.source) rawSrc.free();
+        throw error;
+      }
+      if (rawSrc !== this.#current?.source) {
+        this.#forgetSource();
+        this.#current = { key: source, source: rawSrc };
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const onAbort = () => handle.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const progress =
+      typeof onProgress === 'function'
+        ? (p) => {
+            try {
+              onProgress(p);
+            } catch (error) {
+              report(error);
+            }
+          }
+        : null;
+    return handle.wait(progress).then(
+      (snapshot) => {
+        signal?.removeEventListener('abort', onAbort);
+        handle.free();
+        return snapshot;
+      },
+      (error) => {
+        signal?.removeEventListener('abort', onAbort);
+        handle.free();
+        throw wrap(error, signal?.aborted ? { cause: signal.reason } : undefined);
+      },
+    );
+  }
+
+  /** Cancel the load in flight (or waiting for an unload). Returns whether
+   * there was one; its promise rejects with code 3. */
+  cancel() {
+    return this.#live().cancel();
+  }
+
+  /** Unload the model: resolves once every lease is released and its memory
+   * freed. While loading, cancels the load. Rejects with code 2 when idle or
+   * failed. */
+  unload() {
+    let promise;
+    try {
+      promise = this.#live().unload();
+    } catch (error) {
+      return Promise.reject(wrap(error));
+    }
+    return promise.then(
+      () => undefined,
+      (error) => {
+        throw wrap(error);
+      },
+    );
+  }
+
+  /** Acknowledge a failure: `failed` -> `idle` (code 2 in other states). */
+  reset() {
+    call(() => this.#live().reset());
+  }
+
+  /** A lease on the ready model (throws code 5, NotReady, unless ready). */
+  acquire() {
+    const rawLease = call(() => this.#live().acquire());
+    const lease = new Lease(rawLease, (l) => this.#leases.delete(l));
+    this.#leases.add(lease);
+    return lease;
+  }
+
+  /** `"idle" | "loading" | "ready" | "unloading" | "failed"`. */
+  get state() {
+    return this.#live().state;
+  }
+
+  /** `{ state, generation, progress, error }`, a consistent view. */
+  get snapshot() {
+    return this.#live().snapshot;
+  }
+
+  /** `sample_size` from the ready model's config, else `null`. */
+  get sampleSize() {
+    return this.#live().sampleSize ?? null;
+  }
+
+  /** `{ sampleSize, bytes, tensors, config }` of the ready model, else `null`. */
+  get info() {
+    return this.#live().info;
+  }
+
+  /** Bytes of model memory held right now. */
+  get residentBytes() {
+    return this.#live().residentBytes;
+  }
+
+  /** Leases held right now. */
+  get outstandingLeases() {
+    return this.#live().outstandingLeases;
+  }
+
+  /**
+   * Call `callback({ from, to, command, snapshot })` for every transition
+   * from now on, in order. Returns a function that unsubscribes.
+   */
+  onStateChange(callback) {
+    const manager = this.#live();
+    if (typeof callback !== 'function') throw invalid('onStateChange needs a function');
+    let subscription = manager.subscribe((event) => {
+      try {
+        callback(event);
+      } catch (error) {
+        report(error);
+      }
+    });
+    this.#subscriptions.add(subscription);
+    return () => {
+      if (subscription === null) return;
+      this.#subscriptions.delete(subscription);
+      subscription.close();
+      subscription.free();
+      subscription = null;
+    };
+  }
+
+  /** Whether `free()` has been called. */
+  get freed() {
+    return this.#raw === null;
+  }
+
+  /**
+   * Cancel any load, release every lease this manager handed out, stop
+   * every listener, and free the manager's memory. A load in flight rejects
+   * with code 3. Any later call throws (code 15, ShutDown). Idempotent.
+   */
+  free() {
+    const manager = this.#raw;
+    if (manager === null) return;
+    this.#raw = null;
+    for (const lease of [...this.#leases]) lease.release();
+    this.#leases.clear();
+    for (const subscription of [this.#watcher, ...this.#subscriptions]) {
+      subscription.close();
+      subscription.free();
+    }
+    this.#subscriptions.clear();
+    this.#forgetSource();
+    // Cancels a load at once; the rest of the shutdown finishes in the
+    // background and frees the model's memory.
+    manager.shutdown().catch(report);
+    manager.free();
+  }
+
+  [disposeSymbol]() {
+    this.free();
+  }
+}

@@ -1,0 +1,210 @@
+// Types of model-manager-wasm (the same API from the browser and the Node
+// entry points).
+
+/**
+ * Instantiate the wasm module. Required once before `new ModelManager()` in
+ * browsers and workers (later calls return the same promise); resolves at
+ * once in Node, where importing the package instantiates it.
+ *
+ * @param input where to get `model_manager_wasm_bg.wasm` (browser only): a
+ *   URL, a Response, its bytes or a compiled module; by default it is fetched
+ *   from beside the package's JS files.
+ */
+export default function init(
+  input?: string | URL | Request | Response | BufferSource | WebAssembly.Module,
+): Promise<void>;
+export { init };
+
+/** The version of the wasm crate. */
+export function version(): string;
+
+/** Stable numeric error codes, the same values as the C API's `mm_result`. */
+export declare const ErrorCode: Readonly<{
+  InvalidArgument: 1;
+  InvalidTransition: 2;
+  Cancelled: 3;
+  Superseded: 4;
+  NotReady: 5;
+  LeasesOutstanding: 6;
+  Io: 7;
+  InvalidModel: 8;
+  InvalidConfig: 9;
+  MissingFile: 10;
+  PathEscape: 11;
+  InsufficientMemory: 12;
+  UnsupportedDtype: 13;
+  Device: 14;
+  ShutDown: 15;
+  Assemble: 16;
+  Timeout: 17;
+}>;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+export type ErrorCodeName = keyof typeof ErrorCode;
+
+/** Every error this package throws or rejects with. */
+export declare class ModelManagerError extends Error {
+  constructor(message: string, code: number, options?: { cause?: unknown });
+  readonly name: 'ModelManagerError';
+  /** The stable numeric code (see `ErrorCode`). */
+  readonly code: ErrorCode;
+  /** The code's name, such as `"InvalidModel"`. */
+  readonly codeName: ErrorCodeName | 'Unknown';
+}
+
+export type State = 'idle' | 'loading' | 'ready' | 'unloading' | 'failed';
+
+/** What caused a transition. */
+export type Command = 'load' | 'finish' | 'cancel' | 'fail' | 'unload' | 'drain' | 'reset';
+
+export interface Progress {
+  /** Bytes of tensor data read so far. */
+  bytesDone: number;
+  /** Bytes of tensor data in the whole model. */
+  bytesTotal: number;
+  /** Tensors completely read so far. */
+  tensorsDone: number;
+  /** Tensors in the whole model. */
+  tensorsTotal: number;
+  /** The file (or `component: file`) being read, once known. */
+  file: string | null;
+}
+
+export interface Snapshot {
+  state: State;
+  /** Increases with every transition; never repeats. */
+  generation: number;
+  /** Progress of the current load (or of the load that produced `ready`). */
+  progress: Progress;
+  /** Why the last load failed, in `failed`. */
+  error: { code: ErrorCode; codeName: ErrorCodeName | 'Unknown'; message: string } | null;
+}
+
+export interface StateChange {
+  from: State;
+  to: State;
+  command: Command;
+  /** The manager right after the transition. */
+  snapshot: Snapshot;
+}
+
+/** A parsed JSON config (`config.json`, `model_index.json`, ...). */
+export type Config = { [key: string]: unknown };
+
+export interface ModelInfo {
+  /** `sample_size` of the denoiser (`unet/`, `transformer/`) or the model. */
+  sampleSize: number | null;
+  /** Bytes of tensor data. */
+  bytes: number;
+  /** Number of tensors. */
+  tensors: number;
+  /** The top-level config (`config.json` or `model_index.json`). */
+  config: Config | null;
+}
+
+export interface Component {
+  /** `"model"` for a single model, else the folder name (`"unet"`). */
+  name: string;
+  config: Config | null;
+  /** How many tensors it holds. */
+  tensors: number;
+}
+
+export type Dtype = 'u8' | 'u32' | 'i16' | 'i32' | 'i64' | 'f16' | 'bf16' | 'f32' | 'f64';
+
+/** A copy of one tensor's elements. */
+export type Tensor =
+  | { dtype: 'f32'; shape: number[]; data: Float32Array }
+  | { dtype: 'f64'; shape: number[]; data: Float64Array }
+  | { dtype: 'f16' | 'bf16'; shape: number[]; /** Raw bits. */ data: Uint16Array }
+  | { dtype: 'i64'; shape: number[]; data: BigInt64Array }
+  | { dtype: 'i32'; shape: number[]; data: Int32Array }
+  | { dtype: 'u32'; shape: number[]; data: Uint32Array }
+  | { dtype: 'i16'; shape: number[]; data: Int16Array }
+  | { dtype: 'u8'; shape: number[]; data: Uint8Array };
+
+/** Bytes of one file. Strings are accepted for JSON files of a folder. */
+export type Bytes = Uint8Array | ArrayBuffer | SharedArrayBuffer | ArrayBufferView;
+
+/**
+ * What `load` takes: one safetensors file, or a model folder / diffusers
+ * layout as file names (`"unet/config.json"`) mapped to their contents.
+ */
+export type ModelSource = Bytes | Record<string, Bytes | string> | Map<string, Bytes | string>;
+
+export interface ModelManagerOptions {
+  /** Bytes read between two turns of the event loop (default 1 MiB). */
+  chunkSize?: number;
+  /** Convert floating-point tensors while loading (integers keep theirs). */
+  dtype?: 'f32' | 'f16' | 'bf16';
+  /** Refuse models whose tensors need more bytes than this (code 12). */
+  memoryBudget?: number;
+}
+
+export interface LoadOptions {
+  /** Called as chunks are read (monotonic), and last with the totals. */
+  onProgress?: (progress: Progress) => void;
+  /** Aborting it cancels this load: the promise rejects with code 3. */
+  signal?: AbortSignal;
+}
+
+/** A lease on the ready model: keeps it alive and readable until released. */
+export declare class Lease {
+  private constructor();
+  /** Every tensor name (`component/name` in a diffusers pipeline). */
+  tensorNames(): string[];
+  /** A copy of tensor `name` (`component/name` picks a component). */
+  tensor(name: string): Tensor | undefined;
+  readonly info: ModelInfo;
+  readonly components: Component[];
+  readonly released: boolean;
+  /** Let go of the model; an unload waiting for it may finish. Idempotent. */
+  release(): void;
+  /** Same as `release()`. */
+  free(): void;
+  [Symbol.dispose](): void;
+}
+
+/**
+ * Owns the life of one model at a time: load with progress and
+ * cancellation, leases, unload, state events.
+ */
+export declare class ModelManager {
+  constructor(options?: ModelManagerOptions);
+  /**
+   * Load a model; resolves to the snapshot once ready. Latest request wins:
+   * a load of another model rejects the previous one with code 4; loading
+   * the same object again while it loads or is ready is not a reload.
+   * Rejects with code 3 when cancelled (`cancel()`, `unload()`, the signal,
+   * `free()`), or with the failure's code (8 for a malformed file, ...).
+   */
+  load(source: ModelSource, options?: LoadOptions): Promise<Snapshot>;
+  /** Cancel the load in flight; returns whether there was one. */
+  cancel(): boolean;
+  /**
+   * Unload; resolves once every lease is released and the memory freed.
+   * While loading, cancels the load. Rejects with code 2 when idle or failed.
+   */
+  unload(): Promise<void>;
+  /** `failed` -> `idle` (throws code 2 in other states). */
+  reset(): void;
+  /** A lease on the ready model (throws code 5 unless ready). */
+  acquire(): Lease;
+  readonly state: State;
+  readonly snapshot: Snapshot;
+  readonly sampleSize: number | null;
+  readonly info: ModelInfo | null;
+  /** Bytes of model memory held right now. */
+  readonly residentBytes: number;
+  /** Leases held right now. */
+  readonly outstandingLeases: number;
+  /** Whether `free()` has been called. */
+  readonly freed: boolean;
+  /** Every transition from now on, in order; returns an unsubscribe function. */
+  onStateChange(callback: (change: StateChange) => void): () => void;
+  /**
+   * Cancel any load, release every lease handed out, stop every listener
+   * and free the manager. Later calls throw (code 15). Idempotent.
+   */
+  free(): void;
+  [Symbol.dispose](): void;
+}
