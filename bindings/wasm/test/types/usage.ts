@@ -1,0 +1,55 @@
+// Type-checked (tsc -p test/types), never run: the declarations describe the
+// API as the README uses it, and reject misuse.
+import init, {
+  ModelManager,
+  ModelManagerError,
+  ErrorCode,
+  type Progress,
+  type Snapshot,
+  type StateChange,
+  type Tensor,
+} from 'model-manager-wasm';
+
+export async function example(weights: ArrayBuffer, unetConfig: string): Promise<void> {
+  await init();
+  const manager = new ModelManager({ chunkSize: 1 << 20, dtype: 'f16' });
+  const off: () => void = manager.onStateChange((change: StateChange) => {
+    const to: 'idle' | 'loading' | 'ready' | 'unloading' | 'failed' = change.to;
+    void to;
+  });
+  const controller = new AbortController();
+  try {
+    const snapshot: Snapshot = await manager.load(
+      { 'unet/config.json': unetConfig, 'unet/diffusion_pytorch_model.safetensors': weights },
+      { signal: controller.signal, onProgress: (p: Progress) => void (p.bytesDone / p.bytesTotal) },
+    );
+    const generation: number = snapshot.generation;
+    void generation;
+  } catch (error) {
+    if (error instanceof ModelManagerError && error.code === ErrorCode.Cancelled) return;
+    throw error;
+  }
+  const size: number | null = manager.sampleSize;
+  void size;
+  {
+    using lease = manager.acquire();
+    const t: Tensor | undefined = lease.tensor('unet/conv_in.weight');
+    if (t?.dtype === 'f32') {
+      const data: Float32Array = t.data;
+      void data;
+    } else if (t?.dtype === 'i64') {
+      const data: BigInt64Array = t.data;
+      void data;
+    }
+  }
+  await manager.unload();
+  off();
+  manager.free();
+
+  // @ts-expect-error: dtype is one of f32, f16, bf16
+  new ModelManager({ dtype: 'int8' });
+  // @ts-expect-error: a number is no model
+  void manager.load(42);
+  // @ts-expect-error: state is read-only
+  manager.state = 'idle';
+}
