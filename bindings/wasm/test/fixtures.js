@@ -139,3 +139,13 @@ export function checkProgress(reports) {
 export async function turns(n) {
   for (let i = 0; i < n; i++) await new Promise((resolve) => setTimeout(resolve, 0));
 }
+
+/** `{ onProgress, started }`: `started` resolves at the first progress
+ * report, when a load of many chunks is certainly in the middle. */
+export function whenStarted() {
+  let onProgress;
+  const started = new Promise((resolve) => {
+    onProgress = resolve;
+  });
+  return { onProgress, started };
+}

@@ -2,7 +2,7 @@
 // Reports to `window.__result` ({ ok, checks, failure, timings }), which the
 // Node driver (browser.test.mjs) waits for.
 import init, { ModelManager, ModelManagerError, ErrorCode } from '../../js/browser.js';
-import { f32Model, everyDtype, diffusersPipeline, checkProgress, turns } from '../fixtures.js';
+import { f32Model, everyDtype, diffusersPipeline, checkProgress, turns, whenStarted } from '../fixtures.js';
 
 const log = document.getElementById('log');
 const checks = [];
@@ -90,8 +90,9 @@ async function cancellation() {
   // An already aborted signal.
   await rejectsWith(mm.load(model, { signal: AbortSignal.abort() }), ErrorCode.Cancelled, 'an aborted signal rejects at once');
   // cancel().
-  const load = mm.load(model);
-  await turns(2);
+  let progress = whenStarted();
+  const load = mm.load(model, { onProgress: progress.onProgress });
+  await progress.started;
   check(mm.cancel() === true, 'cancel() cancels the load in flight');
   await rejectsWith(load, ErrorCode.Cancelled, 'the cancelled load rejects with code 3');
   // Latest request wins.
@@ -106,8 +107,9 @@ async function cancellation() {
   await rejectsWith(mm.load(model.slice(0, 1000)), ErrorCode.InvalidModel, 'a truncated file rejects with InvalidModel');
   check(mm.state === 'failed' && mm.snapshot.error.code === ErrorCode.InvalidModel, 'the snapshot carries the error');
   // free() during a load.
-  const doomed = mm.load(model);
-  await turns(1);
+  progress = whenStarted();
+  const doomed = mm.load(model, { onProgress: progress.onProgress });
+  await progress.started;
   mm.free();
   await rejectsWith(doomed, ErrorCode.Cancelled, 'free() during a load cancels it');
   throwsWith(() => mm.state, ErrorCode.ShutDown, 'a freed manager throws');

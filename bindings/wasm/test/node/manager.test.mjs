@@ -13,6 +13,7 @@ import {
   shardedFolder,
   checkProgress,
   turns,
+  whenStarted,
 } from '../fixtures.js';
 
 await init();
@@ -176,9 +177,10 @@ test('an already aborted signal rejects at once and touches nothing', async () =
 
 test('cancel() rejects the load with code 3; cancel() with nothing to cancel returns false', async () => {
   const mm = new ModelManager({ chunkSize: 256 });
-  const load = mm.load(f32Model(2, 4096));
+  const { onProgress, started } = whenStarted();
+  const load = mm.load(f32Model(2, 4096), { onProgress });
   assert.equal(mm.state, 'loading');
-  await turns(2);
+  await started;
   assert.equal(mm.cancel(), true);
   assert.equal(mm.state, 'idle');
   await rejectsWith(load, ErrorCode.Cancelled);
@@ -188,8 +190,9 @@ test('cancel() rejects the load with code 3; cancel() with nothing to cancel ret
 
 test('a second load supersedes the first (code 4), latest request wins', async () => {
   const mm = new ModelManager({ chunkSize: 256 });
-  const first = mm.load(f32Model(2, 4096, 0));
-  await turns(2);
+  const { onProgress, started } = whenStarted();
+  const first = mm.load(f32Model(2, 4096, 0), { onProgress });
+  await started;
   assert.equal(mm.state, 'loading');
   const second = mm.load(f32Model(1, 4, 500));
   await rejectsWith(first, ErrorCode.Superseded);
