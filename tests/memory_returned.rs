@@ -57,8 +57,10 @@ fn unload_returns_memory_to_the_os() {
             );
             manager.unload().await.unwrap();
             let after = rss_mib();
+            // Without returning freed pages, 56 of the 64 MiB stay (measured);
+            // allow for thread arenas and stacks, well short of that.
             assert!(
-                after < baseline + 8.0,
+                after < baseline + 24.0,
                 "round {round}: {after:.1} MiB after unload vs {baseline:.1} MiB before"
             );
         }
