@@ -100,9 +100,25 @@ const isBytes = (value) =>
   tag(value) === '[object ArrayBuffer]' ||
   tag(value) === '[object SharedArrayBuffer]';
 
+/** wasm32 can hold no buffer of 2 GiB or more. */
+const MAX_BUFFER = 2 ** 31 - 1;
+
+function fits(bytes, what) {
+  if (bytes.byteLength > MAX_BUFFER) {
+    throw new ModelManagerError(
+      `${what} holds ${bytes.byteLength} bytes; wasm memory holds at most ${MAX_BUFFER} in one buffer`,
+      ErrorCode.InsufficientMemory,
+    );
+  }
+  return bytes;
+}
+
 /** Copy a JS source into wasm memory (a RawSource). */
 function rawSource(source) {
-  if (isBytes(source)) return raw.RawSource.fromBytes(bytesOf(source, 'source'));
+  if (isBytes(source)) {
+    const bytes = fits(bytesOf(source, 'source'), 'the model');
+    return call(() => raw.RawSource.fromBytes(bytes));
+  }
   let entries;
   if (source instanceof Map) entries = [...source.entries()];
   else if (source !== null && typeof source === 'object') entries = Object.entries(source);
@@ -117,7 +133,7 @@ function rawSource(source) {
   for (const [name, value] of entries) {
     if (typeof name !== 'string') throw invalid('file names must be strings');
     names.push(name);
-    buffers.push(bytesOf(value, `file ${JSON.stringify(name)}`));
+    buffers.push(fits(bytesOf(value, `file ${JSON.stringify(name)}`), name));
   }
   return call(() => raw.RawSource.fromFiles(names, buffers));
 }

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 
 use js_sys::{Function, Promise};
 use model_manager::candle_core::DType;
-use model_manager::{ErrorCode, LoadHandle, ModelManager, RecvError};
+use model_manager::{ErrorCode, LoadHandle, ModelManager, ModelSource, RecvError};
 use tokio_util::sync::CancellationToken;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
@@ -17,7 +17,7 @@ use crate::convert;
 use crate::error::{js, js_error, to_js};
 use crate::lease::RawLease;
 use crate::pace::pace;
-use crate::source::RawSource;
+use crate::source::{ensure_room, RawSource};
 
 /// The default chunk: small enough that a page stays responsive between two
 /// reads, large enough that yielding costs nothing measurable.
@@ -39,6 +39,15 @@ fn eager(future: impl Future<Output = Result<JsValue, JsValue>> + 'static) -> Pr
         Poll::Ready(Ok(value)) => Promise::resolve(&value),
         Poll::Ready(Err(error)) => Promise::reject(&error),
         Poll::Pending => future_to_promise(future),
+    }
+}
+
+/// Bytes an in-memory source holds.
+fn source_bytes(source: &ModelSource) -> u64 {
+    match source {
+        ModelSource::Bytes(bytes) => bytes.len() as u64,
+        ModelSource::Files(files) => files.values().map(|f| f.len() as u64).sum(),
+        _ => 0,
     }
 }
 
@@ -106,6 +115,17 @@ impl RawManager {
     /// Start loading `source`; returns at once. Latest request wins: the
     /// load it replaces rejects with code 4 (Superseded).
     pub fn load(&self, source: &RawSource) -> Result<RawLoad, JsValue> {
+        // The tensors need about as many bytes as the source holds (more
+        // when `dtype` widens them: that case is not probed). A model held
+        // now is freed before the new one is read (latest request wins).
+        let held = match self.manager.snapshot().model {
+            Some(model) if *model == source.source => None,
+            Some(model) => Some(self.manager.resident_bytes() + source_bytes(&model)),
+            None => Some(self.manager.resident_bytes()),
+        };
+        if let Some(freed) = held {
+            ensure_room(source.bytes().saturating_sub(freed), "the model")?;
+        }
         let handle = js(self.manager.load(source.source.clone()))?;
         Ok(RawLoad { handle })
     }

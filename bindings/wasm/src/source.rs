@@ -20,28 +20,49 @@ use model_manager::ErrorCode;
 #[wasm_bindgen]
 pub struct RawSource {
     pub(crate) source: ModelSource,
-    bytes: usize,
+    bytes: u64,
+}
+
+/// Check that `bytes` more can be allocated in wasm memory now, by
+/// allocating and freeing them: an allocation that fails in Rust aborts the
+/// whole wasm instance, so every large one is tried fallibly first. (The
+/// allocator keeps the memory the probe grew, for the allocation that
+/// follows.)
+pub(crate) fn ensure_room(bytes: u64, what: &str) -> Result<(), JsValue> {
+    let mut probe: Vec<u8> = Vec::new();
+    let fits = usize::try_from(bytes).is_ok_and(|n| probe.try_reserve_exact(n).is_ok());
+    if !fits {
+        return Err(js_error(
+            ErrorCode::InsufficientMemory,
+            &format!(
+                "{what} needs {bytes} more bytes than wasm memory can give \
+                 (at most 4 GiB in all, 2 GiB in one buffer)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Copy `data` into a buffer the core can share without copying again.
-fn copy_in(data: &Uint8Array) -> Arc<[u8]> {
+fn copy_in(data: &Uint8Array, what: &str) -> Result<Arc<[u8]>, JsValue> {
+    ensure_room(u64::from(data.length()), what)?;
     let len = data.length() as usize;
     // `RepeatN` knows its length: one allocation, straight into the Arc.
     let mut buffer: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
     let dest = Arc::get_mut(&mut buffer).expect("a fresh Arc is unique");
     data.copy_to(dest);
-    buffer
+    Ok(buffer)
 }
 
 #[wasm_bindgen]
 impl RawSource {
     /// One safetensors file.
     #[wasm_bindgen(js_name = fromBytes)]
-    pub fn from_bytes(data: &Uint8Array) -> RawSource {
-        RawSource {
-            bytes: data.length() as usize,
-            source: ModelSource::Bytes(copy_in(data)),
-        }
+    pub fn from_bytes(data: &Uint8Array) -> Result<RawSource, JsValue> {
+        Ok(RawSource {
+            bytes: u64::from(data.length()),
+            source: ModelSource::Bytes(copy_in(data, "the copy of the model")?),
+        })
     }
 
     /// A model folder or diffusers layout: `names[i]` (a relative path such
@@ -60,9 +81,12 @@ impl RawSource {
                 "invalid argument: a model needs at least one file",
             ));
         }
-        let bytes = data.iter().map(|d| d.length() as usize).sum();
-        let files: Vec<(String, Arc<[u8]>)> =
-            names.into_iter().zip(data.iter().map(copy_in)).collect();
+        let bytes = data.iter().map(|d| u64::from(d.length())).sum();
+        let mut files = Vec::with_capacity(names.len());
+        for (name, data) in names.into_iter().zip(&data) {
+            let copy = copy_in(data, &format!("the copy of {name}"))?;
+            files.push((name, copy));
+        }
         Ok(RawSource {
             source: ModelSource::files(files),
             bytes,
@@ -73,5 +97,12 @@ impl RawSource {
     #[wasm_bindgen(getter, js_name = byteLength)]
     pub fn byte_length(&self) -> f64 {
         self.bytes as f64
+    }
+}
+
+impl RawSource {
+    /// Bytes held in wasm memory.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
     }
 }

@@ -437,6 +437,15 @@ test('options: chunkSize, dtype conversion, memory budget; invalid arguments', a
   lease.release();
   half.free();
 
+  // wasm32 holds no buffer of 2 GiB: refused up front, the instance intact
+  // (the zeroed ArrayBuffer is virtual memory, never touched).
+  const huge = new ModelManager();
+  await rejectsWith(huge.load(new Uint8Array(2 ** 31)), ErrorCode.InsufficientMemory);
+  await rejectsWith(huge.load({ 'model.safetensors': new ArrayBuffer(2 ** 31) }), ErrorCode.InsufficientMemory);
+  assert.equal(huge.state, 'idle');
+  await huge.load(f32Model(1, 4));
+  huge.free();
+
   const small = new ModelManager({ memoryBudget: 100 });
   await rejectsWith(small.load(f32Model(1, 1000)), ErrorCode.InsufficientMemory);
   await rejectsWith(small.load(42), ErrorCode.InvalidArgument);
