@@ -147,6 +147,7 @@ function optionalNumber(value, name) {
 }
 
 const disposeSymbol = Symbol.dispose ?? Symbol.for('Symbol.dispose');
+const asyncDisposeSymbol = Symbol.asyncDispose ?? Symbol.for('Symbol.asyncDispose');
 
 /** A lease on the ready model; see `ModelManager.acquire`. */
 export class Lease {
@@ -228,6 +229,7 @@ export class ModelManager {
   /** The JS object and RawSource of the model loading or ready. */
   #current = null;
   #watcher;
+  #closed = null;
 
   /**
    * @param {{ chunkSize?: number, dtype?: 'f32' | 'f16' | 'bf16', memoryBudget?: number }} [options]
@@ -443,12 +445,19 @@ export class ModelManager {
 
   /**
    * Cancel any load, release every lease this manager handed out, stop
-   * every listener, and free the manager's memory. A load in flight rejects
-   * with code 3. Any later call throws (code 15, ShutDown). Idempotent.
+   * every listener, and free the manager. A load in flight rejects with
+   * code 3. Any later call throws (code 15, ShutDown). Idempotent. The
+   * model's memory is returned a few microtasks later; `close()` says when.
    */
   free() {
+    this.close().catch(report);
+  }
+
+  /** `free()`, resolving once every task of the manager has ended and the
+   * model's memory is back in the wasm allocator. */
+  close() {
     const manager = this.#raw;
-    if (manager === null) return;
+    if (manager === null) return this.#closed ?? Promise.resolve();
     this.#raw = null;
     for (const lease of [...this.#leases]) lease.release();
     this.#leases.clear();
@@ -458,13 +467,19 @@ export class ModelManager {
     }
     this.#subscriptions.clear();
     this.#forgetSource();
-    // Cancels a load at once; the rest of the shutdown finishes in the
-    // background and frees the model's memory.
-    manager.shutdown().catch(report);
+    // Cancels a load and starts the unload at once; the rest finishes in
+    // the background.
+    const done = manager.shutdown();
     manager.free();
+    this.#closed = done.then(() => undefined);
+    return this.#closed;
   }
 
   [disposeSymbol]() {
     this.free();
+  }
+
+  [asyncDisposeSymbol]() {
+    return this.close();
   }
 }

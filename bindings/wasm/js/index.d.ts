@@ -203,8 +203,12 @@ export declare class ModelManager {
   onStateChange(callback: (change: StateChange) => void): () => void;
   /**
    * Cancel any load, release every lease handed out, stop every listener
-   * and free the manager. Later calls throw (code 15). Idempotent.
+   * and free the manager. Later calls throw (code 15). Idempotent. The
+   * model's memory is returned a few microtasks later (see `close()`).
    */
   free(): void;
+  /** `free()`, resolving once the model's memory has been returned. */
+  close(): Promise<void>;
   [Symbol.dispose](): void;
+  [Symbol.asyncDispose](): Promise<void>;
 }

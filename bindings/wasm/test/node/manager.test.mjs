@@ -396,7 +396,7 @@ test('free() during a load cancels it and frees everything; later calls throw', 
   mm.free(); // idempotent
 });
 
-test('free() right after load() and with leases out; Symbol.dispose', async () => {
+test('free() right after load() and with leases out; Symbol.dispose; close()', async () => {
   const a = new ModelManager();
   const load = a.load(f32Model(1, 1 << 16));
   a[Symbol.dispose]();
@@ -418,6 +418,22 @@ test('free() right after load() and with leases out; Symbol.dispose', async () =
   held[Symbol.dispose]();
   assert.equal(held.released, true);
   c.free();
+
+  // close(): free(), and a promise for the end of the shutdown.
+  const d = new ModelManager({ chunkSize: 256 });
+  const { onProgress, started } = whenStarted();
+  const loading = d.load(f32Model(2, 4096), { onProgress });
+  await started;
+  const closed = d.close();
+  assert.equal(d.freed, true);
+  assert.equal(d.close(), closed);
+  await closed;
+  await rejectsWith(loading, ErrorCode.Cancelled);
+  const e = new ModelManager();
+  await e.load(f32Model(1, 16));
+  e.acquire();
+  await e[Symbol.asyncDispose]();
+  throwsWith(() => e.state, ErrorCode.ShutDown);
 });
 
 test('options: chunkSize, dtype conversion, memory budget; invalid arguments', async () => {
