@@ -25,7 +25,7 @@
 //! use model_manager_wasm::{RawManager, RawSource};
 //! # fn f(bytes: js_sys::Uint8Array) -> Result<(), wasm_bindgen::JsValue> {
 //! let manager = RawManager::new(Some(1048576.0), None, None)?;
-//! let source = RawSource::from_bytes(&bytes);
+//! let source = RawSource::from_bytes(&bytes)?;
 //! let load = manager.load(&source)?;
 //! let _promise = load.wait(None); // resolves to the Ready snapshot
 //! # Ok(()) }

@@ -56,8 +56,10 @@ fn call(callback: &Function, value: &JsValue) {
     let _ = callback.call1(&JsValue::UNDEFINED, value);
 }
 
-/// The manager. Dropping it (`free()` in JS) cancels any load and shuts the
-/// manager down; promises of pending loads reject with code 3 (Cancelled).
+/// The manager. The JS wrapper's `free()` calls [`shutdown`](Self::shutdown)
+/// and then drops this (wasm-bindgen's `free()`); dropping the last
+/// reference without a shutdown also closes the manager (the core's `Drop`).
+/// Either way a pending load rejects with code 3 (Cancelled).
 #[wasm_bindgen]
 pub struct RawManager {
     /// Shared with the futures behind the promises this returns (an
