@@ -26,7 +26,7 @@ pub(crate) enum Input {
 }
 
 impl Input {
-    fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         match self {
             Input::Load { .. } => Command::Load,
             Input::Finish { .. } => Command::Finish,

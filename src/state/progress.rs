@@ -84,6 +84,8 @@ impl ProgressCounters {
 
     pub(crate) fn tensor_done(&self) {
         self.tensors_done.fetch_add(1, Ordering::AcqRel);
+        // Watchers see the last tensor completed, not one short.
+        self.notify();
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Progress> {

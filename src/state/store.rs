@@ -187,15 +187,7 @@ impl Txn<'_> {
         progress: Option<Arc<ProgressCounters>>,
     ) -> Result<(), Refusal> {
         let from = self.state();
-        let command = match &input {
-            Input::Load { .. } => Command::Load,
-            Input::Finish { .. } => Command::Finish,
-            Input::Cancel => Command::Cancel,
-            Input::Fail { .. } => Command::Fail,
-            Input::Unload { .. } => Command::Unload,
-            Input::Drain { .. } => Command::Drain,
-            Input::Reset => Command::Reset,
-        };
+        let command = input.command();
         self.core.machine.handle(&input)?;
         self.core.generation += 1;
         let to = self.state();
