@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 use crate::loader::{
     default_read_threads, LoaderConfig, LoaderService, ProgressHook, Runtime, DEFAULT_CHUNK_SIZE,
 };
-use crate::manager::Shared;
+use crate::manager::Parts;
 use crate::pipeline::{Pipeline, PipelineManager};
 use crate::resource::ResourceManager;
 use crate::state::StateManager;
@@ -104,8 +104,10 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
         self
     }
 
-    /// Run the manager's tasks on this runtime (default: the current one, or
-    /// one the manager owns).
+    /// Run the manager's tasks on this runtime. By default the manager starts
+    /// a small runtime of its own on first use and joins it on shutdown; it
+    /// never adopts the runtime it happens to be created in, which could be
+    /// shut down under a load. A runtime given here must outlive the loads.
     pub fn runtime(mut self, handle: Handle) -> Self {
         self.runtime = Some(handle);
         self
@@ -162,10 +164,18 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
                 )));
             }
         }
-        let resources = ResourceManager::new(self.device, self.budget, self.trim_heap)?;
-        let runtime = Runtime::new(self.runtime)?;
-        let loader = LoaderService::new(
-            runtime,
+        let resources = Arc::new(ResourceManager::new(
+            self.device,
+            self.budget,
+            self.trim_heap,
+        )?);
+        let state = Arc::new(StateManager::new(resources.ledger().clone()));
+        let pipelines = Arc::new(PipelineManager::new());
+        let loader = Arc::new(LoaderService::new(
+            state.clone(),
+            resources.clone(),
+            pipelines.clone(),
+            Runtime::new(self.runtime),
             LoaderConfig {
                 chunk_size: self.chunk_size,
                 threads: self.threads,
@@ -174,12 +184,12 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
                 drain_timeout: self.drain_timeout,
                 pace: self.pace,
             },
-        );
-        Ok(ModelManager::from_shared(Arc::new(Shared {
-            state: StateManager::new(),
+        ));
+        Ok(ModelManager::from_parts(Parts {
+            state,
             resources,
-            pipelines: PipelineManager::new(),
+            pipelines,
             loader,
-        })))
+        }))
     }
 }

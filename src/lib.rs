@@ -29,7 +29,7 @@
 //!
 //! - **The lifecycle** is `Idle → Loading → Ready → Unloading → Idle`, with
 //!   `Loading → Idle` on cancel and `Loading → Failed → Loading|Idle` on error.
-//!   It is encoded in types ([`state::typed`]): illegal transitions do not
+//!   It is encoded in types (each state a type, each transition consuming it): illegal transitions do not
 //!   compile; at run time an illegal command returns
 //!   [`Error::InvalidTransition`].
 //! - **Latest request wins.** `load(B)` while A loads supersedes A; while A is

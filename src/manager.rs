@@ -19,12 +19,11 @@
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::sync::Arc;
 #[cfg(not(target_arch = "wasm32"))]
 use std::time::Duration;
 
-#[cfg(not(target_arch = "wasm32"))]
-use tokio::runtime::Handle;
 use tokio::sync::OnceCell;
 
 use crate::loader::LoaderService;
@@ -38,12 +37,12 @@ use crate::{
     State, TensorPipeline,
 };
 
-/// The four parts behind the facade, shared with the manager's tasks.
-pub(crate) struct Shared<P> {
-    pub(crate) state: StateManager,
-    pub(crate) resources: ResourceManager,
-    pub(crate) pipelines: PipelineManager<P>,
-    pub(crate) loader: LoaderService,
+/// The four parts behind the facade.
+pub(crate) struct Parts<P> {
+    pub(crate) state: Arc<StateManager<P>>,
+    pub(crate) resources: Arc<ResourceManager>,
+    pub(crate) pipelines: Arc<PipelineManager>,
+    pub(crate) loader: Arc<LoaderService<P>>,
 }
 
 /// Owns the life of one model at a time: load, lease, unload, shutdown.
@@ -51,16 +50,16 @@ pub(crate) struct Shared<P> {
 /// `Send + Sync`; every method takes `&self`. See the [crate docs](crate) for
 /// the semantics (latest request wins, leases, events).
 pub struct ModelManager<P: Pipeline = TensorPipeline> {
-    shared: Arc<Shared<P>>,
+    parts: Parts<P>,
     shut_down: OnceCell<()>,
 }
 
 impl ModelManager {
     /// A manager on the CPU with default settings.
     ///
-    /// Its tasks run on the tokio runtime this is called from; outside one,
-    /// the manager starts a small runtime of its own and joins it on
-    /// shutdown.
+    /// Its tasks run on a small runtime of its own, started by the first
+    /// load and joined on shutdown (or on the runtime given to
+    /// [`ModelManagerBuilder::runtime`]).
     pub fn new() -> Result<Self> {
         Self::builder().build()
     }
@@ -72,75 +71,86 @@ impl ModelManager {
 }
 
 impl<P: Pipeline> ModelManager<P> {
-    pub(crate) fn from_shared(shared: Arc<Shared<P>>) -> Self {
+    pub(crate) fn from_parts(parts: Parts<P>) -> Self {
         ModelManager {
-            shared,
+            parts,
             shut_down: OnceCell::new(),
         }
     }
 
     /// Start loading `source`; returns at once with a handle to await.
     ///
-    /// Latest request wins: a load of another model while one loads cancels
-    /// it (its handle resolves [`Error::Superseded`]); while one is ready, it
-    /// is unloaded first (waiting for its leases). Loading the model that is
-    /// already ready or loading does not reload it.
+    /// Latest request wins: a load of another model while one loads stops
+    /// it (its handle resolves [`Error::Superseded`] once it has freed what
+    /// it read), then loads; while one is ready, it is unloaded first
+    /// (waiting for its leases). Loading the model that is already ready,
+    /// loading or waiting its turn returns a handle on that load.
     pub fn load(&self, source: impl Into<ModelSource>) -> Result<LoadHandle> {
-        self.shared.load(Arc::new(source.into()))
+        self.parts.loader.load(Arc::new(source.into()))
     }
 
-    /// Cancel the load in flight (or the one waiting for an unload). Other
-    /// states refuse with [`Error::InvalidTransition`].
+    /// Cancel the load in flight (and forget the one waiting its turn). The
+    /// state stays `Loading` until the load has freed what it read, then
+    /// becomes `Idle` (await [`settled`](Self::settled) or the load's handle
+    /// for that). Other states refuse with [`Error::InvalidTransition`].
     pub fn cancel(&self) -> Result<()> {
-        self.shared.cancel()
+        self.parts.loader.cancel()
     }
 
-    /// Unload the model: waits until every lease is released and the memory
-    /// freed (state `Idle`). While loading, cancels the load instead.
+    /// Unload the model: takes effect when called (a ready model goes to
+    /// `Unloading`, a load in flight is cancelled); the returned future
+    /// waits until every lease is released and the memory freed (`Idle`).
     ///
     /// Cancel safe: dropping the future does not stop the unload.
-    pub async fn unload(&self) -> Result<()> {
-        if let Some(generation) = self.shared.unload()? {
-            self.shared.unloaded(generation).await;
+    pub fn unload(&self) -> impl Future<Output = Result<()>> + Send + '_ {
+        let wait = self.parts.loader.unload();
+        async move {
+            self.parts.loader.unloaded(wait?).await;
+            Ok(())
         }
-        Ok(())
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    /// Like [`unload`](Self::unload), but gives up waiting after `timeout`
-    /// with [`Error::LeasesOutstanding`]; the unload itself goes on and
-    /// completes when the last lease is dropped. Needs a tokio timer.
-    pub async fn unload_timeout(&self, timeout: Duration) -> Result<()> {
-        let Some(generation) = self.shared.unload()? else {
-            return Ok(());
-        };
-        match tokio::time::timeout(timeout, self.shared.unloaded(generation)).await {
-            Ok(()) => Ok(()),
-            Err(_) => Err(Error::LeasesOutstanding {
-                count: self.shared.pipelines.outstanding(),
-            }),
+    /// Like [`unload`](Self::unload), but gives up waiting after `timeout`:
+    /// with [`Error::LeasesOutstanding`] (and how many) while leases hold
+    /// the model, else with [`Error::Timeout`] (the memory is still being
+    /// freed). The unload itself goes on.
+    pub fn unload_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        let wait = self.parts.loader.unload();
+        async move {
+            let wait = wait?;
+            match tokio::time::timeout(timeout, self.parts.loader.unloaded(wait)).await {
+                Ok(()) => Ok(()),
+                Err(_) => match self.outstanding_leases() {
+                    0 => Err(Error::Timeout),
+                    count => Err(Error::LeasesOutstanding { count }),
+                },
+            }
         }
     }
 
     /// Acknowledge a failure: `Failed --reset--> Idle`.
     pub fn reset(&self) -> Result<()> {
-        self.shared.reset()
+        self.parts.loader.reset()
     }
 
     /// A lease on the ready model; fails at once with [`Error::NotReady`]
-    /// unless the state is `Ready`.
+    /// unless the state is `Ready` (after shutdown, [`Error::ShutDown`]).
     pub fn acquire(&self) -> Result<Lease<P>> {
-        self.shared.acquire()
+        self.parts.state.acquire()
     }
 
     /// The current state. Lock-free, never stale.
     pub fn current_state(&self) -> State {
-        self.shared.state.current().state
+        self.parts.state.current().state
     }
 
-    /// The current snapshot, with live progress. Lock-free.
+    /// The current snapshot, with live progress and memory. Lock-free.
     pub fn snapshot(&self) -> Snapshot {
-        self.shared.state.current().snapshot()
+        self.parts.state.snapshot()
     }
 
     /// Progress of the current load (zero when none).
@@ -148,40 +158,46 @@ impl<P: Pipeline> ModelManager<P> {
         self.snapshot().progress
     }
 
-    /// `sample_size` from the loaded pipeline's config; `None` unless `Ready`.
+    /// `sample_size` from the ready pipeline's config; `None` unless `Ready`.
     pub fn sample_size(&self) -> Option<u64> {
-        self.shared.pipelines.info().and_then(|i| i.sample_size)
+        self.info().and_then(|i| i.sample_size)
     }
 
-    /// The loaded pipeline's config facts; `None` unless `Ready`.
+    /// The ready pipeline's config facts; `None` unless `Ready`.
     pub fn info(&self) -> Option<PipelineInfo> {
-        self.shared.pipelines.info()
+        let current = self.parts.state.current();
+        current.pipeline.as_ref().map(|p| p.info().clone())
     }
 
     /// Every transition from now on, in order.
     pub fn subscribe(&self) -> Subscription {
-        self.shared.state.subscribe()
+        self.parts.state.subscribe()
     }
 
-    /// Bytes of model memory resident on the device right now.
+    /// Bytes of model memory the manager holds right now (see
+    /// [`Snapshot::resident_bytes`]).
     pub fn resident_bytes(&self) -> u64 {
-        self.shared.resources.resident_bytes()
+        self.snapshot().resident_bytes
     }
 
     /// Leases held (on the ready model, or on the one unloading).
     pub fn outstanding_leases(&self) -> usize {
-        self.shared.pipelines.outstanding()
+        let current = self.parts.state.current();
+        match &current.pipeline {
+            Some(installed) => installed.leases.outstanding(),
+            None => self.parts.pipelines.retiring_leases(),
+        }
     }
 
     /// The device weights are loaded onto.
     pub fn device(&self) -> DeviceSpec {
-        self.shared.resources.spec()
+        self.parts.resources.spec()
     }
 
     /// Wait until no load or unload is in flight (`Idle`, `Ready` or
     /// `Failed`). Cancel safe.
     pub async fn settled(&self) -> State {
-        self.shared
+        self.parts
             .state
             .wait_until(|p| matches!(p.state, State::Idle | State::Ready | State::Failed))
             .await;
@@ -193,23 +209,28 @@ impl<P: Pipeline> ModelManager<P> {
     /// started. Idempotent; concurrent calls all wait for the one shutdown.
     /// Every command afterwards fails with [`Error::ShutDown`].
     ///
+    /// Returns within `drain_timeout` plus about a second, whatever user
+    /// code does. What it leaves behind when it gives up: a leased model's
+    /// memory stays with its last lease (reported as
+    /// [`Snapshot::unreclaimed_bytes`] until dropped); a load stuck in a
+    /// progress hook or `Pipeline::assemble` keeps its thread until that
+    /// returns, then frees what it read and publishes `Idle`.
+    ///
     /// Cancel safe: a dropped call leaves the manager shutting down, and a
     /// later call finishes the job.
     pub async fn shutdown(&self) {
         self.shut_down
-            .get_or_init(|| async {
-                self.stop_tasks().await;
-                self.shared.loader.runtime().shutdown().await;
-            })
+            .get_or_init(|| async { self.parts.loader.shutdown().await })
             .await;
     }
 
     #[cfg(not(target_arch = "wasm32"))]
     /// [`shutdown`](Self::shutdown) for threads outside any async runtime
-    /// (such as a C host's). Fails with [`Error::InvalidArgument`] when called
-    /// from inside a tokio runtime, where blocking is not allowed.
+    /// (such as a C host's), with the same bound. Fails with
+    /// [`Error::InvalidArgument`] when called from inside a tokio runtime,
+    /// where blocking is not allowed.
     pub fn shutdown_blocking(&self) -> Result<()> {
-        if Handle::try_current().is_ok() {
+        if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::InvalidArgument(
                 "shutdown_blocking called from an async context; use shutdown().await".into(),
             ));
@@ -217,32 +238,9 @@ impl<P: Pipeline> ModelManager<P> {
         if self.shut_down.initialized() {
             return Ok(());
         }
-        let handle = self.shared.loader.runtime().handle().clone();
-        handle.block_on(self.stop_tasks());
-        self.shared
-            .loader
-            .runtime()
-            .shutdown_now(self.shared.loader.config.drain_timeout);
+        self.parts.loader.shutdown_blocking();
         let _ = self.shut_down.set(());
         Ok(())
-    }
-
-    async fn stop_tasks(&self) {
-        if self.shared.close() {
-            let drain = self.shared.loader.config.drain_timeout;
-            // The unload gives up on leases `drain` after stopping starts.
-            self.shared.loader.signal_stop();
-            let unloaded = self
-                .shared
-                .state
-                .wait_until(|p| p.state != State::Unloading);
-            #[cfg(not(target_arch = "wasm32"))]
-            let _ = tokio::time::timeout(drain + Duration::from_secs(1), unloaded).await;
-            // No timer on wasm32: the unload gives up on leases at once.
-            #[cfg(target_arch = "wasm32")]
-            let _ = (drain, unloaded.await);
-        }
-        self.shared.loader.drain().await;
     }
 }
 
@@ -251,14 +249,8 @@ impl<P: Pipeline> Drop for ModelManager<P> {
         if self.shut_down.initialized() {
             return;
         }
-        // Never block in an async context, never panic: stop everything and
-        // join the owned runtime only where blocking is allowed.
-        self.shared.close();
-        self.shared.loader.signal_stop();
-        self.shared
-            .loader
-            .runtime()
-            .shutdown_now(self.shared.loader.config.drain_timeout);
+        // Never block in an async context, never panic.
+        self.parts.loader.shutdown_on_drop();
     }
 }
 

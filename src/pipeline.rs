@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::Tensor;
@@ -30,7 +31,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::resource::Reservation;
-use crate::Result;
+use crate::{Error, Result};
 
 /// What a manager hands out under a lease: built from the loaded tensors.
 pub trait Pipeline: Sized + Send + Sync + 'static {
@@ -143,7 +144,7 @@ pub(crate) struct Resident<P> {
     // reservation that counts them.
     pipeline: P,
     info: PipelineInfo,
-    _reservation: Reservation,
+    reservation: Reservation,
 }
 
 impl<P> Resident<P> {
@@ -151,8 +152,14 @@ impl<P> Resident<P> {
         Resident {
             pipeline,
             info,
-            _reservation: reservation,
+            reservation,
         }
+    }
+
+    /// The manager gives up on this pipeline while something still holds it:
+    /// its bytes count as unreclaimed until it is dropped.
+    pub(crate) fn abandon(&self) {
+        self.reservation.abandon();
     }
 }
 
@@ -181,46 +188,63 @@ impl LeaseCount {
     }
 }
 
-/// The pipeline being unloaded, handed from `Ready` to the unload task.
-pub(crate) struct Retired<P> {
+/// A resident pipeline and the count of its leases: what the published
+/// snapshot holds in `Ready`, and what an unload retires.
+pub(crate) struct Installed<P> {
     pub(crate) resident: Arc<Resident<P>>,
     pub(crate) leases: Arc<LeaseCount>,
 }
 
-/// The resident pipeline and the count of its leases.
-type Installed<P> = (Arc<Resident<P>>, Arc<LeaseCount>);
+impl<P> Clone for Installed<P> {
+    fn clone(&self) -> Self {
+        Installed {
+            resident: self.resident.clone(),
+            leases: self.leases.clone(),
+        }
+    }
+}
 
-/// Holds the resident pipeline and issues leases on it.
-pub(crate) struct PipelineManager<P> {
-    slot: Mutex<Option<Installed<P>>>,
-    /// The leases of the pipeline being unloaded, while it drains.
+impl<P: Pipeline> Installed<P> {
+    pub(crate) fn new(resident: Resident<P>) -> Self {
+        Installed {
+            resident: Arc::new(resident),
+            leases: LeaseCount::new(),
+        }
+    }
+
+    /// A lease. Callers take it under the state lock, so that an unload,
+    /// which retires the pipeline under the same lock, counts it.
+    pub(crate) fn lease(&self) -> Lease<P> {
+        self.leases.count.send_modify(|n| *n += 1);
+        Lease {
+            resident: Some(self.resident.clone()),
+            leases: self.leases.clone(),
+        }
+    }
+
+    /// The pipeline's config facts.
+    pub(crate) fn info(&self) -> &PipelineInfo {
+        &self.resident.info
+    }
+}
+
+/// PipelineManager: knows the leases of the pipeline being unloaded (the
+/// ready one's are in the published snapshot), and builds pipelines.
+pub(crate) struct PipelineManager {
     retiring: Mutex<Option<Arc<LeaseCount>>>,
 }
 
-impl<P: Pipeline> PipelineManager<P> {
+impl PipelineManager {
     pub(crate) fn new() -> Self {
         PipelineManager {
-            slot: Mutex::new(None),
             retiring: Mutex::new(None),
         }
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Installed<P>>> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Make `resident` the pipeline leases are issued on. Called under the
-    /// state lock, in the same step as `Loading --finished--> Ready`.
-    pub(crate) fn install(&self, resident: Resident<P>) {
-        *self.slot() = Some((Arc::new(resident), LeaseCount::new()));
-    }
-
-    /// Stop issuing leases and hand the pipeline to the unload. Called under
-    /// the state lock, in the same step as `Ready --unload--> Unloading`.
-    pub(crate) fn retire(&self) -> Option<Retired<P>> {
-        let (resident, leases) = self.slot().take()?;
-        *self.retiring.lock().unwrap_or_else(PoisonError::into_inner) = Some(leases.clone());
-        Some(Retired { resident, leases })
+    /// An unload took this pipeline: report its leases until it drains.
+    pub(crate) fn retire<P>(&self, installed: &Installed<P>) {
+        *self.retiring.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(installed.leases.clone());
     }
 
     /// The unload has drained: stop reporting its leases.
@@ -228,32 +252,26 @@ impl<P: Pipeline> PipelineManager<P> {
         *self.retiring.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    /// A lease on the resident pipeline; `None` unless one is installed
-    /// (which is exactly when the state is `Ready`).
-    pub(crate) fn acquire(&self) -> Option<Lease<P>> {
-        let slot = self.slot();
-        let (resident, leases) = slot.as_ref()?;
-        leases.count.send_modify(|n| *n += 1);
-        Some(Lease {
-            resident: Some(resident.clone()),
-            leases: leases.clone(),
-        })
-    }
-
-    pub(crate) fn info(&self) -> Option<PipelineInfo> {
-        self.slot().as_ref().map(|(r, _)| r.info.clone())
-    }
-
-    /// Leases held on the resident pipeline, or on the one being unloaded.
-    pub(crate) fn outstanding(&self) -> usize {
-        if let Some((_, leases)) = self.slot().as_ref() {
-            return leases.outstanding();
-        }
+    /// Leases held on the retiring pipeline.
+    pub(crate) fn retiring_leases(&self) -> usize {
         self.retiring
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map_or(0, |l| l.outstanding())
+    }
+
+    /// Build the user's pipeline from what was loaded; a panic in the user's
+    /// `assemble` is an error, not a crash.
+    pub(crate) fn assemble<P: Pipeline>(
+        &self,
+        loaded: TensorPipeline,
+        reservation: Reservation,
+    ) -> Result<Resident<P>> {
+        let info = loaded.info.clone();
+        let pipeline = catch_unwind(AssertUnwindSafe(|| P::assemble(loaded)))
+            .unwrap_or_else(|_| Err(Error::Assemble("the pipeline's assemble panicked".into())))?;
+        Ok(Resident::new(pipeline, info, reservation))
     }
 }
 

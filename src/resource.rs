@@ -18,7 +18,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::Device;
@@ -80,12 +80,30 @@ impl DeviceSpec {
     }
 }
 
+/// The model's memory, as counted: bytes held, and bytes of a retired model
+/// that a lease kept alive past shutdown's drain.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    resident: AtomicU64,
+    unreclaimed: AtomicU64,
+}
+
+impl Ledger {
+    pub(crate) fn resident(&self) -> u64 {
+        self.resident.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn unreclaimed(&self) -> u64 {
+        self.unreclaimed.load(Ordering::Acquire)
+    }
+}
+
 /// Devices, memory accounting and the memory budget.
 #[derive(Debug)]
 pub(crate) struct ResourceManager {
     spec: DeviceSpec,
     device: Device,
-    resident: Arc<AtomicU64>,
+    ledger: Arc<Ledger>,
     budget: Option<u64>,
     trim_heap: bool,
 }
@@ -95,10 +113,15 @@ impl ResourceManager {
         Ok(ResourceManager {
             device: spec.open()?,
             spec,
-            resident: Arc::new(AtomicU64::new(0)),
+            ledger: Arc::default(),
             budget,
             trim_heap,
         })
+    }
+
+    /// The counters snapshots read.
+    pub(crate) fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// After model memory was freed: hand the allocator's free pages back to
@@ -127,12 +150,13 @@ impl ResourceManager {
         &self.device
     }
 
-    /// Bytes of model memory held on the device right now.
+    /// Bytes of model memory held right now.
     pub(crate) fn resident_bytes(&self) -> u64 {
-        self.resident.load(Ordering::Acquire)
+        self.ledger.resident()
     }
 
-    /// Check, before allocating anything, that `needed` bytes fit.
+    /// Check, before allocating anything, that the load's peak (`needed`
+    /// bytes at once, conversions and staging included) fits.
     pub(crate) fn check_budget(&self, needed: u64) -> Result<()> {
         let available = match self.budget {
             Some(budget) => Some(budget.saturating_sub(self.resident_bytes())),
@@ -160,7 +184,8 @@ impl ResourceManager {
     pub(crate) fn reservation(&self) -> Reservation {
         Reservation {
             bytes: 0,
-            counter: self.resident.clone(),
+            ledger: self.ledger.clone(),
+            abandoned: AtomicBool::new(false),
         }
     }
 
@@ -176,31 +201,51 @@ fn mem_available() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    Some(kib.saturating_mul(1024))
 }
 
-/// Bytes counted as resident while this value lives.
+/// Bytes counted as resident while this value lives: grown when a buffer is
+/// allocated, shrunk when one is freed, released on drop (when the buffers
+/// it counts are dropped with it).
 #[derive(Debug)]
 pub(crate) struct Reservation {
     bytes: u64,
-    counter: Arc<AtomicU64>,
+    ledger: Arc<Ledger>,
+    abandoned: AtomicBool,
 }
 
 impl Reservation {
     pub(crate) fn grow(&mut self, bytes: u64) {
-        self.counter.fetch_add(bytes, Ordering::AcqRel);
+        self.ledger.resident.fetch_add(bytes, Ordering::AcqRel);
         self.bytes += bytes;
     }
 
     pub(crate) fn shrink(&mut self, bytes: u64) {
         let bytes = bytes.min(self.bytes);
-        self.counter.fetch_sub(bytes, Ordering::AcqRel);
+        self.ledger.resident.fetch_sub(bytes, Ordering::AcqRel);
         self.bytes -= bytes;
+    }
+
+    /// The manager let go of these bytes but something else (a lease that
+    /// outlived shutdown's drain) keeps them alive: count them as
+    /// unreclaimed until they are freed.
+    pub(crate) fn abandon(&self) {
+        if !self.abandoned.swap(true, Ordering::AcqRel) {
+            self.ledger
+                .unreclaimed
+                .fetch_add(self.bytes, Ordering::AcqRel);
+            self.ledger.resident.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
+        let counter = if *self.abandoned.get_mut() {
+            &self.ledger.unreclaimed
+        } else {
+            &self.ledger.resident
+        };
+        counter.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }

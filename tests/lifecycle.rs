@@ -121,10 +121,17 @@ async fn cancel_mid_load_frees_partial_tensors() {
         let progress = handle.progress();
         assert_eq!(progress.bytes_done, pause_at * 64 * 1024);
         assert!(manager.resident_bytes() > 0, "partial tensors are counted");
+        let mut events = manager.subscribe();
         manager.cancel().unwrap();
-        assert_eq!(manager.current_state(), State::Idle, "cancel is immediate");
+        // Idle means nothing is held: the load stays `Loading` until the
+        // loader (parked in the gate) has dropped what it read.
+        assert_eq!(manager.current_state(), State::Loading);
+        assert!(manager.resident_bytes() > 0);
         gate.open();
         assert_eq!(handle.await.unwrap_err(), Error::Cancelled);
+        let idle = events.recv().await.unwrap();
+        assert_eq!((idle.from, idle.to), (State::Loading, State::Idle));
+        assert_eq!(idle.snapshot.resident_bytes, 0, "published once freed");
         assert_eq!(manager.resident_bytes(), 0, "cancelled at chunk {pause_at}");
         assert_eq!(manager.current_state(), State::Idle);
     }

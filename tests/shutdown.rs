@@ -69,10 +69,14 @@ async fn shutdown_drains_leases_within_its_bound() {
         .await
         .expect("shutdown is bounded");
     assert_eq!(manager.current_state(), State::Idle);
-    // The lease still works: its pipeline is freed when it is dropped.
+    // The lease still works: its pipeline is freed when it is dropped. Until
+    // then its bytes are no longer the manager's, and not hidden either.
     common::verify(&lease, 1);
-    assert!(manager.resident_bytes() > 0);
+    let idle = manager.snapshot();
+    assert_eq!(idle.resident_bytes, 0);
+    assert_eq!(idle.unreclaimed_bytes, 4 * 10_000 * 4);
     drop(lease);
+    assert_eq!(manager.snapshot().unreclaimed_bytes, 0);
     assert_eq!(manager.resident_bytes(), 0);
 }
 
@@ -148,11 +152,15 @@ async fn unload_while_loading_cancels() {
     gate.close_at(1);
     let h = manager.load(&*a).unwrap();
     gate.paused().await;
-    manager.unload().await.unwrap();
-    assert_eq!(manager.current_state(), State::Idle);
+    // The unload takes effect when called; it completes once the load has
+    // let go of what it read (the loader is parked in the gate until then).
+    let unload = manager.unload();
+    assert_eq!(manager.current_state(), State::Loading);
     gate.open();
-    assert_eq!(h.await.unwrap_err(), Error::Cancelled);
+    unload.await.unwrap();
+    assert_eq!(manager.current_state(), State::Idle);
     assert_eq!(manager.resident_bytes(), 0);
+    assert_eq!(h.await.unwrap_err(), Error::Cancelled);
     manager.shutdown().await;
 }
 

@@ -1,29 +1,32 @@
-//! LoaderService: runs loads and unloads as tasks, cancels them, reports
-//! progress, and is the only place where I/O happens.
+//! LoaderService: carries out the commands (latest request wins, unload
+//! waits for leases) as tasks, runs loads, cancels them, reports progress,
+//! and is the only place where I/O happens.
 //!
-//! Loads run on tokio: the orchestration as async tasks, the reads on the
-//! blocking pool, so they never stall the async runtime. Every task is
-//! tracked, and shutdown waits for all of them. Loads are serialised on one
-//! slot: a load that replaces another starts reading only once the other has
-//! dropped what it read, so at most one model's memory is held at a time.
+//! A load runs on one blocking thread from start to end (on wasm32, as a
+//! task on the JS event loop, yielding between chunks): resolve the source,
+//! check the budget against the load's peak, read, assemble, then publish
+//! the outcome. A load that is asked to stop frees what it read *before* it
+//! publishes `Idle`, so a state never claims memory is back before it is.
+//! One load runs at a time: a load that replaces another waits (as the
+//! pending load) until the other has let go of its memory.
 
 mod buffer;
+mod commands;
 mod files;
 mod hub;
 mod inspect;
-mod lifecycle;
 mod plan;
 mod read;
 mod runtime;
 pub(crate) mod safetensors;
 mod source;
+mod task;
 mod ticket;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,6 +36,11 @@ pub(crate) use runtime::Runtime;
 pub use source::ModelSource;
 pub use ticket::LoadHandle;
 pub(crate) use ticket::LoadTicket;
+
+use crate::pipeline::{Pipeline, PipelineManager};
+use crate::resource::ResourceManager;
+use crate::state::StateManager;
+use crate::Result;
 
 /// Default size of one read: progress and cancellation are checked this often.
 pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
@@ -65,40 +73,62 @@ pub(crate) struct LoaderConfig {
     pub(crate) pace: Option<Pace>,
 }
 
-pub(crate) struct LoaderService {
+/// How long shutdown waits, beyond the drain timeout, for the lifecycle to
+/// settle and the manager's threads to exit.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+pub(crate) struct LoaderService<P> {
+    state: Arc<StateManager<P>>,
+    resources: Arc<ResourceManager>,
+    pipelines: Arc<PipelineManager>,
     runtime: Runtime,
     tracker: TaskTracker,
     /// Cancelled when shutdown starts: parent of every load's token.
     stopping: CancellationToken,
-    /// Held by the load that may hold model memory.
-    slot: Arc<AsyncMutex<()>>,
     pub(crate) config: LoaderConfig,
 }
 
-impl LoaderService {
-    pub(crate) fn new(runtime: Runtime, config: LoaderConfig) -> Self {
+impl<P: Pipeline> LoaderService<P> {
+    pub(crate) fn new(
+        state: Arc<StateManager<P>>,
+        resources: Arc<ResourceManager>,
+        pipelines: Arc<PipelineManager>,
+        runtime: Runtime,
+        config: LoaderConfig,
+    ) -> Self {
         LoaderService {
+            state,
+            resources,
+            pipelines,
             runtime,
             tracker: TaskTracker::new(),
             stopping: CancellationToken::new(),
-            slot: Arc::new(AsyncMutex::new(())),
             config,
         }
     }
 
-    pub(crate) fn runtime(&self) -> &Runtime {
-        &self.runtime
-    }
-
+    /// Spawn an async task (the unload's drain).
     #[cfg(not(target_arch = "wasm32"))]
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.tracker.spawn_on(task, self.runtime.handle());
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let handle = self.runtime.handle()?;
+        self.tracker.spawn_on(task, &handle);
+        Ok(())
     }
 
     /// On wasm32, tasks run on the JS event loop (and need not be `Send`).
     #[cfg(target_arch = "wasm32")]
-    fn spawn(&self, task: impl Future<Output = ()> + 'static) {
+    fn spawn(&self, task: impl Future<Output = ()> + 'static) -> Result<()> {
         wasm_bindgen_futures::spawn_local(self.tracker.track_future(task));
+        Ok(())
+    }
+
+    /// Run `f` on a blocking thread. If the runtime cannot take it, `f` is
+    /// dropped unrun (whatever it owns is dropped with it).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn spawn_blocking(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        let handle = self.runtime.handle()?;
+        drop(self.tracker.spawn_blocking_on(f, &handle));
+        Ok(())
     }
 
     /// Run `f` where it cannot stall the async runtime (on wasm32, where
@@ -108,29 +138,15 @@ impl LoaderService {
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Option<R> {
         #[cfg(not(target_arch = "wasm32"))]
-        return self
-            .tracker
-            .spawn_blocking_on(f, self.runtime.handle())
-            .await
-            .ok();
+        {
+            let handle = self.runtime.started()?;
+            self.tracker.spawn_blocking_on(f, &handle).await.ok()
+        }
         #[cfg(target_arch = "wasm32")]
         return Some(f());
     }
 
     fn load_token(&self) -> CancellationToken {
         self.stopping.child_token()
-    }
-
-    /// Stop accepting work and wait for every task and blocking read.
-    pub(crate) async fn drain(&self) {
-        self.stopping.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-
-    /// Signal every task to stop, without waiting (for `Drop`).
-    pub(crate) fn signal_stop(&self) {
-        self.stopping.cancel();
-        self.tracker.close();
     }
 }

@@ -7,8 +7,12 @@
 //! read by up to `read_threads` threads, interleaved so the file is still
 //! read roughly in order.
 
-// On wasm32 loads take the paced path; the threaded one is unused there.
-#![cfg_attr(target_arch = "wasm32", allow(dead_code))]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,6 +26,7 @@ use super::buffer::{advise_huge_pages, Buffer};
 use super::files::read_exact_at;
 use super::plan::{FilePlan, Plan};
 use super::safetensors::TensorEntry;
+use super::Pace;
 use crate::pipeline::{Component, PipelineInfo, TensorPipeline};
 use crate::resource::Reservation;
 use crate::state::{Progress, ProgressCounters};
@@ -92,31 +97,50 @@ pub(crate) fn target_dtype(stored: DType, target: Option<DType>) -> DType {
     }
 }
 
-/// Bytes the plan will hold once loaded (after dtype conversion); checks
-/// every dtype is loadable, before anything is allocated.
-pub(crate) fn resident_bytes(plan: &Plan, target: Option<DType>) -> Result<u64> {
-    let mut total = 0u64;
+/// The most bytes the load of `plan` holds at once, which the budget must
+/// cover; checks every dtype is loadable, before anything is allocated.
+///
+/// Files are read one after another. While a file is finished, its buffers
+/// at the stored dtype live beside the tensors converted (or copied to the
+/// device) from them; then the buffers whose every tensor was replaced are
+/// freed. So the peak is the largest, over files, of: what earlier files
+/// hold, plus this file's buffers, plus its replaced tensors.
+pub(crate) fn peak_bytes(plan: &Plan, target: Option<DType>, device: &Device) -> Result<u64> {
+    let mut held = 0u64;
+    let mut peak = 0u64;
     for file in plan.files() {
+        let (mut stored, mut kept, mut replaced) = (0u64, 0u64, 0u64);
         for t in &file.header.tensors {
-            let stored = candle_dtype(t.dtype).ok_or_else(|| Error::UnsupportedDtype {
-                path: file.path.clone(),
-                tensor: t.name.clone(),
-                dtype: format!("{:?}", t.dtype),
-            })?;
-            let elems = t.len / stored.size_in_bytes() as u64;
-            total += elems * target_dtype(stored, target).size_in_bytes() as u64;
+            let dtype = candle_dtype(t.dtype).ok_or_else(|| unsupported(file, t))?;
+            let elems = t.len / dtype.size_in_bytes() as u64;
+            let final_dtype = target_dtype(dtype, target);
+            stored = stored.saturating_add(t.len);
+            if final_dtype == dtype && device.is_cpu() {
+                kept = kept.saturating_add(t.len);
+            } else {
+                let bytes = elems.saturating_mul(final_dtype.size_in_bytes() as u64);
+                replaced = replaced.saturating_add(bytes);
+            }
         }
+        peak = peak.max(held.saturating_add(stored).saturating_add(replaced));
+        held = held.saturating_add(kept).saturating_add(replaced);
     }
-    Ok(total)
+    Ok(peak.max(held))
 }
 
-/// Read every tensor of `plan`. Each buffer is counted in `reservation` the
-/// moment it is allocated; on any error or cancel, everything read so far is
-/// dropped before returning.
-pub(crate) fn read_plan(
+/// Read every tensor of `plan`: the one load loop. Each buffer is counted in
+/// `reservation` the moment it is allocated and uncounted when it is freed;
+/// on any error or cancel, everything read so far is dropped before
+/// returning.
+///
+/// `pace`, on the JS event loop, yields to the host after every chunk (one
+/// chunk at a time). Without it the chunks of a file are read by
+/// `ctx.threads` threads and the future completes without suspending.
+pub(crate) async fn read_plan(
     plan: Plan,
     ctx: &ReadContext<'_>,
     reservation: &mut Reservation,
+    pace: Option<&Pace>,
 ) -> Result<TensorPipeline> {
     ctx.progress.set_totals(plan.bytes(), plan.tensor_count());
     ctx.checkpoint()?;
@@ -126,7 +150,9 @@ pub(crate) fn read_plan(
         let mut tensors = BTreeMap::new();
         for file in &component.files {
             ctx.progress.set_current(file_label(&component.name, file));
-            for (name, tensor) in read_file(file, ctx, reservation)? {
+            let mut prepared = prepare(file, reservation)?;
+            read_chunks(file, ctx, &mut prepared, pace).await?;
+            for (name, tensor) in finish(file, prepared, ctx, reservation)? {
                 tensors.insert(name, tensor);
             }
         }
@@ -144,16 +170,6 @@ struct Chunk<'b> {
     offset: u64,
     dest: &'b mut [u8],
     tensor: usize,
-}
-
-fn read_file(
-    file: &FilePlan,
-    ctx: &ReadContext<'_>,
-    reservation: &mut Reservation,
-) -> Result<Vec<(String, Tensor)>> {
-    let mut prepared = prepare(file, reservation)?;
-    read_chunks(file, ctx, &mut prepared.buffers, &prepared.placement)?;
-    finish(file, prepared, ctx, reservation)
 }
 
 /// A file's buffers, allocated, and where each tensor goes in them.
@@ -181,18 +197,20 @@ fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
                 groups.len() - 1
             }
         };
-        placement.push((group, groups[group].1));
-        groups[group].1 += entry.len;
+        let Some((_, size)) = groups.get_mut(group) else {
+            return Err(internal(file));
+        };
+        placement.push((group, *size));
+        *size = size.saturating_add(entry.len);
     }
-    let buffers = groups
-        .iter()
-        .map(|&(dtype, bytes)| {
-            let mut buffer = Buffer::alloc(dtype, bytes as usize);
-            advise_huge_pages(buffer.bytes_mut());
-            reservation.grow(bytes);
-            buffer
-        })
-        .collect();
+    let mut buffers = Vec::with_capacity(groups.len());
+    for &(dtype, bytes) in &groups {
+        let bytes = usize::try_from(bytes).map_err(|_| too_large(file))?;
+        let mut buffer = Buffer::alloc(dtype, bytes);
+        advise_huge_pages(buffer.bytes_mut());
+        reservation.grow(bytes as u64);
+        buffers.push(buffer);
+    }
     Ok(Prepared {
         groups,
         placement,
@@ -200,8 +218,10 @@ fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
     })
 }
 
-/// Hand the read buffers to candle and cut them into the file's tensors
-/// (converting dtypes and moving to the device where asked).
+/// Hand the read buffers to candle and cut them into the file's tensors,
+/// converting dtypes and moving to the device where asked. A tensor that is
+/// replaced (converted or moved) is counted when it is made; a buffer all of
+/// whose tensors were replaced is uncounted once it is freed, at the end.
 fn finish(
     file: &FilePlan,
     prepared: Prepared,
@@ -220,80 +240,48 @@ fn finish(
             b.into_tensor(&[n])
         })
         .collect::<candle_core::Result<_>>()?;
+    // Per buffer: whether a view of it is kept (it then stays allocated).
+    let mut kept = vec![false; groups.len()];
     let entries = &file.header.tensors;
     let mut tensors = Vec::with_capacity(entries.len());
     for (entry, &(group, offset)) in entries.iter().zip(&placement) {
-        let size = groups[group].0.size_in_bytes() as u64;
-        let view = whole[group]
+        let (Some(&(dtype, _)), Some(base)) = (groups.get(group), whole.get(group)) else {
+            return Err(internal(file));
+        };
+        let size = dtype.size_in_bytes() as u64;
+        let view = base
             .narrow(0, (offset / size) as usize, (entry.len / size) as usize)?
             .reshape(entry.shape.as_slice())?;
         let target = target_dtype(view.dtype(), ctx.dtype);
-        let view = if target == view.dtype() {
+        let tensor = if target == view.dtype() && ctx.device.is_cpu() {
+            if let Some(k) = kept.get_mut(group) {
+                *k = true;
+            }
             view
         } else {
-            let converted = view.to_dtype(target)?;
-            reservation.grow(converted.elem_count() as u64 * target.size_in_bytes() as u64);
-            reservation.shrink(entry.len);
-            converted
-        };
-        let tensor = if ctx.device.is_cpu() {
-            view
-        } else {
-            view.to_device(ctx.device)?
+            let converted = if target == view.dtype() {
+                view
+            } else {
+                view.to_dtype(target)?
+            };
+            let moved = if ctx.device.is_cpu() {
+                converted
+            } else {
+                converted.to_device(ctx.device)?
+            };
+            reservation.grow(moved.elem_count() as u64 * target.size_in_bytes() as u64);
+            moved
         };
         tensors.push((entry.name.clone(), tensor));
     }
-    Ok(tensors)
-}
-
-/// [`read_plan`] for the JS event loop: one chunk at a time, yielding to the
-/// host between chunks so a page stays responsive and an abort lands at once.
-#[cfg(target_arch = "wasm32")]
-pub(crate) async fn read_plan_paced(
-    plan: Plan,
-    ctx: &ReadContext<'_>,
-    reservation: &mut Reservation,
-    pace: Option<&super::Pace>,
-) -> Result<TensorPipeline> {
-    ctx.progress.set_totals(plan.bytes(), plan.tensor_count());
-    ctx.checkpoint()?;
-    let info = plan_info(&plan);
-    let mut components = Vec::with_capacity(plan.components.len());
-    for component in plan.components {
-        let mut tensors = BTreeMap::new();
-        for file in &component.files {
-            ctx.progress.set_current(file_label(&component.name, file));
-            let mut prepared = prepare(file, reservation)?;
-            let chunk_size = ctx.chunk_size.max(1) as u64;
-            for (entry, &(group, start)) in file.header.tensors.iter().zip(&prepared.placement) {
-                let mut done = 0u64;
-                while done < entry.len {
-                    let len = chunk_size.min(entry.len - done);
-                    let at = (start + done) as usize;
-                    let dest = &mut prepared.buffers[group].bytes_mut()[at..at + len as usize];
-                    read_exact_at(&file.reader, dest, entry.offset + done)
-                        .map_err(|e| read_error(file, entry, e))?;
-                    done += len;
-                    ctx.advance(len)?;
-                    match pace {
-                        Some(pace) => pace().await,
-                        None => tokio::task::yield_now().await,
-                    }
-                    ctx.checkpoint()?;
-                }
-                ctx.progress.tensor_done();
-            }
-            for (name, tensor) in finish(file, prepared, ctx, reservation)? {
-                tensors.insert(name, tensor);
-            }
+    // Free the buffers no tensor views any more, then stop counting them.
+    drop(whole);
+    for (&(_, bytes), kept) in groups.iter().zip(kept) {
+        if !kept {
+            reservation.shrink(bytes);
         }
-        components.push(Component {
-            name: component.name,
-            config: component.config,
-            tensors,
-        });
     }
-    Ok(TensorPipeline { components, info })
+    Ok(tensors)
 }
 
 fn plan_info(plan: &Plan) -> PipelineInfo {
@@ -313,17 +301,16 @@ fn file_label(component: &str, file: &FilePlan) -> Arc<str> {
     }
 }
 
-fn read_error(file: &FilePlan, entry: &TensorEntry, e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        Error::invalid_model(
+fn read_error(file: &FilePlan, entry: Option<&TensorEntry>, e: std::io::Error) -> Error {
+    match entry {
+        Some(entry) if e.kind() == std::io::ErrorKind::UnexpectedEof => Error::invalid_model(
             &file.path,
             format!(
                 "file is truncated: tensor {:?} ends past the end of the file",
                 entry.name
             ),
-        )
-    } else {
-        Error::io(&file.path, &e)
+        ),
+        _ => Error::io(&file.path, &e),
     }
 }
 
@@ -335,21 +322,40 @@ fn unsupported(file: &FilePlan, entry: &TensorEntry) -> Error {
     }
 }
 
-fn read_chunks(
+fn too_large(file: &FilePlan) -> Error {
+    Error::invalid_model(
+        &file.path,
+        "the file's tensors do not fit in this address space",
+    )
+}
+
+fn internal(file: &FilePlan) -> Error {
+    Error::invalid_model(&file.path, "internal: inconsistent read plan")
+}
+
+/// Read the file's chunks into its buffers.
+async fn read_chunks(
     file: &FilePlan,
     ctx: &ReadContext<'_>,
-    buffers: &mut [Buffer],
-    placement: &[(usize, u64)],
+    prepared: &mut Prepared,
+    pace: Option<&Pace>,
 ) -> Result<()> {
     let entries = &file.header.tensors;
     let chunk_size = ctx.chunk_size.max(1);
     // Carve each group's buffer into its tensors' slices, in file order.
-    let mut rest: Vec<&mut [u8]> = buffers.iter_mut().map(Buffer::bytes_mut).collect();
+    let mut rest: Vec<&mut [u8]> = prepared.buffers.iter_mut().map(Buffer::bytes_mut).collect();
     let mut chunks = Vec::new();
     let mut remaining = Vec::with_capacity(entries.len());
-    for (tensor, (entry, &(group, _))) in entries.iter().zip(placement).enumerate() {
-        let (dest, tail) = std::mem::take(&mut rest[group]).split_at_mut(entry.len as usize);
-        rest[group] = tail;
+    for (tensor, (entry, &(group, _))) in entries.iter().zip(&prepared.placement).enumerate() {
+        let Some(slot) = rest.get_mut(group) else {
+            return Err(internal(file));
+        };
+        let len = usize::try_from(entry.len).map_err(|_| too_large(file))?;
+        if len > slot.len() {
+            return Err(internal(file));
+        }
+        let (dest, tail) = std::mem::take(slot).split_at_mut(len);
+        *slot = tail;
         let n = dest.len().div_ceil(chunk_size);
         for (i, dest) in dest.chunks_mut(chunk_size).enumerate() {
             chunks.push(Chunk {
@@ -367,33 +373,58 @@ fn read_chunks(
     chunks.sort_by_key(|c| c.offset);
 
     let read_one = |chunk: Chunk<'_>| -> Result<()> {
+        let entry = entries.get(chunk.tensor);
         read_exact_at(&file.reader, chunk.dest, chunk.offset)
-            .map_err(|e| read_error(file, &entries[chunk.tensor], e))?;
-        if remaining[chunk.tensor].fetch_sub(1, Ordering::AcqRel) == 1 {
+            .map_err(|e| read_error(file, entry, e))?;
+        if remaining
+            .get(chunk.tensor)
+            .is_some_and(|r| r.fetch_sub(1, Ordering::AcqRel) == 1)
+        {
             ctx.progress.tensor_done();
         }
         ctx.advance(chunk.dest.len() as u64)
     };
 
+    if let Some(pace) = pace {
+        // On the host's event loop: one chunk, then the host's turn.
+        for chunk in chunks {
+            read_one(chunk)?;
+            pace().await;
+            ctx.checkpoint()?;
+        }
+        return Ok(());
+    }
+    read_parallel(chunks, ctx.threads, &read_one)
+}
+
+/// Read `chunks` on up to `threads` threads, dealt round-robin (thread k
+/// reads chunks k, k+n, ...) so the file is still read roughly in order;
+/// the first error stops every thread at its next chunk.
+fn read_parallel<'b>(
+    chunks: Vec<Chunk<'b>>,
+    threads: usize,
+    read_one: &(dyn Fn(Chunk<'b>) -> Result<()> + Sync),
+) -> Result<()> {
     // No threads on wasm32.
     let threads = if cfg!(target_arch = "wasm32") {
         1
     } else {
-        ctx.threads.clamp(1, chunks.len().max(1))
+        threads.clamp(1, chunks.len().max(1))
     };
     if threads == 1 {
         return chunks.into_iter().try_for_each(read_one);
     }
-    // Deal the chunks out round-robin: thread k reads chunks k, k+n, ...
     let mut groups: Vec<Vec<Chunk<'_>>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, chunk) in chunks.into_iter().enumerate() {
-        groups[i % threads].push(chunk);
+        if let Some(group) = groups.get_mut(i % threads) {
+            group.push(chunk);
+        }
     }
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for group in groups {
-            let (failed, first_error, read_one) = (&failed, &first_error, &read_one);
+            let (failed, first_error) = (&failed, &first_error);
             scope.spawn(move || {
                 for chunk in group {
                     if failed.load(Ordering::Acquire) {

@@ -1,89 +1,113 @@
-//! Where the manager's tasks run: the caller's tokio runtime, or one the
-//! manager owns and shuts down (joining its threads). On wasm32 there is no
+//! Where the manager's tasks run: a runtime the manager owns, started on
+//! first use and shut down (threads joined, bounded) by the manager; or the
+//! runtime the user passed with `builder().runtime(handle)`. The manager
+//! never adopts an ambient runtime it does not own: that runtime could be
+//! shut down under a load, leaving it unresolved. On wasm32 there is no
 //! runtime to own: tasks run on the JS event loop.
 
-use std::time::Duration;
-
-use tokio::runtime::Handle;
-
-use crate::Result;
 #[cfg(not(target_arch = "wasm32"))]
 use {
-    crate::Error,
+    crate::{Error, Result},
+    once_cell::sync::OnceCell,
     std::sync::{Mutex, PoisonError},
-    tokio::runtime::{Builder, Runtime as TokioRuntime},
+    std::time::Duration,
+    tokio::runtime::{Builder, Handle, Runtime as TokioRuntime},
 };
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) struct Runtime {
+    given: Option<Handle>,
+    /// Started by the first load, with `OnceCell::get_or_try_init`: a failed
+    /// start is reported to that load and tried again by the next.
+    owned: OnceCell<Owned>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+struct Owned {
     handle: Handle,
-    owned: Mutex<Option<TokioRuntime>>,
+    runtime: Mutex<Option<TokioRuntime>>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 impl Runtime {
-    /// Use `handle`, else the runtime this is called from, else a new one.
-    pub(crate) fn new(handle: Option<Handle>) -> Result<Self> {
-        if let Some(handle) = handle.or_else(|| Handle::try_current().ok()) {
-            return Ok(Runtime {
-                handle,
-                owned: Mutex::new(None),
-            });
+    /// Use `handle` if given, else a runtime of the manager's own.
+    pub(crate) fn new(given: Option<Handle>) -> Self {
+        Runtime {
+            given,
+            owned: OnceCell::new(),
         }
-        let rt = Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(8)
-            .thread_name("model-manager")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Device(format!("cannot start the loader runtime: {e}")))?;
-        Ok(Runtime {
-            handle: rt.handle().clone(),
-            owned: Mutex::new(Some(rt)),
-        })
     }
 
-    pub(crate) fn handle(&self) -> &Handle {
-        &self.handle
+    /// The runtime to spawn on, started if need be.
+    pub(crate) fn handle(&self) -> Result<Handle> {
+        if let Some(handle) = &self.given {
+            return Ok(handle.clone());
+        }
+        self.owned
+            .get_or_try_init(|| {
+                let runtime = Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .max_blocking_threads(8)
+                    .thread_name("model-manager")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Device(format!("cannot start the loader runtime: {e}")))?;
+                Ok(Owned {
+                    handle: runtime.handle().clone(),
+                    runtime: Mutex::new(Some(runtime)),
+                })
+            })
+            .map(|owned| owned.handle.clone())
+    }
+
+    /// The runtime, if one was given or started.
+    pub(crate) fn started(&self) -> Option<Handle> {
+        self.given
+            .clone()
+            .or_else(|| self.owned.get().map(|o| o.handle.clone()))
     }
 
     fn take(&self) -> Option<TokioRuntime> {
-        self.owned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        self.owned.get().and_then(|owned| {
+            owned
+                .runtime
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        })
     }
 
-    /// Shut an owned runtime down and join its threads. Called once every
-    /// task of the manager has finished, so this does not wait on any work.
-    pub(crate) async fn shutdown(&self) {
+    /// Shut an owned runtime down, joining its threads for at most
+    /// `timeout`: a thread still running user code (a progress hook that
+    /// blocks, an `assemble` that never returns) is left to finish on its own.
+    pub(crate) async fn shutdown(&self, timeout: Duration) {
         let Some(rt) = self.take() else { return };
         if Handle::try_current().is_err() {
             // Not on a tokio runtime: blocking here is allowed.
-            drop(rt);
+            rt.shutdown_timeout(timeout);
             return;
         }
-        // Dropping a runtime blocks until its threads exit, which tokio
-        // forbids on a runtime thread. Do it on a thread of our own, wait for
-        // it without blocking, then join it (it has finished by then).
+        // Shutting a runtime down blocks, which tokio forbids on a runtime
+        // thread. Do it on a thread of our own and wait for it, bounded.
         let (tx, rx) = tokio::sync::oneshot::channel();
         let reaper = std::thread::Builder::new()
             .name("model-manager-reaper".into())
             .spawn(move || {
-                drop(rt);
+                rt.shutdown_timeout(timeout);
                 let _ = tx.send(());
             });
         match reaper {
             Ok(reaper) => {
-                let _ = rx.await;
-                let _ = reaper.join();
+                if rx.await.is_ok() {
+                    let _ = reaper.join();
+                }
             }
             Err(e) => tracing::warn!("could not join the loader runtime: {e}"),
         }
     }
 
-    /// Best-effort shutdown from `Drop`: joins the threads when blocking is
-    /// allowed here, else lets them exit on their own.
+    /// Shutdown from `Drop` or a blocking caller: joins the threads (bounded)
+    /// when blocking is allowed here, else lets them exit on their own.
     pub(crate) fn shutdown_now(&self, timeout: Duration) {
         if let Some(rt) = self.take() {
             if Handle::try_current().is_err() {
@@ -101,11 +125,11 @@ pub(crate) struct Runtime;
 
 #[cfg(target_arch = "wasm32")]
 impl Runtime {
-    pub(crate) fn new(_handle: Option<Handle>) -> Result<Self> {
-        Ok(Runtime)
+    pub(crate) fn new(_given: Option<tokio::runtime::Handle>) -> Self {
+        Runtime
     }
 
-    pub(crate) async fn shutdown(&self) {}
+    pub(crate) async fn shutdown(&self, _timeout: std::time::Duration) {}
 
-    pub(crate) fn shutdown_now(&self, _timeout: Duration) {}
+    pub(crate) fn shutdown_now(&self, _timeout: std::time::Duration) {}
 }

@@ -12,10 +12,12 @@
 //! Failed  --reset-->     Idle
 //! ```
 //!
-//! [`typed`] holds the compile-time encoding; the runtime machine (driven by
-//! `statig`) carries those typed values as its state-local data, so it can
-//! only make the moves the types allow. Across the C and JS boundaries the
-//! state is the plain [`State`] enum.
+//! `machine::typed` holds the compile-time encoding; the runtime machine holds
+//! exactly one of those typed values and hands it by value to the handler of
+//! its state, whose result type admits only that state's transitions, so it
+//! can only make the moves the types allow (`tests/ui/` shows that a handler
+//! that tries anything else does not compile). Across the C and JS
+//! boundaries the state is the plain [`State`] enum.
 //!
 //! ```
 //! use model_manager::State;
@@ -24,13 +26,16 @@
 //! assert_eq!(State::Unloading as u32, 3);
 //! ```
 
+mod handlers;
 pub(crate) mod machine;
 mod progress;
 pub(crate) mod store;
-pub mod typed;
 
+use std::ffi::CStr;
 use std::fmt;
 use std::sync::Arc;
+
+pub(crate) use machine::typed;
 
 pub use progress::Progress;
 pub(crate) use progress::ProgressCounters;
@@ -55,15 +60,57 @@ pub enum State {
     Failed = 4,
 }
 
+impl State {
+    /// Every state, in numeric order.
+    pub const ALL: [State; 5] = [
+        State::Idle,
+        State::Loading,
+        State::Ready,
+        State::Unloading,
+        State::Failed,
+    ];
+
+    /// The state's name, NUL-terminated: the one table of names, used by
+    /// `Display`, the C binding and the JS binding alike.
+    pub const fn c_name(self) -> &'static CStr {
+        match self {
+            State::Idle => c"idle",
+            State::Loading => c"loading",
+            State::Ready => c"ready",
+            State::Unloading => c"unloading",
+            State::Failed => c"failed",
+        }
+    }
+
+    /// The state's name (`"idle"`, `"loading"`, ...).
+    pub const fn name(self) -> &'static str {
+        name_of(self.c_name())
+    }
+
+    /// The state with this numeric value, if any.
+    pub const fn from_u32(value: u32) -> Option<State> {
+        match value {
+            0 => Some(State::Idle),
+            1 => Some(State::Loading),
+            2 => Some(State::Ready),
+            3 => Some(State::Unloading),
+            4 => Some(State::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A name from the table as `&str` (the table holds ASCII only).
+const fn name_of(name: &'static CStr) -> &'static str {
+    match std::str::from_utf8(name.to_bytes()) {
+        Ok(name) => name,
+        Err(_) => "",
+    }
+}
+
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            State::Idle => "idle",
-            State::Loading => "loading",
-            State::Ready => "ready",
-            State::Unloading => "unloading",
-            State::Failed => "failed",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -87,17 +134,40 @@ pub enum Command {
     Reset = 6,
 }
 
+impl Command {
+    /// Every command, in numeric order.
+    pub const ALL: [Command; 7] = [
+        Command::Load,
+        Command::Finish,
+        Command::Cancel,
+        Command::Fail,
+        Command::Unload,
+        Command::Drain,
+        Command::Reset,
+    ];
+
+    /// The command's name, NUL-terminated (the one table of names).
+    pub const fn c_name(self) -> &'static CStr {
+        match self {
+            Command::Load => c"load",
+            Command::Finish => c"finish loading",
+            Command::Cancel => c"cancel",
+            Command::Fail => c"fail",
+            Command::Unload => c"unload",
+            Command::Drain => c"drain",
+            Command::Reset => c"reset",
+        }
+    }
+
+    /// The command's name (`"load"`, `"finish loading"`, ...).
+    pub const fn name(self) -> &'static str {
+        name_of(self.c_name())
+    }
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Command::Load => "load",
-            Command::Finish => "finish loading",
-            Command::Cancel => "cancel",
-            Command::Fail => "fail",
-            Command::Unload => "unload",
-            Command::Drain => "drain",
-            Command::Reset => "reset",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -114,6 +184,14 @@ pub struct Snapshot {
     pub progress: Progress,
     /// Why the last load failed, in `Failed`.
     pub error: Option<Error>,
+    /// Bytes of model memory the manager holds: counted when a buffer is
+    /// allocated, uncounted when it is freed. Always 0 in `Idle` and
+    /// `Failed`: those states are published only once the memory is back.
+    pub resident_bytes: u64,
+    /// Bytes of an unloaded model still alive because a lease outlived
+    /// shutdown's drain timeout; no longer the manager's, not hidden either.
+    /// Falls to 0 when the last such lease is dropped.
+    pub unreclaimed_bytes: u64,
 }
 
 /// One transition, as delivered to subscribers.

@@ -1,7 +1,7 @@
 //! Load progress: lock-free counters written by the loader at every chunk.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
@@ -40,7 +40,8 @@ pub(crate) struct ProgressCounters {
     tensors_done: AtomicU64,
     tensors_total: AtomicU64,
     current: ArcSwapOption<Arc<str>>,
-    changed: watch::Sender<Progress>,
+    /// Dropped when the load ends, which closes every update stream.
+    changed: Mutex<Option<watch::Sender<Progress>>>,
 }
 
 impl Default for ProgressCounters {
@@ -51,7 +52,7 @@ impl Default for ProgressCounters {
             tensors_done: AtomicU64::new(0),
             tensors_total: AtomicU64::new(0),
             current: ArcSwapOption::empty(),
-            changed: watch::Sender::new(Progress::default()),
+            changed: Mutex::new(Some(watch::Sender::new(Progress::default()))),
         }
     }
 }
@@ -88,13 +89,33 @@ impl ProgressCounters {
         self.notify();
     }
 
+    /// Updates at every chunk until the load ends; then the stream closes
+    /// (after the final value).
     pub(crate) fn subscribe(&self) -> watch::Receiver<Progress> {
-        self.changed.subscribe()
+        match &*self.sender() {
+            Some(sender) => sender.subscribe(),
+            // Over: a receiver that holds the final value, already closed.
+            None => watch::channel(self.read()).1,
+        }
+    }
+
+    /// The load is over (ready, cancelled or failed): publish the final
+    /// value and close every update stream.
+    pub(crate) fn close(&self) {
+        if let Some(sender) = self.sender().take() {
+            sender.send_replace(self.read());
+        }
+    }
+
+    fn sender(&self) -> MutexGuard<'_, Option<watch::Sender<Progress>>> {
+        self.changed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn notify(&self) {
-        if self.changed.receiver_count() > 0 {
-            self.changed.send_replace(self.read());
+        if let Some(sender) = &*self.sender() {
+            if sender.receiver_count() > 0 {
+                sender.send_replace(self.read());
+            }
         }
     }
 }

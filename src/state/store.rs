@@ -1,7 +1,14 @@
 //! StateManager: the runtime machine under one lock, the generation counter,
-//! the latest snapshot (lock-free reads) and the ordered event stream.
+//! the published snapshot (the one source of truth, read lock-free) and the
+//! ordered event stream.
+//!
+//! Everything a reader may ask about the model at one instant — state,
+//! generation, progress, the installed pipeline, the model's memory — is in
+//! one [`Published`] value, replaced in one step under the lock by every
+//! transition. Nothing is published in two steps.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, watch};
@@ -10,48 +17,45 @@ use super::machine::{Input, Machine, Refusal};
 use super::typed::ModelId;
 use super::{Command, ProgressCounters, Snapshot, State, StateEvent};
 use crate::loader::LoadTicket;
-use crate::Error;
+use crate::pipeline::{Installed, Lease, Pipeline};
+use crate::resource::Ledger;
+use crate::{Error, Result};
 
 /// How many transitions a subscriber may fall behind before it is told it
 /// missed some.
 const EVENT_CAPACITY: usize = 1024;
 
 /// What is published after every transition; read without locking.
-#[derive(Debug)]
-pub(crate) struct Published {
+pub(crate) struct Published<P> {
     pub(crate) state: State,
     pub(crate) generation: u64,
     pub(crate) model: Option<ModelId>,
     pub(crate) error: Option<Error>,
     pub(crate) progress: Option<Arc<ProgressCounters>>,
+    /// The pipeline leases are issued on: present exactly in `Ready`.
+    pub(crate) pipeline: Option<Installed<P>>,
 }
 
-impl Published {
-    pub(crate) fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            state: self.state,
-            generation: self.generation,
-            model: self.model.clone(),
-            progress: self.progress.as_ref().map(|p| p.read()).unwrap_or_default(),
-            error: self.error.clone(),
-        }
-    }
-}
-
-pub(crate) struct StateManager {
-    core: Mutex<Core>,
-    current: ArcSwap<Published>,
+pub(crate) struct StateManager<P> {
+    core: Mutex<Core<P>>,
+    current: ArcSwap<Published<P>>,
+    ledger: Arc<Ledger>,
     events: broadcast::Sender<StateEvent>,
     changed: watch::Sender<u64>,
+    /// Notified with `core` held at every transition (blocking waits).
+    settle: Condvar,
 }
 
-struct Core {
+struct Core<P> {
     machine: Machine,
     generation: u64,
     progress: Option<Arc<ProgressCounters>>,
-    /// The load running now (state `Loading`).
+    /// The pipeline installed by the last `Finish`, until `Unload`.
+    installed: Option<Installed<P>>,
+    /// The load running now (state `Loading`); it stays until its task has
+    /// freed what it read, even once asked to stop.
     active: Option<Arc<LoadTicket>>,
-    /// A load waiting for the unload in flight to drain.
+    /// A load waiting for the running load to stop or the unload to drain.
     pending: Option<Arc<LoadTicket>>,
     /// Set by shutdown: every command is refused from then on.
     closed: bool,
@@ -60,19 +64,35 @@ struct Core {
 /// Exclusive access to the machine: every check and every transition made
 /// through one `Txn` happen atomically with respect to other commands and
 /// background results.
-pub(crate) struct Txn<'a> {
-    core: MutexGuard<'a, Core>,
-    manager: &'a StateManager,
+pub(crate) struct Txn<'a, P> {
+    core: MutexGuard<'a, Core<P>>,
+    manager: &'a StateManager<P>,
+    /// Declared after `core`, so dropped after it: runs once the lock is
+    /// released (spawning a task that may end its operation at once, under
+    /// the lock, if the runtime refuses it).
+    after: Deferred<'a>,
 }
 
-impl StateManager {
-    pub(crate) fn new() -> Self {
+/// Work to do once the state lock is released.
+pub(crate) struct Deferred<'a>(Vec<Box<dyn FnOnce() + 'a>>);
+
+impl Drop for Deferred<'_> {
+    fn drop(&mut self) {
+        for work in self.0.drain(..) {
+            work();
+        }
+    }
+}
+
+impl<P: Pipeline> StateManager<P> {
+    pub(crate) fn new(ledger: Arc<Ledger>) -> Self {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         StateManager {
             core: Mutex::new(Core {
                 machine: Machine::new(),
                 generation: 0,
                 progress: None,
+                installed: None,
                 active: None,
                 pending: None,
                 closed: false,
@@ -83,14 +103,17 @@ impl StateManager {
                 model: None,
                 error: None,
                 progress: None,
+                pipeline: None,
             }),
+            ledger,
             events,
             changed: watch::Sender::new(0),
+            settle: Condvar::new(),
         }
     }
 
     /// Wait until `done` holds for the published state. Cancel safe.
-    pub(crate) async fn wait_until(&self, mut done: impl FnMut(&Published) -> bool) {
+    pub(crate) async fn wait_until(&self, mut done: impl FnMut(&Published<P>) -> bool) {
         let mut rx = self.changed.subscribe();
         loop {
             if done(&self.current()) {
@@ -109,18 +132,82 @@ impl StateManager {
         }
     }
 
-    pub(crate) fn lock(&self) -> Txn<'_> {
+    /// [`wait_until`](Self::wait_until) for threads outside any runtime;
+    /// `false` if `timeout` ran out first.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn wait_blocking(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&Published<P>) -> bool,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        // Every transition is published under `core` and notifies `settle`,
+        // so checking under the lock loses no wake-up.
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if done(&self.current()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            core = self
+                .settle
+                .wait_timeout(core, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    pub(crate) fn lock(&self) -> Txn<'_, P> {
         Txn {
             // The core is consistent between any two statements that touch it,
             // so a panic elsewhere while the lock was held leaves nothing torn.
             core: self.core.lock().unwrap_or_else(PoisonError::into_inner),
             manager: self,
+            after: Deferred(Vec::new()),
         }
     }
 
     /// The latest published state; lock-free.
-    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Published>> {
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Published<P>>> {
         self.current.load()
+    }
+
+    /// The latest snapshot; lock-free.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        self.snapshot_of(&self.current())
+    }
+
+    fn snapshot_of(&self, published: &Published<P>) -> Snapshot {
+        Snapshot {
+            state: published.state,
+            generation: published.generation,
+            model: published.model.clone(),
+            progress: published
+                .progress
+                .as_ref()
+                .map(|p| p.read())
+                .unwrap_or_default(),
+            error: published.error.clone(),
+            resident_bytes: self.ledger.resident(),
+            unreclaimed_bytes: self.ledger.unreclaimed(),
+        }
+    }
+
+    /// A lease on the published pipeline. Taken under the lock, so an unload
+    /// (which retires the pipeline under the same lock) never misses it.
+    pub(crate) fn acquire(&self) -> Result<Lease<P>> {
+        let txn = self.lock();
+        if txn.core.closed {
+            return Err(Error::ShutDown);
+        }
+        let current = self.current();
+        match &current.pipeline {
+            Some(installed) => Ok(installed.lease()),
+            None => Err(Error::NotReady(current.state)),
+        }
     }
 
     pub(crate) fn subscribe(&self) -> Subscription {
@@ -130,7 +217,12 @@ impl StateManager {
     }
 }
 
-impl Txn<'_> {
+impl<'a, P: Pipeline> Txn<'a, P> {
+    /// Run `work` once the lock is released.
+    pub(crate) fn defer(&mut self, work: impl FnOnce() + 'a) {
+        self.after.0.push(Box::new(work));
+    }
+
     pub(crate) fn state(&self) -> State {
         self.core.machine.node().kind()
     }
@@ -146,13 +238,6 @@ impl Txn<'_> {
 
     pub(crate) fn active(&self) -> Option<&Arc<LoadTicket>> {
         self.core.active.as_ref()
-    }
-
-    pub(crate) fn set_active(
-        &mut self,
-        ticket: Option<Arc<LoadTicket>>,
-    ) -> Option<Arc<LoadTicket>> {
-        std::mem::replace(&mut self.core.active, ticket)
     }
 
     pub(crate) fn pending(&self) -> Option<&Arc<LoadTicket>> {
@@ -174,27 +259,91 @@ impl Txn<'_> {
         self.core.closed = true;
     }
 
-    /// The generation the next transition will carry.
-    pub(crate) fn next_generation(&self) -> u64 {
-        self.core.generation + 1
+    /// The current snapshot (under the lock, so exactly the state now).
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        self.manager.snapshot()
+    }
+
+    /// `Idle|Failed --load--> Loading` with `ticket` as the running load.
+    pub(crate) fn start_load(&mut self, ticket: &Arc<LoadTicket>) -> Result<u64, Refusal> {
+        let generation = self.core.generation + 1;
+        ticket.set_generation(generation);
+        self.core.progress = Some(ticket.progress.clone());
+        self.fire(Input::Load {
+            model: ticket.model.clone(),
+            generation,
+        })?;
+        self.core.active = Some(ticket.clone());
+        Ok(generation)
+    }
+
+    /// `Loading --finished--> Ready`: the pipeline is published in the same
+    /// step as the state, so a reader that sees `Ready` can lease it.
+    pub(crate) fn finish_load(
+        &mut self,
+        generation: u64,
+        installed: Installed<P>,
+    ) -> Result<(), Refusal> {
+        let previous = self.core.installed.replace(installed);
+        let fired = self.fire(Input::Finish { generation });
+        if fired.is_err() {
+            self.core.installed = previous;
+        } else {
+            self.core.active = None;
+        }
+        fired
+    }
+
+    /// `Loading --cancelled--> Idle` or `Loading --error--> Failed`, once the
+    /// load has freed what it read.
+    pub(crate) fn end_load(
+        &mut self,
+        generation: u64,
+        error: Option<Error>,
+    ) -> Result<(), Refusal> {
+        let input = match error {
+            None => Input::Cancel { generation },
+            Some(error) => Input::Fail { generation, error },
+        };
+        self.fire(input)?;
+        self.core.active = None;
+        Ok(())
+    }
+
+    /// `Ready --unload--> Unloading`: returns the unload's generation and the
+    /// retired pipeline (no lease can be taken on it from now on).
+    pub(crate) fn unload(&mut self) -> Result<(u64, Option<Installed<P>>), Refusal> {
+        let generation = self.core.generation + 1;
+        self.fire(Input::Unload { generation })?;
+        Ok((generation, self.core.installed.take()))
+    }
+
+    /// `Unloading --drained--> Idle`.
+    pub(crate) fn drain(&mut self, generation: u64) -> Result<(), Refusal> {
+        self.fire(Input::Drain { generation })
+    }
+
+    /// `Failed --reset--> Idle`.
+    pub(crate) fn reset(&mut self) -> Result<()> {
+        self.fire(Input::Reset).map_err(|refusal| match refusal {
+            Refusal::Illegal { from, event } => Error::InvalidTransition { from, event },
+            Refusal::Stale => Error::InvalidTransition {
+                from: self.state(),
+                event: Command::Reset,
+            },
+        })
     }
 
     /// Feed `input` to the machine; on a transition, publish the new snapshot
     /// and the event, in order, before the lock is released.
-    pub(crate) fn fire(
-        &mut self,
-        input: Input,
-        progress: Option<Arc<ProgressCounters>>,
-    ) -> Result<(), Refusal> {
+    fn fire(&mut self, input: Input) -> Result<(), Refusal> {
         let from = self.state();
         let command = input.command();
         self.core.machine.handle(&input)?;
         self.core.generation += 1;
         let to = self.state();
-        match to {
-            State::Loading => self.core.progress = progress,
-            State::Idle | State::Failed => self.core.progress = None,
-            State::Ready | State::Unloading => {}
+        if matches!(to, State::Idle | State::Failed) {
+            self.core.progress = None;
         }
         let node = self.core.machine.node();
         let published = Published {
@@ -203,12 +352,17 @@ impl Txn<'_> {
             model: node.model().cloned(),
             error: node.error().cloned(),
             progress: self.core.progress.clone(),
+            pipeline: if to == State::Ready {
+                self.core.installed.clone()
+            } else {
+                None
+            },
         };
-        let snapshot = published.snapshot();
         self.manager.current.store(Arc::new(published));
+        let snapshot = self.manager.snapshot();
         tracing::debug!(%from, %to, %command, generation = snapshot.generation, "transition");
-        // No receivers is fine: events are for whoever listens.
         let generation = snapshot.generation;
+        // No receivers is fine: events are for whoever listens.
         let _ = self.manager.events.send(StateEvent {
             from,
             to,
@@ -216,24 +370,8 @@ impl Txn<'_> {
             snapshot,
         });
         self.manager.changed.send_replace(generation);
+        self.manager.settle.notify_all();
         Ok(())
-    }
-
-    /// Like [`fire`](Self::fire) for user commands: a refusal becomes the
-    /// public error.
-    pub(crate) fn command(
-        &mut self,
-        input: Input,
-        progress: Option<Arc<ProgressCounters>>,
-    ) -> Result<(), Error> {
-        self.fire(input, progress).map_err(|refusal| match refusal {
-            Refusal::Illegal { from, event } => Error::InvalidTransition { from, event },
-            // Commands carry the current generation by construction.
-            Refusal::Stale => Error::InvalidTransition {
-                from: self.state(),
-                event: Command::Load,
-            },
-        })
     }
 }
 

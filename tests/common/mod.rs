@@ -55,12 +55,17 @@ pub struct Gate {
     state: Mutex<GateState>,
     cv: Condvar,
     paused: watch::Sender<u64>,
+    parked: watch::Sender<bool>,
 }
 
 #[derive(Default)]
 struct GateState {
     pause_at: Option<u64>,
     chunks: u64,
+    /// Hold every load at its first chunk (a hook call with at most this many
+    /// bytes done) until given a permit.
+    hold_first: Option<u64>,
+    permits: u64,
 }
 
 impl Gate {
@@ -71,10 +76,19 @@ impl Gate {
     /// The hook to pass to `on_progress`.
     pub fn hook(self: &Arc<Self>) -> impl Fn(&Progress) + Send + Sync + 'static {
         let gate = self.clone();
-        move |_| {
+        move |p| {
             let mut st = gate.state.lock().unwrap();
             st.chunks += 1;
             let n = st.chunks;
+            if st.hold_first.is_some_and(|first| p.bytes_done <= first) {
+                gate.parked.send_replace(true);
+                while st.hold_first.is_some() && st.permits == 0 {
+                    st = gate.cv.wait(st).unwrap();
+                }
+                st.permits = st.permits.saturating_sub(1);
+                gate.parked.send_replace(false);
+                return;
+            }
             if st.pause_at.is_some_and(|k| n >= k) {
                 gate.paused.send_replace(n);
                 while st.pause_at.is_some_and(|k| n >= k) {
@@ -97,8 +111,30 @@ impl Gate {
     }
 
     pub fn open(&self) {
-        self.state.lock().unwrap().pause_at = None;
+        let mut st = self.state.lock().unwrap();
+        st.pause_at = None;
+        st.hold_first = None;
         self.cv.notify_all();
+    }
+
+    /// Hold every load at its first chunk (`first` bytes) until let through.
+    pub fn hold_loads(&self, first: u64) {
+        self.state.lock().unwrap().hold_first = Some(first);
+    }
+
+    /// Let the load held at its first chunk (or the next one) through.
+    pub fn let_one_through(&self) {
+        self.state.lock().unwrap().permits += 1;
+        self.cv.notify_all();
+    }
+
+    /// Wait until a load is held at its first chunk.
+    pub async fn parked(&self) {
+        let mut rx = self.parked.subscribe();
+        tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|&p| p))
+            .await
+            .expect("the load reached the gate")
+            .unwrap();
     }
 
     /// Wait until the loader is parked in the gate; returns the chunk count.

@@ -1,9 +1,51 @@
 // Ready --load--> Loading is not an edge: a switch goes through Unloading.
-use model_manager::state::typed::{Idle, Loading};
-use model_manager::ModelSource;
+//
+// The real typed states and the real dispatcher of the runtime machine are
+// compiled here as they are in the crate (`#[path]`), beside a handlers
+// module written as the crate's is; one handler tries an illegal move.
+#![allow(dead_code, unused_imports, unused_variables, unreachable_code)]
+use model_manager::{Command, Error, ModelSource, State};
+
+#[path = "../../src/state/machine/mod.rs"]
+mod machine;
+
+mod handlers {
+    use crate::machine::typed::{Failed, Idle, Loading, ModelId, Node, Ready, Step, Unloading};
+    use crate::machine::{Input, Refusal, Verdict};
+
+    pub(crate) fn idle(idle: Idle, input: &Input) -> Verdict<Idle> {
+        match input {
+            Input::Load { model, generation } => Ok(idle.load(model.clone(), *generation)),
+            _ => Err((idle, Refusal::Stale)),
+        }
+    }
+    pub(crate) fn loading(loading: Loading, input: &Input) -> Verdict<Loading> {
+        match input {
+            Input::Finish { .. } => Ok(loading.finish()),
+            _ => Err((loading, Refusal::Stale)),
+        }
+    }
+    pub(crate) fn ready(ready: Ready, input: &Input) -> Verdict<Ready> {
+        match input {
+            Input::Load { model, generation } => Ok(ready.load(model.clone(), *generation)),
+            _ => Err((ready, Refusal::Stale)),
+        }
+    }
+    pub(crate) fn unloading(unloading: Unloading, input: &Input) -> Verdict<Unloading> {
+        match input {
+            Input::Drain { .. } => Ok(unloading.drained()),
+            _ => Err((unloading, Refusal::Stale)),
+        }
+    }
+    pub(crate) fn failed(failed: Failed, input: &Input) -> Verdict<Failed> {
+        match input {
+            Input::Reset => Ok(failed.reset()),
+            _ => Err((failed, Refusal::Stale)),
+        }
+    }
+}
 
 fn main() {
-    let ready = Idle::new().load(ModelSource::file("a").into(), 1).finish();
-    let loading: Loading = ready.load(ModelSource::file("b").into(), 2);
-    let _ = loading;
+    let mut machine = machine::Machine::new();
+    let _ = machine.handle(&machine::Input::Reset);
 }

@@ -1,0 +1,303 @@
+//! The tasks: a load (on one blocking thread, or paced on wasm32) and an
+//! unload's drain. Each applies its result under the state lock, and each
+//! ends its operation even if it is dropped unrun (a runtime shut down under
+//! it): no handle is left unresolved and no state stays `Loading` or
+//! `Unloading` with nothing behind it.
+
+use std::sync::Arc;
+
+use super::plan::resolve;
+use super::read::{peak_bytes, read_plan, ReadContext};
+use super::ticket::LoadTicket;
+use super::LoaderService;
+use crate::pipeline::{Installed, Pipeline, Resident};
+use crate::state::store::Txn;
+use crate::{Error, Result};
+
+/// Ends a load whose task was dropped before it could: nothing was read (or
+/// what was read was dropped with the task), so the load ends as cancelled.
+struct EndLoad<P: Pipeline> {
+    loader: Arc<LoaderService<P>>,
+    ticket: Arc<LoadTicket>,
+    done: bool,
+}
+
+impl<P: Pipeline> EndLoad<P> {
+    /// The load ran: apply its outcome.
+    fn complete(mut self, outcome: Result<Resident<P>>) {
+        self.done = true;
+        self.loader.finish_load(&self.ticket, outcome);
+    }
+}
+
+impl<P: Pipeline> Drop for EndLoad<P> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ticket.stop(Error::ShutDown);
+            self.loader.finish_load(&self.ticket, Err(Error::Cancelled));
+        }
+    }
+}
+
+impl<P: Pipeline> LoaderService<P> {
+    /// `Idle|Failed --load--> Loading`, and start the load.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        txn: &mut Txn<'_, P>,
+        ticket: Arc<LoadTicket>,
+    ) -> Result<()> {
+        txn.start_load(&ticket)
+            .map_err(|_| Error::InvalidTransition {
+                from: txn.state(),
+                event: crate::Command::Load,
+            })?;
+        let end = EndLoad {
+            loader: self.clone(),
+            ticket,
+            done: false,
+        };
+        let this = self.clone();
+        // Spawned once the lock is released: if the runtime refuses the
+        // task, dropping it (and its `EndLoad`) ends the load at once, which
+        // takes the lock.
+        txn.defer(move || {
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = this.spawn_blocking(move || {
+                let outcome = end.loader.read(&end.ticket);
+                end.complete(outcome);
+            });
+            #[cfg(target_arch = "wasm32")]
+            let _ = this.spawn(async move {
+                let outcome = end.loader.read_paced(&end.ticket).await;
+                end.complete(outcome);
+            });
+        });
+        Ok(())
+    }
+
+    /// The blocking part of a load: resolve, check the budget against the
+    /// peak, read, assemble.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn read(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
+        let plan = resolve(&ticket.model)?;
+        self.resources.check_budget(peak_bytes(
+            &plan,
+            self.config.dtype,
+            self.resources.device(),
+        )?)?;
+        let mut reservation = self.resources.reservation();
+        let ctx = self.read_context(ticket);
+        // No pacing on native: the read never suspends, so this completes
+        // in one poll on this blocking thread.
+        let loaded = complete_now(read_plan(plan, &ctx, &mut reservation, None))
+            .unwrap_or_else(|| Err(Error::Device("internal: an unpaced read suspended".into())));
+        let resident = loaded.and_then(|loaded| self.pipelines.assemble(loaded, reservation));
+        if resident.is_err() {
+            // A cancelled or failed load has dropped what it read.
+            self.resources.return_freed_memory();
+        }
+        resident
+    }
+
+    /// A load on the JS event loop: the same steps, yielding between chunks.
+    #[cfg(target_arch = "wasm32")]
+    async fn read_paced(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
+        let plan = resolve(&ticket.model)?;
+        self.resources.check_budget(peak_bytes(
+            &plan,
+            self.config.dtype,
+            self.resources.device(),
+        )?)?;
+        let mut reservation = self.resources.reservation();
+        let ctx = self.read_context(ticket);
+        let pace = self.config.pace.clone();
+        let loaded = read_plan(plan, &ctx, &mut reservation, Some(pace.as_ref())).await?;
+        self.pipelines.assemble(loaded, reservation)
+    }
+
+    fn read_context<'a>(&'a self, ticket: &'a LoadTicket) -> ReadContext<'a> {
+        let config = &self.config;
+        ReadContext {
+            cancel: &ticket.cancel,
+            progress: &ticket.progress,
+            chunk_size: config.chunk_size,
+            threads: config.threads,
+            hook: config.hook.as_ref(),
+            hook_lock: Default::default(),
+            device: self.resources.device(),
+            dtype: config.dtype,
+        }
+    }
+
+    /// Apply a load's result. A load asked to stop frees what it read first,
+    /// then goes `Loading --cancelled--> Idle`; then the load waiting its
+    /// turn, if any, starts.
+    fn finish_load(self: &Arc<Self>, ticket: &Arc<LoadTicket>, outcome: Result<Resident<P>>) {
+        let mut outcome = Some(outcome);
+        let mut txn = self.state.lock();
+        if !txn.active().is_some_and(|a| Arc::ptr_eq(a, ticket)) {
+            // Not the running load (cannot happen: only this task clears it).
+            drop(txn);
+            drop(outcome);
+            ticket.resolve(Err(ticket.stop_reason()));
+            return;
+        }
+        let generation = ticket.generation();
+        let stopped = ticket.is_stopped() || matches!(outcome, Some(Err(Error::Cancelled)));
+        if stopped {
+            if matches!(outcome, Some(Ok(_))) {
+                // Free the model outside the lock, before saying it is gone.
+                drop(txn);
+                drop(outcome.take());
+                self.resources.return_freed_memory();
+                txn = self.state.lock();
+            }
+            let _ = txn.end_load(generation, None);
+            ticket.progress.close();
+            self.start_pending(&mut txn);
+            drop(txn);
+            ticket.resolve(Err(ticket.stop_reason()));
+            return;
+        }
+        match outcome.take() {
+            Some(Ok(resident)) => {
+                let _ = txn.finish_load(generation, Installed::new(resident));
+                let snapshot = txn.snapshot();
+                ticket.progress.close();
+                drop(txn);
+                ticket.resolve(Ok(snapshot));
+            }
+            Some(Err(error)) => {
+                tracing::warn!(model = %ticket.model, %error, "load failed");
+                let _ = txn.end_load(generation, Some(error.clone()));
+                ticket.progress.close();
+                drop(txn);
+                ticket.resolve(Err(error));
+            }
+            None => {}
+        }
+    }
+
+    /// Start the load that waited its turn (or resolve it, after shutdown).
+    fn start_pending(self: &Arc<Self>, txn: &mut Txn<'_, P>) {
+        let Some(next) = txn.set_pending(None) else {
+            return;
+        };
+        if txn.is_closed() {
+            next.stop(Error::Cancelled);
+            next.resolve(Err(Error::Cancelled));
+        } else if let Err(error) = self.start(txn, next.clone()) {
+            next.resolve(Err(error));
+        }
+    }
+
+    /// Spawn the drain of an unload.
+    pub(crate) fn spawn_unload(
+        self: &Arc<Self>,
+        txn: &mut Txn<'_, P>,
+        retired: Option<Installed<P>>,
+        generation: u64,
+    ) {
+        let mut end = EndUnload {
+            loader: self.clone(),
+            generation,
+            retired,
+        };
+        let task = async move {
+            if let Some(installed) = end.retired.take() {
+                end.loader.drain_and_free(installed).await;
+            }
+            // `end` drops here: `Unloading --drained--> Idle`.
+        };
+        let this = self.clone();
+        // Spawned once the lock is released: a task the runtime refuses is
+        // dropped, and its `EndUnload` frees and drains at once.
+        txn.defer(move || {
+            let _ = this.spawn(task);
+        });
+    }
+
+    /// Wait for the leases (giving up `drain_timeout` after shutdown starts),
+    /// then free the memory on a blocking thread and synchronise the device.
+    async fn drain_and_free(&self, installed: Installed<P>) {
+        let Installed { resident, leases } = installed;
+        tokio::select! {
+            _ = leases.drained() => {}
+            _ = self.bounded_drain(&leases) => {}
+        }
+        if leases.outstanding() > 0 {
+            tracing::warn!(
+                leases = leases.outstanding(),
+                "shutdown: leases still held; their memory is unreclaimed until the last is dropped"
+            );
+            resident.abandon();
+        }
+        let resources = self.resources.clone();
+        let freed = self
+            .blocking(move || {
+                drop(resident);
+                resources.return_freed_memory();
+            })
+            .await;
+        if freed.is_none() {
+            // No thread to free on (the runtime is going away): the
+            // resident was dropped with the refused closure.
+        }
+        if let Err(error) = self.resources.synchronize() {
+            tracing::warn!(%error, "device synchronisation after unload failed");
+        }
+    }
+
+    /// Completes once shutdown has started and `drain_timeout` has passed:
+    /// the bound on how long shutdown waits for leases.
+    async fn bounded_drain(&self, leases: &crate::pipeline::LeaseCount) {
+        self.stopping.cancelled().await;
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = tokio::time::timeout(self.config.drain_timeout, leases.drained()).await;
+        // No timer on wasm32: shutdown gives up on leases at once.
+        #[cfg(target_arch = "wasm32")]
+        let _ = leases;
+    }
+
+    /// `Unloading --drained--> Idle`, then start the load waiting its turn.
+    fn finish_unload(self: &Arc<Self>, generation: u64) {
+        self.pipelines.forget_retired();
+        let mut txn = self.state.lock();
+        if txn.drain(generation).is_ok() {
+            self.start_pending(&mut txn);
+        }
+    }
+}
+
+/// Ends an unload: whatever it still holds is freed (a lease outliving it
+/// makes it unreclaimed) and the state drains to `Idle`, also when the task
+/// is dropped before it ran.
+struct EndUnload<P: Pipeline> {
+    loader: Arc<LoaderService<P>>,
+    generation: u64,
+    retired: Option<Installed<P>>,
+}
+
+impl<P: Pipeline> Drop for EndUnload<P> {
+    fn drop(&mut self) {
+        if let Some(Installed { resident, leases }) = self.retired.take() {
+            if leases.outstanding() > 0 {
+                resident.abandon();
+            }
+            drop(resident);
+            self.loader.resources.return_freed_memory();
+        }
+        self.loader.finish_unload(self.generation);
+    }
+}
+
+/// Poll a future that never suspends (the unpaced read) to its end.
+#[cfg(not(target_arch = "wasm32"))]
+fn complete_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    use std::task::{Context, Poll, Waker};
+    let future = std::pin::pin!(future);
+    match future.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
