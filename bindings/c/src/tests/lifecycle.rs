@@ -4,6 +4,18 @@ use std::sync::Arc;
 
 use super::*;
 
+unsafe extern "C" fn on_event(userdata: *mut c_void, event: *const mm_event) {
+    // SAFETY: the test passes a live `Mutex<Vec<_>>` and the library a live
+    // event.
+    let (events, event) = unsafe {
+        (
+            &*(userdata as *const Mutex<Vec<(mm_state, mm_state)>>),
+            &*event,
+        )
+    };
+    events.lock().unwrap().push((event.from, event.to));
+}
+
 #[test]
 fn lifecycle_through_the_c_api() {
     let dir = tempfile::tempdir().unwrap();
