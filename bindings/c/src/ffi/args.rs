@@ -1,11 +1,12 @@
 //! Arguments from C: NULL-checked pointers ([`borrow`]), UTF-8 checked
 //! strings ([`cstr`]), out-params written only on success ([`Out`]), and
-//! strings copied into a caller's buffer ([`copy_str_out`]).
+//! strings copied into a caller's buffer ([`copy_str_out`]); [`read_into`],
+//! the shape of every function that reads one value out of a handle.
 
 use std::ffi::{c_char, CStr};
 use std::ptr::NonNull;
 
-use super::{Failure, FfiResult};
+use super::{boundary, Failure, FfiResult};
 use crate::mm_result;
 
 /// Borrow `*ptr` for the length of a call.
@@ -120,6 +121,34 @@ pub fn check_buf(buf: *mut c_char, len: usize, len_out: *mut usize) -> FfiResult
     Out::new(len_out, "len_out").map(drop)
 }
 
+/// The body of every exported read, inside a [`boundary`]: borrow `handle`
+/// (`handle_name` in the NULL message), check the out-param `out`
+/// (`out_name`), then compute the value with `read` and write it, only if
+/// `read` succeeds.
+///
+/// # Safety
+///
+/// `handle` is NULL or points to a live `H` for the call (as for
+/// [`borrow`]); `out` is NULL or valid for a write of a `T` and properly
+/// aligned (as for [`Out::write`]).
+pub unsafe fn read_into<H, T>(
+    handle: *const H,
+    handle_name: &str,
+    out: *mut T,
+    out_name: &str,
+    read: impl FnOnce(&H) -> FfiResult<T>,
+) -> mm_result {
+    boundary(|| {
+        // SAFETY: NULL or live for the call, per this function's contract.
+        let handle = unsafe { borrow(handle, handle_name) }?;
+        let out = Out::new(out, out_name)?;
+        let value = read(handle)?;
+        // SAFETY: non-NULL, writable and aligned per this function's contract.
+        unsafe { out.write(value) };
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::ffi::CString;
@@ -209,5 +238,31 @@ mod tests {
         // SAFETY: a live buffer of 4 bytes and a live usize.
         unsafe { copy_str_out("", buf.as_mut_ptr(), 1, &mut len) }.unwrap();
         assert_eq!((len, buf[0]), (0, 0));
+    }
+
+    #[test]
+    fn read_into_checks_then_writes_on_success_only() {
+        let handle = 20u64;
+        let mut slot = 1u64;
+        // SAFETY: a live handle and a live, aligned out-param throughout.
+        unsafe {
+            let read = |h: &u64| Ok(*h + 1);
+            assert_eq!(
+                read_into(&handle, "h", &mut slot, "out", read),
+                mm_result::Ok
+            );
+            assert_eq!(slot, 21);
+            let fail = |_: &u64| Err(Failure::new(mm_result::NotReady, "not ready"));
+            assert_eq!(
+                read_into(&handle, "h", &mut slot, "out", fail),
+                mm_result::NotReady
+            );
+            assert_eq!(slot, 21, "untouched on failure");
+            let unreached = |_: &u64| -> FfiResult<u64> { panic!("read before the checks") };
+            let null = read_into(std::ptr::null(), "h", &mut slot, "out", unreached);
+            assert_eq!(null, mm_result::NullArgument);
+            let null = read_into(&handle, "h", std::ptr::null_mut(), "out", unreached);
+            assert_eq!(null, mm_result::NullArgument);
+        }
     }
 }

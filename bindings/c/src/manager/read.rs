@@ -4,7 +4,7 @@
 
 use std::ffi::c_char;
 
-use crate::ffi::{borrow, boundary, check_buf, copy_str_out, cstr, Failure, FfiResult, Out};
+use crate::ffi::{borrow, boundary, check_buf, copy_str_out, cstr, read_into, Failure, FfiResult};
 use crate::mm_result;
 use crate::types::{mm_snapshot, mm_state};
 
@@ -20,15 +20,10 @@ pub unsafe extern "C" fn mm_manager_state(
     manager: *const mm_manager,
     state_out: *mut mm_state,
 ) -> mm_result {
-    boundary(|| {
-        // SAFETY: NULL or a live manager, per the header.
-        let manager = unsafe { borrow(manager, "manager") }?;
-        let out = Out::new(state_out, "state_out")?;
-        let state = manager.inner.current_state();
-        // SAFETY: non-NULL; the caller passes a writable `mm_state`.
-        unsafe { out.write(state.into()) };
-        Ok(())
-    })
+    let read = |manager: &mm_manager| Ok(manager.inner.current_state().into());
+    // SAFETY: NULL or a live manager, NULL or a writable `mm_state`, per the
+    // header.
+    unsafe { read_into(manager, "manager", state_out, "state_out", read) }
 }
 
 /// The current snapshot (state, generation, live progress, error code), into
@@ -42,15 +37,10 @@ pub unsafe extern "C" fn mm_manager_snapshot(
     manager: *const mm_manager,
     snapshot_out: *mut mm_snapshot,
 ) -> mm_result {
-    boundary(|| {
-        // SAFETY: NULL or a live manager, per the header.
-        let manager = unsafe { borrow(manager, "manager") }?;
-        let out = Out::new(snapshot_out, "snapshot_out")?;
-        let snapshot = mm_snapshot::from(&manager.inner.snapshot());
-        // SAFETY: non-NULL; the caller passes a writable `mm_snapshot`.
-        unsafe { out.write(snapshot) };
-        Ok(())
-    })
+    let read = |manager: &mm_manager| Ok(mm_snapshot::from(&manager.inner.snapshot()));
+    // SAFETY: NULL or a live manager, NULL or a writable `mm_snapshot`, per
+    // the header.
+    unsafe { read_into(manager, "manager", snapshot_out, "snapshot_out", read) }
 }
 
 /// In Failed, copy the text of why the last load failed (it names the file
@@ -98,18 +88,14 @@ pub unsafe extern "C" fn mm_manager_sample_size(
     manager: *const mm_manager,
     sample_size_out: *mut u64,
 ) -> mm_result {
-    boundary(|| {
-        // SAFETY: NULL or a live manager, per the header.
-        let manager = unsafe { borrow(manager, "manager") }?;
-        let out = Out::new(sample_size_out, "sample_size_out")?;
-        let info = ready_info(manager)?;
-        let size = info
+    let read = |manager: &mm_manager| {
+        ready_info(manager)?
             .sample_size
-            .ok_or_else(|| Failure::new(mm_result::NotFound, "the config has no sample_size"))?;
-        // SAFETY: non-NULL; the caller passes a writable `uint64_t`.
-        unsafe { out.write(size) };
-        Ok(())
-    })
+            .ok_or_else(|| Failure::new(mm_result::NotFound, "the config has no sample_size"))
+    };
+    // SAFETY: NULL or a live manager, NULL or a writable `uint64_t`, per the
+    // header.
+    unsafe { read_into(manager, "manager", sample_size_out, "sample_size_out", read) }
 }
 
 fn ready_info(manager: &mm_manager) -> FfiResult<model_manager::PipelineInfo> {
@@ -175,15 +161,10 @@ pub unsafe extern "C" fn mm_manager_resident_bytes(
     manager: *const mm_manager,
     bytes_out: *mut u64,
 ) -> mm_result {
-    boundary(|| {
-        // SAFETY: NULL or a live manager, per the header.
-        let manager = unsafe { borrow(manager, "manager") }?;
-        let out = Out::new(bytes_out, "bytes_out")?;
-        let bytes = manager.inner.resident_bytes();
-        // SAFETY: non-NULL; the caller passes a writable `uint64_t`.
-        unsafe { out.write(bytes) };
-        Ok(())
-    })
+    let read = |manager: &mm_manager| Ok(manager.inner.resident_bytes());
+    // SAFETY: NULL or a live manager, NULL or a writable `uint64_t`, per the
+    // header.
+    unsafe { read_into(manager, "manager", bytes_out, "bytes_out", read) }
 }
 
 /// Leases held (on the ready model, or on the one unloading), into
@@ -197,13 +178,8 @@ pub unsafe extern "C" fn mm_manager_outstanding_leases(
     manager: *const mm_manager,
     leases_out: *mut usize,
 ) -> mm_result {
-    boundary(|| {
-        // SAFETY: NULL or a live manager, per the header.
-        let manager = unsafe { borrow(manager, "manager") }?;
-        let out = Out::new(leases_out, "leases_out")?;
-        let leases = manager.inner.outstanding_leases();
-        // SAFETY: non-NULL; the caller passes a writable `size_t`.
-        unsafe { out.write(leases) };
-        Ok(())
-    })
+    let read = |manager: &mm_manager| Ok(manager.inner.outstanding_leases());
+    // SAFETY: NULL or a live manager, NULL or a writable `size_t`, per the
+    // header.
+    unsafe { read_into(manager, "manager", leases_out, "leases_out", read) }
 }

@@ -1,7 +1,5 @@
 //! A whole lifecycle through the C API, and destroy during a load.
 
-use std::sync::Arc;
-
 use super::*;
 
 unsafe extern "C" fn on_event(userdata: *mut c_void, event: *const mm_event) {
@@ -36,18 +34,7 @@ fn lifecycle_through_the_c_api() {
     };
     assert_eq!(r, mm_result::Ok);
 
-    let outcomes: Arc<Outcomes> = Arc::default();
-    let path = path_c(&model);
-    // SAFETY: live manager, string, callback and userdata.
-    let r = unsafe {
-        mm_manager_load(
-            manager.0,
-            path.as_ptr(),
-            Some(on_done),
-            Arc::as_ptr(&outcomes) as *mut c_void,
-        )
-    };
-    assert_eq!(r, mm_result::Ok);
+    let outcomes = manager.load_reporting(&model);
     assert_eq!(manager.wait(), mm_state::Ready);
 
     // SAFETY: live manager and locals throughout.
@@ -162,18 +149,9 @@ fn destroy_during_a_load() {
     let model = dir.path().join("big");
     write_model(&model, 4, 64 * 1024, 8);
     let manager = Manager::new(4096);
-    let outcomes: Arc<Outcomes> = Arc::default();
-    let path = path_c(&model);
-    // SAFETY: live manager, string, callback and userdata; the manager is
-    // destroyed here and not used again.
+    let outcomes = manager.load_reporting(&model);
+    // SAFETY: the manager is destroyed here and not used again.
     unsafe {
-        let r = mm_manager_load(
-            manager.0,
-            path.as_ptr(),
-            Some(on_done),
-            Arc::as_ptr(&outcomes) as *mut c_void,
-        );
-        assert_eq!(r, mm_result::Ok);
         let raw = manager.0;
         std::mem::forget(manager);
         assert_eq!(mm_manager_destroy(raw), mm_result::Ok);

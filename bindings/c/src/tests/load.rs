@@ -2,7 +2,6 @@
 //! callback.
 
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use super::*;
 
@@ -14,18 +13,7 @@ fn corrupt_model_fails_with_code_and_message() {
     bytes.extend_from_slice(b"{\"t\":");
     std::fs::write(&bad, bytes).unwrap();
     let manager = Manager::new(0);
-    let outcomes: Arc<Outcomes> = Arc::default();
-    let path = path_c(&bad);
-    // SAFETY: live manager, string, callback and userdata.
-    let r = unsafe {
-        mm_manager_load(
-            manager.0,
-            path.as_ptr(),
-            Some(on_done),
-            Arc::as_ptr(&outcomes) as *mut c_void,
-        )
-    };
-    assert_eq!(r, mm_result::Ok);
+    let outcomes = manager.load_reporting(&bad);
     assert_eq!(manager.wait(), mm_state::Failed);
     let outcomes = outcomes.lock().unwrap().clone();
     assert_eq!(outcomes.len(), 1);
@@ -119,15 +107,7 @@ fn cancel_from_the_first_progress_callback() {
         assert_eq!(mm_manager_new(&options, &mut manager), mm_result::Ok);
         ctx.manager.store(manager, Ordering::SeqCst);
         let manager = Manager(manager);
-        let outcomes: Arc<Outcomes> = Arc::default();
-        let path = path_c(&model);
-        let r = mm_manager_load(
-            manager.0,
-            path.as_ptr(),
-            Some(on_done),
-            Arc::as_ptr(&outcomes) as *mut c_void,
-        );
-        assert_eq!(r, mm_result::Ok);
+        let outcomes = manager.load_reporting(&model);
         assert_eq!(manager.wait(), mm_state::Idle);
         drop(manager);
         let outcomes = outcomes.lock().unwrap().clone();

@@ -8,7 +8,7 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
 use std::ptr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::*;
 
@@ -98,6 +98,19 @@ impl Manager {
         // SAFETY: a live manager and a live string.
         let r = unsafe { mm_manager_load(self.0, path.as_ptr(), None, ptr::null_mut()) };
         assert_eq!(r, mm_result::Ok);
+    }
+
+    /// Start loading `path` with `on_done` as its load callback, which
+    /// records the outcome in what this returns (keep it until the manager
+    /// is destroyed: the callback runs at the latest then).
+    fn load_reporting(&self, path: &Path) -> Arc<Outcomes> {
+        let outcomes: Arc<Outcomes> = Arc::default();
+        let path = path_c(path);
+        let userdata = Arc::as_ptr(&outcomes) as *mut c_void;
+        // SAFETY: a live manager, string, callback and userdata.
+        let r = unsafe { mm_manager_load(self.0, path.as_ptr(), Some(on_done), userdata) };
+        assert_eq!(r, mm_result::Ok);
+        outcomes
     }
 }
 
