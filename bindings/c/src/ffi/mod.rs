@@ -10,10 +10,12 @@
 //!   length needed when the buffer is too small.
 //! - [`CallbackGuard`]: marks the thread as running a user callback, so that
 //!   blocking functions can refuse to run there.
+//! - [`block_on`]: waits on a host thread with a deadline of its own clock.
 //!
 //! One concept per file: the boundary and the last error here, the
 //! arguments in `args`, handles and user pointers in `handle`, the callback
-//! guard in `callback`; all re-exported here (`ffi::boundary`, `ffi::Out`).
+//! guard in `callback`, waiting with a deadline in `wait`; all re-exported
+//! here (`ffi::boundary`, `ffi::Out`).
 //!
 //! ```
 //! use model_manager_c::ffi::{boundary, Failure};
@@ -34,10 +36,12 @@ use crate::mm_result;
 mod args;
 mod callback;
 mod handle;
+mod wait;
 
 pub use args::*;
 pub use callback::*;
 pub use handle::*;
+pub use wait::*;
 
 /// Why an exported function failed: the code C sees and the message kept for
 /// `mm_last_error_message`.

@@ -2,30 +2,33 @@
 //! `mm_manager_destroy` shuts them down and frees it.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use model_manager::{DeviceSpec, ModelManager};
-use tokio::runtime::Builder;
+use tokio::runtime::{Builder, Runtime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::mm_manager;
+use super::progress::ProgressCalls;
 use crate::ffi::{
-    borrow, boundary, cstr, free_handle, into_handle, refuse_in_callback, set_last_error,
-    CallbackGuard, Failure, Out, UserData,
+    block_on, borrow, boundary, cstr, free_handle, into_handle, refuse_in_callback, set_last_error,
+    Failure, FfiResult, Out, UserData,
 };
 use crate::mm_result;
-use crate::types::{mm_dtype, mm_manager_options, mm_progress, MM_DTYPE_KEEP};
+use crate::types::{mm_dtype, mm_manager_options, MM_DTYPE_KEEP};
 
-/// How long destroy waits for the binding's own tasks (callbacks in flight)
-/// and then for the runtime's threads.
+/// How long destroy waits for the binding's own tasks (load and event
+/// callbacks in flight), and then for the runtime's threads.
 const TASK_DRAIN: Duration = Duration::from_secs(5);
+
 /// Create a manager and start its threads; `*manager_out` receives it.
 ///
 /// Threads: any, concurrently. Callbacks: must not be called from them.
 /// Ownership: `options` is read during the call only; the caller owns the
 /// new manager and must free it with `mm_manager_destroy`. The progress
-/// callback and its userdata must stay valid until then.
+/// callback and its userdata must stay valid until then (if destroy returns
+/// `MM_RESULT_TIMEOUT`, until a progress callback still running returns).
 #[no_mangle]
 pub unsafe extern "C" fn mm_manager_new(
     options: *const mm_manager_options,
@@ -56,21 +59,14 @@ pub unsafe extern "C" fn mm_manager_new(
                     })?,
             ),
         };
-        let runtime = Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(4)
-            .thread_name("model-manager")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                Failure::new(
-                    mm_result::Runtime,
-                    format!("cannot start model-manager's threads: {e}"),
-                )
-            })?;
+        // Two runtimes, so that a callback that blocks the callbacks' one
+        // worker thread cannot hold up the core's tasks and timers (its
+        // shutdown included), which run on the other.
+        let runtime = new_runtime("model-manager-callbacks", 1)?;
+        let core_runtime = new_runtime("model-manager", 4)?;
         let mut builder = ModelManager::builder()
             .device(device)
-            .runtime(runtime.handle().clone());
+            .runtime(core_runtime.handle().clone());
         if options.memory_budget > 0 {
             builder = builder.memory_budget(options.memory_budget);
         }
@@ -87,29 +83,41 @@ pub unsafe extern "C" fn mm_manager_new(
             builder =
                 builder.drain_timeout(Duration::from_millis(u64::from(options.drain_timeout_ms)));
         }
+        let progress = Arc::new(ProgressCalls::default());
         if let Some(callback) = options.progress {
             let userdata = UserData::new(options.progress_userdata);
-            builder = builder.on_progress(move |progress| {
-                let _guard = CallbackGuard::enter();
-                let progress = mm_progress::from(progress);
-                // SAFETY: the user gave this callback for this purpose and
-                // promised that it and its userdata stay valid until destroy,
-                // which joins the loader threads before returning.
-                unsafe { callback(userdata.get(), &progress) };
-            });
+            builder = builder.on_progress(progress.hook(callback, userdata));
         }
         let inner = builder.build()?;
         let manager = mm_manager {
             inner: Arc::new(inner),
             runtime,
+            core_runtime,
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
             last_load: Mutex::new(None),
+            progress,
         };
         // SAFETY: non-NULL; the caller passes a writable `mm_manager *`.
         unsafe { out.write(into_handle(manager)) };
         Ok(())
     })
+}
+
+/// A runtime with one worker thread and up to `blocking` blocking threads.
+fn new_runtime(name: &str, blocking: usize) -> FfiResult<Runtime> {
+    Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(blocking)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::new(
+                mm_result::Runtime,
+                format!("cannot start model-manager's threads: {e}"),
+            )
+        })
 }
 
 /// Shut the manager down and free it: cancels any load, waits for leases
@@ -119,10 +127,21 @@ pub unsafe extern "C" fn mm_manager_new(
 ///
 /// Leases still held stay valid; their memory is freed when they are
 /// released. Callbacks delivered during destroy may still call functions on
-/// this manager (reads work, commands fail with `MM_RESULT_SHUT_DOWN`). If a
-/// callback does not return within 5 s, destroy returns `MM_RESULT_TIMEOUT`
-/// and leaves the manager's bookkeeping allocated (the model itself is
-/// unloaded) rather than free memory the callback may still use.
+/// this manager (reads work, commands fail with `MM_RESULT_SHUT_DOWN`).
+///
+/// Bounded: destroy waits up to the drain timeout (plus a small constant)
+/// for the core to shut down, a progress callback that has not returned by
+/// then included, then up to 5 s for load and event callbacks still running
+/// and, once none is, up to 5 s for the threads to exit. These deadlines
+/// hold whatever a callback does. If a callback is still running when they
+/// pass, destroy returns `MM_RESULT_TIMEOUT` and leaves behind, until that
+/// callback returns: the thread running it (for a progress callback, a
+/// loader thread, which also keeps the memory of the load in progress), the
+/// manager's own memory and threads, and one thread that frees them when
+/// the last such callback has returned. Until then that callback may still
+/// call functions on this manager (reads work, commands fail with
+/// `MM_RESULT_SHUT_DOWN`), and its userdata must stay valid. No progress
+/// callback starts once destroy has shut the core down.
 ///
 /// Threads: must not run concurrently with any other call on this manager.
 /// Callbacks: must not be called from any model-manager callback; there it
@@ -154,30 +173,95 @@ pub unsafe extern "C" fn mm_manager_destroy(manager: *mut mm_manager) -> mm_resu
         // queued and end; load callbacks have their outcomes.
         shared.closing.cancel();
         shared.tasks.close();
-        // The timer must be created inside the runtime.
-        let drained = shared
-            .runtime
-            .block_on(async { tokio::time::timeout(TASK_DRAIN, shared.tasks.wait()).await });
-        if drained.is_err() {
-            // A callback is stuck and may still use the manager: leave it
-            // allocated, with its runtime (whose thread runs the callback).
-            return Err(Failure::new(
-                mm_result::Timeout,
-                "a callback did not return within 5 s; the manager was shut down but not freed",
-            ));
+        // On this thread's clock: a tokio timer would not fire while a
+        // callback blocks the runtime's one worker thread.
+        let drained = block_on(shared.tasks.wait(), Some(TASK_DRAIN)).is_some();
+        let progress_running = shared.progress.close();
+        let destroyed = Destroyed(manager);
+        if drained && !progress_running {
+            // SAFETY: every task and callback that could use the manager has
+            // finished, no progress callback can start, and the caller gave
+            // it up: this is the only reference left.
+            unsafe { destroyed.free() };
+            return Ok(());
         }
-        // SAFETY: every task that could use the manager has finished and the
-        // caller gave it up: this is the only reference left.
-        let manager = unsafe { free_handle(manager) }.expect("checked non-NULL");
+        let running = if drained {
+            "a progress callback"
+        } else {
+            "a load or event callback"
+        };
+        let freer = std::thread::Builder::new()
+            .name("model-manager-destroy".into())
+            // SAFETY: shut down, its tasks and progress calls closed, and
+            // given up by the caller: only callbacks still running use it.
+            .spawn(move || unsafe { destroyed.free_when_idle() });
+        let left = match freer {
+            Ok(_) => "it is freed when the callback returns",
+            // The manager stays allocated for good rather than be freed
+            // under the callback.
+            Err(_) => "it stays allocated",
+        };
+        Err(Failure::new(
+            mm_result::Timeout,
+            format!("{running} is still running: the manager was shut down; {left}"),
+        ))
+    })
+}
+
+/// A manager given back to `mm_manager_destroy`, to be freed once nothing
+/// uses it.
+struct Destroyed(*mut mm_manager);
+
+// SAFETY: `mm_manager` is `Send + Sync` (asserted below); the pointer moves
+// to the thread that frees it, and callbacks on other threads only borrow
+// the manager shared until then.
+unsafe impl Send for Destroyed {}
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<mm_manager>();
+};
+
+impl Destroyed {
+    /// Free the manager and join its threads (up to [`TASK_DRAIN`] for
+    /// both runtimes).
+    ///
+    /// # Safety
+    ///
+    /// The pointer came from `mm_manager_new` and nothing uses the manager
+    /// any more.
+    unsafe fn free(self) {
+        // SAFETY: per this function's contract.
+        let manager = unsafe { free_handle(self.0) }.expect("checked non-NULL");
         let mm_manager {
             inner,
             runtime,
+            core_runtime,
             last_load,
             ..
         } = *manager;
         drop(last_load);
         drop(inner);
-        runtime.shutdown_timeout(TASK_DRAIN);
-        Ok(())
-    })
+        let deadline = Instant::now() + TASK_DRAIN;
+        core_runtime.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
+        runtime.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+
+    /// Wait, without a limit, until no task or callback uses the manager,
+    /// then free it. Runs on a thread of its own, so that destroy's caller
+    /// does not wait.
+    ///
+    /// # Safety
+    ///
+    /// The pointer came from `mm_manager_new`; the manager is shut down, its
+    /// tasks and progress calls closed (no new ones start), and its caller
+    /// has given it up.
+    unsafe fn free_when_idle(self) {
+        // SAFETY: live until freed below; only borrowed shared meanwhile.
+        let shared = unsafe { &*self.0 };
+        block_on(shared.tasks.wait(), None);
+        shared.progress.wait_idle();
+        // SAFETY: no task and no callback uses it now, and none can start.
+        unsafe { self.free() }
+    }
 }

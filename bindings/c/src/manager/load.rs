@@ -13,8 +13,8 @@ use tokio::sync::watch;
 
 use super::{mm_manager, LastLoad};
 use crate::ffi::{
-    borrow, boundary, cstr, refuse_in_callback, set_last_error, CallbackGuard, Failure, Out,
-    UserData,
+    block_on, borrow, boundary, cstr, refuse_in_callback, set_last_error, CallbackGuard, Failure,
+    Out, UserData,
 };
 use crate::types::{mm_load_callback, mm_snapshot, mm_state};
 use crate::{mm_result, MM_TIMEOUT_INFINITE};
@@ -111,10 +111,11 @@ pub unsafe extern "C" fn mm_manager_load(
 /// Block until no load or unload is in flight (the latest load requested
 /// through this handle has ended, its load callback has returned, and the
 /// state is Idle, Ready or Failed), or until `timeout_ms` milliseconds have
-/// passed (`MM_TIMEOUT_INFINITE`: no limit). On success `*state_out`
+/// passed, whatever the callbacks are doing. On success `*state_out`
 /// receives the settled state; on timeout the result is
 /// `MM_RESULT_TIMEOUT`. Event callbacks are not waited for: they may still
-/// be on their way.
+/// be on their way. With `MM_TIMEOUT_INFINITE` it waits without a limit, by
+/// design: also for a load callback that never returns.
 ///
 /// Threads: any, concurrently. Callbacks: must not be called from them
 /// (returns `MM_RESULT_CALLED_FROM_CALLBACK`).
@@ -153,13 +154,10 @@ pub unsafe extern "C" fn mm_manager_wait(
             }
             inner.settled().await
         };
-        let state = match timeout_of(timeout_ms) {
-            None => manager.runtime.block_on(settled),
-            Some(limit) => manager
-                .runtime
-                .block_on(async { tokio::time::timeout(limit, settled).await })
-                .map_err(|_| Failure::from(model_manager::Error::Timeout))?,
-        };
+        // On this thread's clock: a tokio timer would not fire while a
+        // callback blocks the runtime's one worker thread.
+        let state = block_on(settled, timeout_of(timeout_ms))
+            .ok_or_else(|| Failure::from(model_manager::Error::Timeout))?;
         // SAFETY: non-NULL; the caller passes a writable `mm_state`.
         unsafe { out.write(state.into()) };
         Ok(())
@@ -193,7 +191,7 @@ pub unsafe extern "C" fn mm_manager_unload(manager: *const mm_manager) -> mm_res
     boundary(|| {
         // SAFETY: NULL or a live manager, per the header.
         let manager = unsafe { borrow(manager, "manager") }?;
-        let _enter = manager.runtime().enter();
+        let _enter = manager.core_runtime().enter();
         match poll_once(manager.inner.unload()) {
             Some(Err(error)) => Err(error.into()),
             // Started (or already done); the rest happens on the runtime.
@@ -203,7 +201,9 @@ pub unsafe extern "C" fn mm_manager_unload(manager: *const mm_manager) -> mm_res
 }
 
 /// Unload and block until Idle, or until `timeout_ms` milliseconds have
-/// passed (`MM_TIMEOUT_INFINITE`: no limit). If leases are still held then,
+/// passed, whatever the callbacks are doing (`MM_TIMEOUT_INFINITE`: no
+/// limit, by design: until the last lease is released). If leases are still
+/// held then,
 /// returns `MM_RESULT_LEASES_OUTSTANDING` and writes their number to
 /// `*leases_out` (the one failure that writes an out-param); the unload goes
 /// on and completes when the last is released. On success `*leases_out`
@@ -225,10 +225,15 @@ pub unsafe extern "C" fn mm_manager_unload_timeout(
         let out = Out::new(leases_out, "leases_out")?;
         refuse_in_callback("mm_manager_unload_timeout")?;
         let inner = &manager.inner;
-        let outcome = match timeout_of(timeout_ms) {
-            None => manager.runtime.block_on(inner.unload()),
-            Some(limit) => manager.runtime.block_on(inner.unload_timeout(limit)),
-        };
+        // On this thread's clock (a tokio timer would not fire while a
+        // callback blocks the runtime's one worker thread), in the runtime's
+        // context for the unload the core starts. Giving up leaves the
+        // unload going, as the core's `unload_timeout` does.
+        let _enter = manager.core_runtime().enter();
+        let outcome = block_on(inner.unload(), timeout_of(timeout_ms)).unwrap_or_else(|| {
+            let count = inner.outstanding_leases();
+            Err(model_manager::Error::LeasesOutstanding { count })
+        });
         match outcome {
             Ok(()) => {
                 // SAFETY: non-NULL; the caller passes a writable `size_t`.

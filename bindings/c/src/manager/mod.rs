@@ -1,13 +1,16 @@
 //! `mm_manager`: the opaque manager handle and its functions.
 //!
-//! Each manager owns a small multi-thread tokio runtime (one worker thread,
-//! a few blocking threads for reads) and hands its handle to the core with
-//! `ModelManager::builder().runtime(..)`. Callbacks run on those threads.
+//! Each manager owns two small tokio runtimes: one for the core, handed to
+//! it with `ModelManager::builder().runtime(..)` (one worker thread, a few
+//! blocking threads for reads, where progress callbacks run), and one whose
+//! one worker thread runs the load and event callbacks, so that a callback
+//! that blocks cannot stall the core's tasks and timers.
 //!
 //! One concept per file, in the header's order: `options` (the options
 //! struct's defaults), `lifecycle` (create and destroy), `load` (the
 //! commands: load, wait, cancel, unload, reset) and `read` (the state and
-//! what the ready model says about itself).
+//! what the ready model says about itself); `progress` counts the progress
+//! callback's calls for destroy.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +29,8 @@ mod load;
 
 mod read;
 
+mod progress;
+
 pub use lifecycle::*;
 pub use load::*;
 pub use options::*;
@@ -36,13 +41,19 @@ pub use read::*;
 /// Create with `mm_manager_new`, free with `mm_manager_destroy`. Opaque.
 pub struct mm_manager {
     pub(crate) inner: Arc<ModelManager>,
+    /// Where load and event callbacks run: its one worker thread.
     pub(super) runtime: Runtime,
+    /// Where the core's tasks run; its blocking threads are the loader
+    /// threads, where progress callbacks run.
+    pub(super) core_runtime: Runtime,
     /// The binding's tasks: load callbacks and subscriptions.
     pub(crate) tasks: TaskTracker,
     /// Cancelled by destroy: subscriptions deliver what is queued and stop.
     pub(crate) closing: CancellationToken,
     /// The latest load requested through this handle, for `mm_manager_wait`.
     pub(super) last_load: Mutex<Option<LastLoad>>,
+    /// The progress callback's calls in flight, for destroy.
+    progress: Arc<progress::ProgressCalls>,
 }
 
 /// A load `mm_manager_wait` waits for: its outcome, then its callback.
@@ -54,7 +65,13 @@ pub(super) struct LastLoad {
 }
 
 impl mm_manager {
+    /// The runtime of the binding's tasks (callbacks).
     pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
         self.runtime.handle()
+    }
+
+    /// The core's runtime, to enter where a core call may spawn.
+    pub(super) fn core_runtime(&self) -> &tokio::runtime::Handle {
+        self.core_runtime.handle()
     }
 }

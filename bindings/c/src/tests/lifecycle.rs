@@ -1,5 +1,9 @@
 //! A whole lifecycle through the C API, and destroy during a load.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Condvar;
+use std::time::{Duration, Instant};
+
 use super::*;
 
 unsafe extern "C" fn on_event(userdata: *mut c_void, event: *const mm_event) {
@@ -163,4 +167,77 @@ fn destroy_during_a_load() {
         matches!(outcomes[0].0, mm_result::Cancelled | mm_result::Ok),
         "{outcomes:?}"
     );
+}
+
+/// A callback that blocks until the test opens it (or 20 s pass, so that a
+/// failing test cannot hang), and says when it has started and returned.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+    entered: AtomicBool,
+    returned: AtomicBool,
+}
+
+impl Gate {
+    fn pass(&self) {
+        self.entered.store(true, Ordering::SeqCst);
+        let open = self.open.lock().unwrap();
+        let limit = Duration::from_secs(20);
+        drop(self.opened.wait_timeout_while(open, limit, |open| !*open));
+        self.returned.store(true, Ordering::SeqCst);
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    /// Poll `flag` for up to 20 s.
+    fn until(flag: &AtomicBool) {
+        let start = Instant::now();
+        while !flag.load(Ordering::SeqCst) {
+            assert!(start.elapsed().as_secs() < 20, "timed out");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+unsafe extern "C" fn blocking_load_callback(
+    userdata: *mut c_void,
+    _: mm_result,
+    _: *const mm_snapshot,
+) {
+    // SAFETY: the test passes a live `Gate` that outlives the callback.
+    unsafe { &*(userdata as *const Gate) }.pass();
+}
+
+#[test]
+fn destroy_gives_up_on_a_stuck_load_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    write_model(&model, 2, 8, 16);
+    let manager = Manager::new(0);
+    let gate = Gate::default();
+    let path = path_c(&model);
+    let raw = manager.0;
+    std::mem::forget(manager);
+    // SAFETY: a live manager, string, callback and userdata (`gate` outlives
+    // the callback: the test waits for it to return); the manager is
+    // destroyed once and not used again.
+    unsafe {
+        let userdata = &gate as *const Gate as *mut c_void;
+        let r = mm_manager_load(raw, path.as_ptr(), Some(blocking_load_callback), userdata);
+        assert_eq!(r, mm_result::Ok);
+        Gate::until(&gate.entered);
+        let start = Instant::now();
+        let r = mm_manager_destroy(raw);
+        let took = start.elapsed();
+        gate.open();
+        Gate::until(&gate.returned);
+        // The binding waits 5 s for a callback in flight, whatever the
+        // callback does on the runtime's one worker thread.
+        assert_eq!(r, mm_result::Timeout, "after {took:?}");
+        assert!(took.as_millis() < 6_500, "destroy took {took:?}");
+    }
 }
