@@ -2,56 +2,75 @@
 //! manager's threads are doing.
 //!
 //! A tokio timer fires only when a worker thread of its runtime drives the
-//! timer, and each manager's runtime has one worker thread, the one that
-//! runs load and event callbacks: while a callback blocks it,
-//! `tokio::time::timeout` never fires. So the blocking functions poll their
-//! futures here instead, on the calling thread, parking it between wakes
-//! with `std::thread::park_timeout`: the deadline is the host thread's own.
+//! timer, and a manager's runtimes have one worker thread each: the
+//! callbacks' one, which a blocking load or event callback holds, and the
+//! core's. So the blocking functions do not rely on either: they poll their
+//! futures here, on the calling thread, waiting between wakes on a
+//! condition variable with a timeout, so the deadline is the host thread's
+//! own.
 //! The futures waited on (the core's watch channels, a task tracker) need
 //! no runtime to be polled.
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-/// Wakes the waiting thread.
-struct Unpark(Thread);
+/// Wakes the waiting thread. A flag and a condition variable rather than
+/// `std::thread::park`: that needs `std::thread::current()`, whose handle a
+/// C host's main thread would keep for good (valgrind reports it).
+#[derive(Default)]
+struct Signal {
+    woken: Mutex<bool>,
+    cond: Condvar,
+}
 
-impl Wake for Unpark {
+impl Wake for Signal {
     fn wake(self: Arc<Self>) {
-        self.0.unpark();
+        self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
+        *self.woken.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.cond.notify_one();
     }
 }
 
 /// Run `future` to completion on this thread; `None` if `limit` (from now)
 /// passes first, and then the future is dropped. `limit` `None`: no limit.
 pub fn block_on<F: Future>(future: F, limit: Option<Duration>) -> Option<F::Output> {
-    let deadline = limit.map(|limit| Instant::now().checked_add(limit));
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    // `None` inside: no limit, or one too far away to represent.
+    let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
+    let signal = Arc::new(Signal::default());
+    let waker = Waker::from(Arc::clone(&signal));
     let mut context = Context::from_waker(&waker);
     let mut future = pin!(future);
     loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
             return Some(output);
         }
-        match deadline {
-            // No limit, or one too far away to represent.
-            None | Some(None) => thread::park(),
-            Some(Some(deadline)) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return None;
+        let mut woken = signal.woken.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*woken {
+            woken = match deadline {
+                None => signal
+                    .cond
+                    .wait(woken)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    signal
+                        .cond
+                        .wait_timeout(woken, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
                 }
-                thread::park_timeout(left);
-            }
+            };
         }
+        *woken = false;
     }
 }
 
@@ -59,6 +78,8 @@ pub fn block_on<F: Future>(future: F, limit: Option<Duration>) -> Option<F::Outp
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
+
+    use std::thread;
 
     use super::*;
 
