@@ -682,10 +682,9 @@ mm_result mm_manager_unload(const struct mm_manager *manager);
  * Unload and block until Idle, or until `timeout_ms` milliseconds have
  * passed, whatever the callbacks are doing (`MM_TIMEOUT_INFINITE`: no
  * limit, by design: until the last lease is released). If leases are still
- * held then,
- * returns `MM_RESULT_LEASES_OUTSTANDING` and writes their number to
- * `*leases_out` (the one failure that writes an out-param); the unload goes
- * on and completes when the last is released. On success `*leases_out`
+ * held then, returns `MM_RESULT_LEASES_OUTSTANDING` and writes their number
+ * to `*leases_out` (the one failure that writes an out-param); the unload
+ * goes on and completes when the last is released. On success `*leases_out`
  * receives 0. While loading, cancels the load.
  *
  * Threads: any, concurrently. Callbacks: must not be called from them
