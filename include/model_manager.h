@@ -578,7 +578,8 @@ mm_result mm_manager_options_init(struct mm_manager_options *options);
  * Threads: any, concurrently. Callbacks: must not be called from them.
  * Ownership: `options` is read during the call only; the caller owns the
  * new manager and must free it with `mm_manager_destroy`. The progress
- * callback and its userdata must stay valid until then.
+ * callback and its userdata must stay valid until then (if destroy returns
+ * `MM_RESULT_TIMEOUT`, until a progress callback still running returns).
  */
 mm_result mm_manager_new(const struct mm_manager_options *options, struct mm_manager **manager_out);
 
@@ -590,10 +591,21 @@ mm_result mm_manager_new(const struct mm_manager_options *options, struct mm_man
  *
  * Leases still held stay valid; their memory is freed when they are
  * released. Callbacks delivered during destroy may still call functions on
- * this manager (reads work, commands fail with `MM_RESULT_SHUT_DOWN`). If a
- * callback does not return within 5 s, destroy returns `MM_RESULT_TIMEOUT`
- * and leaves the manager's bookkeeping allocated (the model itself is
- * unloaded) rather than free memory the callback may still use.
+ * this manager (reads work, commands fail with `MM_RESULT_SHUT_DOWN`).
+ *
+ * Bounded: destroy waits up to the drain timeout (plus a small constant)
+ * for the core to shut down, a progress callback that has not returned by
+ * then included, then up to 5 s for load and event callbacks still running
+ * and, once none is, up to 5 s for the threads to exit. These deadlines
+ * hold whatever a callback does. If a callback is still running when they
+ * pass, destroy returns `MM_RESULT_TIMEOUT` and leaves behind, until that
+ * callback returns: the thread running it (for a progress callback, a
+ * loader thread, which also keeps the memory of the load in progress), the
+ * manager's own memory and threads, and one thread that frees them when
+ * the last such callback has returned. Until then that callback may still
+ * call functions on this manager (reads work, commands fail with
+ * `MM_RESULT_SHUT_DOWN`), and its userdata must stay valid. No progress
+ * callback starts once destroy has shut the core down.
  *
  * Threads: must not run concurrently with any other call on this manager.
  * Callbacks: must not be called from any model-manager callback; there it
@@ -630,10 +642,11 @@ mm_result mm_manager_load(const struct mm_manager *manager,
  * Block until no load or unload is in flight (the latest load requested
  * through this handle has ended, its load callback has returned, and the
  * state is Idle, Ready or Failed), or until `timeout_ms` milliseconds have
- * passed (`MM_TIMEOUT_INFINITE`: no limit). On success `*state_out`
+ * passed, whatever the callbacks are doing. On success `*state_out`
  * receives the settled state; on timeout the result is
  * `MM_RESULT_TIMEOUT`. Event callbacks are not waited for: they may still
- * be on their way.
+ * be on their way. With `MM_TIMEOUT_INFINITE` it waits without a limit, by
+ * design: also for a load callback that never returns.
  *
  * Threads: any, concurrently. Callbacks: must not be called from them
  * (returns `MM_RESULT_CALLED_FROM_CALLBACK`).
@@ -667,10 +680,11 @@ mm_result mm_manager_unload(const struct mm_manager *manager);
 
 /**
  * Unload and block until Idle, or until `timeout_ms` milliseconds have
- * passed (`MM_TIMEOUT_INFINITE`: no limit). If leases are still held then,
- * returns `MM_RESULT_LEASES_OUTSTANDING` and writes their number to
- * `*leases_out` (the one failure that writes an out-param); the unload goes
- * on and completes when the last is released. On success `*leases_out`
+ * passed, whatever the callbacks are doing (`MM_TIMEOUT_INFINITE`: no
+ * limit, by design: until the last lease is released). If leases are still
+ * held then, returns `MM_RESULT_LEASES_OUTSTANDING` and writes their number
+ * to `*leases_out` (the one failure that writes an out-param); the unload
+ * goes on and completes when the last is released. On success `*leases_out`
  * receives 0. While loading, cancels the load.
  *
  * Threads: any, concurrently. Callbacks: must not be called from them
@@ -809,6 +823,10 @@ mm_result mm_manager_subscribe(const struct mm_manager *manager,
  * running and is never called again (from inside its own callback: never
  * called again after the current call). NULL is a no-op. Works before or
  * after the manager is destroyed.
+ *
+ * If this subscription's callback is running on another thread, waits for
+ * it to return, without a limit: by design, since that is what makes "never
+ * called again" hold (callbacks must return quickly).
  *
  * Threads: any, but not concurrently for the same subscription. Callbacks:
  * may be called from them; from inside another callback, it waits for a

@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 use model_manager::candle_core::{CpuStorage, Storage, Tensor};
 use model_manager::Lease;
 
-use crate::ffi::{borrow, boundary, boundary_void, cstr, free_handle, into_handle, Failure, Out};
+use crate::ffi::{
+    borrow, boundary, boundary_void, cstr, free_handle, into_handle, read_into, Failure, Out,
+};
 use crate::manager::mm_manager;
 use crate::mm_result;
 use crate::types::{mm_dtype, mm_tensor};
@@ -136,19 +138,16 @@ pub unsafe extern "C" fn mm_manager_acquire(
     manager: *const mm_manager,
     lease_out: *mut *mut mm_lease,
 ) -> mm_result {
-    boundary(|| {
-        // SAFETY: NULL or a live manager, per the header.
-        let manager = unsafe { borrow(manager, "manager") }?;
-        let out = Out::new(lease_out, "lease_out")?;
+    let read = |manager: &mm_manager| {
         let lease = manager.inner.acquire()?;
-        let lease = mm_lease {
+        Ok(into_handle(mm_lease {
             index: OnceLock::new(),
             lease,
-        };
-        // SAFETY: non-NULL; the caller passes a writable `mm_lease *`.
-        unsafe { out.write(into_handle(lease)) };
-        Ok(())
-    })
+        }))
+    };
+    // SAFETY: NULL or a live manager, NULL or a writable `mm_lease *`, per
+    // the header.
+    unsafe { read_into(manager, "manager", lease_out, "lease_out", read) }
 }
 
 /// Release a lease and free it; every pointer obtained through it becomes
@@ -177,15 +176,10 @@ pub unsafe extern "C" fn mm_lease_tensor_count(
     lease: *const mm_lease,
     count_out: *mut usize,
 ) -> mm_result {
-    boundary(|| {
-        // SAFETY: NULL or a live lease, per the header.
-        let lease = unsafe { borrow(lease, "lease") }?;
-        let out = Out::new(count_out, "count_out")?;
-        let count = lease.entries().len();
-        // SAFETY: non-NULL; the caller passes a writable `size_t`.
-        unsafe { out.write(count) };
-        Ok(())
-    })
+    let read = |lease: &mm_lease| Ok(lease.entries().len());
+    // SAFETY: NULL or a live lease, NULL or a writable `size_t`, per the
+    // header.
+    unsafe { read_into(lease, "lease", count_out, "count_out", read) }
 }
 
 /// The name of tensor `index` (0 ≤ index < count, in a stable order: by
@@ -201,15 +195,10 @@ pub unsafe extern "C" fn mm_lease_tensor_name(
     index: usize,
     name_out: *mut *const c_char,
 ) -> mm_result {
-    boundary(|| {
-        // SAFETY: NULL or a live lease, per the header.
-        let lease = unsafe { borrow(lease, "lease") }?;
-        let out = Out::new(name_out, "name_out")?;
-        let name = lease.entry(index)?.name.as_ptr();
-        // SAFETY: non-NULL; the caller passes a writable `const char *`.
-        unsafe { out.write(name) };
-        Ok(())
-    })
+    let read = |lease: &mm_lease| Ok(lease.entry(index)?.name.as_ptr());
+    // SAFETY: NULL or a live lease, NULL or a writable `const char *`, per
+    // the header.
+    unsafe { read_into(lease, "lease", name_out, "name_out", read) }
 }
 
 /// The index of the tensor called `name` (as `mm_lease_tensor_name` gives
@@ -267,23 +256,20 @@ pub unsafe extern "C" fn mm_lease_tensor(
     index: usize,
     tensor_out: *mut mm_tensor,
 ) -> mm_result {
-    boundary(|| {
-        // SAFETY: NULL or a live lease, per the header.
-        let lease = unsafe { borrow(lease, "lease") }?;
-        let out = Out::new(tensor_out, "tensor_out")?;
+    let read = |lease: &mm_lease| {
         let entry = lease.entry(index)?;
         let (dtype, data, data_len) = host_bytes(&entry.tensor)?;
         let dims = entry.tensor.dims();
-        let tensor = mm_tensor {
+        Ok(mm_tensor {
             name: entry.name.as_ptr(),
             dtype,
             rank: dims.len(),
             shape: dims.as_ptr(),
             data: data.cast(),
             data_len,
-        };
-        // SAFETY: non-NULL; the caller passes a writable `mm_tensor`.
-        unsafe { out.write(tensor) };
-        Ok(())
-    })
+        })
+    };
+    // SAFETY: NULL or a live lease, NULL or a writable `mm_tensor`, per the
+    // header.
+    unsafe { read_into(lease, "lease", tensor_out, "tensor_out", read) }
 }

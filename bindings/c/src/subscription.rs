@@ -166,6 +166,10 @@ pub unsafe extern "C" fn mm_manager_subscribe(
 /// called again after the current call). NULL is a no-op. Works before or
 /// after the manager is destroyed.
 ///
+/// If this subscription's callback is running on another thread, waits for
+/// it to return, without a limit: by design, since that is what makes "never
+/// called again" hold (callbacks must return quickly).
+///
 /// Threads: any, but not concurrently for the same subscription. Callbacks:
 /// may be called from them; from inside another callback, it waits for a
 /// call of this subscription's callback in progress on another thread.
