@@ -101,6 +101,8 @@ pub enum Error {
         path: PathBuf,
         /// The operating system's description.
         message: String,
+        /// What kind of failure it was (`PermissionDenied`, ...).
+        kind: std::io::ErrorKind,
     },
     /// A weights file is malformed.
     #[error("{path}: {problem}", path = .path.display())]
@@ -194,7 +196,18 @@ impl Error {
             Error::Io {
                 path,
                 message: err.to_string(),
+                kind: err.kind(),
             }
+        }
+    }
+
+    /// The I/O error kind, for [`Error::Io`] (and `NotFound` for
+    /// [`Error::MissingFile`]).
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            Error::Io { kind, .. } => Some(*kind),
+            Error::MissingFile { .. } => Some(std::io::ErrorKind::NotFound),
+            _ => None,
         }
     }
 
