@@ -214,8 +214,8 @@ impl<P: Pipeline> LoaderService<P> {
 
     /// Shut down: refuse commands, cancel any load, drain leases (giving up
     /// after the drain timeout), unload, and join the manager's tasks and
-    /// threads. Returns within the drain timeout plus a grace of
-    /// [`SHUTDOWN_GRACE`] twice, whatever user code does: a thread still
+    /// threads. Returns within the drain timeout plus [`SHUTDOWN_GRACE`]
+    /// twice (1 s), whatever user code does: a thread still
     /// inside a progress hook or an `assemble` that does not return is left
     /// behind; when it returns, its load frees what it read.
     pub(crate) async fn shutdown(self: &Arc<Self>) {
@@ -229,9 +229,11 @@ impl<P: Pipeline> LoaderService<P> {
         {
             let bound = drain + SHUTDOWN_GRACE;
             if tokio::time::timeout(bound, settle).await.is_err() {
+                // A task is stuck in user code: do not wait for it twice.
                 self.warn_left_behind();
+            } else {
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, tasks).await;
             }
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, tasks).await;
             self.runtime.shutdown(SHUTDOWN_GRACE).await;
         }
         // No timer on wasm32: the unload gives up on leases at once and a
