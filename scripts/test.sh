@@ -23,6 +23,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+bash scripts/fuzz-smoke.sh
 
 step "README's C example is bindings/c/examples/quickstart.c, verbatim"
 awk '$0 == "<!-- quickstart.c:begin -->" { inside = 1; next }

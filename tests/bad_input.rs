@@ -4,9 +4,18 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use common::{write_model, Gate};
-use model_manager::{Error, ErrorCode, ModelManager, State};
+use model_manager::{Error, ErrorCode, ModelManager, ModelSource, State};
+
+/// The cap on JSON files, as documented on `ModelSource`.
+const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// Longer than any load of these inputs may take: a load that blocks (on a
+/// FIFO) or reads without end (`/dev/zero`) fails the test instead of
+/// hanging it.
+const BOUND: Duration = Duration::from_secs(20);
 
 /// A safetensors file from a header and `data` bytes of payload.
 fn raw(header: &str, data: usize) -> Vec<u8> {
@@ -14,6 +23,22 @@ fn raw(header: &str, data: usize) -> Vec<u8> {
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend(std::iter::repeat_n(7u8, data));
     bytes
+}
+
+/// `f`, or if it has not ended within [`BOUND`], the end of the test
+/// process: a load blocked on a FIFO holds a thread that the runtime would
+/// wait for forever when the manager is dropped, so a panic would hang too.
+async fn bounded<T>(what: &str, f: impl std::future::IntoFuture<Output = T>) -> T {
+    match tokio::time::timeout(BOUND, f).await {
+        Ok(value) => value,
+        Err(_) => {
+            use std::io::Write;
+            // Straight to stderr: the test harness would print a captured
+            // message only once the test ends, which it would not.
+            let _ = writeln!(std::io::stderr(), "{what}: hung for {BOUND:?}");
+            std::process::exit(101);
+        }
+    }
 }
 
 fn good_tensor_header() -> &'static str {
@@ -45,6 +70,35 @@ fn folder(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
         std::fs::write(path, bytes).unwrap();
     }
     root
+}
+
+/// A FIFO at `path` (nothing ever writes to it: opening it for reading
+/// blocks, reading it never ends).
+fn fifo(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// A sparse file of `len` bytes (no disk blocks written).
+fn sparse(path: &Path, len: u64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::File::create(path).unwrap().set_len(len).unwrap();
+}
+
+/// A shard index placing tensor `w` in the shard named `shard`.
+fn index_naming(d: &Path, shard: &str) -> PathBuf {
+    let json = format!(r#"{{"weight_map":{{"w":{shard:?}}}}}"#);
+    folder(
+        d,
+        &[
+            ("model.safetensors", &raw(good_tensor_header(), 16)),
+            ("model.safetensors.index.json", json.as_bytes()),
+        ],
+    )
 }
 
 fn cases() -> Vec<Case> {
@@ -315,6 +369,184 @@ fn cases() -> Vec<Case> {
             names: "model_index.json",
         },
         Case {
+            name: "config.json symlinked to /dev/zero",
+            build: |d| {
+                let root = folder(d, &[("model.safetensors", &raw(good_tensor_header(), 16))]);
+                std::os::unix::fs::symlink("/dev/zero", root.join("config.json")).unwrap();
+                root
+            },
+            code: ErrorCode::PathEscape,
+            problem: "outside the model folder",
+            names: "config.json",
+        },
+        Case {
+            name: "config.json a FIFO",
+            build: |d| {
+                let root = folder(d, &[("model.safetensors", &raw(good_tensor_header(), 16))]);
+                fifo(&root.join("config.json"));
+                root
+            },
+            code: ErrorCode::InvalidConfig,
+            problem: "not a regular file",
+            names: "config.json",
+        },
+        Case {
+            name: "config.json symlinked to a FIFO outside the folder",
+            build: |d| {
+                let root = folder(d, &[("model.safetensors", &raw(good_tensor_header(), 16))]);
+                fifo(&d.join("outside.fifo"));
+                std::os::unix::fs::symlink(d.join("outside.fifo"), root.join("config.json"))
+                    .unwrap();
+                root
+            },
+            code: ErrorCode::PathEscape,
+            problem: "outside the model folder",
+            names: "config.json",
+        },
+        Case {
+            name: "model_index.json a FIFO",
+            build: |d| {
+                let root = folder(d, &[("model.safetensors", &raw(good_tensor_header(), 16))]);
+                fifo(&root.join("model_index.json"));
+                root
+            },
+            code: ErrorCode::InvalidConfig,
+            problem: "not a regular file",
+            names: "model_index.json",
+        },
+        Case {
+            name: "config.json larger than the JSON cap",
+            build: |d| {
+                let root = folder(d, &[("model.safetensors", &raw(good_tensor_header(), 16))]);
+                sparse(&root.join("config.json"), MAX_JSON_BYTES + 1);
+                root
+            },
+            code: ErrorCode::InvalidConfig,
+            problem: "67108864 bytes (64 MiB)",
+            names: "config.json",
+        },
+        Case {
+            name: "shard index larger than the JSON cap",
+            build: |d| {
+                let root = folder(
+                    d,
+                    &[("model-1.safetensors", &raw(good_tensor_header(), 16))],
+                );
+                sparse(&root.join("model.safetensors.index.json"), 1 << 40);
+                root
+            },
+            code: ErrorCode::InvalidConfig,
+            problem: "67108864 bytes (64 MiB)",
+            names: "model.safetensors.index.json",
+        },
+        Case {
+            name: "model.safetensors a FIFO",
+            build: |d| {
+                let root = folder(d, &[("config.json", b"{}")]);
+                fifo(&root.join("model.safetensors"));
+                root
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "not a regular file",
+            names: "model.safetensors",
+        },
+        Case {
+            name: "a FIFO as the model file",
+            build: |d| {
+                let path = d.join("pipe.safetensors");
+                fifo(&path);
+                path
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "not a regular file",
+            names: "pipe.safetensors",
+        },
+        Case {
+            name: "/dev/zero as the model file",
+            build: |_| PathBuf::from("/dev/zero"),
+            code: ErrorCode::InvalidModel,
+            problem: "not a regular file",
+            names: "/dev/zero",
+        },
+        Case {
+            name: "a shard that is a FIFO",
+            build: |d| {
+                let root = folder(
+                    d,
+                    &[(
+                        "model.safetensors.index.json",
+                        br#"{"weight_map":{"w":"shard.safetensors"}}"#,
+                    )],
+                );
+                fifo(&root.join("shard.safetensors"));
+                root
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "not a regular file",
+            names: "shard.safetensors",
+        },
+        Case {
+            name: "model.safetensors a folder",
+            build: |d| {
+                let root = folder(d, &[("config.json", b"{}")]);
+                std::fs::create_dir(root.join("model.safetensors")).unwrap();
+                root
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "not a regular file",
+            names: "model.safetensors",
+        },
+        Case {
+            name: "shard name going down and back up",
+            build: |d| index_naming(d, "a/../model.safetensors"),
+            code: ErrorCode::PathEscape,
+            problem: "outside the model folder",
+            names: "a/../model.safetensors",
+        },
+        Case {
+            name: "empty shard name",
+            build: |d| index_naming(d, ""),
+            code: ErrorCode::InvalidConfig,
+            problem: "names no file",
+            names: "model.safetensors.index.json",
+        },
+        Case {
+            name: "shard name .",
+            build: |d| index_naming(d, "."),
+            code: ErrorCode::InvalidConfig,
+            problem: "names no file",
+            names: "model.safetensors.index.json",
+        },
+        Case {
+            name: "shard name ./",
+            build: |d| index_naming(d, "./"),
+            code: ErrorCode::InvalidConfig,
+            problem: "names no file",
+            names: "model.safetensors.index.json",
+        },
+        Case {
+            name: "shard name with a backslash",
+            build: |d| index_naming(d, "..\\model.safetensors"),
+            code: ErrorCode::PathEscape,
+            problem: "outside the model folder",
+            names: "model.safetensors",
+        },
+        Case {
+            name: "a pipeline component named .",
+            build: |d| {
+                folder(
+                    d,
+                    &[
+                        ("model_index.json", br#"{".":["diffusers","UNet"]}"#),
+                        ("model.safetensors", &raw(good_tensor_header(), 16)),
+                    ],
+                )
+            },
+            code: ErrorCode::InvalidConfig,
+            problem: "names no file",
+            names: "model_index.json",
+        },
+        Case {
             name: "missing path",
             build: |d| d.join("nothing-here"),
             code: ErrorCode::MissingFile,
@@ -332,8 +564,17 @@ async fn every_bad_input_fails_cleanly_and_the_next_load_succeeds() {
     for case in cases() {
         let dir = tempfile::tempdir().unwrap();
         let source = (case.build)(dir.path());
-        let err = manager.load(&source).unwrap().await.expect_err(case.name);
+        let started = Instant::now();
+        let err = bounded(case.name, manager.load(&source).unwrap())
+            .await
+            .expect_err(case.name);
         let message = err.to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}: took {:?}",
+            case.name,
+            started.elapsed()
+        );
         assert_eq!(err.code(), case.code, "{}: {message}", case.name);
         assert!(
             message.contains(case.problem),
@@ -421,4 +662,136 @@ async fn over_budget_fails_before_allocating() {
         .unwrap();
     manager.load(&*small).unwrap().await.unwrap();
     manager.shutdown().await;
+}
+
+/// Two shards of `w0`..`w3`: `./model-00001-of-00002.safetensors` (named
+/// with and without `./`) and `model-00002-of-00002.safetensors` (named
+/// `prefix` + its name).
+fn dot_slash_sharded(d: &Path, prefix: &str) -> PathBuf {
+    let two = |a: &str, b: &str| {
+        let h = format!(
+            r#"{{"{a}":{{"dtype":"F32","shape":[4],"data_offsets":[0,16]}},"{b}":{{"dtype":"F32","shape":[4],"data_offsets":[16,32]}}}}"#
+        );
+        raw(&h, 32)
+    };
+    let index = format!(
+        r#"{{"weight_map":{{
+            "w0":"./model-00001-of-00002.safetensors",
+            "w1":"model-00001-of-00002.safetensors",
+            "w2":"{prefix}model-00002-of-00002.safetensors",
+            "w3":"./model-00002-of-00002.safetensors"}}}}"#
+    );
+    folder(
+        d,
+        &[
+            ("model-00001-of-00002.safetensors", &two("w0", "w1")),
+            ("model-00002-of-00002.safetensors", &two("w2", "w3")),
+            ("model.safetensors.index.json", index.as_bytes()),
+            ("config.json", br#"{"sample_size": 8}"#),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn shard_names_with_dot_slash_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dot_slash_sharded(dir.path(), ".//");
+
+    let summary = model_manager::inspect(&ModelSource::path(&root)).expect("inspect");
+    assert_eq!(summary.tensors, 4);
+    assert_eq!(summary.bytes, 64);
+    let files: std::collections::BTreeSet<_> = summary.components[0]
+        .tensors
+        .iter()
+        .map(|t| t.file.clone())
+        .collect();
+    assert_eq!(files.len(), 2, "each shard opened once: {files:?}");
+
+    let manager = ModelManager::new().unwrap();
+    bounded("the load", manager.load(&root).unwrap())
+        .await
+        .expect("the load succeeds");
+    let lease = manager.acquire().unwrap();
+    for name in ["w0", "w1", "w2", "w3"] {
+        let t = lease
+            .tensor(name)
+            .unwrap_or_else(|| panic!("{name} loaded"));
+        assert_eq!(t.dims(), &[4]);
+    }
+    drop(lease);
+    assert_eq!(manager.sample_size(), Some(8));
+    manager.shutdown().await;
+}
+
+#[test]
+fn shard_names_with_dot_slash_inspect_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dot_slash_sharded(dir.path(), "./");
+    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    let summary = model_manager::inspect(&ModelSource::files(files)).expect("inspect");
+    assert_eq!(summary.tensors, 4);
+    assert_eq!(summary.bytes, 64);
+}
+
+#[test]
+fn inspect_refuses_hostile_files_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = folder(
+        dir.path(),
+        &[("model.safetensors", &raw(good_tensor_header(), 16))],
+    );
+    fifo(&root.join("config.json"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let source = ModelSource::path(&root);
+    std::thread::spawn(move || tx.send(model_manager::inspect(&source)));
+    let Ok(result) = rx.recv_timeout(BOUND) else {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "inspect: hung for {BOUND:?}");
+        std::process::exit(101);
+    };
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+/// A hub cache whose `refs/main` is a FIFO, then `/dev/zero`: refused as
+/// not a regular file, without blocking or reading without end. The only
+/// test here that sets `HF_HUB_CACHE`.
+#[test]
+fn hub_refs_that_are_not_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("models--acme--tiny");
+    std::fs::create_dir_all(repo.join("snapshots")).unwrap();
+    let refs = repo.join("refs").join("main");
+    fifo(&refs);
+    std::env::set_var("HF_HUB_CACHE", dir.path());
+    let inspect = || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(model_manager::inspect(&ModelSource::hub("acme/tiny"))));
+        let Ok(result) = rx.recv_timeout(BOUND) else {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "hub inspect: hung for {BOUND:?}");
+            std::process::exit(101);
+        };
+        result.unwrap_err()
+    };
+    let err = inspect();
+    assert_eq!(err.code(), ErrorCode::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(err.to_string().contains("refs/main"), "{err}");
+
+    std::fs::remove_file(&refs).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &refs).unwrap();
+    let err = inspect();
+    assert_eq!(err.code(), ErrorCode::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
 }

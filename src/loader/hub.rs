@@ -3,8 +3,17 @@
 //! through `refs/`. Honours `HF_HUB_CACHE` and `HF_HOME`; never touches the
 //! network.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
 use std::path::PathBuf;
 
+use super::files::{read_capped, MAX_REF_BYTES};
 use crate::{Error, Result};
 
 /// The hub cache folder.
@@ -60,10 +69,11 @@ pub(crate) fn snapshot(repo: &str, revision: Option<&str>) -> Result<(PathBuf, P
         return Err(Error::MissingFile { path: repo_dir });
     }
     let refs = repo_dir.join("refs").join(revision);
-    let commit = match std::fs::read_to_string(&refs) {
-        Ok(hash) => hash.trim().to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => revision.to_string(),
-        Err(e) => return Err(Error::io(refs, &e)),
+    // A ref holds one commit hash: read without blocking, only if a
+    // regular file, and only its first few bytes.
+    let commit = match read_capped(&refs, &refs, MAX_REF_BYTES)? {
+        Some(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        None => revision.to_string(),
     };
     if !valid_part(&commit) {
         return Err(Error::InvalidConfig {

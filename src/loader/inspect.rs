@@ -1,6 +1,14 @@
 //! Inspecting a model from its headers and configs alone: what a load would
 //! read, without reading or allocating any tensor.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
 use serde_json::Value;
 
 use super::plan::resolve;

@@ -1,24 +1,27 @@
 //! Resolution of a [`ModelSource`] into a load plan: every file opened, every
 //! header parsed and validated, every config read, before anything is
 //! allocated.
+//!
+//! Nothing here panics on what a file holds: names from JSON are checked and
+//! normalised by [`Root::checked`], counts add up saturating.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::files::{read_exact_at, Reader, Root};
-use super::safetensors::{parse_header, Header};
+pub(crate) use super::files::FilePlan;
+use super::files::{join_rel, open_file, open_memory, Root};
 use super::source::ModelSource;
 use crate::{Error, Result};
-
-/// One weights file, opened, with its validated header.
-#[derive(Debug)]
-pub(crate) struct FilePlan {
-    pub(crate) path: PathBuf,
-    pub(crate) reader: Reader,
-    pub(crate) header: Header,
-}
 
 /// One component: its config and its weights files (none for components
 /// such as a scheduler or tokenizer, which are recorded, not loaded).
@@ -39,11 +42,14 @@ pub(crate) struct Plan {
 
 impl Plan {
     pub(crate) fn bytes(&self) -> u64 {
-        self.files().map(|f| f.header.data_bytes()).sum()
+        self.files()
+            .fold(0u64, |sum, f| sum.saturating_add(f.header.data_bytes()))
     }
 
     pub(crate) fn tensor_count(&self) -> u64 {
-        self.files().map(|f| f.header.tensors.len() as u64).sum()
+        self.files().fold(0u64, |sum, f| {
+            sum.saturating_add(f.header.tensors.len() as u64)
+        })
     }
 
     pub(crate) fn files(&self) -> impl Iterator<Item = &FilePlan> {
@@ -127,7 +133,7 @@ fn resolve_pipeline(root: &Root, index: &Value) -> Result<Plan> {
         if name.starts_with('_') || !present {
             continue;
         }
-        let dir = root.checked(name)?;
+        let dir = root.checked(name, "model_index.json")?;
         let config = match root.read_json(&format!("{dir}/config.json"))? {
             Some(c) => Some(c),
             None => root.read_json(&format!("{dir}/scheduler_config.json"))?,
@@ -167,32 +173,28 @@ fn resolve_pipeline(root: &Root, index: &Value) -> Result<Plan> {
 /// root itself): shards listed in an index, a single file with a standard
 /// name, or the folder's only `.safetensors` file.
 fn weights_in(root: &Root, dir: &str) -> Result<Vec<FilePlan>> {
-    let join = |name: &str| {
-        if dir.is_empty() {
-            name.to_string()
-        } else {
-            format!("{dir}/{name}")
-        }
-    };
     for stem in ["model", "diffusion_pytorch_model"] {
-        let index = join(&format!("{stem}.safetensors.index.json"));
+        let index = join_rel(dir, &format!("{stem}.safetensors.index.json"));
         if let Some(json) = root.read_json(&index)? {
             return shards(root, dir, &index, &json);
         }
-        let single = join(&format!("{stem}.safetensors"));
+        let single = join_rel(dir, &format!("{stem}.safetensors"));
         if root.has_file(&single) {
             return Ok(vec![root.open_weights(&single)?]);
         }
     }
     let found = root.safetensors_in(dir);
     if let [only] = found.as_slice() {
-        return Ok(vec![root.open_weights(&join(only))?]);
+        return Ok(vec![root.open_weights(&join_rel(dir, only))?]);
     }
     Err(Error::MissingFile {
-        path: root.display(&join("model.safetensors")),
+        path: root.display(&join_rel(dir, "model.safetensors")),
     })
 }
 
+/// The shards a `*.safetensors.index.json` lists (each opened once, however
+/// its name is spelled: `a.safetensors` and `./a.safetensors` are one file),
+/// checked to hold every tensor the index places in them.
 fn shards(root: &Root, dir: &str, index: &str, json: &Value) -> Result<Vec<FilePlan>> {
     let index_path = root.display(index);
     let map = json
@@ -202,43 +204,57 @@ fn shards(root: &Root, dir: &str, index: &str, json: &Value) -> Result<Vec<FileP
             path: index_path.clone(),
             problem: "no \"weight_map\" object".into(),
         })?;
-    let mut names: Vec<&str> = Vec::new();
-    for (tensor, shard) in map {
-        let shard = shard.as_str().ok_or_else(|| Error::InvalidConfig {
-            path: index_path.clone(),
-            problem: format!("tensor {tensor:?} maps to a non-string shard"),
-        })?;
-        if !names.contains(&shard) {
-            names.push(shard);
-        }
-    }
-    if names.is_empty() {
+    if map.is_empty() {
         return Err(Error::InvalidConfig {
             path: index_path,
             problem: "\"weight_map\" is empty".into(),
         });
     }
+    // Each name as written -> its normalised name (relative to `dir`).
+    let mut normal: BTreeMap<&str, String> = BTreeMap::new();
+    for (tensor, shard) in map {
+        let shard = shard.as_str().ok_or_else(|| Error::InvalidConfig {
+            path: index_path.clone(),
+            problem: format!("tensor {tensor:?} maps to a non-string shard"),
+        })?;
+        if !normal.contains_key(shard) {
+            normal.insert(shard, root.normalized(shard, index)?);
+        }
+    }
+    // Each normalised name -> its file, opened once, in name order.
+    let mut opened: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut names: Vec<&str> = normal.values().map(String::as_str).collect();
     names.sort_unstable();
-    let files = names
-        .into_iter()
-        .map(|name| {
-            let rel = root.checked(name)?;
-            let rel = if dir.is_empty() {
-                rel
-            } else {
-                format!("{dir}/{rel}")
-            };
-            root.open_weights(&rel)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    names.dedup();
+    let mut files = Vec::with_capacity(names.len());
+    let mut held: Vec<HashSet<&str>> = Vec::with_capacity(names.len());
+    for name in names {
+        opened.insert(name, files.len());
+        files.push(root.open_weights(&join_rel(dir, name))?);
+    }
+    for file in &files {
+        held.push(
+            file.header
+                .tensors
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect(),
+        );
+    }
     // Every tensor the index names must be in the shard it names.
     for (tensor, shard) in map {
-        let shard = shard.as_str().unwrap_or_default();
-        let file = files
-            .iter()
-            .find(|f| f.path.ends_with(shard))
-            .expect("every shard named was opened");
-        if !file.header.tensors.iter().any(|t| &t.name == tensor) {
+        let found = shard
+            .as_str()
+            .and_then(|shard| normal.get(shard))
+            .and_then(|name| opened.get(name.as_str()))
+            .and_then(|&i| Some((files.get(i)?, held.get(i)?)));
+        let Some((file, held)) = found else {
+            return Err(Error::InvalidConfig {
+                path: index_path,
+                problem: format!("tensor {tensor:?} maps to a shard that was not opened"),
+            });
+        };
+        if !held.contains(tensor.as_str()) {
             return Err(Error::invalid_model(
                 &file.path,
                 format!("the index places tensor {tensor:?} here, but the file does not hold it"),
@@ -246,30 +262,6 @@ fn shards(root: &Root, dir: &str, index: &str, json: &Value) -> Result<Vec<FileP
         }
     }
     Ok(files)
-}
-
-pub(crate) fn open_file(path: &Path) -> Result<FilePlan> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, &e))?.len();
-    open_reader(path.into(), Reader::File(file), len)
-}
-
-pub(crate) fn open_memory(path: PathBuf, bytes: Arc<[u8]>) -> Result<FilePlan> {
-    let len = bytes.len() as u64;
-    open_reader(path, Reader::Memory(bytes), len)
-}
-
-fn open_reader(path: PathBuf, reader: Reader, len: u64) -> Result<FilePlan> {
-    let header = parse_header(&path, len, |offset, n| {
-        let mut buf = vec![0u8; n];
-        read_exact_at(&reader, &mut buf, offset)?;
-        Ok(buf)
-    })?;
-    Ok(FilePlan {
-        path,
-        reader,
-        header,
-    })
 }
 
 /// `sample_size` from a config: an integer, or the first of a list.

@@ -5,6 +5,17 @@
 //! is the reference `safetensors` crate's; on top of it this module checks
 //! the header against the real file length, so a truncated file is an error
 //! before reading, not a short read half-way.
+//!
+//! Every number in a header is untrusted: offsets and lengths are added and
+//! subtracted checked, so no header makes this module panic or overflow.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use std::path::Path;
 
@@ -36,7 +47,9 @@ pub(crate) struct Header {
 
 impl Header {
     pub(crate) fn data_bytes(&self) -> u64 {
-        self.tensors.iter().map(|t| t.len).sum()
+        self.tensors
+            .iter()
+            .fold(0u64, |sum, t| sum.saturating_add(t.len))
     }
 }
 
@@ -54,18 +67,28 @@ pub(crate) fn parse_header(
         )));
     }
     let prefix = read(0, 8).map_err(|e| Error::io(path, &e))?;
-    let n = u64::from_le_bytes(prefix[..8].try_into().expect("8 bytes were read"));
+    let prefix: [u8; 8] = prefix
+        .get(..8)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| {
+            bad("not a safetensors file: the 8-byte header length is cut short".into())
+        })?;
+    let n = u64::from_le_bytes(prefix);
     if n > MAX_HEADER {
         return Err(bad(format!(
             "header length {n} exceeds the {MAX_HEADER}-byte limit"
         )));
     }
-    if n > file_len - 8 {
+    // `file_len >= 8` was checked above.
+    let after_prefix = file_len.saturating_sub(8);
+    if n > after_prefix {
         return Err(bad(format!(
             "header length {n} is larger than the file ({file_len} bytes)"
         )));
     }
-    let bytes = read(8, n as usize).map_err(|e| Error::io(path, &e))?;
+    let header_len =
+        usize::try_from(n).map_err(|_| bad(format!("header length {n} does not fit in memory")))?;
+    let bytes = read(8, header_len).map_err(|e| Error::io(path, &e))?;
     let text =
         std::str::from_utf8(&bytes).map_err(|e| bad(format!("header is not valid UTF-8: {e}")))?;
     let json: serde_json::Map<String, Value> =
@@ -90,7 +113,8 @@ pub(crate) fn parse_header(
         infos.push((name, info));
     }
     infos.sort_by_key(|(_, info)| info.data_offsets);
-    let data_start = 8 + n;
+    // n <= file_len - 8, so neither overflows.
+    let data_start = n.saturating_add(8);
     // Validate offsets, overlaps and sizes with the reference implementation.
     let metadata = Metadata::new(None, infos.clone()).map_err(|e| {
         bad(match e {
@@ -105,24 +129,31 @@ pub(crate) fn parse_header(
         })
     })?;
     let data_len = metadata.data_len() as u64;
-    let available = file_len - data_start;
+    let available = file_len.saturating_sub(data_start);
     if data_len > available {
         return Err(bad(format!(
             "file is truncated: the header describes {data_len} bytes of data, the file holds {available}"
         )));
     }
-    let tensors = infos
-        .into_iter()
-        .map(|(name, info)| {
-            let (start, end) = info.data_offsets;
-            TensorEntry {
-                name,
-                dtype: info.dtype,
-                shape: info.shape,
-                offset: data_start + start as u64,
-                len: (end - start) as u64,
-            }
-        })
-        .collect();
+    let mut tensors = Vec::with_capacity(infos.len());
+    for (name, info) in infos {
+        // The reference validation guarantees start <= end <= data_len;
+        // checked all the same, so a change there cannot become a panic here.
+        let (start, end) = info.data_offsets;
+        let (start, end) = (start as u64, end as u64);
+        let (Some(offset), Some(len)) = (data_start.checked_add(start), end.checked_sub(start))
+        else {
+            return Err(bad(format!(
+                "tensor {name:?}: data offsets [{start}, {end}] are out of order"
+            )));
+        };
+        tensors.push(TensorEntry {
+            name,
+            dtype: info.dtype,
+            shape: info.shape,
+            offset,
+            len,
+        });
+    }
     Ok(Header { tensors })
 }

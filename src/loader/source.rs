@@ -10,12 +10,35 @@
 //!   are recorded, not loaded;
 //! - a Hugging Face hub cache entry, resolved offline (see [`ModelSource::hub`]).
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What to load.
+///
+/// Whatever a source holds, a load or an [`inspect`](crate::inspect) of it
+/// ends with a model or an error, never a panic or a hang:
+/// - every name read from a JSON file (a shard, a pipeline component) must
+///   stay inside the model folder, also through symlinks (else
+///   [`Error::PathEscape`](crate::Error::PathEscape)), and is checked before
+///   the file is opened;
+/// - only regular files are read: a FIFO, a socket, a device such as
+///   `/dev/zero` or a folder where a file is expected fails the load
+///   ("not a regular file"), without blocking on it;
+/// - JSON files (`config.json`, `model_index.json`, shard indexes) are read
+///   up to **64 MiB** (67108864 bytes) each; a larger one fails with
+///   [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming the file
+///   and the cap. Safetensors headers are capped at 100 MB, like the
+///   reference parser's.
 ///
 /// ```
 /// use model_manager::ModelSource;
