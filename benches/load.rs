@@ -137,7 +137,8 @@ async fn cancel_latency(path: &Path, load_secs: f64) -> Vec<f64> {
             Err(Error::Cancelled) => {}
             other => panic!("unexpected {other:?}"),
         }
-        // Idle, with every byte read so far released.
+        // Idle, with every byte read so far released, when the handle resolves.
+        assert_eq!(manager.current_state(), model_manager::State::Idle);
         assert_eq!(manager.resident_bytes(), 0);
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
     }

@@ -142,3 +142,34 @@ fn io_errors_keep_their_kind() {
     assert_eq!(io.io_kind(), Some(std::io::ErrorKind::PermissionDenied));
     manager.shutdown_blocking().unwrap();
 }
+
+/// Progress streams of loads that never ran (superseded while waiting their
+/// turn) or were already done (the model was ready) end too.
+#[tokio::test]
+async fn progress_streams_end_however_the_load_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_model(dir.path(), "a", 1, 2, 1024);
+    let b = write_model(dir.path(), "b", 2, 2, 1024);
+    let c = write_model(dir.path(), "c", 3, 2, 1024);
+    let manager = ModelManager::new().unwrap();
+    manager.load(&*a).unwrap().await.unwrap();
+    let ready_again = manager.load(&*a).unwrap();
+    let lease = manager.acquire().unwrap();
+    let superseded = manager.load(&*b).unwrap();
+    let last = manager.load(&*c).unwrap();
+    drop(lease);
+    for handle in [ready_again, superseded, last] {
+        let mut progress = handle.progress_updates();
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            while progress.changed().await.is_ok() {}
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the stream of {:?} never ended",
+            handle.model()
+        );
+        let _ = handle.await;
+    }
+    manager.shutdown().await;
+}

@@ -9,6 +9,16 @@
 //! publishes `Idle`, so a state never claims memory is back before it is.
 //! One load runs at a time: a load that replaces another waits (as the
 //! pending load) until the other has let go of its memory.
+//!
+//! Nothing here may panic on what a file or a caller hands it: unwrapping,
+//! `expect` and unchecked indexing are denied in the whole loader.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod buffer;
 mod commands;

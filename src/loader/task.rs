@@ -153,7 +153,6 @@ impl<P: Pipeline> LoaderService<P> {
                 txn = self.state.lock();
             }
             let _ = txn.end_load(generation, None);
-            ticket.progress.close();
             self.start_pending(&mut txn);
             drop(txn);
             ticket.resolve(Err(ticket.stop_reason()));
@@ -163,14 +162,12 @@ impl<P: Pipeline> LoaderService<P> {
             Some(Ok(resident)) => {
                 let _ = txn.finish_load(generation, Installed::new(resident));
                 let snapshot = txn.snapshot();
-                ticket.progress.close();
                 drop(txn);
                 ticket.resolve(Ok(snapshot));
             }
             Some(Err(error)) => {
                 tracing::warn!(model = %ticket.model, %error, "load failed");
                 let _ = txn.end_load(generation, Some(error.clone()));
-                ticket.progress.close();
                 drop(txn);
                 ticket.resolve(Err(error));
             }

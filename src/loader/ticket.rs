@@ -69,7 +69,8 @@ impl LoadTicket {
         self.reason.get().is_some()
     }
 
-    /// Publish the outcome; only the first one counts.
+    /// Publish the outcome (only the first one counts) and end the load's
+    /// progress stream.
     pub(crate) fn resolve(&self, outcome: Result<Snapshot>) {
         self.outcome.send_if_modified(|slot| {
             if slot.is_none() {
@@ -79,6 +80,7 @@ impl LoadTicket {
                 false
             }
         });
+        self.progress.close();
     }
 
     pub(crate) fn handle(self: &Arc<Self>) -> LoadHandle {
@@ -139,7 +141,8 @@ impl LoadHandle {
         self.ticket.progress.read()
     }
 
-    /// A receiver notified at every chunk read.
+    /// A receiver notified at every chunk read; it closes (after the final
+    /// value) when the load ends, however it ends.
     pub fn progress_updates(&self) -> watch::Receiver<Progress> {
         self.ticket.progress.subscribe()
     }
