@@ -174,7 +174,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
         let loader = Arc::new(LoaderService::new(
             state.clone(),
             resources.clone(),
-            pipelines.clone(),
+            pipelines,
             Runtime::new(self.runtime),
             LoaderConfig {
                 chunk_size: self.chunk_size,
@@ -188,7 +188,6 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
         Ok(ModelManager::from_parts(Parts {
             state,
             resources,
-            pipelines,
             loader,
         }))
     }

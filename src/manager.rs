@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use crate::loader::LoaderService;
-use crate::pipeline::{Pipeline, PipelineInfo, PipelineManager};
+use crate::pipeline::{Pipeline, PipelineInfo};
 use crate::resource::ResourceManager;
 use crate::state::{StateManager, Subscription};
 #[cfg(not(target_arch = "wasm32"))]
@@ -41,7 +41,6 @@ use crate::{
 pub(crate) struct Parts<P> {
     pub(crate) state: Arc<StateManager<P>>,
     pub(crate) resources: Arc<ResourceManager>,
-    pub(crate) pipelines: Arc<PipelineManager>,
     pub(crate) loader: Arc<LoaderService<P>>,
 }
 
@@ -166,7 +165,7 @@ impl<P: Pipeline> ModelManager<P> {
     /// The ready pipeline's config facts; `None` unless `Ready`.
     pub fn info(&self) -> Option<PipelineInfo> {
         let current = self.parts.state.current();
-        current.pipeline.as_ref().map(|p| p.info().clone())
+        current.info.as_deref().cloned()
     }
 
     /// Every transition from now on, in order.
@@ -182,11 +181,7 @@ impl<P: Pipeline> ModelManager<P> {
 
     /// Leases held (on the ready model, or on the one unloading).
     pub fn outstanding_leases(&self) -> usize {
-        let current = self.parts.state.current();
-        match &current.pipeline {
-            Some(installed) => installed.leases.outstanding(),
-            None => self.parts.pipelines.retiring_leases(),
-        }
+        self.parts.state.outstanding_leases()
     }
 
     /// The device weights are loaded onto.
@@ -246,10 +241,8 @@ impl<P: Pipeline> ModelManager<P> {
 
 impl<P: Pipeline> Drop for ModelManager<P> {
     fn drop(&mut self) {
-        if self.shut_down.initialized() {
-            return;
-        }
-        // Never block in an async context, never panic.
+        // Never block in an async context, never panic. After a shutdown this
+        // only makes sure no runtime is left running.
         self.parts.loader.shutdown_on_drop();
     }
 }

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use serde_json::Value;
@@ -193,6 +193,8 @@ impl LeaseCount {
 pub(crate) struct Installed<P> {
     pub(crate) resident: Arc<Resident<P>>,
     pub(crate) leases: Arc<LeaseCount>,
+    /// The config facts, shared with the published snapshot.
+    pub(crate) info: Arc<PipelineInfo>,
 }
 
 impl<P> Clone for Installed<P> {
@@ -200,6 +202,7 @@ impl<P> Clone for Installed<P> {
         Installed {
             resident: self.resident.clone(),
             leases: self.leases.clone(),
+            info: self.info.clone(),
         }
     }
 }
@@ -207,6 +210,7 @@ impl<P> Clone for Installed<P> {
 impl<P: Pipeline> Installed<P> {
     pub(crate) fn new(resident: Resident<P>) -> Self {
         Installed {
+            info: Arc::new(resident.info.clone()),
             resident: Arc::new(resident),
             leases: LeaseCount::new(),
         }
@@ -221,44 +225,16 @@ impl<P: Pipeline> Installed<P> {
             leases: self.leases.clone(),
         }
     }
-
-    /// The pipeline's config facts.
-    pub(crate) fn info(&self) -> &PipelineInfo {
-        &self.resident.info
-    }
 }
 
-/// PipelineManager: knows the leases of the pipeline being unloaded (the
-/// ready one's are in the published snapshot), and builds pipelines.
-pub(crate) struct PipelineManager {
-    retiring: Mutex<Option<Arc<LeaseCount>>>,
-}
+/// PipelineManager: builds the user's pipeline from what was loaded (the
+/// pipeline itself, its leases and their count live in [`Installed`], held
+/// by the state's core while `Ready`).
+pub(crate) struct PipelineManager;
 
 impl PipelineManager {
     pub(crate) fn new() -> Self {
-        PipelineManager {
-            retiring: Mutex::new(None),
-        }
-    }
-
-    /// An unload took this pipeline: report its leases until it drains.
-    pub(crate) fn retire<P>(&self, installed: &Installed<P>) {
-        *self.retiring.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(installed.leases.clone());
-    }
-
-    /// The unload has drained: stop reporting its leases.
-    pub(crate) fn forget_retired(&self) {
-        *self.retiring.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    }
-
-    /// Leases held on the retiring pipeline.
-    pub(crate) fn retiring_leases(&self) -> usize {
-        self.retiring
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map_or(0, |l| l.outstanding())
+        PipelineManager
     }
 
     /// Build the user's pipeline from what was loaded; a panic in the user's

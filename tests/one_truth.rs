@@ -161,14 +161,26 @@ async fn a_converting_load_stays_within_its_budget() {
 
     // With the peak as the budget it loads, and never holds more.
     let max_seen = Arc::new(AtomicU64::new(0));
+    // Sampled at every chunk on the loader thread (deterministic) and by a
+    // spinning thread (which also catches the conversion after the reads).
+    let this: Arc<std::sync::OnceLock<std::sync::Weak<ModelManager>>> = Arc::default();
     let manager = Arc::new(
         ModelManager::builder()
             .dtype(DType::F16)
             .memory_budget(peak)
             .chunk_size(64 * 1024)
+            .on_progress({
+                let (this, max_seen) = (this.clone(), max_seen.clone());
+                move |_| {
+                    if let Some(manager) = this.get().and_then(std::sync::Weak::upgrade) {
+                        max_seen.fetch_max(manager.resident_bytes(), Ordering::Relaxed);
+                    }
+                }
+            })
             .build()
             .unwrap(),
     );
+    this.set(Arc::downgrade(&manager)).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let (manager, max_seen, stop) = (manager.clone(), max_seen.clone(), stop.clone());

@@ -35,19 +35,23 @@ macro_rules! each_buffer {
 impl Buffer {
     /// Zeroed allocations of this size come straight from the OS as
     /// untouched pages: the read is the first and only write to them.
-    pub(super) fn alloc(dtype: DType, bytes: usize) -> Buffer {
-        let n = bytes / dtype.size_in_bytes();
-        match dtype {
-            DType::U8 => Buffer::U8(bytemuck::zeroed_vec(n)),
-            DType::U32 => Buffer::U32(bytemuck::zeroed_vec(n)),
-            DType::I16 => Buffer::I16(bytemuck::zeroed_vec(n)),
-            DType::I32 => Buffer::I32(bytemuck::zeroed_vec(n)),
-            DType::I64 => Buffer::I64(bytemuck::zeroed_vec(n)),
-            DType::F16 => Buffer::F16(bytemuck::zeroed_vec(n)),
-            DType::BF16 => Buffer::BF16(bytemuck::zeroed_vec(n)),
-            DType::F64 => Buffer::F64(bytemuck::zeroed_vec(n)),
-            _ => Buffer::F32(bytemuck::zeroed_vec(n)),
+    /// `None` when the allocator refuses (never a panic or an abort).
+    pub(super) fn alloc(dtype: DType, bytes: usize) -> Option<Buffer> {
+        fn zeroed<T: bytemuck::Zeroable + Copy>(n: usize) -> Option<Vec<T>> {
+            bytemuck::allocation::try_zeroed_vec(n).ok()
         }
+        let n = bytes / dtype.size_in_bytes();
+        Some(match dtype {
+            DType::U8 => Buffer::U8(zeroed(n)?),
+            DType::U32 => Buffer::U32(zeroed(n)?),
+            DType::I16 => Buffer::I16(zeroed(n)?),
+            DType::I32 => Buffer::I32(zeroed(n)?),
+            DType::I64 => Buffer::I64(zeroed(n)?),
+            DType::F16 => Buffer::F16(zeroed(n)?),
+            DType::BF16 => Buffer::BF16(zeroed(n)?),
+            DType::F64 => Buffer::F64(zeroed(n)?),
+            _ => Buffer::F32(zeroed(n)?),
+        })
     }
 
     pub(super) fn len(&self) -> usize {

@@ -67,6 +67,11 @@ impl<P: Pipeline> LoaderService<P> {
 
     /// `load(source)`: latest request wins.
     pub(crate) fn load(self: &Arc<Self>, model: ModelId) -> Result<LoadHandle> {
+        if self.state.lock().is_closed() {
+            return Err(Error::ShutDown);
+        }
+        // Started before the lock is taken again (starting spawns threads);
+        // shutdown, if it came in between, shuts it down (or Drop does).
         #[cfg(not(target_arch = "wasm32"))]
         self.runtime.handle()?;
         let mut txn = self.state.lock();
@@ -193,9 +198,6 @@ impl<P: Pipeline> LoaderService<P> {
             from: txn.state(),
             event: Command::Unload,
         })?;
-        if let Some(installed) = &retired {
-            self.pipelines.retire(installed);
-        }
         self.spawn_unload(txn, retired, generation);
         Ok(generation)
     }
@@ -250,6 +252,10 @@ impl<P: Pipeline> LoaderService<P> {
     /// [`shutdown`](Self::shutdown) for threads outside any async runtime.
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn shutdown_blocking(self: &Arc<Self>) {
+        let _one = self
+            .shutting_down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.close();
         self.stopping.cancel();
         self.tracker.close();

@@ -95,6 +95,9 @@ pub(crate) struct LoaderService<P> {
     tracker: TaskTracker,
     /// Cancelled when shutdown starts: parent of every load's token.
     stopping: CancellationToken,
+    /// Held by a blocking shutdown, so concurrent ones all wait for it.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    shutting_down: std::sync::Mutex<()>,
     pub(crate) config: LoaderConfig,
 }
 
@@ -113,6 +116,7 @@ impl<P: Pipeline> LoaderService<P> {
             runtime,
             tracker: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            shutting_down: std::sync::Mutex::new(()),
             config,
         }
     }
@@ -139,21 +143,6 @@ impl<P: Pipeline> LoaderService<P> {
         let handle = self.runtime.handle()?;
         drop(self.tracker.spawn_blocking_on(f, &handle));
         Ok(())
-    }
-
-    /// Run `f` where it cannot stall the async runtime (on wasm32, where
-    /// there are no threads, in place).
-    async fn blocking<R: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> R + Send + 'static,
-    ) -> Option<R> {
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            let handle = self.runtime.started()?;
-            self.tracker.spawn_blocking_on(f, &handle).await.ok()
-        }
-        #[cfg(target_arch = "wasm32")]
-        return Some(f());
     }
 
     fn load_token(&self) -> CancellationToken {

@@ -65,7 +65,11 @@ impl ReadContext<'_> {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 self.progress.add_bytes(bytes);
-                hook(&self.progress.read());
+                let progress = self.progress.read();
+                // The user's hook may panic: that fails the load, and stops
+                // the other reading threads at their next chunk.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&progress)))
+                    .map_err(|_| Error::InvalidArgument("the progress hook panicked".into()))?;
             }
             None => self.progress.add_bytes(bytes),
         }
@@ -108,6 +112,19 @@ pub(crate) fn target_dtype(stored: DType, target: Option<DType>) -> DType {
 pub(crate) fn peak_bytes(plan: &Plan, target: Option<DType>, device: &Device) -> Result<u64> {
     let mut held = 0u64;
     let mut peak = 0u64;
+    for component in &plan.components {
+        let mut names = std::collections::HashSet::new();
+        for file in &component.files {
+            for t in &file.header.tensors {
+                if !names.insert(t.name.as_str()) {
+                    return Err(Error::invalid_model(
+                        &file.path,
+                        format!("tensor {:?} is also in another file of the model", t.name),
+                    ));
+                }
+            }
+        }
+    }
     for file in plan.files() {
         let (mut stored, mut kept, mut replaced) = (0u64, 0u64, 0u64);
         for t in &file.header.tensors {
@@ -206,7 +223,10 @@ fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
     let mut buffers = Vec::with_capacity(groups.len());
     for &(dtype, bytes) in &groups {
         let bytes = usize::try_from(bytes).map_err(|_| too_large(file))?;
-        let mut buffer = Buffer::alloc(dtype, bytes);
+        let mut buffer = Buffer::alloc(dtype, bytes).ok_or(Error::InsufficientMemory {
+            needed: bytes as u64,
+            available: 0,
+        })?;
         advise_huge_pages(buffer.bytes_mut());
         reservation.grow(bytes as u64);
         buffers.push(buffer);

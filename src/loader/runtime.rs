@@ -28,6 +28,27 @@ struct Owned {
     runtime: Mutex<Option<TokioRuntime>>,
 }
 
+/// A runtime dropped without a shutdown (a manager dropped in an odd
+/// order) must neither panic in async code nor block on a thread stuck in
+/// user code.
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let runtime = self
+            .runtime
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(rt) = runtime {
+            if Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(super::SHUTDOWN_GRACE);
+            }
+        }
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 impl Runtime {
     /// Use `handle` if given, else a runtime of the manager's own.
@@ -60,13 +81,6 @@ impl Runtime {
             .map(|owned| owned.handle.clone())
     }
 
-    /// The runtime, if one was given or started.
-    pub(crate) fn started(&self) -> Option<Handle> {
-        self.given
-            .clone()
-            .or_else(|| self.owned.get().map(|o| o.handle.clone()))
-    }
-
     fn take(&self) -> Option<TokioRuntime> {
         self.owned.get().and_then(|owned| {
             owned
@@ -90,11 +104,17 @@ impl Runtime {
         // Shutting a runtime down blocks, which tokio forbids on a runtime
         // thread. Do it on a thread of our own and wait for it, bounded.
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut rt = Some(rt);
         let reaper = std::thread::Builder::new()
             .name("model-manager-reaper".into())
-            .spawn(move || {
-                rt.shutdown_timeout(timeout);
-                let _ = tx.send(());
+            .spawn({
+                let rt = rt.take();
+                move || {
+                    if let Some(rt) = rt {
+                        rt.shutdown_timeout(timeout);
+                    }
+                    let _ = tx.send(());
+                }
             });
         match reaper {
             Ok(reaper) => {
@@ -102,6 +122,9 @@ impl Runtime {
                     let _ = reaper.join();
                 }
             }
+            // The closure (and the runtime in it) was dropped here, inside
+            // async code: `Owned`'s drop is not involved, so shut it down
+            // without blocking.
             Err(e) => tracing::warn!("could not join the loader runtime: {e}"),
         }
     }

@@ -4,6 +4,7 @@
 //! it): no handle is left unresolved and no state stays `Loading` or
 //! `Unloading` with nothing behind it.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::plan::resolve;
@@ -33,6 +34,7 @@ impl<P: Pipeline> EndLoad<P> {
 impl<P: Pipeline> Drop for EndLoad<P> {
     fn drop(&mut self) {
         if !self.done {
+            // Dropped unrun: its runtime refused it (shut down under it).
             self.ticket.stop(Error::ShutDown);
             self.loader.finish_load(&self.ticket, Err(Error::Cancelled));
         }
@@ -63,7 +65,10 @@ impl<P: Pipeline> LoaderService<P> {
         txn.defer(move || {
             #[cfg(not(target_arch = "wasm32"))]
             let _ = this.spawn_blocking(move || {
-                let outcome = end.loader.read(&end.ticket);
+                // A panic (a bug, or a library under us) ends the load in
+                // `Failed` with what was read dropped, never unwinds away.
+                let outcome = catch_unwind(AssertUnwindSafe(|| end.loader.read(&end.ticket)))
+                    .unwrap_or_else(|panic| Err(Error::Device(panic_message(&panic))));
                 end.complete(outcome);
             });
             #[cfg(target_arch = "wasm32")]
@@ -188,23 +193,38 @@ impl<P: Pipeline> LoaderService<P> {
         }
     }
 
-    /// Spawn the drain of an unload.
+    /// Spawn the drain of an unload: wait for the leases (async), then free
+    /// and drain on a blocking thread.
     pub(crate) fn spawn_unload(
         self: &Arc<Self>,
         txn: &mut Txn<'_, P>,
         retired: Option<Installed<P>>,
         generation: u64,
     ) {
-        let mut end = EndUnload {
+        let end = EndUnload {
             loader: self.clone(),
             generation,
             retired,
         };
         let task = async move {
-            if let Some(installed) = end.retired.take() {
-                end.loader.drain_and_free(installed).await;
+            if let Some(installed) = &end.retired {
+                let leases = installed.leases.clone();
+                tokio::select! {
+                    _ = leases.drained() => {}
+                    _ = end.loader.bounded_drain(&leases) => {}
+                }
             }
-            // `end` drops here: `Unloading --drained--> Idle`.
+            let loader = end.loader.clone();
+            // Freeing gigabytes and synchronising a device block: do it on a
+            // blocking thread. `EndUnload` does it wherever it is dropped,
+            // also inline if that thread is refused.
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = loader.spawn_blocking(move || drop(end));
+            #[cfg(target_arch = "wasm32")]
+            {
+                let _ = loader;
+                drop(end);
+            }
         };
         let this = self.clone();
         // Spawned once the lock is released: a task the runtime refuses is
@@ -212,37 +232,6 @@ impl<P: Pipeline> LoaderService<P> {
         txn.defer(move || {
             let _ = this.spawn(task);
         });
-    }
-
-    /// Wait for the leases (giving up `drain_timeout` after shutdown starts),
-    /// then free the memory on a blocking thread and synchronise the device.
-    async fn drain_and_free(&self, installed: Installed<P>) {
-        let Installed { resident, leases } = installed;
-        tokio::select! {
-            _ = leases.drained() => {}
-            _ = self.bounded_drain(&leases) => {}
-        }
-        if leases.outstanding() > 0 {
-            tracing::warn!(
-                leases = leases.outstanding(),
-                "shutdown: leases still held; their memory is unreclaimed until the last is dropped"
-            );
-            resident.abandon();
-        }
-        let resources = self.resources.clone();
-        let freed = self
-            .blocking(move || {
-                drop(resident);
-                resources.return_freed_memory();
-            })
-            .await;
-        if freed.is_none() {
-            // No thread to free on (the runtime is going away): the
-            // resident was dropped with the refused closure.
-        }
-        if let Err(error) = self.resources.synchronize() {
-            tracing::warn!(%error, "device synchronisation after unload failed");
-        }
     }
 
     /// Completes once shutdown has started and `drain_timeout` has passed:
@@ -258,7 +247,6 @@ impl<P: Pipeline> LoaderService<P> {
 
     /// `Unloading --drained--> Idle`, then start the load waiting its turn.
     fn finish_unload(self: &Arc<Self>, generation: u64) {
-        self.pipelines.forget_retired();
         let mut txn = self.state.lock();
         if txn.drain(generation).is_ok() {
             self.start_pending(&mut txn);
@@ -277,15 +265,35 @@ struct EndUnload<P: Pipeline> {
 
 impl<P: Pipeline> Drop for EndUnload<P> {
     fn drop(&mut self) {
-        if let Some(Installed { resident, leases }) = self.retired.take() {
+        if let Some(Installed {
+            resident, leases, ..
+        }) = self.retired.take()
+        {
             if leases.outstanding() > 0 {
+                tracing::warn!(
+                    leases = leases.outstanding(),
+                    "shutdown: leases still held; their memory is unreclaimed until the last is dropped"
+                );
                 resident.abandon();
             }
             drop(resident);
             self.loader.resources.return_freed_memory();
+            if let Err(error) = self.loader.resources.synchronize() {
+                tracing::warn!(%error, "device synchronisation after unload failed");
+            }
         }
         self.loader.finish_unload(self.generation);
     }
+}
+
+/// What a caught panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let said = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("the loader panicked: {said}")
 }
 
 /// Poll a future that never suspends (the unpaced read) to its end.

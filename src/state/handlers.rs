@@ -17,6 +17,13 @@
 //! Failed  --reset-->     Idle
 //! ```
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use super::machine::typed::{Failed, Idle, Loading, Ready, Unloading};
 use super::machine::{Input, Refusal, Verdict};
 use super::State;
@@ -78,6 +85,7 @@ fn refuse(from: State, input: &Input) -> Refusal {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use std::sync::Arc;
 

@@ -26,6 +26,9 @@
 //! assert_eq!(State::Unloading as u32, 3);
 //! ```
 
+// The typestate holds only in safe code: no `unsafe` may forge a state.
+#![forbid(unsafe_code)]
+
 mod handlers;
 pub(crate) mod machine;
 mod progress;

@@ -93,7 +93,11 @@ impl ProgressCounters {
     /// (after the final value).
     pub(crate) fn subscribe(&self) -> watch::Receiver<Progress> {
         match &*self.sender() {
-            Some(sender) => sender.subscribe(),
+            Some(sender) => {
+                // Start from the value now, not the last one sent to others.
+                sender.send_replace(self.read());
+                sender.subscribe()
+            }
             // Over: a receiver that holds the final value, already closed.
             None => watch::channel(self.read()).1,
         }

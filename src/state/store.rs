@@ -17,7 +17,7 @@ use super::machine::{Input, Machine, Refusal};
 use super::typed::ModelId;
 use super::{Command, ProgressCounters, Snapshot, State, StateEvent};
 use crate::loader::LoadTicket;
-use crate::pipeline::{Installed, Lease, Pipeline};
+use crate::pipeline::{Installed, Lease, LeaseCount, Pipeline, PipelineInfo};
 use crate::resource::Ledger;
 use crate::{Error, Result};
 
@@ -26,19 +26,20 @@ use crate::{Error, Result};
 const EVENT_CAPACITY: usize = 1024;
 
 /// What is published after every transition; read without locking.
-pub(crate) struct Published<P> {
+pub(crate) struct Published {
     pub(crate) state: State,
     pub(crate) generation: u64,
     pub(crate) model: Option<ModelId>,
     pub(crate) error: Option<Error>,
     pub(crate) progress: Option<Arc<ProgressCounters>>,
-    /// The pipeline leases are issued on: present exactly in `Ready`.
-    pub(crate) pipeline: Option<Installed<P>>,
+    /// The ready pipeline's config facts: present exactly in `Ready`. Only
+    /// the facts: a reader holding this snapshot keeps no model memory alive.
+    pub(crate) info: Option<Arc<PipelineInfo>>,
 }
 
 pub(crate) struct StateManager<P> {
     core: Mutex<Core<P>>,
-    current: ArcSwap<Published<P>>,
+    current: ArcSwap<Published>,
     ledger: Arc<Ledger>,
     events: broadcast::Sender<StateEvent>,
     changed: watch::Sender<u64>,
@@ -50,8 +51,11 @@ struct Core<P> {
     machine: Machine,
     generation: u64,
     progress: Option<Arc<ProgressCounters>>,
-    /// The pipeline installed by the last `Finish`, until `Unload`.
+    /// The pipeline installed by the last `Finish`, until `Unload`: leases
+    /// are issued on it, under the lock.
     installed: Option<Installed<P>>,
+    /// The leases of the pipeline an unload retired, until it drains.
+    retiring: Option<Arc<LeaseCount>>,
     /// The load running now (state `Loading`); it stays until its task has
     /// freed what it read, even once asked to stop.
     active: Option<Arc<LoadTicket>>,
@@ -93,6 +97,7 @@ impl<P: Pipeline> StateManager<P> {
                 generation: 0,
                 progress: None,
                 installed: None,
+                retiring: None,
                 active: None,
                 pending: None,
                 closed: false,
@@ -103,7 +108,7 @@ impl<P: Pipeline> StateManager<P> {
                 model: None,
                 error: None,
                 progress: None,
-                pipeline: None,
+                info: None,
             }),
             ledger,
             events,
@@ -113,7 +118,7 @@ impl<P: Pipeline> StateManager<P> {
     }
 
     /// Wait until `done` holds for the published state. Cancel safe.
-    pub(crate) async fn wait_until(&self, mut done: impl FnMut(&Published<P>) -> bool) {
+    pub(crate) async fn wait_until(&self, mut done: impl FnMut(&Published) -> bool) {
         let mut rx = self.changed.subscribe();
         loop {
             if done(&self.current()) {
@@ -138,7 +143,7 @@ impl<P: Pipeline> StateManager<P> {
     pub(crate) fn wait_blocking(
         &self,
         timeout: Duration,
-        mut done: impl FnMut(&Published<P>) -> bool,
+        mut done: impl FnMut(&Published) -> bool,
     ) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         // Every transition is published under `core` and notifies `settle`,
@@ -171,16 +176,30 @@ impl<P: Pipeline> StateManager<P> {
     }
 
     /// The latest published state; lock-free.
-    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Published<P>>> {
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Published>> {
         self.current.load()
     }
 
-    /// The latest snapshot; lock-free.
+    /// The latest snapshot; lock-free. The memory figures are read between
+    /// two reads of the published state and kept only if no transition came
+    /// in between (the loader counts memory only while its state is the
+    /// published one), so state and figures belong to the same instant.
     pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut published = self.current();
+        for _ in 0..64 {
+            let snapshot = self.snapshot_of(&published);
+            let again = self.current();
+            if again.generation == published.generation {
+                return snapshot;
+            }
+            published = again;
+        }
+        // Transitions kept coming: take the figures under the lock.
+        let _txn = self.lock();
         self.snapshot_of(&self.current())
     }
 
-    fn snapshot_of(&self, published: &Published<P>) -> Snapshot {
+    fn snapshot_of(&self, published: &Published) -> Snapshot {
         Snapshot {
             state: published.state,
             generation: published.generation,
@@ -203,10 +222,19 @@ impl<P: Pipeline> StateManager<P> {
         if txn.core.closed {
             return Err(Error::ShutDown);
         }
-        let current = self.current();
-        match &current.pipeline {
+        match &txn.core.installed {
             Some(installed) => Ok(installed.lease()),
-            None => Err(Error::NotReady(current.state)),
+            None => Err(Error::NotReady(self.current().state)),
+        }
+    }
+
+    /// Leases held on the ready pipeline, or on the one being unloaded.
+    pub(crate) fn outstanding_leases(&self) -> usize {
+        let txn = self.lock();
+        match (&txn.core.installed, &txn.core.retiring) {
+            (Some(installed), _) => installed.leases.outstanding(),
+            (None, Some(retiring)) => retiring.outstanding(),
+            (None, None) => 0,
         }
     }
 
@@ -315,12 +343,16 @@ impl<'a, P: Pipeline> Txn<'a, P> {
     pub(crate) fn unload(&mut self) -> Result<(u64, Option<Installed<P>>), Refusal> {
         let generation = self.core.generation + 1;
         self.fire(Input::Unload { generation })?;
-        Ok((generation, self.core.installed.take()))
+        let retired = self.core.installed.take();
+        self.core.retiring = retired.as_ref().map(|i| i.leases.clone());
+        Ok((generation, retired))
     }
 
     /// `Unloading --drained--> Idle`.
     pub(crate) fn drain(&mut self, generation: u64) -> Result<(), Refusal> {
-        self.fire(Input::Drain { generation })
+        self.fire(Input::Drain { generation })?;
+        self.core.retiring = None;
+        Ok(())
     }
 
     /// `Failed --reset--> Idle`.
@@ -352,10 +384,9 @@ impl<'a, P: Pipeline> Txn<'a, P> {
             model: node.model().cloned(),
             error: node.error().cloned(),
             progress: self.core.progress.clone(),
-            pipeline: if to == State::Ready {
-                self.core.installed.clone()
-            } else {
-                None
+            info: match (&self.core.installed, to) {
+                (Some(installed), State::Ready) => Some(installed.info.clone()),
+                _ => None,
             },
         };
         self.manager.current.store(Arc::new(published));

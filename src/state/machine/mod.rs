@@ -96,11 +96,12 @@ impl Machine {
 
     /// Feed one input; `Ok` when it caused a transition.
     pub(crate) fn handle(&mut self, input: &Input) -> Result<(), Refusal> {
-        // The handlers are total functions of plain values (no allocation
-        // beyond cloning an `Error`, no indexing, no unwrapping), so the
-        // abort on a panic mid-replacement is unreachable in practice; it
-        // keeps the machine from ever holding no state at all.
-        replace_with::replace_with_or_abort_and_return(&mut self.node, |node| dispatch(node, input))
+        // The handlers are total functions of plain values (panics are
+        // denied by lints there); should one panic anyway, the machine holds
+        // the initial state while the panic unwinds, never no state at all.
+        replace_with::replace_with_and_return(&mut self.node, Node::initial, |node| {
+            dispatch(node, input)
+        })
     }
 }
 
