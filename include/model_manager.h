@@ -179,7 +179,7 @@ typedef uint32_t mm_result;
 
 /**
  * The lifecycle state. The values are those of model-manager's `State` in
- * every binding.
+ * every binding (`mm_state_name` gives the core's name for each).
  */
 enum mm_state
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -440,6 +440,20 @@ typedef struct mm_snapshot {
      * the text); else `MM_RESULT_OK`.
      */
     mm_result error;
+    /**
+     * Bytes of model memory the manager holds: counted when a buffer is
+     * allocated, uncounted when it is freed. Always 0 in Idle and Failed:
+     * those states are entered only once the memory is back (so after a
+     * cancel the state stays Loading until the load has freed what it
+     * read).
+     */
+    uint64_t resident_bytes;
+    /**
+     * Bytes of an unloaded model still alive because a lease outlived the
+     * drain timeout of `mm_manager_destroy`: no longer the manager's, not
+     * hidden either. Falls to 0 when the last such lease is released.
+     */
+    uint64_t unreclaimed_bytes;
 } mm_snapshot;
 
 /**
