@@ -179,7 +179,7 @@ typedef uint32_t mm_result;
 
 /**
  * The lifecycle state. The values are those of model-manager's `State` in
- * every binding.
+ * every binding (`mm_state_name` gives the core's name for each).
  */
 enum mm_state
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -440,6 +440,20 @@ typedef struct mm_snapshot {
      * the text); else `MM_RESULT_OK`.
      */
     mm_result error;
+    /**
+     * Bytes of model memory the manager holds: counted when a buffer is
+     * allocated, uncounted when it is freed. Always 0 in Idle and Failed:
+     * those states are entered only once the memory is back (so after a
+     * cancel the state stays Loading until the load has freed what it
+     * read).
+     */
+    uint64_t resident_bytes;
+    /**
+     * Bytes of an unloaded model still alive because a lease outlived the
+     * drain timeout of `mm_manager_destroy`: no longer the manager's, not
+     * hidden either. Falls to 0 when the last such lease is released.
+     */
+    uint64_t unreclaimed_bytes;
 } mm_snapshot;
 
 /**
@@ -593,19 +607,22 @@ mm_result mm_manager_new(const struct mm_manager_options *options, struct mm_man
  * released. Callbacks delivered during destroy may still call functions on
  * this manager (reads work, commands fail with `MM_RESULT_SHUT_DOWN`).
  *
- * Bounded: destroy waits up to the drain timeout (plus a small constant)
- * for the core to shut down, a progress callback that has not returned by
- * then included, then up to 5 s for load and event callbacks still running
- * and, once none is, up to 5 s for the threads to exit. These deadlines
- * hold whatever a callback does. If a callback is still running when they
- * pass, destroy returns `MM_RESULT_TIMEOUT` and leaves behind, until that
+ * Bounded: destroy waits up to the drain timeout plus about 1 s for the
+ * core to shut down, whatever a progress callback does. If a progress
+ * callback is still running then, destroy returns `MM_RESULT_TIMEOUT` at
+ * once; else it waits up to 5 s more for load and event callbacks still
+ * running and, once none is, for the threads to exit. These deadlines hold
+ * whatever a callback does. If a callback is still running when destroy
+ * gives up, it returns `MM_RESULT_TIMEOUT` and leaves behind, until that
  * callback returns: the thread running it (for a progress callback, a
- * loader thread, which also keeps the memory of the load in progress), the
- * manager's own memory and threads, and one thread that frees them when
- * the last such callback has returned. Until then that callback may still
- * call functions on this manager (reads work, commands fail with
- * `MM_RESULT_SHUT_DOWN`), and its userdata must stay valid. No progress
- * callback starts once destroy has shut the core down.
+ * loader thread, which also keeps the memory of the load in progress; when
+ * the callback returns, that load frees it and its load callback, if any,
+ * is called then, after destroy returned), the manager's own memory and
+ * threads, and one thread that frees them when the last such callback has
+ * returned. Until then callbacks may still call functions on this manager
+ * (reads work, commands fail with `MM_RESULT_SHUT_DOWN`), and their
+ * userdata must stay valid. No progress callback starts once destroy has
+ * shut the core down.
  *
  * Threads: must not run concurrently with any other call on this manager.
  * Callbacks: must not be called from any model-manager callback; there it
@@ -659,7 +676,9 @@ mm_result mm_manager_wait(const struct mm_manager *manager,
 
 /**
  * Cancel the load in flight (or the one waiting for an unload); its
- * callback gets `MM_RESULT_CANCELLED`. Other states refuse with
+ * callback gets `MM_RESULT_CANCELLED`. The state stays Loading until the
+ * load has freed what it read, then goes to Idle (with 0 resident bytes):
+ * `mm_manager_wait` waits for that. Other states refuse with
  * `MM_RESULT_INVALID_TRANSITION`. Does not block.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
@@ -670,8 +689,10 @@ mm_result mm_manager_cancel(const struct mm_manager *manager);
 /**
  * Start unloading and return at once: Ready goes to Unloading, which
  * waits for every lease to be released, frees the memory and goes to Idle.
- * While loading, cancels the load instead. Idle and Failed refuse with
- * `MM_RESULT_INVALID_TRANSITION`. Use `mm_manager_wait` to wait for Idle.
+ * While loading, cancels the load instead: the state stays Loading until
+ * the load has freed what it read, then goes to Idle. Idle and Failed
+ * refuse with `MM_RESULT_INVALID_TRANSITION`. Use `mm_manager_wait` to wait
+ * for Idle.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
  * Ownership: `manager` is only borrowed for the call.
@@ -683,9 +704,11 @@ mm_result mm_manager_unload(const struct mm_manager *manager);
  * passed, whatever the callbacks are doing (`MM_TIMEOUT_INFINITE`: no
  * limit, by design: until the last lease is released). If leases are still
  * held then, returns `MM_RESULT_LEASES_OUTSTANDING` and writes their number
- * to `*leases_out` (the one failure that writes an out-param); the unload
- * goes on and completes when the last is released. On success `*leases_out`
- * receives 0. While loading, cancels the load.
+ * to `*leases_out` (the one failure that writes an out-param); if none is
+ * held but the memory is still being freed, returns `MM_RESULT_TIMEOUT`.
+ * Either way the unload goes on and completes by itself. On success
+ * `*leases_out` receives 0. While loading, cancels the load and waits
+ * until it has freed what it read.
  *
  * Threads: any, concurrently. Callbacks: must not be called from them
  * (returns `MM_RESULT_CALLED_FROM_CALLBACK`).

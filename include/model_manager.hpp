@@ -292,13 +292,16 @@ public:
         return state;
     }
 
+    /// Cancel the load; the state stays MM_STATE_LOADING until the load has
+    /// freed what it read (wait() waits for Idle).
     void cancel() const { check(mm_manager_cancel(manager_)); }
 
     /// Start unloading; returns at once.
     void unload() const { check(mm_manager_unload(manager_)); }
 
     /// Unload and wait up to `timeout`; throws mm::LeasesOutstanding if
-    /// leases are still held then.
+    /// leases are still held then, an mm::Error with MM_RESULT_TIMEOUT if
+    /// none is but the memory is still being freed.
     void unload_for(std::chrono::milliseconds timeout = forever()) const {
         std::size_t leases = 0;
         mm_result rc = mm_manager_unload_timeout(manager_, to_ms(timeout), &leases);

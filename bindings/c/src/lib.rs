@@ -88,15 +88,10 @@ pub extern "C" fn mm_version() -> *const c_char {
 /// Ownership: the string is static; do not free it.
 #[no_mangle]
 pub extern "C" fn mm_state_name(state: u32) -> *const c_char {
-    let name: &'static str = match state {
-        0 => "idle\0",
-        1 => "loading\0",
-        2 => "ready\0",
-        3 => "unloading\0",
-        4 => "failed\0",
-        _ => "unknown\0",
-    };
-    name.as_ptr().cast()
+    // The core's one table of names (static, NUL-terminated).
+    model_manager::State::from_u32(state)
+        .map_or(c"unknown", model_manager::State::c_name)
+        .as_ptr()
 }
 
 /// Copy the message of the last failed call made on this thread into `buf`,

@@ -9,7 +9,7 @@ use model_manager::{Command, Progress, Snapshot, State, StateEvent};
 use crate::mm_result;
 
 /// The lifecycle state. The values are those of model-manager's `State` in
-/// every binding.
+/// every binding (`mm_state_name` gives the core's name for each).
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum mm_state {
@@ -184,6 +184,16 @@ pub struct mm_snapshot {
     /// In Failed, why the last load failed (`mm_manager_error_message` gives
     /// the text); else `MM_RESULT_OK`.
     pub error: mm_result,
+    /// Bytes of model memory the manager holds: counted when a buffer is
+    /// allocated, uncounted when it is freed. Always 0 in Idle and Failed:
+    /// those states are entered only once the memory is back (so after a
+    /// cancel the state stays Loading until the load has freed what it
+    /// read).
+    pub resident_bytes: u64,
+    /// Bytes of an unloaded model still alive because a lease outlived the
+    /// drain timeout of `mm_manager_destroy`: no longer the manager's, not
+    /// hidden either. Falls to 0 when the last such lease is released.
+    pub unreclaimed_bytes: u64,
 }
 
 impl From<&Snapshot> for mm_snapshot {
@@ -196,6 +206,8 @@ impl From<&Snapshot> for mm_snapshot {
                 .error
                 .as_ref()
                 .map_or(mm_result::Ok, |e| mm_result::from(e.code())),
+            resident_bytes: s.resident_bytes,
+            unreclaimed_bytes: s.unreclaimed_bytes,
         }
     }
 }
@@ -309,27 +321,21 @@ pub struct mm_manager_options {
 mod tests {
     use super::*;
 
+    /// The mirror is pinned to the core's table: every state and command
+    /// keeps the core's number, and every number the core knows maps back.
+    /// (A state or command added to the core fails to compile the `From`
+    /// matches above before it gets here.)
     #[test]
     fn states_and_commands_keep_their_numbers() {
-        for s in [
-            State::Idle,
-            State::Loading,
-            State::Ready,
-            State::Unloading,
-            State::Failed,
-        ] {
-            assert_eq!(mm_state::from(s) as u32, s as u32);
+        for (i, s) in State::ALL.into_iter().enumerate() {
+            assert_eq!(s as u32, i as u32, "State::ALL is in numeric order");
+            assert_eq!(mm_state::from(s) as u32, s as u32, "{s:?}");
+            assert_eq!(State::from_u32(mm_state::from(s) as u32), Some(s));
         }
-        for c in [
-            Command::Load,
-            Command::Finish,
-            Command::Cancel,
-            Command::Fail,
-            Command::Unload,
-            Command::Drain,
-            Command::Reset,
-        ] {
-            assert_eq!(mm_command::from(c) as u32, c as u32);
+        assert_eq!(State::from_u32(State::ALL.len() as u32), None);
+        for (i, c) in Command::ALL.into_iter().enumerate() {
+            assert_eq!(c as u32, i as u32, "Command::ALL is in numeric order");
+            assert_eq!(mm_command::from(c) as u32, c as u32, "{c:?}");
         }
     }
 
@@ -367,6 +373,8 @@ mod tests {
                 current: None,
             },
             error: Some(model_manager::Error::Timeout),
+            resident_bytes: 5,
+            unreclaimed_bytes: 6,
         };
         let c = mm_snapshot::from(&snapshot);
         assert_eq!(c.state, mm_state::Failed);
@@ -381,6 +389,7 @@ mod tests {
             }
         );
         assert_eq!(c.error, mm_result::Timeout);
+        assert_eq!((c.resident_bytes, c.unreclaimed_bytes), (5, 6));
         let event = StateEvent {
             from: State::Loading,
             to: State::Failed,

@@ -109,9 +109,14 @@ typedef struct {
     /* On the first call, when set: cancel the load; */
     _Atomic(mm_manager *) cancel_on_first;
     atomic_int cancel_result;
-    /* or hold the load until another thread has ended it (the state is no
-     * longer Loading), which makes "cancel/destroy during a load" certain; */
+    /* or hold the load in its first chunk until the host lets it go
+     * (`released`) or destroy has begun (commands answer SHUT_DOWN), which
+     * makes "cancel/unload/destroy during a load" certain. While held, the
+     * state must stay Loading: nothing can publish Idle before this load
+     * has freed what it read (`held_not_loading` counts violations); */
     _Atomic(mm_manager *) hold_on_first;
+    atomic_bool released;
+    atomic_int held_not_loading;
     /* or load another model (latest request wins). */
     _Atomic(mm_manager *) supersede_on_first;
     const char *supersede_path;
@@ -128,6 +133,8 @@ static void progress_log_init(progress_log *p) {
     atomic_init(&p->cancel_on_first, NULL);
     atomic_init(&p->cancel_result, -1);
     atomic_init(&p->hold_on_first, NULL);
+    atomic_init(&p->released, false);
+    atomic_init(&p->held_not_loading, 0);
     atomic_init(&p->supersede_on_first, NULL);
     p->supersede_path = NULL;
     p->supersede_outcome = NULL;
@@ -163,13 +170,20 @@ static void on_progress(void *userdata, const mm_progress *progress) {
         pthread_mutex_unlock(&p->lock);
         m = atomic_load(&p->hold_on_first);
         if (m != NULL) {
-            mm_state state = MM_STATE_LOADING;
-            /* Reads are allowed in callbacks, also while destroy runs. */
-            for (int i = 0; i < 10000 && state == MM_STATE_LOADING; i++) {
+            /* Reads are allowed in callbacks, also while destroy runs; so is
+             * reset, refused here (Loading) with INVALID_TRANSITION until
+             * destroy has begun, then with SHUT_DOWN. */
+            bool let_go = false;
+            for (int i = 0; i < 10000 && !let_go; i++) {
+                mm_state state;
                 CHECK_OK(mm_manager_state(m, &state));
-                if (state == MM_STATE_LOADING) usleep(1000);
+                if (state != MM_STATE_LOADING) atomic_fetch_add(&p->held_not_loading, 1);
+                mm_result reset = mm_manager_reset(m);
+                CHECK(reset == MM_RESULT_INVALID_TRANSITION || reset == MM_RESULT_SHUT_DOWN);
+                let_go = atomic_load(&p->released) || reset == MM_RESULT_SHUT_DOWN;
+                if (!let_go) usleep(1000);
             }
-            CHECK(state != MM_STATE_LOADING);
+            CHECK(let_go);
         }
     }
 }
@@ -188,6 +202,27 @@ static mm_manager *new_manager(size_t chunk_size, progress_log *progress) {
     }
     CHECK_OK(mm_manager_new(&options, &m));
     return m;
+}
+
+/* Wait for the first progress callback of the load just started. */
+static void wait_first_progress(progress_log *p) {
+    pthread_mutex_lock(&p->lock);
+    while (atomic_load(&p->calls) == 0) pthread_cond_wait(&p->first_cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Wait up to 5 s for `count` events (delivery is asynchronous); how many
+ * have arrived. */
+static size_t wait_events(event_log *log, size_t count) {
+    size_t seen = 0;
+    for (int tries = 0; tries < 500; tries++) {
+        pthread_mutex_lock(&log->lock);
+        seen = log->count;
+        pthread_mutex_unlock(&log->lock);
+        if (seen >= count) break;
+        usleep(10 * 1000);
+    }
+    return seen;
 }
 
 static mm_state wait_settled(mm_manager *m) {
@@ -399,6 +434,7 @@ static void lifecycle(const char *tiny, const char *other) {
 static void cancel_mid_load(const char *big, const char *tiny) {
     progress_log progress;
     load_outcome outcome;
+    mm_snapshot snapshot;
     mm_state state;
     uint64_t u64 = 1;
     progress_log_init(&progress);
@@ -415,22 +451,78 @@ static void cancel_mid_load(const char *big, const char *tiny) {
     outcome_wait(&outcome);
     CHECK(outcome.calls == 1 && outcome.result == MM_RESULT_CANCELLED);
     CHECK(strstr(outcome.message, "cancel") != NULL);
+    /* The callback's snapshot is the Idle one: the memory is back. */
+    CHECK(outcome.state == MM_STATE_IDLE);
     CHECK_OK(mm_manager_resident_bytes(m, &u64));
     CHECK(u64 == 0);
 
-    /* Cancel from this thread while the load is held in its first chunk. */
+    /* Cancel from this thread while the load is held in its first chunk:
+     * the state stays Loading, with what the load read still resident,
+     * until the load has freed it; only then Idle, with 0 bytes. */
+    event_log log;
+    mm_subscription *sub = NULL;
+    memset(&log, 0, sizeof log);
+    pthread_mutex_init(&log.lock, NULL);
+    log.manager = m;
+    CHECK_OK(mm_manager_subscribe(m, on_event, &log, &sub));
     atomic_store(&progress.cancel_on_first, NULL);
     atomic_store(&progress.hold_on_first, m);
+    atomic_store(&progress.released, false);
     atomic_store(&progress.calls, 0);
     load_outcome_reset(&outcome);
     CHECK_OK(mm_manager_load(m, big, on_done, &outcome));
-    pthread_mutex_lock(&progress.lock);
-    while (atomic_load(&progress.calls) == 0) pthread_cond_wait(&progress.first_cond, &progress.lock);
-    pthread_mutex_unlock(&progress.lock);
+    wait_first_progress(&progress);
     CHECK_OK(mm_manager_cancel(m));
+    CHECK_OK(mm_manager_snapshot(m, &snapshot));
+    CHECK(snapshot.state == MM_STATE_LOADING);
+    CHECK(snapshot.resident_bytes > 0);
+    CHECK(snapshot.unreclaimed_bytes == 0);
+    CHECK_RC(mm_manager_wait(m, 50, &state), MM_RESULT_TIMEOUT);
+    CHECK(outcome_calls(&outcome) == 0); /* resolved once the memory is back */
+    atomic_store(&progress.released, true);
     CHECK(wait_settled(m) == MM_STATE_IDLE);
     outcome_wait(&outcome);
     CHECK(outcome.result == MM_RESULT_CANCELLED);
+    CHECK(outcome.state == MM_STATE_IDLE);
+    CHECK_OK(mm_manager_snapshot(m, &snapshot));
+    CHECK(snapshot.state == MM_STATE_IDLE && snapshot.resident_bytes == 0);
+    /* The Idle event says so too: it carries 0 resident bytes. */
+    CHECK(wait_events(&log, 2) == 2);
+    pthread_mutex_lock(&log.lock);
+    CHECK(log.events[0].from == MM_STATE_IDLE && log.events[0].to == MM_STATE_LOADING);
+    CHECK(log.events[1].from == MM_STATE_LOADING && log.events[1].to == MM_STATE_IDLE);
+    CHECK(log.events[1].command == MM_COMMAND_CANCEL);
+    CHECK(log.events[1].snapshot.resident_bytes == 0);
+    pthread_mutex_unlock(&log.lock);
+
+    /* The same with unload: it cancels the load, which still frees first;
+     * waiting for it with a deadline times out with no lease held
+     * (MM_RESULT_TIMEOUT, not LEASES_OUTSTANDING). */
+    atomic_store(&progress.released, false);
+    atomic_store(&progress.calls, 0);
+    load_outcome_reset(&outcome);
+    CHECK_OK(mm_manager_load(m, big, on_done, &outcome));
+    wait_first_progress(&progress);
+    CHECK_OK(mm_manager_unload(m));
+    CHECK_OK(mm_manager_state(m, &state));
+    CHECK(state == MM_STATE_LOADING);
+    {
+        size_t leases = 99;
+        CHECK_RC(mm_manager_unload_timeout(m, 50, &leases), MM_RESULT_TIMEOUT);
+        CHECK(leases == 99); /* written only for LEASES_OUTSTANDING */
+    }
+    atomic_store(&progress.released, true);
+    CHECK(wait_settled(m) == MM_STATE_IDLE);
+    outcome_wait(&outcome);
+    CHECK(outcome.result == MM_RESULT_CANCELLED);
+    CHECK(wait_events(&log, 4) == 4);
+    pthread_mutex_lock(&log.lock);
+    CHECK(log.events[3].to == MM_STATE_IDLE && log.events[3].command == MM_COMMAND_CANCEL);
+    CHECK(log.events[3].snapshot.resident_bytes == 0);
+    pthread_mutex_unlock(&log.lock);
+    mm_subscription_unsubscribe(sub);
+    pthread_mutex_destroy(&log.lock);
+    CHECK(atomic_load(&progress.held_not_loading) == 0);
 
     /* Superseded: a load of another model (from the first progress
      * callback) replaces the one in flight. */
@@ -514,15 +606,17 @@ static void destroy_during_load(const char *big, const char *tiny) {
     progress_log_init(&progress);
     load_outcome_init(&outcome);
 
+    /* The load is held in its first chunk until destroy has begun; it is
+     * still Loading then, and destroy waits for it to free what it read. */
     mm_manager *m = new_manager(4096, &progress);
     atomic_store(&progress.hold_on_first, m);
     CHECK_OK(mm_manager_load(m, big, on_done, &outcome));
-    pthread_mutex_lock(&progress.lock);
-    while (atomic_load(&progress.calls) == 0) pthread_cond_wait(&progress.first_cond, &progress.lock);
-    pthread_mutex_unlock(&progress.lock);
+    wait_first_progress(&progress);
     CHECK_OK(mm_manager_destroy(m));
     CHECK(outcome_calls(&outcome) == 1); /* delivered before destroy returned */
     CHECK(outcome.result == MM_RESULT_CANCELLED);
+    CHECK(outcome.state == MM_STATE_IDLE);
+    CHECK(atomic_load(&progress.held_not_loading) == 0);
 
     /* Destroy right after load, before any progress. */
     load_outcome_reset(&outcome);

@@ -50,7 +50,8 @@ struct Outcome {
     std::condition_variable cv;
     int calls = 0;
     mm_result result = MM_RESULT_PANIC;
-    mm_state state = MM_STATE_IDLE;
+    mm_state state = MM_STATE_FAILED;
+    std::uint64_t resident_bytes = UINT64_MAX;
 
     mm::Manager::LoadCallback callback() {
         return [this](mm_result r, const mm_snapshot &s) {
@@ -58,6 +59,7 @@ struct Outcome {
             calls++;
             result = r;
             state = s.state;
+            resident_bytes = s.resident_bytes;
             cv.notify_all();
         };
     }
@@ -72,6 +74,12 @@ struct Outcome {
     int calls_now() {
         std::lock_guard<std::mutex> guard(lock);
         return calls;
+    }
+
+    // The snapshot the callback was given: (state, resident bytes).
+    std::pair<mm_state, std::uint64_t> seen() {
+        std::lock_guard<std::mutex> guard(lock);
+        return {state, resident_bytes};
     }
 };
 
@@ -226,14 +234,21 @@ static void destroy_during_load(const std::string &big, const std::string &tiny)
         options.chunk_size = 4096;
         options.on_progress = [&](const mm_progress &) {
             if (calls++ != 0) return;
-            // Hold the load in its first chunk until destroy has cancelled
-            // it (reads are allowed in callbacks, also during destroy).
-            mm_state state = MM_STATE_LOADING;
-            for (int i = 0; i < 10000 && state == MM_STATE_LOADING; i++) {
+            // Hold the load in its first chunk until destroy has begun
+            // (commands answer SHUT_DOWN; reads and refused commands are
+            // allowed in callbacks, also during destroy). The state stays
+            // Loading meanwhile: this load has not freed what it read.
+            bool shut_down = false;
+            for (int i = 0; i < 10000 && !shut_down; i++) {
+                mm_state state = MM_STATE_IDLE;
                 CHECK_OK(mm_manager_state(target.load(), &state));
-                if (state == MM_STATE_LOADING) std::this_thread::sleep_for(1ms);
+                CHECK(state == MM_STATE_LOADING);
+                mm_result reset = mm_manager_reset(target.load());
+                CHECK(reset == MM_RESULT_INVALID_TRANSITION || reset == MM_RESULT_SHUT_DOWN);
+                shut_down = reset == MM_RESULT_SHUT_DOWN;
+                if (!shut_down) std::this_thread::sleep_for(1ms);
             }
-            CHECK(state != MM_STATE_LOADING);
+            CHECK(shut_down);
         };
         mm::Manager manager(std::move(options));
         target = manager.get();
@@ -244,6 +259,8 @@ static void destroy_during_load(const std::string &big, const std::string &tiny)
     }  // destroyed while loading
     CHECK(outcome.calls_now() == 1);
     CHECK(outcome.get().second == MM_RESULT_CANCELLED);
+    // Reported once the memory is back: Idle, nothing resident.
+    CHECK(outcome.seen() == std::make_pair(MM_STATE_IDLE, std::uint64_t{0}));
 
     // A lease and a subscription may outlive their manager.
     mm::Lease lease;

@@ -2,7 +2,7 @@
 //! `mm_manager_destroy` shuts them down and frees it.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use model_manager::{DeviceSpec, ModelManager};
 use tokio::runtime::{Builder, Runtime};
@@ -59,14 +59,12 @@ pub unsafe extern "C" fn mm_manager_new(
                     })?,
             ),
         };
-        // Two runtimes, so that a callback that blocks the callbacks' one
-        // worker thread cannot hold up the core's tasks and timers (its
-        // shutdown included), which run on the other.
+        // The callbacks' runtime, apart from the core's (which the core
+        // owns, starts on the first load and joins on shutdown), so that a
+        // callback that blocks its one worker thread cannot hold up the
+        // core's tasks and timers, its shutdown included.
         let runtime = new_runtime("model-manager-callbacks", 1)?;
-        let core_runtime = new_runtime("model-manager", 4)?;
-        let mut builder = ModelManager::builder()
-            .device(device)
-            .runtime(core_runtime.handle().clone());
+        let mut builder = ModelManager::builder().device(device);
         if options.memory_budget > 0 {
             builder = builder.memory_budget(options.memory_budget);
         }
@@ -92,7 +90,6 @@ pub unsafe extern "C" fn mm_manager_new(
         let manager = mm_manager {
             inner: Arc::new(inner),
             runtime,
-            core_runtime,
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
             last_load: Mutex::new(None),
@@ -129,19 +126,22 @@ fn new_runtime(name: &str, blocking: usize) -> FfiResult<Runtime> {
 /// released. Callbacks delivered during destroy may still call functions on
 /// this manager (reads work, commands fail with `MM_RESULT_SHUT_DOWN`).
 ///
-/// Bounded: destroy waits up to the drain timeout (plus a small constant)
-/// for the core to shut down, a progress callback that has not returned by
-/// then included, then up to 5 s for load and event callbacks still running
-/// and, once none is, up to 5 s for the threads to exit. These deadlines
-/// hold whatever a callback does. If a callback is still running when they
-/// pass, destroy returns `MM_RESULT_TIMEOUT` and leaves behind, until that
+/// Bounded: destroy waits up to the drain timeout plus about 1 s for the
+/// core to shut down, whatever a progress callback does. If a progress
+/// callback is still running then, destroy returns `MM_RESULT_TIMEOUT` at
+/// once; else it waits up to 5 s more for load and event callbacks still
+/// running and, once none is, for the threads to exit. These deadlines hold
+/// whatever a callback does. If a callback is still running when destroy
+/// gives up, it returns `MM_RESULT_TIMEOUT` and leaves behind, until that
 /// callback returns: the thread running it (for a progress callback, a
-/// loader thread, which also keeps the memory of the load in progress), the
-/// manager's own memory and threads, and one thread that frees them when
-/// the last such callback has returned. Until then that callback may still
-/// call functions on this manager (reads work, commands fail with
-/// `MM_RESULT_SHUT_DOWN`), and its userdata must stay valid. No progress
-/// callback starts once destroy has shut the core down.
+/// loader thread, which also keeps the memory of the load in progress; when
+/// the callback returns, that load frees it and its load callback, if any,
+/// is called then, after destroy returned), the manager's own memory and
+/// threads, and one thread that frees them when the last such callback has
+/// returned. Until then callbacks may still call functions on this manager
+/// (reads work, commands fail with `MM_RESULT_SHUT_DOWN`), and their
+/// userdata must stay valid. No progress callback starts once destroy has
+/// shut the core down.
 ///
 /// Threads: must not run concurrently with any other call on this manager.
 /// Callbacks: must not be called from any model-manager callback; there it
@@ -169,23 +169,29 @@ pub unsafe extern "C" fn mm_manager_destroy(manager: *mut mm_manager) -> mm_resu
         if let Err(error) = shared.inner.shutdown_blocking() {
             set_last_error(error.to_string());
         }
-        // No transition can happen any more: subscriptions deliver what is
-        // queued and end; load callbacks have their outcomes.
+        // No progress callback starts from now on. One still running now
+        // is one the core's shutdown gave up on (a settled core runs none):
+        // its load ends only when it returns, so its load callback cannot
+        // run before then, and waiting for the binding's tasks is pointless.
+        let progress_running = shared.progress.close();
+        // No transition can happen any more (unless that load ends):
+        // subscriptions deliver what is queued and end; load callbacks have
+        // their outcomes.
         shared.closing.cancel();
         shared.tasks.close();
         // On this thread's clock: a tokio timer would not fire while a
         // callback blocks the runtime's one worker thread.
-        let drained = block_on(shared.tasks.wait(), Some(TASK_DRAIN)).is_some();
-        let progress_running = shared.progress.close();
+        let drained =
+            !progress_running && block_on(shared.tasks.wait(), Some(TASK_DRAIN)).is_some();
         let destroyed = Destroyed(manager);
-        if drained && !progress_running {
+        if drained {
             // SAFETY: every task and callback that could use the manager has
-            // finished, no progress callback can start, and the caller gave
-            // it up: this is the only reference left.
+            // finished, no progress callback can start or is running, and
+            // the caller gave it up: this is the only reference left.
             unsafe { destroyed.free() };
             return Ok(());
         }
-        let running = if drained {
+        let running = if progress_running {
             "a progress callback"
         } else {
             "a load or event callback"
@@ -223,8 +229,8 @@ const _: () = {
 };
 
 impl Destroyed {
-    /// Free the manager and join its threads (up to [`TASK_DRAIN`] for
-    /// both runtimes).
+    /// Free the manager and join the callbacks' thread (up to
+    /// [`TASK_DRAIN`]; the core joined its own on shutdown).
     ///
     /// # Safety
     ///
@@ -236,15 +242,12 @@ impl Destroyed {
         let mm_manager {
             inner,
             runtime,
-            core_runtime,
             last_load,
             ..
         } = *manager;
         drop(last_load);
         drop(inner);
-        let deadline = Instant::now() + TASK_DRAIN;
-        core_runtime.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
-        runtime.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
+        runtime.shutdown_timeout(TASK_DRAIN);
     }
 
     /// Wait, without a limit, until no task or callback uses the manager,

@@ -3,10 +3,7 @@
 //! timeout), `mm_manager_reset`.
 
 use std::ffi::{c_char, c_void};
-use std::future::Future;
-use std::pin::pin;
 use std::sync::PoisonError;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -24,19 +21,6 @@ fn timeout_of(ms: u32) -> Option<Duration> {
     (ms != MM_TIMEOUT_INFINITE).then(|| Duration::from_millis(u64::from(ms)))
 }
 
-/// Poll `future` once, without blocking: what it does before its first
-/// await happens now; the rest (if any) is dropped, which the core's
-/// cancel-safe futures allow.
-fn poll_once<F: Future>(future: F) -> Option<F::Output> {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => Some(output),
-        Poll::Pending => None,
-    }
-}
 /// Start loading the model at `path` (a `.safetensors` file or a model
 /// folder) and return at once. Latest request wins: loading another model
 /// while one loads cancels it (its callback gets `MM_RESULT_SUPERSEDED`);
@@ -165,7 +149,9 @@ pub unsafe extern "C" fn mm_manager_wait(
 }
 
 /// Cancel the load in flight (or the one waiting for an unload); its
-/// callback gets `MM_RESULT_CANCELLED`. Other states refuse with
+/// callback gets `MM_RESULT_CANCELLED`. The state stays Loading until the
+/// load has freed what it read, then goes to Idle (with 0 resident bytes):
+/// `mm_manager_wait` waits for that. Other states refuse with
 /// `MM_RESULT_INVALID_TRANSITION`. Does not block.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
@@ -181,8 +167,10 @@ pub unsafe extern "C" fn mm_manager_cancel(manager: *const mm_manager) -> mm_res
 
 /// Start unloading and return at once: Ready goes to Unloading, which
 /// waits for every lease to be released, frees the memory and goes to Idle.
-/// While loading, cancels the load instead. Idle and Failed refuse with
-/// `MM_RESULT_INVALID_TRANSITION`. Use `mm_manager_wait` to wait for Idle.
+/// While loading, cancels the load instead: the state stays Loading until
+/// the load has freed what it read, then goes to Idle. Idle and Failed
+/// refuse with `MM_RESULT_INVALID_TRANSITION`. Use `mm_manager_wait` to wait
+/// for Idle.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
 /// Ownership: `manager` is only borrowed for the call.
@@ -191,10 +179,12 @@ pub unsafe extern "C" fn mm_manager_unload(manager: *const mm_manager) -> mm_res
     boundary(|| {
         // SAFETY: NULL or a live manager, per the header.
         let manager = unsafe { borrow(manager, "manager") }?;
-        let _enter = manager.core_runtime().enter();
-        match poll_once(manager.inner.unload()) {
+        // The unload takes effect in this call; the future only waits for
+        // Idle, and reports a refusal (decided in the call too) when first
+        // polled. Poll it once here, without waiting, for that refusal;
+        // dropping the rest does not stop the unload.
+        match block_on(manager.inner.unload(), Some(Duration::ZERO)) {
             Some(Err(error)) => Err(error.into()),
-            // Started (or already done); the rest happens on the runtime.
             Some(Ok(())) | None => Ok(()),
         }
     })
@@ -204,9 +194,11 @@ pub unsafe extern "C" fn mm_manager_unload(manager: *const mm_manager) -> mm_res
 /// passed, whatever the callbacks are doing (`MM_TIMEOUT_INFINITE`: no
 /// limit, by design: until the last lease is released). If leases are still
 /// held then, returns `MM_RESULT_LEASES_OUTSTANDING` and writes their number
-/// to `*leases_out` (the one failure that writes an out-param); the unload
-/// goes on and completes when the last is released. On success `*leases_out`
-/// receives 0. While loading, cancels the load.
+/// to `*leases_out` (the one failure that writes an out-param); if none is
+/// held but the memory is still being freed, returns `MM_RESULT_TIMEOUT`.
+/// Either way the unload goes on and completes by itself. On success
+/// `*leases_out` receives 0. While loading, cancels the load and waits
+/// until it has freed what it read.
 ///
 /// Threads: any, concurrently. Callbacks: must not be called from them
 /// (returns `MM_RESULT_CALLED_FROM_CALLBACK`).
@@ -224,15 +216,18 @@ pub unsafe extern "C" fn mm_manager_unload_timeout(
         let out = Out::new(leases_out, "leases_out")?;
         refuse_in_callback("mm_manager_unload_timeout")?;
         let inner = &manager.inner;
-        // On this thread's clock (a tokio timer would not fire while a
-        // callback blocks the runtime's one worker thread), in the runtime's
-        // context for the unload the core starts. Giving up leaves the
-        // unload going, as the core's `unload_timeout` does.
-        let _enter = manager.core_runtime().enter();
-        let outcome = block_on(inner.unload(), timeout_of(timeout_ms)).unwrap_or_else(|| {
-            let count = inner.outstanding_leases();
-            Err(model_manager::Error::LeasesOutstanding { count })
-        });
+        // The unload takes effect in `unload()`; the wait runs on this
+        // thread's clock (a tokio timer would not fire while a callback
+        // blocks a runtime's one worker thread). Giving up leaves the unload
+        // going, as the core's `unload_timeout` does, and says why as it
+        // does.
+        let outcome =
+            block_on(inner.unload(), timeout_of(timeout_ms)).unwrap_or_else(|| {
+                match inner.outstanding_leases() {
+                    0 => Err(model_manager::Error::Timeout),
+                    count => Err(model_manager::Error::LeasesOutstanding { count }),
+                }
+            });
         match outcome {
             Ok(()) => {
                 // SAFETY: non-NULL; the caller passes a writable `size_t`.

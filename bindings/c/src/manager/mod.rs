@@ -1,10 +1,11 @@
 //! `mm_manager`: the opaque manager handle and its functions.
 //!
-//! Each manager owns two small tokio runtimes: one for the core, handed to
-//! it with `ModelManager::builder().runtime(..)` (one worker thread, a few
-//! blocking threads for reads, where progress callbacks run), and one whose
-//! one worker thread runs the load and event callbacks, so that a callback
-//! that blocks cannot stall the core's tasks and timers.
+//! Each manager has two small tokio runtimes: the core's own (started by
+//! the first load and joined, bounded, by the core's shutdown: one worker
+//! thread, a few blocking threads for reads, where progress callbacks run),
+//! and the binding's, whose one worker thread runs the load and event
+//! callbacks, so that a callback that blocks cannot stall the core's tasks
+//! and timers.
 //!
 //! One concept per file, in the header's order: `options` (the options
 //! struct's defaults), `lifecycle` (create and destroy), `load` (the
@@ -41,11 +42,10 @@ pub use read::*;
 /// Create with `mm_manager_new`, free with `mm_manager_destroy`. Opaque.
 pub struct mm_manager {
     pub(crate) inner: Arc<ModelManager>,
-    /// Where load and event callbacks run: its one worker thread.
+    /// Where load and event callbacks run: its one worker thread. (The
+    /// core's tasks run on a runtime the core owns; its blocking threads
+    /// are the loader threads, where progress callbacks run.)
     pub(super) runtime: Runtime,
-    /// Where the core's tasks run; its blocking threads are the loader
-    /// threads, where progress callbacks run.
-    pub(super) core_runtime: Runtime,
     /// The binding's tasks: load callbacks and subscriptions.
     pub(crate) tasks: TaskTracker,
     /// Cancelled by destroy: subscriptions deliver what is queued and stop.
@@ -68,10 +68,5 @@ impl mm_manager {
     /// The runtime of the binding's tasks (callbacks).
     pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
         self.runtime.handle()
-    }
-
-    /// The core's runtime, to enter where a core call may spawn.
-    pub(super) fn core_runtime(&self) -> &tokio::runtime::Handle {
-        self.core_runtime.handle()
     }
 }

@@ -151,7 +151,17 @@ fn version_and_state_names() {
             CStr::from_ptr(mm_version()).to_str(),
             Ok(env!("CARGO_PKG_VERSION"))
         );
-        assert_eq!(CStr::from_ptr(mm_state_name(2)).to_str(), Ok("ready"));
-        assert_eq!(CStr::from_ptr(mm_state_name(9)).to_str(), Ok("unknown"));
+        // The names C has always had, now the core's table itself.
+        let names = ["idle", "loading", "ready", "unloading", "failed"];
+        for (state, name) in model_manager::State::ALL.into_iter().zip(names) {
+            let ptr = mm_state_name(state as u32);
+            assert_eq!(ptr, state.c_name().as_ptr(), "{state:?}: the core's string");
+            assert_eq!(CStr::from_ptr(ptr).to_str(), Ok(name));
+        }
+        assert_eq!(CStr::from_ptr(mm_state_name(5)).to_str(), Ok("unknown"));
+        assert_eq!(
+            CStr::from_ptr(mm_state_name(u32::MAX)).to_str(),
+            Ok("unknown")
+        );
     }
 }
