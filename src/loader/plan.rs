@@ -2,8 +2,10 @@
 //! header parsed and validated, every config read, before anything is
 //! allocated.
 //!
-//! Nothing here panics on what a file holds: names from JSON are checked and
-//! normalised by [`Root::checked`], counts add up saturating.
+//! Nothing here panics on what a file holds: names from JSON are normalised
+//! and checked by [`Root::normalized`] and [`Root::checked`] (a shard is
+//! checked against the folder again when it is opened), counts add up
+//! saturating.
 
 #![deny(
     clippy::unwrap_used,
