@@ -102,13 +102,6 @@ valgrind --quiet --leak-check=full --error-exitcode=1 \
     "$work/lifecycle_plain"
 
 step "multi-threaded stress test (ASan, UBSan, LSan)"
-# Every Idle or Failed event must carry 0 resident bytes. The core breaks
-# that under concurrent readers: Published (src/state/store.rs) holds the
-# ready pipeline, a reader's snapshot guard can hold the last reference past
-# the unload's drain, and Idle is published before those bytes are freed.
-# Until the core waits for them, the stress runs count such events instead
-# of failing (MM_STRESS_TOLERATE_IDLE_RESIDENT=1); drop it once fixed.
-export MM_STRESS_TOLERATE_IDLE_RESIDENT=1
 gcc "${csan[@]}" -I include -o "$work/stress_asan" bindings/c/tests/stress.c "$lib" $native_libs
 MM_STRESS_SECONDS=2 "$work/stress_asan"
 

@@ -9,11 +9,6 @@
  * memory is back). At the end: every load callback was called exactly once,
  * and destroy leaves nothing behind.
  *
- * MM_STRESS_TOLERATE_IDLE_RESIDENT=1 counts Idle/Failed events with resident
- * bytes instead of failing on the first: the core publishes Idle while a
- * reader may still hold the last reference to the unloaded pipeline (see
- * bindings/c/test.sh, which sets it until the core is fixed).
- *
  * All state shared between threads on the C side is C11 atomics or under a
  * pthread mutex, so ThreadSanitizer and helgrind can see its ordering.
  */
@@ -36,8 +31,6 @@ typedef struct {
     atomic_ulong reads;           /* snapshots read */
     atomic_ulong events;          /* transitions delivered */
     atomic_ulong ready_outcomes;  /* load callbacks with MM_RESULT_OK */
-    atomic_ulong idle_resident;   /* Idle/Failed events with resident bytes */
-    bool tolerate_idle_resident;
     pthread_mutex_t event_lock;
     mm_state last_to;    /* state entered by the last event seen */
     uint64_t last_gen;   /* its generation */
@@ -82,11 +75,8 @@ static void on_event(void *userdata, const mm_event *event) {
     CHECK(legal(event->from, event->to));
     CHECK(event->snapshot.state == event->to);
     /* Idle and Failed are entered only once the memory is back. */
-    if ((event->to == MM_STATE_IDLE || event->to == MM_STATE_FAILED) &&
-        event->snapshot.resident_bytes != 0) {
-        atomic_fetch_add(&s->idle_resident, 1);
-        CHECK(s->tolerate_idle_resident);
-    }
+    if (event->to == MM_STATE_IDLE || event->to == MM_STATE_FAILED)
+        CHECK(event->snapshot.resident_bytes == 0);
     pthread_mutex_lock(&s->event_lock);
     if (event->missed == 0 && s->last_gen != 0) {
         CHECK(event->from == s->last_to);
@@ -214,8 +204,6 @@ int main(void) {
 
     shared_t s;
     memset(&s, 0, sizeof s);
-    const char *tolerate = getenv("MM_STRESS_TOLERATE_IDLE_RESIDENT");
-    s.tolerate_idle_resident = tolerate != NULL && strcmp(tolerate, "1") == 0;
     s.models[0] = a;
     s.models[1] = b;
     s.tensors[0] = 3;
@@ -271,9 +259,6 @@ int main(void) {
     printf("stress: %.1f s, %lu loads (%lu ready), %lu leases, %lu reads, %lu events\n", seconds,
            atomic_load(&s.loads_requested), atomic_load(&s.ready_outcomes),
            atomic_load(&s.leases), atomic_load(&s.reads), atomic_load(&s.events));
-    if (atomic_load(&s.idle_resident) > 0)
-        printf("KNOWN CORE BUG (tolerated): %lu Idle/Failed events carried resident bytes > 0\n",
-               atomic_load(&s.idle_resident));
     CHECK(atomic_load(&s.leases) > 0 && atomic_load(&s.reads) > 0);
     pthread_mutex_destroy(&s.event_lock);
     mm_test_rmtree(root);
