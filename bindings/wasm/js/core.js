@@ -348,14 +348,17 @@ export class ModelManager {
   }
 
   /** Cancel the load in flight (or waiting for an unload). Returns whether
-   * there was one; its promise rejects with code 3. */
+   * there was one. The state stays `loading` until the load has freed what
+   * it read (at its next chunk); then it is `idle` and the load's promise
+   * rejects with code 3. */
   cancel() {
     return this.#live().cancel();
   }
 
-  /** Unload the model: resolves once every lease is released and its memory
-   * freed. While loading, cancels the load. Rejects with code 2 when idle or
-   * failed. */
+  /** Unload the model, starting in this call: resolves once every lease is
+   * released and its memory freed. While loading, cancels the load (which
+   * stays `loading` until it has freed what it read). Rejects with code 2
+   * when idle or failed, 15 after `free()`. */
   unload() {
     let promise;
     try {
@@ -389,7 +392,8 @@ export class ModelManager {
     return this.#live().state;
   }
 
-  /** `{ state, generation, progress, error }`, a consistent view. */
+  /** `{ state, generation, progress, error, residentBytes,
+   * unreclaimedBytes }`, a consistent view. */
   get snapshot() {
     return this.#live().snapshot;
   }

@@ -77,6 +77,17 @@ export interface Snapshot {
   progress: Progress;
   /** Why the last load failed, in `failed`. */
   error: { code: ErrorCode; codeName: ErrorCodeName | 'Unknown'; message: string } | null;
+  /**
+   * Bytes of model memory held: counted when a buffer is allocated,
+   * uncounted when it is freed. Always 0 in `idle` and `failed`: those
+   * states are entered only once the memory is back.
+   */
+  residentBytes: number;
+  /**
+   * Bytes of an unloaded model still alive because something outlived the
+   * manager's shutdown while holding it; 0 once it lets go.
+   */
+  unreclaimedBytes: number;
 }
 
 export interface StateChange {
@@ -178,11 +189,17 @@ export declare class ModelManager {
    * `free()`), or with the failure's code (8 for a malformed file, ...).
    */
   load(source: ModelSource, options?: LoadOptions): Promise<Snapshot>;
-  /** Cancel the load in flight; returns whether there was one. */
+  /**
+   * Cancel the load in flight; returns whether there was one. The state
+   * stays `loading` until the load has freed what it read (at its next
+   * chunk), then becomes `idle` and the load's promise rejects (code 3).
+   */
   cancel(): boolean;
   /**
-   * Unload; resolves once every lease is released and the memory freed.
-   * While loading, cancels the load. Rejects with code 2 when idle or failed.
+   * Unload, starting in this call; resolves once every lease is released
+   * and the memory freed. While loading, cancels the load (which stays
+   * `loading` until it has freed what it read). Rejects with code 2 when
+   * idle or failed.
    */
   unload(): Promise<void>;
   /** `failed` -> `idle` (throws code 2 in other states). */
@@ -203,11 +220,15 @@ export declare class ModelManager {
   onStateChange(callback: (change: StateChange) => void): () => void;
   /**
    * Cancel any load, release every lease handed out, stop every listener
-   * and free the manager. Later calls throw (code 15). Idempotent. The
-   * model's memory is returned a few microtasks later (see `close()`).
+   * and free the manager. Later calls throw, or reject, with code 15
+   * (ShutDown). Idempotent. The model's memory is returned a few microtasks
+   * later (see `close()`).
    */
   free(): void;
-  /** `free()`, resolving once the model's memory has been returned. */
+  /**
+   * `free()`, resolving once the model's memory has been returned: at the
+   * latest once a load in flight reaches its next chunk.
+   */
   close(): Promise<void>;
   [Symbol.dispose](): void;
   [Symbol.asyncDispose](): Promise<void>;

@@ -34,27 +34,19 @@ fn num(n: u64) -> f64 {
     n as f64
 }
 
-/// The state as the JS API spells it.
+/// The state as the JS API spells it: the core's one table of names.
 pub(crate) fn state_name(state: State) -> &'static str {
-    match state {
-        State::Idle => "idle",
-        State::Loading => "loading",
-        State::Ready => "ready",
-        State::Unloading => "unloading",
-        State::Failed => "failed",
-    }
+    state.name()
 }
 
-/// The command as the JS API spells it.
+/// The command as the JS API spells it: the core's one table of names, but
+/// for `Finish`, which the JS API (`Command` in index.d.ts) has always
+/// called `"finish"`, where the core says `"finish loading"` (it reads well
+/// in its messages: "cannot finish loading while idle").
 pub(crate) fn command_name(command: Command) -> &'static str {
     match command {
-        Command::Load => "load",
         Command::Finish => "finish",
-        Command::Cancel => "cancel",
-        Command::Fail => "fail",
-        Command::Unload => "unload",
-        Command::Drain => "drain",
-        Command::Reset => "reset",
+        command => command.name(),
     }
 }
 
@@ -84,13 +76,15 @@ fn error(e: &Error) -> JsValue {
         .done()
 }
 
-/// `{ state, generation, progress, error }`.
+/// `{ state, generation, progress, error, residentBytes, unreclaimedBytes }`.
 pub(crate) fn snapshot(s: &Snapshot) -> JsValue {
     Obj::new()
         .set("state", state_name(s.state))
         .set("generation", num(s.generation))
         .set("progress", progress(&s.progress))
         .set("error", s.error.as_ref().map_or(JsValue::NULL, error))
+        .set("residentBytes", num(s.resident_bytes))
+        .set("unreclaimedBytes", num(s.unreclaimed_bytes))
         .done()
 }
 
@@ -183,10 +177,26 @@ pub(crate) fn tensor(t: &Tensor) -> Result<JsValue, Error> {
 mod tests {
     use super::*;
 
+    /// The names the JS API (index.d.ts's `State` and `Command`) has always
+    /// had, now read from the core's table.
     #[test]
     fn names_match_the_js_api() {
-        assert_eq!(state_name(State::Unloading), "unloading");
-        assert_eq!(command_name(Command::Finish), "finish");
+        let states = ["idle", "loading", "ready", "unloading", "failed"];
+        assert_eq!(State::ALL.len(), states.len());
+        for (state, name) in State::ALL.into_iter().zip(states) {
+            assert_eq!(state_name(state), name);
+            assert!(std::ptr::eq(state_name(state), state.name()), "{state:?}");
+        }
+        let commands = [
+            "load", "finish", "cancel", "fail", "unload", "drain", "reset",
+        ];
+        assert_eq!(Command::ALL.len(), commands.len());
+        for (command, name) in Command::ALL.into_iter().zip(commands) {
+            assert_eq!(command_name(command), name);
+            if command != Command::Finish {
+                assert!(std::ptr::eq(command_name(command), command.name()));
+            }
+        }
         assert_eq!(dtype_name(DType::BF16), "bf16");
         assert_eq!(dtype_name(DType::I64), "i64");
     }

@@ -23,9 +23,12 @@ use crate::source::{ensure_room, RawSource};
 /// reads, large enough that yielding costs nothing measurable.
 const DEFAULT_CHUNK: usize = 1 << 20;
 
-/// A Promise for `future`, polled once right away: the core's async commands
-/// (`unload`, `shutdown`) act on their first poll, and JS callers expect the
-/// state to have changed when the call returns, not a microtask later.
+/// A Promise for `future`, polled once right away, so that what it does
+/// before its first await happens in this call, not a microtask later:
+/// `shutdown` is an `async fn` (it refuses commands and cancels a load on
+/// its first poll); `unload()` takes effect when called, but its future
+/// borrows the manager (so it must be created inside this `'static` one)
+/// and reports a refusal only when polled.
 ///
 /// The first poll uses a no-op waker; if the future is pending,
 /// `future_to_promise` polls it again with a real one, and a future
@@ -133,14 +136,17 @@ impl RawManager {
     }
 
     /// Cancel the load in flight (or waiting for an unload); returns whether
-    /// there was one.
+    /// there was one. The state stays `"loading"` until the load has freed
+    /// what it read (at its next chunk), then becomes `"idle"`; the load's
+    /// promise rejects then.
     pub fn cancel(&self) -> bool {
         self.manager.cancel().is_ok()
     }
 
-    /// Unload: resolves once every lease is released and the memory freed.
-    /// While loading, cancels the load instead. Rejects with code 2 when
-    /// there is nothing to unload.
+    /// Unload, in this call (`"ready"` becomes `"unloading"`; a load is
+    /// cancelled, and stays `"loading"` until it has freed what it read):
+    /// resolves once every lease is released and the memory freed. Rejects
+    /// with code 2 when there is nothing to unload, 15 after shutdown.
     pub fn unload(&self) -> Promise {
         let manager = self.manager.clone();
         eager(async move {
@@ -257,6 +263,15 @@ impl RawLoad {
                 Some(callback) => {
                     let mut updates = handle.progress_updates();
                     let mut last = None;
+                    // The stream starts from the progress now, as already
+                    // seen: the load's task runs before this one and may
+                    // have read a chunk already. Report it, or that chunk
+                    // would never be.
+                    let now = updates.borrow_and_update().clone();
+                    if now.bytes_done > 0 {
+                        call(&callback, &convert::progress(&now));
+                        last = Some(now);
+                    }
                     let wait = handle.wait();
                     tokio::pin!(wait);
                     let outcome = loop {

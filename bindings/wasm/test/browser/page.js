@@ -94,7 +94,12 @@ async function cancellation() {
   const load = mm.load(model, { onProgress: progress.onProgress });
   await progress.started;
   check(mm.cancel() === true, 'cancel() cancels the load in flight');
+  check(
+    mm.state === 'loading' && mm.snapshot.residentBytes > 0,
+    'a cancelled load stays loading until it has freed what it read',
+  );
   await rejectsWith(load, ErrorCode.Cancelled, 'the cancelled load rejects with code 3');
+  check(mm.state === 'idle' && mm.snapshot.residentBytes === 0, 'then idle, with nothing resident');
   // Latest request wins.
   const first = mm.load(model);
   const second = mm.load(f32Model(1, 8));

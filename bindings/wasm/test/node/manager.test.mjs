@@ -4,6 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import init, { ModelManager, ModelManagerError, ErrorCode, Lease } from 'model-manager-wasm';
+// The raw wasm-bindgen exports, the very instance the package initialised
+// (the same module URL), for what the JS wrapper does not let happen.
+import * as raw from '../../pkg/model_manager_wasm.js';
 import {
   safetensors,
   ramp,
@@ -53,6 +56,9 @@ test('full lifecycle: load with progress, lease, tensors of every dtype, unload'
   const snapshot = await mm.load(everyDtype(), { onProgress: (p) => reports.push(p) });
   assert.equal(snapshot.state, 'ready');
   assert.equal(mm.state, 'ready');
+  assert.ok(snapshot.residentBytes > 0);
+  assert.equal(snapshot.residentBytes, mm.residentBytes);
+  assert.equal(snapshot.unreclaimedBytes, 0);
   assert.equal(checkProgress(reports), null);
   assert.ok(reports.length > 3, `expected several progress reports, got ${reports.length}`);
   assert.equal(reports.at(-1).tensorsTotal, 9);
@@ -175,16 +181,54 @@ test('an already aborted signal rejects at once and touches nothing', async () =
   mm.free();
 });
 
-test('cancel() rejects the load with code 3; cancel() with nothing to cancel returns false', async () => {
+test('cancel() rejects the load with code 3 once its memory is back; cancel() with nothing to cancel returns false', async () => {
   const mm = new ModelManager({ chunkSize: 256 });
+  const seen = [];
+  mm.onStateChange((e) => seen.push(e));
   const { onProgress, started } = whenStarted();
   const load = mm.load(f32Model(2, 4096), { onProgress });
+  let rejected = false;
+  load.catch(() => {
+    rejected = true;
+  });
   assert.equal(mm.state, 'loading');
   await started;
   assert.equal(mm.cancel(), true);
-  assert.equal(mm.state, 'idle');
+  // The load still holds what it read: the state stays loading, with its
+  // bytes resident, until the load has freed them (at its next chunk).
+  assert.equal(mm.state, 'loading');
+  const during = mm.snapshot;
+  assert.equal(during.state, 'loading');
+  assert.ok(during.residentBytes > 0, `resident ${during.residentBytes}`);
+  assert.equal(during.unreclaimedBytes, 0);
+  assert.equal(rejected, false);
   await rejectsWith(load, ErrorCode.Cancelled);
+  assert.equal(mm.state, 'idle');
+  assert.equal(mm.residentBytes, 0);
+  assert.equal(mm.snapshot.residentBytes, 0);
+  await turns(1);
+  assert.deepEqual(
+    seen.map((e) => `${e.from}>${e.to}:${e.command}`),
+    ['idle>loading:load', 'loading>idle:cancel'],
+  );
+  // The idle event carries 0 resident bytes.
+  assert.equal(seen[1].snapshot.residentBytes, 0);
+  assert.equal(seen[1].snapshot.unreclaimedBytes, 0);
   assert.equal(mm.cancel(), false);
+
+  // unload() while loading cancels too, with the same order: loading until
+  // the memory is back, then idle; its promise resolves then.
+  const again = whenStarted();
+  const second = mm.load(f32Model(2, 4096, 7), { onProgress: again.onProgress });
+  await again.started;
+  const unload = mm.unload();
+  assert.equal(mm.state, 'loading');
+  assert.ok(mm.residentBytes > 0);
+  await unload;
+  assert.equal(mm.state, 'idle');
+  assert.equal(mm.residentBytes, 0);
+  await rejectsWith(second, ErrorCode.Cancelled);
+  await rejectsWith(mm.unload(), ErrorCode.InvalidTransition);
   mm.free();
 });
 
@@ -434,6 +478,83 @@ test('free() right after load() and with leases out; Symbol.dispose; close()', a
   e.acquire();
   await e[Symbol.asyncDispose]();
   throwsWith(() => e.state, ErrorCode.ShutDown);
+});
+
+test('after close(), every call throws or rejects with code 15 (ShutDown); close() is bounded', async () => {
+  const mm = new ModelManager({ chunkSize: 256 });
+  const { onProgress, started } = whenStarted();
+  const loading = mm.load(f32Model(2, 4096), { onProgress });
+  await started;
+  const source = f32Model(1, 4);
+  const start = performance.now();
+  const closed = mm.close();
+  // At once, before the shutdown has finished:
+  throwsWith(() => mm.state, ErrorCode.ShutDown);
+  await rejectsWith(mm.load(source), ErrorCode.ShutDown);
+  await closed;
+  // The load in flight stops at its next chunk: no drain to wait for.
+  const took = performance.now() - start;
+  assert.ok(took < 1000, `close() took ${took} ms`);
+  await rejectsWith(loading, ErrorCode.Cancelled);
+  for (const read of ['state', 'snapshot', 'sampleSize', 'info', 'residentBytes', 'outstandingLeases']) {
+    throwsWith(() => mm[read], ErrorCode.ShutDown);
+  }
+  throwsWith(() => mm.acquire(), ErrorCode.ShutDown);
+  throwsWith(() => mm.cancel(), ErrorCode.ShutDown);
+  throwsWith(() => mm.reset(), ErrorCode.ShutDown);
+  throwsWith(() => mm.onStateChange(() => {}), ErrorCode.ShutDown);
+  await rejectsWith(mm.load(source), ErrorCode.ShutDown);
+  await rejectsWith(mm.load(source, { signal: new AbortController().signal }), ErrorCode.ShutDown);
+  await rejectsWith(mm.unload(), ErrorCode.ShutDown);
+  assert.equal(mm.freed, true);
+  // Closing again, in every spelling, is a no-op.
+  mm.free();
+  await mm.close();
+  mm[Symbol.dispose]();
+  await mm[Symbol.asyncDispose]();
+});
+
+test('raw layer: after shutdown commands fail with code 15, reads work; a lease past shutdown is unreclaimed', async () => {
+  const codeOf = (f) => {
+    try {
+      f();
+    } catch (error) {
+      return error.code;
+    }
+    return 'no error';
+  };
+  const m = new raw.RawManager(null, null, null);
+  const source = raw.RawSource.fromBytes(f32Model(2, 16));
+  const load = m.load(source);
+  const ready = await load.wait(null);
+  load.free();
+  assert.equal(ready.state, 'ready');
+  assert.equal(ready.unreclaimedBytes, 0);
+  const bytes = m.residentBytes;
+  assert.equal(bytes, 2 * 16 * 4);
+  const lease = m.acquire();
+  // The lease outlives the shutdown: wasm32 has no timer, so the drain gives
+  // up on it at once and its bytes are no longer the manager's.
+  await m.shutdown();
+  const after = m.snapshot;
+  assert.equal(after.state, 'idle');
+  assert.equal(after.residentBytes, 0);
+  assert.equal(after.unreclaimedBytes, bytes);
+  assert.equal(lease.tensor('t1').data[0], 16); // still readable
+  // Commands answer ShutDown (15), from the core; nothing crashes.
+  const other = raw.RawSource.fromBytes(f32Model(1, 4));
+  assert.equal(codeOf(() => m.load(other)), ErrorCode.ShutDown);
+  assert.equal(codeOf(() => m.acquire()), ErrorCode.ShutDown);
+  assert.equal(codeOf(() => m.reset()), ErrorCode.ShutDown);
+  assert.equal(m.cancel(), false);
+  await assert.rejects(m.unload(), (error) => error.code === ErrorCode.ShutDown);
+  await m.shutdown(); // idempotent
+  lease.release();
+  lease.free();
+  assert.equal(m.snapshot.unreclaimedBytes, 0);
+  m.free();
+  source.free();
+  other.free();
 });
 
 test('options: chunkSize, dtype conversion, memory budget; invalid arguments', async () => {

@@ -24,7 +24,9 @@ export async function example(weights: ArrayBuffer, unetConfig: string): Promise
       { signal: controller.signal, onProgress: (p: Progress) => void (p.bytesDone / p.bytesTotal) },
     );
     const generation: number = snapshot.generation;
+    const bytes: number = snapshot.residentBytes + snapshot.unreclaimedBytes;
     void generation;
+    void bytes;
   } catch (error) {
     if (error instanceof ModelManagerError && error.code === ErrorCode.Cancelled) return;
     throw error;
