@@ -48,11 +48,17 @@ fn write_model(dir: &Path, mib: usize) -> PathBuf {
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     xs[xs.len() / 2]
 }
 
 fn percentile(xs: &[f64], p: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
     let mut xs = xs.to_vec();
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     xs[((xs.len() - 1) as f64 * p).round() as usize]
@@ -116,7 +122,8 @@ fn peer(path: &Path) -> Vec<f64> {
         .collect()
 }
 
-async fn cancel_latency(path: &Path, load_secs: f64) -> Vec<f64> {
+/// Cancel latencies in ms, each with the MiB read when the cancel landed.
+async fn cancel_latency(path: &Path, load_secs: f64) -> Vec<(f64, f64)> {
     let manager = ModelManager::new().unwrap();
     let mut rng_state = 0x9e3779b97f4a7c15u64;
     let mut latencies = Vec::new();
@@ -128,6 +135,7 @@ async fn cancel_latency(path: &Path, load_secs: f64) -> Vec<f64> {
         let handle = manager.load(path).unwrap();
         tokio::time::sleep(Duration::from_secs_f64(at)).await;
         let t = Instant::now();
+        let read_mib = handle.progress().bytes_done as f64 / (1 << 20) as f64;
         if manager.cancel().is_err() {
             // Finished before the cancel: not a cancel to time.
             manager.unload().await.unwrap();
@@ -140,7 +148,7 @@ async fn cancel_latency(path: &Path, load_secs: f64) -> Vec<f64> {
         // Idle, with every byte read so far released, when the handle resolves.
         assert_eq!(manager.current_state(), model_manager::State::Idle);
         assert_eq!(manager.resident_bytes(), 0);
-        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        latencies.push((t.elapsed().as_secs_f64() * 1e3, read_mib));
     }
     manager.shutdown().await;
     latencies
@@ -304,12 +312,38 @@ fn main() {
         "progress + cancel checks every 4 MiB vs every 256 MiB: {:+.1}% time",
         (ours_t / checks_t - 1.0) * 100.0
     );
+    let latencies: Vec<f64> = cancels.iter().map(|&(ms, _)| ms).collect();
     println!(
         "cancel -> Idle with memory released, {} cancels: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         cancels.len(),
-        percentile(&cancels, 0.5),
-        percentile(&cancels, 0.99),
-        percentile(&cancels, 1.0)
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    );
+    // Where the time goes: cancels that land early (little read, little to
+    // free) against late ones, and the time per MiB freed.
+    let split = |early: bool| -> Vec<f64> {
+        cancels
+            .iter()
+            .filter(|&&(_, mib)| (mib < model_mib() as f64 / 2.0) == early)
+            .map(|&(ms, _)| ms)
+            .collect()
+    };
+    let (early, late) = (split(true), split(false));
+    let per_mib: Vec<f64> = cancels
+        .iter()
+        .filter(|&&(_, mib)| mib >= 64.0)
+        .map(|&(ms, mib)| ms / mib * 1e3)
+        .collect();
+    println!(
+        "  cancels in the first half of the load: {} (p50 {:.2} ms, p99 {:.2} ms); in the second: {} (p50 {:.2} ms, p99 {:.2} ms); median {:.1} us per MiB read",
+        early.len(),
+        percentile(&early, 0.5),
+        percentile(&early, 0.99),
+        late.len(),
+        percentile(&late, 0.5),
+        percentile(&late, 0.99),
+        median(per_mib)
     );
     println!(
         "peak RSS during a load: {:.3}x the model's bytes + {:.1} MiB",

@@ -4,6 +4,7 @@
 //! it): no handle is left unresolved and no state stays `Loading` or
 //! `Unloading` with nothing behind it.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -115,8 +116,13 @@ impl<P: Pipeline> LoaderService<P> {
         )?)?;
         let mut reservation = self.resources.reservation();
         let ctx = self.read_context(ticket);
-        let pace = self.config.pace.clone();
-        let loaded = read_plan(plan, &ctx, &mut reservation, Some(pace.as_ref())).await?;
+        // Without a pace from the host, yield to the executor between chunks.
+        let pace: super::Pace = self
+            .config
+            .pace
+            .clone()
+            .unwrap_or_else(|| Arc::new(|| Box::pin(tokio::task::yield_now())));
+        let loaded = read_plan(plan, &ctx, &mut reservation, Some(&pace)).await?;
         self.pipelines.assemble(loaded, reservation)
     }
 
@@ -287,6 +293,7 @@ impl<P: Pipeline> Drop for EndUnload<P> {
 }
 
 /// What a caught panic said.
+#[cfg(not(target_arch = "wasm32"))]
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     let said = panic
         .downcast_ref::<&str>()

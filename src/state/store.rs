@@ -8,6 +8,7 @@
 //! transition. Nothing is published in two steps.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+#[cfg(not(target_arch = "wasm32"))]
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
