@@ -1,51 +1,21 @@
 // The control case: handlers written as the crate's compile, so each failing case fails for its own line.
 //
-// The real typed states and the real dispatcher of the runtime machine are
-// compiled here as they are in the crate (`#[path]`), beside a handlers
-// module written as the crate's is; one handler tries an illegal move.
+// The crate's real typed states and dispatcher (`#[path]`), beside handlers
+// written as the crate's are (`benign!`); one handler tries an illegal move.
 #![allow(dead_code, unused_imports, unused_variables, unreachable_code)]
 use model_manager::{Command, Error, ModelSource, State};
 
 #[path = "../../../src/state/machine/mod.rs"]
 mod machine;
+#[macro_use]
+#[path = "../support/mod.rs"]
+mod support;
 
 mod handlers {
     use crate::machine::typed::{Failed, Idle, Loading, ModelId, Node, Ready, Step, Unloading};
     use crate::machine::{Input, Refusal, Verdict};
 
-    pub(crate) fn idle(idle: Idle, input: &Input) -> Verdict<Idle> {
-        match input {
-            Input::Load { model, generation } => Ok(idle.load(model.clone(), *generation)),
-            _ => Err((idle, Refusal::Stale)),
-        }
-    }
-    pub(crate) fn loading(loading: Loading, input: &Input) -> Verdict<Loading> {
-        match input {
-            Input::Finish { .. } => Ok(loading.finish()),
-            _ => Err((loading, Refusal::Stale)),
-        }
-    }
-    pub(crate) fn ready(ready: Ready, input: &Input) -> Verdict<Ready> {
-        match input {
-            Input::Unload { generation } => Ok(ready.unload(*generation)),
-            _ => Err((ready, Refusal::Stale)),
-        }
-    }
-    pub(crate) fn unloading(unloading: Unloading, input: &Input) -> Verdict<Unloading> {
-        match input {
-            Input::Drain { .. } => Ok(unloading.drained()),
-            _ => Err((unloading, Refusal::Stale)),
-        }
-    }
-    pub(crate) fn failed(failed: Failed, input: &Input) -> Verdict<Failed> {
-        match input {
-            Input::Reset => Ok(failed.reset()),
-            _ => Err((failed, Refusal::Stale)),
-        }
-    }
+    benign!(idle, loading, ready, unloading, failed);
 }
 
-fn main() {
-    let mut machine = machine::Machine::new();
-    let _ = machine.handle(&machine::Input::Reset);
-}
+drive!();

@@ -93,7 +93,10 @@ mod tests {
         type Output = u32;
 
         fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
-            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            *self
+                .waker
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cx.waker().clone());
             if self.flag.load(Ordering::SeqCst) {
                 Poll::Ready(7)
             } else {
@@ -116,7 +119,11 @@ mod tests {
             scope.spawn(|| {
                 thread::sleep(Duration::from_millis(20));
                 flag.store(true, Ordering::SeqCst);
-                if let Some(waker) = waker.lock().unwrap().take() {
+                if let Some(waker) = waker
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                {
                     waker.wake();
                 }
             });

@@ -238,7 +238,9 @@ impl Destroyed {
     /// any more.
     unsafe fn free(self) {
         // SAFETY: per this function's contract.
-        let manager = unsafe { free_handle(self.0) }.expect("checked non-NULL");
+        let Some(manager) = (unsafe { free_handle(self.0) }) else {
+            return; // NULL was refused before a `Destroyed` is made.
+        };
         let mm_manager {
             inner,
             runtime,
