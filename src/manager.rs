@@ -204,7 +204,7 @@ impl<P: Pipeline> ModelManager<P> {
     /// started. Idempotent; concurrent calls all wait for the one shutdown.
     /// Every command afterwards fails with [`Error::ShutDown`].
     ///
-    /// Returns within `drain_timeout` plus about a second, whatever user
+    /// Returns within `drain_timeout` plus at most 1.5 s, whatever user
     /// code does. What it leaves behind when it gives up: a leased model's
     /// memory stays with its last lease (reported as
     /// [`Snapshot::unreclaimed_bytes`] until dropped); a load stuck in a

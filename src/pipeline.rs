@@ -197,16 +197,6 @@ pub(crate) struct Installed<P> {
     pub(crate) info: Arc<PipelineInfo>,
 }
 
-impl<P> Clone for Installed<P> {
-    fn clone(&self) -> Self {
-        Installed {
-            resident: self.resident.clone(),
-            leases: self.leases.clone(),
-            info: self.info.clone(),
-        }
-    }
-}
-
 impl<P: Pipeline> Installed<P> {
     pub(crate) fn new(resident: Resident<P>) -> Self {
         Installed {

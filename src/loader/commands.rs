@@ -217,7 +217,7 @@ impl<P: Pipeline> LoaderService<P> {
     /// Shut down: refuse commands, cancel any load, drain leases (giving up
     /// after the drain timeout), unload, and join the manager's tasks and
     /// threads. Returns within the drain timeout plus [`SHUTDOWN_GRACE`]
-    /// twice (1 s), whatever user code does: a thread still
+    /// three times (1.5 s), whatever user code does: a thread still
     /// inside a progress hook or an `assemble` that does not return is left
     /// behind; when it returns, its load frees what it read.
     pub(crate) async fn shutdown(self: &Arc<Self>) {

@@ -92,13 +92,10 @@ impl State {
 
     /// The state with this numeric value, if any.
     pub const fn from_u32(value: u32) -> Option<State> {
-        match value {
-            0 => Some(State::Idle),
-            1 => Some(State::Loading),
-            2 => Some(State::Ready),
-            3 => Some(State::Unloading),
-            4 => Some(State::Failed),
-            _ => None,
+        if (value as usize) < State::ALL.len() {
+            Some(State::ALL[value as usize])
+        } else {
+            None
         }
     }
 }

@@ -290,7 +290,8 @@ impl<'a, P: Pipeline> Txn<'a, P> {
 
     /// The current snapshot (under the lock, so exactly the state now).
     pub(crate) fn snapshot(&self) -> Snapshot {
-        self.manager.snapshot()
+        // Under the lock nothing can publish: no retry (and no re-lock).
+        self.manager.snapshot_of(&self.manager.current())
     }
 
     /// `Idle|Failed --load--> Loading` with `ticket` as the running load.
@@ -391,7 +392,7 @@ impl<'a, P: Pipeline> Txn<'a, P> {
             },
         };
         self.manager.current.store(Arc::new(published));
-        let snapshot = self.manager.snapshot();
+        let snapshot = self.manager.snapshot_of(&self.manager.current());
         tracing::debug!(%from, %to, %command, generation = snapshot.generation, "transition");
         let generation = snapshot.generation;
         // No receivers is fine: events are for whoever listens.

@@ -126,7 +126,7 @@ fn new_runtime(name: &str, blocking: usize) -> FfiResult<Runtime> {
 /// released. Callbacks delivered during destroy may still call functions on
 /// this manager (reads work, commands fail with `MM_RESULT_SHUT_DOWN`).
 ///
-/// Bounded: destroy waits up to the drain timeout plus about 1 s for the
+/// Bounded: destroy waits up to the drain timeout plus at most 1.5 s for the
 /// core to shut down, whatever a progress callback does. If a progress
 /// callback is still running then, destroy returns `MM_RESULT_TIMEOUT` at
 /// once; else it waits up to 5 s more for load and event callbacks still
