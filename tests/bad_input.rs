@@ -303,6 +303,32 @@ fn cases() -> Vec<Case> {
             names: "a.safetensors",
         },
         Case {
+            // Found by the fuzzer: `inspect` accepted it and the load refused.
+            name: "a tensor in two shards",
+            build: |d| {
+                folder(
+                    d,
+                    &[
+                        ("a.safetensors", &raw(good_tensor_header(), 16)),
+                        (
+                            "b.safetensors",
+                            &raw(
+                                r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"x":{"dtype":"F32","shape":[4],"data_offsets":[16,32]}}"#,
+                                32,
+                            ),
+                        ),
+                        (
+                            "model.safetensors.index.json",
+                            br#"{"weight_map":{"w":"a.safetensors","x":"b.safetensors"}}"#,
+                        ),
+                    ],
+                )
+            },
+            code: ErrorCode::InvalidModel,
+            problem: "also in another file",
+            names: "b.safetensors",
+        },
+        Case {
             name: "config.json invalid",
             build: |d| {
                 folder(
@@ -588,6 +614,14 @@ async fn every_bad_input_fails_cleanly_and_the_next_load_succeeds() {
             case.name,
             case.names
         );
+        // `inspect` runs the same resolution: it refuses alike, except what
+        // only a load decides (whether the device holds a dtype).
+        match model_manager::inspect(&ModelSource::path(&source)) {
+            Err(inspected) => {
+                assert_eq!(inspected.code(), case.code, "{}: {inspected}", case.name)
+            }
+            Ok(_) => assert_eq!(case.code, ErrorCode::UnsupportedDtype, "{}", case.name),
+        }
         let snap = manager.snapshot();
         assert_eq!(snap.state, State::Failed, "{}", case.name);
         assert_eq!(snap.error.as_ref(), Some(&err));

@@ -196,7 +196,8 @@ fn weights_in(root: &Root, dir: &str) -> Result<Vec<FilePlan>> {
 
 /// The shards a `*.safetensors.index.json` lists (each opened once, however
 /// its name is spelled: `a.safetensors` and `./a.safetensors` are one file),
-/// checked to hold every tensor the index places in them.
+/// checked to hold every tensor the index places in them, and no tensor
+/// twice.
 fn shards(root: &Root, dir: &str, index: &str, json: &Value) -> Result<Vec<FilePlan>> {
     let index_path = root.display(index);
     let map = json
@@ -234,7 +235,17 @@ fn shards(root: &Root, dir: &str, index: &str, json: &Value) -> Result<Vec<FileP
         opened.insert(name, files.len());
         files.push(root.open_weights(&join_rel(dir, name))?);
     }
+    // No tensor may be in two shards: which copy would load is arbitrary.
+    let mut seen: HashSet<&str> = HashSet::new();
     for file in &files {
+        for t in &file.header.tensors {
+            if !seen.insert(t.name.as_str()) {
+                return Err(Error::invalid_model(
+                    &file.path,
+                    format!("tensor {:?} is also in another file of the model", t.name),
+                ));
+            }
+        }
         held.push(
             file.header
                 .tensors

@@ -112,19 +112,6 @@ pub(crate) fn target_dtype(stored: DType, target: Option<DType>) -> DType {
 pub(crate) fn peak_bytes(plan: &Plan, target: Option<DType>, device: &Device) -> Result<u64> {
     let mut held = 0u64;
     let mut peak = 0u64;
-    for component in &plan.components {
-        let mut names = std::collections::HashSet::new();
-        for file in &component.files {
-            for t in &file.header.tensors {
-                if !names.insert(t.name.as_str()) {
-                    return Err(Error::invalid_model(
-                        &file.path,
-                        format!("tensor {:?} is also in another file of the model", t.name),
-                    ));
-                }
-            }
-        }
-    }
     for file in plan.files() {
         let (mut stored, mut kept, mut replaced) = (0u64, 0u64, 0u64);
         for t in &file.header.tensors {
