@@ -28,7 +28,7 @@ use crate::{DeviceSpec, Error, ModelManager, Progress, Result, TensorPipeline};
 ///     .build()?;
 /// # Ok::<(), model_manager::Error>(())
 /// ```
-pub struct ModelManagerBuilder<P = TensorPipeline> {
+pub struct ModelManagerBuilder<P: Pipeline = TensorPipeline> {
     device: DeviceSpec,
     budget: Option<u64>,
     chunk_size: usize,
@@ -39,6 +39,7 @@ pub struct ModelManagerBuilder<P = TensorPipeline> {
     drain_timeout: Duration,
     pace: Option<crate::loader::Pace>,
     trim_heap: bool,
+    options: P::Options,
     _pipeline: PhantomData<fn() -> P>,
 }
 
@@ -55,6 +56,7 @@ impl Default for ModelManagerBuilder {
             drain_timeout: Duration::from_secs(5),
             pace: None,
             trim_heap: true,
+            options: (),
             _pipeline: PhantomData,
         }
     }
@@ -138,8 +140,18 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
         self
     }
 
-    /// Load into another pipeline type.
-    pub fn pipeline<Q: Pipeline>(self) -> ModelManagerBuilder<Q> {
+    /// Load into another pipeline type, whose options are its default.
+    pub fn pipeline<Q>(self) -> ModelManagerBuilder<Q>
+    where
+        Q: Pipeline,
+        Q::Options: Default,
+    {
+        self.pipeline_with(Q::Options::default())
+    }
+
+    /// Load into another pipeline type, giving its `assemble` these
+    /// options (see [`Assembly::options`](crate::Assembly::options)).
+    pub fn pipeline_with<Q: Pipeline>(self, options: Q::Options) -> ModelManagerBuilder<Q> {
         ModelManagerBuilder {
             device: self.device,
             budget: self.budget,
@@ -151,6 +163,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
             drain_timeout: self.drain_timeout,
             pace: self.pace,
             trim_heap: self.trim_heap,
+            options,
             _pipeline: PhantomData,
         }
     }
@@ -170,7 +183,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
             self.trim_heap,
         )?);
         let state = Arc::new(StateManager::new(resources.ledger().clone()));
-        let pipelines = Arc::new(PipelineManager::new());
+        let pipelines = Arc::new(PipelineManager::new(self.options));
         let loader = Arc::new(LoaderService::new(
             state.clone(),
             resources.clone(),

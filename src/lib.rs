@@ -57,7 +57,7 @@ pub use loader::{
     ProgressHook, TensorSummary, DEFAULT_CHUNK_SIZE,
 };
 pub use manager::ModelManager;
-pub use pipeline::{Component, Lease, Pipeline, PipelineInfo, TensorPipeline};
+pub use pipeline::{Assembly, Component, Lease, Pipeline, PipelineInfo, TensorPipeline};
 pub use resource::DeviceSpec;
 pub use state::{
     Command, Progress, RecvError, Snapshot, State, StateEvent, Subscription, TryRecvError,

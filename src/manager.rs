@@ -38,7 +38,7 @@ use crate::{
 };
 
 /// The four parts behind the facade.
-pub(crate) struct Parts<P> {
+pub(crate) struct Parts<P: Pipeline> {
     pub(crate) state: Arc<StateManager<P>>,
     pub(crate) resources: Arc<ResourceManager>,
     pub(crate) loader: Arc<LoaderService<P>>,

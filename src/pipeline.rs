@@ -1,32 +1,69 @@
 //! PipelineManager: storage of the loaded pipeline and its config, and leases.
 //!
 //! The built-in [`TensorPipeline`] holds named candle-core tensors per
-//! component plus the parsed configs. A Rust application can load straight
-//! into its own model type by implementing [`Pipeline`]:
+//! component plus the parsed configs. A Rust application loads straight into
+//! its own model type by implementing [`Pipeline`]; `assemble` gets what was
+//! loaded and an [`Assembly`]: the device, the target dtype and the
+//! application's options for this pipeline type.
 //!
 //! ```
 //! use candle_core::Tensor;
-//! use model_manager::{Error, Pipeline, TensorPipeline};
+//! use model_manager::{Assembly, Error, Pipeline, TensorPipeline};
 //!
-//! struct Linear { weight: Tensor }
+//! struct Linear { weight: Tensor, scale: f64 }
 //!
 //! impl Pipeline for Linear {
-//!     fn assemble(loaded: TensorPipeline) -> Result<Self, Error> {
+//!     /// The scale applied to the output, chosen by the application.
+//!     type Options = f64;
+//!
+//!     fn assemble(loaded: TensorPipeline, cx: &Assembly<'_, f64>) -> Result<Self, Error> {
 //!         let weight = loaded
 //!             .tensor("weight")
 //!             .cloned()
 //!             .ok_or_else(|| Error::Assemble("no tensor named weight".into()))?;
-//!         Ok(Linear { weight })
+//!         Ok(Linear { weight, scale: *cx.options() })
+//!     }
+//! }
+//!
+//! let manager = model_manager::ModelManager::builder()
+//!     .pipeline_with::<Linear>(0.5)
+//!     .build()?;
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! A candle model is built the same way, through `candle-nn`'s `VarBuilder`
+//! over a component's tensors (no copy: the model holds the loaded buffers,
+//! which the manager counts and frees on unload). With `candle-nn` and
+//! `candle-transformers` as dependencies:
+//!
+//! ```ignore
+//! use candle_nn::VarBuilder;
+//! use candle_transformers::models::bert::{BertModel, Config};
+//!
+//! struct Bert(BertModel);
+//!
+//! impl Pipeline for Bert {
+//!     type Options = ();
+//!
+//!     fn assemble(loaded: TensorPipeline, cx: &Assembly<'_, ()>) -> model_manager::Result<Self> {
+//!         let model = loaded.component("model").ok_or_else(|| Error::Assemble("no model".into()))?;
+//!         let config: Config = serde_json::from_value(model.config().cloned().unwrap_or_default())
+//!             .map_err(|e| Error::Assemble(format!("config.json: {e}")))?;
+//!         let dtype = model.float_dtype().unwrap_or(candle_core::DType::F32);
+//!         let vb = VarBuilder::from_tensors(model.tensor_map(), dtype, cx.device());
+//!         Ok(Bert(BertModel::load(vb, &config).map_err(|e| Error::Assemble(e.to_string()))?))
 //!     }
 //! }
 //! ```
+//!
+//! `examples/embed.rs` runs this end to end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -35,15 +72,50 @@ use crate::{Error, Result};
 
 /// What a manager hands out under a lease: built from the loaded tensors.
 pub trait Pipeline: Sized + Send + Sync + 'static {
+    /// What the application gives every `assemble` of this type (a model's
+    /// settings, a tokenizer, ...): set with
+    /// [`ModelManagerBuilder::pipeline_with`](crate::ModelManagerBuilder::pipeline_with);
+    /// `()` for none.
+    type Options: Send + Sync + 'static;
+
     /// Build the pipeline from the tensors and configs just loaded. Runs on a
-    /// blocking thread, never on the async runtime; an error ends the load in
-    /// `Failed` with [`Error::Assemble`] or the error returned.
-    fn assemble(loaded: TensorPipeline) -> Result<Self>;
+    /// blocking thread, never on the async runtime; an error (or a panic)
+    /// ends the load in `Failed` with the error returned (or
+    /// [`Error::Assemble`]), and what was loaded is freed.
+    fn assemble(loaded: TensorPipeline, cx: &Assembly<'_, Self::Options>) -> Result<Self>;
 }
 
 impl Pipeline for TensorPipeline {
-    fn assemble(loaded: TensorPipeline) -> Result<Self> {
+    type Options = ();
+
+    fn assemble(loaded: TensorPipeline, _: &Assembly<'_, ()>) -> Result<Self> {
         Ok(loaded)
+    }
+}
+
+/// What [`Pipeline::assemble`] is given beside the loaded tensors.
+#[derive(Debug)]
+pub struct Assembly<'a, O> {
+    device: &'a Device,
+    dtype: Option<DType>,
+    options: &'a O,
+}
+
+impl<'a, O> Assembly<'a, O> {
+    /// The device the tensors were loaded onto.
+    pub fn device(&self) -> &'a Device {
+        self.device
+    }
+
+    /// The dtype floating-point tensors were converted to, if the manager
+    /// was built with one ([`ModelManagerBuilder::dtype`](crate::ModelManagerBuilder::dtype)).
+    pub fn dtype(&self) -> Option<DType> {
+        self.dtype
+    }
+
+    /// The application's options for this pipeline type.
+    pub fn options(&self) -> &'a O {
+        self.options
     }
 }
 
@@ -75,6 +147,25 @@ impl Component {
     /// Every tensor, by name.
     pub fn tensors(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.tensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Every tensor by name, as `candle-nn`'s `VarBuilder::from_tensors`
+    /// takes them. The tensors share the loaded buffers (a tensor clone is
+    /// a reference), so nothing is copied.
+    pub fn tensor_map(&self) -> HashMap<String, Tensor> {
+        self.tensors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The dtype of the component's floating-point tensors (of the first,
+    /// by name, if they differ); `None` if it has none.
+    pub fn float_dtype(&self) -> Option<DType> {
+        self.tensors
+            .values()
+            .map(Tensor::dtype)
+            .find(|d| d.is_float())
     }
 }
 
@@ -217,25 +308,35 @@ impl<P: Pipeline> Installed<P> {
     }
 }
 
-/// PipelineManager: builds the user's pipeline from what was loaded (the
-/// pipeline itself, its leases and their count live in [`Installed`], held
-/// by the state's core while `Ready`).
-pub(crate) struct PipelineManager;
+/// PipelineManager: builds the user's pipeline from what was loaded, with
+/// the application's options for it (the pipeline itself, its leases and
+/// their count live in [`Installed`], held by the state's core while
+/// `Ready`).
+pub(crate) struct PipelineManager<P: Pipeline> {
+    options: P::Options,
+}
 
-impl PipelineManager {
-    pub(crate) fn new() -> Self {
-        PipelineManager
+impl<P: Pipeline> PipelineManager<P> {
+    pub(crate) fn new(options: P::Options) -> Self {
+        PipelineManager { options }
     }
 
     /// Build the user's pipeline from what was loaded; a panic in the user's
     /// `assemble` is an error, not a crash.
-    pub(crate) fn assemble<P: Pipeline>(
+    pub(crate) fn assemble(
         &self,
         loaded: TensorPipeline,
+        device: &Device,
+        dtype: Option<DType>,
         reservation: Reservation,
     ) -> Result<Resident<P>> {
         let info = loaded.info.clone();
-        let pipeline = catch_unwind(AssertUnwindSafe(|| P::assemble(loaded)))
+        let cx = Assembly {
+            device,
+            dtype,
+            options: &self.options,
+        };
+        let pipeline = catch_unwind(AssertUnwindSafe(|| P::assemble(loaded, &cx)))
             .unwrap_or_else(|_| Err(Error::Assemble("the pipeline's assemble panicked".into())))?;
         Ok(Resident::new(pipeline, info, reservation))
     }

@@ -425,7 +425,12 @@ fn r7_huge_sparse_file_with_large_budget() {
 struct Slow;
 static SLOW_GO: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
 impl model_manager::Pipeline for Slow {
-    fn assemble(_: model_manager::TensorPipeline) -> model_manager::Result<Self> {
+    type Options = ();
+
+    fn assemble(
+        _: model_manager::TensorPipeline,
+        _: &model_manager::Assembly<'_, ()>,
+    ) -> model_manager::Result<Self> {
         let t = Instant::now();
         while !*SLOW_GO.lock().unwrap() && t.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(5));

@@ -170,7 +170,12 @@ struct Stuck;
 static STUCK: Mutex<Option<mpsc::Receiver<()>>> = Mutex::new(None);
 
 impl Pipeline for Stuck {
-    fn assemble(_: TensorPipeline) -> model_manager::Result<Self> {
+    type Options = ();
+
+    fn assemble(
+        _: TensorPipeline,
+        _: &model_manager::Assembly<'_, ()>,
+    ) -> model_manager::Result<Self> {
         let release = STUCK.lock().unwrap().take();
         if let Some(release) = release {
             let _ = release.recv_timeout(Duration::from_secs(20));

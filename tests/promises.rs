@@ -84,7 +84,12 @@ async fn after_shutdown_every_command_says_shut_down() {
 struct SlowToFree(#[allow(dead_code)] TensorPipeline);
 
 impl Pipeline for SlowToFree {
-    fn assemble(loaded: TensorPipeline) -> model_manager::Result<Self> {
+    type Options = ();
+
+    fn assemble(
+        loaded: TensorPipeline,
+        _: &model_manager::Assembly<'_, ()>,
+    ) -> model_manager::Result<Self> {
         Ok(SlowToFree(loaded))
     }
 }

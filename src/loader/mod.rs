@@ -87,10 +87,10 @@ pub(crate) struct LoaderConfig {
 /// settle and the manager's threads to exit.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
-pub(crate) struct LoaderService<P> {
+pub(crate) struct LoaderService<P: Pipeline> {
     state: Arc<StateManager<P>>,
     resources: Arc<ResourceManager>,
-    pipelines: Arc<PipelineManager>,
+    pipelines: Arc<PipelineManager<P>>,
     runtime: Runtime,
     tracker: TaskTracker,
     /// Cancelled when shutdown starts: parent of every load's token.
@@ -105,7 +105,7 @@ impl<P: Pipeline> LoaderService<P> {
     pub(crate) fn new(
         state: Arc<StateManager<P>>,
         resources: Arc<ResourceManager>,
-        pipelines: Arc<PipelineManager>,
+        pipelines: Arc<PipelineManager<P>>,
         runtime: Runtime,
         config: LoaderConfig,
     ) -> Self {

@@ -97,7 +97,14 @@ impl<P: Pipeline> LoaderService<P> {
         // in one poll on this blocking thread.
         let loaded = complete_now(read_plan(plan, &ctx, &mut reservation, None))
             .unwrap_or_else(|| Err(Error::Device("internal: an unpaced read suspended".into())));
-        let resident = loaded.and_then(|loaded| self.pipelines.assemble(loaded, reservation));
+        let resident = loaded.and_then(|loaded| {
+            self.pipelines.assemble(
+                loaded,
+                self.resources.device(),
+                self.config.dtype,
+                reservation,
+            )
+        });
         if resident.is_err() {
             // A cancelled or failed load has dropped what it read.
             self.resources.return_freed_memory();
@@ -123,7 +130,12 @@ impl<P: Pipeline> LoaderService<P> {
             .clone()
             .unwrap_or_else(|| Arc::new(|| Box::pin(tokio::task::yield_now())));
         let loaded = read_plan(plan, &ctx, &mut reservation, Some(&pace)).await?;
-        self.pipelines.assemble(loaded, reservation)
+        self.pipelines.assemble(
+            loaded,
+            self.resources.device(),
+            self.config.dtype,
+            reservation,
+        )
     }
 
     fn read_context<'a>(&'a self, ticket: &'a LoadTicket) -> ReadContext<'a> {

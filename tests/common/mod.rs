@@ -182,7 +182,12 @@ pub fn write_failing_model(dir: &Path, name: &str) -> PathBuf {
 pub struct Strict(pub model_manager::TensorPipeline);
 
 impl model_manager::Pipeline for Strict {
-    fn assemble(loaded: model_manager::TensorPipeline) -> model_manager::Result<Self> {
+    type Options = ();
+
+    fn assemble(
+        loaded: model_manager::TensorPipeline,
+        _: &model_manager::Assembly<'_, ()>,
+    ) -> model_manager::Result<Self> {
         if loaded.tensor("poison").is_some() {
             return Err(model_manager::Error::Assemble("poisoned model".into()));
         }
