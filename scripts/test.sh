@@ -39,3 +39,6 @@ done
 step "demo"
 cargo run -q -p model-manager-cli -- demo > /dev/null
 echo "demo ran"
+
+step "example: sentence embeddings from a lease (examples/embed)"
+cargo run -q --example embed

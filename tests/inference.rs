@@ -1,7 +1,11 @@
 //! A candle-transformers BERT built from a lease computes exactly what the
 //! same BERT computes when candle loads the same files itself (candle's
-//! `VarBuilder::from_mmaped_safetensors`): bit for bit, in F32 and after a
-//! conversion to F16 (the manager converting against candle converting).
+//! `VarBuilder::from_mmaped_safetensors`): bit for bit. After a conversion
+//! to F16 or BF16 every weight is bit-identical to candle's own conversion.
+//! The forward pass is compared in F32 only: candle-transformers 0.11's
+//! BERT fills its attention mask with `f32::MIN`, which rounds to `-inf` in
+//! F16 and BF16, and `0 * -inf` makes every output NaN (in candle's own
+//! load as in ours), so a half-precision forward proves nothing.
 
 #[path = "../examples/embed/bert.rs"]
 mod bert;
@@ -49,35 +53,30 @@ fn bits(t: &Tensor) -> Vec<u32> {
         .collect()
 }
 
-async fn check(dtype: Option<DType>) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bert_from_a_lease_matches_candle_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("bert");
     bert::write_small_bert(&folder).unwrap();
-    let mut builder = ModelManager::builder();
-    if let Some(dtype) = dtype {
-        builder = builder.dtype(dtype);
-    }
-    let manager = builder.pipeline::<Bert>().build().unwrap();
+    let manager = ModelManager::builder().pipeline::<Bert>().build().unwrap();
     manager.load(&folder).unwrap().await.unwrap();
     let stored = std::fs::metadata(folder.join("model.safetensors"))
         .unwrap()
         .len();
     let resident = manager.resident_bytes();
-    match dtype {
-        // All of a BERT's tensors are F32: converted to F16 they take half.
-        Some(DType::F16) => assert!(resident * 2 < stored && resident * 2 > stored - 65_536),
-        _ => assert!(resident < stored && resident > stored - 65_536),
-    }
+    assert!(
+        resident < stored && resident > stored - 65_536,
+        "{resident} of {stored}"
+    );
 
     let lease = manager.acquire().unwrap();
-    let target = dtype.unwrap_or(DType::F32);
-    assert_eq!(lease.dtype, target);
+    assert_eq!(lease.dtype, DType::F32);
     assert_eq!(
         lease.config.hidden_size, 64,
         "the config came from config.json"
     );
-    let input = batch();
     // Inference from the lease on a blocking thread, as an application runs it.
+    let input = batch();
     let (hidden, embedded) = tokio::task::spawn_blocking(move || {
         let hidden = lease.hidden(&input).unwrap();
         let embedded = lease.embed(&input).unwrap();
@@ -86,9 +85,8 @@ async fn check(dtype: Option<DType>) {
     .await
     .unwrap();
     assert_eq!(hidden.dims(), &[2, 8, 64]);
-    assert_eq!(hidden.dtype(), target);
 
-    let reference = candle_reference(&folder, target);
+    let reference = candle_reference(&folder, DType::F32);
     let input = batch();
     let expected = reference
         .forward(&input.ids, &input.types, Some(&input.mask))
@@ -96,12 +94,13 @@ async fn check(dtype: Option<DType>) {
     assert_eq!(
         bits(&hidden),
         bits(&expected),
-        "hidden states differ from candle's own load ({target:?})"
+        "hidden states differ from candle's own load"
     );
-    let finite = bits(&embedded)
+    let finite = bits(&hidden)
         .into_iter()
+        .chain(bits(&embedded))
         .all(|b| f32::from_bits(b).is_finite());
-    assert!(finite, "embeddings are finite");
+    assert!(finite, "hidden states and embeddings are finite");
     let own = bert::cosine(&embedded, 0, 0).unwrap();
     assert!(
         (own - 1.0).abs() < 1e-3,
@@ -116,14 +115,43 @@ async fn check(dtype: Option<DType>) {
     manager.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bert_from_a_lease_matches_candle_bit_for_bit() {
-    check(None).await;
+#[tokio::test]
+async fn f16_conversion_is_candles_bit_for_bit() {
+    converted_like_candle(DType::F16).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_f16_conversion_it_matches_candle_converting_itself() {
-    check(Some(DType::F16)).await;
+#[tokio::test]
+async fn bf16_conversion_is_candles_bit_for_bit() {
+    converted_like_candle(DType::BF16).await;
+}
+
+async fn converted_like_candle(dtype: DType) {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("bert");
+    bert::write_small_bert(&folder).unwrap();
+    let manager = ModelManager::builder().dtype(dtype).build().unwrap();
+    manager.load(&folder).unwrap().await.unwrap();
+    let lease = manager.acquire().unwrap();
+    // SAFETY: the file is not modified while mapped (the test owns it).
+    let candle = unsafe {
+        candle_core::safetensors::MmapedSafetensors::new(folder.join("model.safetensors"))
+    }
+    .unwrap();
+    let mut compared = 0;
+    for (_, name, tensor) in lease.tensors() {
+        let expected = candle
+            .load(name, &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        assert_eq!(tensor.dtype(), dtype, "{name}");
+        assert_eq!(tensor.dims(), expected.dims(), "{name}");
+        assert_eq!(bits(tensor), bits(&expected), "{name}");
+        compared += 1;
+    }
+    assert_eq!(compared, candle.tensors().len());
+    drop(lease);
+    manager.shutdown().await;
 }
 
 #[tokio::test]
