@@ -42,3 +42,21 @@ echo "demo ran"
 
 step "example: sentence embeddings from a lease (examples/embed)"
 cargo run -q --example embed
+
+# The CUDA path, compiled on a machine without CUDA (the toolchain comes
+# from PyPI wheels, see scripts/cuda-toolchain.sh): clippy over the code
+# behind the `cuda` feature, then the binary scripts/gpu-check.sh runs on
+# a GPU machine. Both in the release profile, so candle's CUDA kernels are
+# built once per run. MM_CUDA=0 skips it.
+if [ "${MM_CUDA:-1}" != "0" ]; then
+    step "cuda: clippy and the device-check binary (--features cuda)"
+    (
+        toolchain=$(bash scripts/cuda-toolchain.sh)
+        eval "$toolchain"
+        cargo clippy --release --features cuda -p model-manager --lib --examples -- -D warnings
+        cargo clippy --release -p model-manager-c --features cuda --lib -- -D warnings
+        bash scripts/gpu-check.sh build
+    )
+else
+    echo "cuda build skipped (MM_CUDA=0)"
+fi

@@ -8,7 +8,8 @@ use candle_core::DType;
 use tokio::runtime::Handle;
 
 use crate::loader::{
-    default_read_threads, LoaderConfig, LoaderService, ProgressHook, Runtime, DEFAULT_CHUNK_SIZE,
+    default_read_threads_for, LoaderConfig, LoaderService, ProgressHook, Runtime,
+    DEFAULT_CHUNK_SIZE,
 };
 use crate::manager::Parts;
 use crate::pipeline::{Pipeline, PipelineManager};
@@ -32,7 +33,7 @@ pub struct ModelManagerBuilder<P: Pipeline = TensorPipeline> {
     device: DeviceSpec,
     budget: Option<u64>,
     chunk_size: usize,
-    threads: usize,
+    threads: Option<usize>,
     dtype: Option<DType>,
     hook: Option<ProgressHook>,
     runtime: Option<Handle>,
@@ -49,7 +50,7 @@ impl Default for ModelManagerBuilder {
             device: DeviceSpec::Cpu,
             budget: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
-            threads: default_read_threads(),
+            threads: None,
             dtype: None,
             hook: None,
             runtime: None,
@@ -85,9 +86,9 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     }
 
     /// Threads reading one file in parallel (default: the available cores,
-    /// at most 4).
+    /// at most 4; at most 8 on CUDA: [`default_read_threads_for`](crate::default_read_threads_for)).
     pub fn read_threads(mut self, threads: usize) -> Self {
-        self.threads = threads.max(1);
+        self.threads = Some(threads.max(1));
         self
     }
 
@@ -191,7 +192,9 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
             Runtime::new(self.runtime),
             LoaderConfig {
                 chunk_size: self.chunk_size,
-                threads: self.threads,
+                threads: self
+                    .threads
+                    .unwrap_or_else(|| default_read_threads_for(self.device)),
                 dtype: self.dtype,
                 hook: self.hook,
                 drain_timeout: self.drain_timeout,

@@ -221,6 +221,11 @@ impl Error {
 
 impl From<candle_core::Error> for Error {
     fn from(err: candle_core::Error) -> Self {
-        Error::Device(err.to_string())
+        // The message, without the backtrace candle attaches when
+        // RUST_BACKTRACE is set.
+        match err {
+            candle_core::Error::WithBacktrace { inner, .. } => Error::from(*inner),
+            err => Error::Device(err.to_string()),
+        }
     }
 }

@@ -53,12 +53,12 @@ pub mod state;
 pub use builder::ModelManagerBuilder;
 pub use error::{Error, ErrorCode, Result};
 pub use loader::{
-    default_read_threads, inspect, ComponentSummary, LoadHandle, ModelSource, ModelSummary, Pace,
-    ProgressHook, TensorSummary, DEFAULT_CHUNK_SIZE,
+    default_read_threads, default_read_threads_for, inspect, ComponentSummary, LoadHandle,
+    ModelSource, ModelSummary, Pace, ProgressHook, TensorSummary, DEFAULT_CHUNK_SIZE,
 };
 pub use manager::ModelManager;
 pub use pipeline::{Assembly, Component, Lease, Pipeline, PipelineInfo, TensorPipeline};
-pub use resource::DeviceSpec;
+pub use resource::{DeviceMemory, DeviceSpec};
 pub use state::{
     Command, Progress, RecvError, Snapshot, State, StateEvent, Subscription, TryRecvError,
 };

@@ -189,6 +189,12 @@ impl<P: Pipeline> ModelManager<P> {
         self.parts.resources.spec()
     }
 
+    /// The candle device weights are loaded onto (to put inputs beside
+    /// them).
+    pub fn candle_device(&self) -> &candle_core::Device {
+        self.parts.resources.device()
+    }
+
     /// Wait until no load or unload is in flight (`Idle`, `Ready` or
     /// `Failed`). Cancel safe.
     pub async fn settled(&self) -> State {

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::Device;
 
@@ -74,8 +74,8 @@ impl DeviceSpec {
     pub fn open(self) -> Result<Device> {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| Error::Device(e.to_string())),
-            DeviceSpec::Metal => Device::new_metal(0).map_err(|e| Error::Device(e.to_string())),
+            DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(Error::from),
+            DeviceSpec::Metal => Device::new_metal(0).map_err(Error::from),
         }
     }
 }
@@ -86,6 +86,34 @@ impl DeviceSpec {
 pub(crate) struct Ledger {
     resident: AtomicU64,
     unreclaimed: AtomicU64,
+    device: Mutex<Option<DeviceMemory>>,
+}
+
+/// Device memory as the driver reports it (CUDA only): measured when a load
+/// starts, before it allocates, and after every release (an unload, a
+/// cancelled or failed load), once the device is synchronized. A release
+/// that does not give back what the load took shows as a
+/// [`shortfall`](DeviceMemory::shortfall), never hidden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// The device's memory.
+    pub total: u64,
+    /// Free device memory when the last load started.
+    pub free_before_load: u64,
+    /// Free device memory after the last release since that load started;
+    /// `None` until one.
+    pub free_after_release: Option<u64>,
+}
+
+impl DeviceMemory {
+    /// Bytes free before the last load and not free after its release
+    /// (0 when as much or more is free); `None` until a release. Memory
+    /// the process allocated on the device meanwhile (a CUDA library's
+    /// workspace on first use, another model) counts too.
+    pub fn shortfall(&self) -> Option<u64> {
+        self.free_after_release
+            .map(|after| self.free_before_load.saturating_sub(after))
+    }
 }
 
 impl Ledger {
@@ -95,6 +123,14 @@ impl Ledger {
 
     pub(crate) fn unreclaimed(&self) -> u64 {
         self.unreclaimed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn device(&self) -> Option<DeviceMemory> {
+        *self.device.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record_device(&self, f: impl FnOnce(&mut Option<DeviceMemory>)) {
+        f(&mut self.device.lock().unwrap_or_else(PoisonError::into_inner));
     }
 }
 
@@ -129,7 +165,61 @@ impl ResourceManager {
     /// dynamic mmap threshold has risen, and glibc keeps freed heap pages;
     /// without this, a small model's memory stays in the process after
     /// unload. Blocking (it walks the heap): call on a blocking thread.
+    /// Free and total memory of the device, as its driver reports them
+    /// (CUDA only; `None` elsewhere or if the query fails).
+    pub(crate) fn device_memory(&self) -> Option<(u64, u64)> {
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(device) = &self.device {
+            return crate::loader::cuda_memory_info(device)
+                .map_err(|e| tracing::warn!(error = %e, "CUDA memory query failed"))
+                .ok();
+        }
+        None
+    }
+
+    /// A load is about to allocate: note the device's free memory.
+    pub(crate) fn note_load_start(&self) {
+        if let Some((free, total)) = self.device_memory() {
+            self.ledger.record_device(|d| {
+                *d = Some(DeviceMemory {
+                    total,
+                    free_before_load: free,
+                    free_after_release: None,
+                })
+            });
+        }
+    }
+
+    /// A release finished: synchronize the device, note its free memory,
+    /// and say so when less came back than the load took.
+    fn note_release(&self) {
+        if self.device.is_cpu() {
+            return;
+        }
+        if let Err(error) = self.synchronize() {
+            tracing::warn!(%error, "device synchronisation after a release failed");
+        }
+        if let Some((free, total)) = self.device_memory() {
+            self.ledger.record_device(|d| {
+                let before = d.map_or(free, |d| d.free_before_load);
+                let memory = DeviceMemory {
+                    total,
+                    free_before_load: before,
+                    free_after_release: Some(free),
+                };
+                if let Some(short) = memory.shortfall().filter(|&s| s > 2 << 20) {
+                    tracing::warn!(
+                        shortfall = short,
+                        "device memory after the release is {short} bytes short of before the load"
+                    );
+                }
+                *d = Some(memory);
+            });
+        }
+    }
+
     pub(crate) fn return_freed_memory(&self) {
+        self.note_release();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if self.trim_heap {
             // SAFETY: malloc_trim only returns free pages of the allocator's

@@ -119,19 +119,30 @@ pub const SEP: u32 = 3;
 /// `tokenizer.json`. Its embeddings are meaningless; its shapes, names and
 /// code paths are a real BERT's.
 pub fn write_small_bert(dir: &Path) -> candle_core::Result<()> {
+    write_bert(dir, 128, 64, 2)
+}
+
+/// Write a BERT as [`write_small_bert`] does, of this size (BERT-base is
+/// `write_bert(dir, 30522, 768, 12)`: 110 million parameters, 438 MB).
+pub fn write_bert(
+    dir: &Path,
+    vocab: usize,
+    hidden: usize,
+    layers: usize,
+) -> candle_core::Result<()> {
     std::fs::create_dir_all(dir)?;
     let config = json!({
         "architectures": ["BertModel"],
         "model_type": "bert",
-        "vocab_size": 128,
-        "hidden_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 128,
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": (hidden / 64).max(4),
+        "intermediate_size": hidden * 4,
         "hidden_act": "gelu",
         "hidden_dropout_prob": 0.1,
         "attention_probs_dropout_prob": 0.1,
-        "max_position_embeddings": 64,
+        "max_position_embeddings": 512,
         "type_vocab_size": 2,
         "initializer_range": 0.02,
         "layer_norm_eps": 1e-12,

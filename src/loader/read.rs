@@ -46,6 +46,9 @@ pub(crate) struct ReadContext<'a> {
     pub(crate) hook_lock: Mutex<()>,
     pub(crate) device: &'a Device,
     pub(crate) dtype: Option<DType>,
+    /// The CUDA path's pinned staging buffers.
+    #[cfg(feature = "cuda")]
+    pub(crate) staging: &'a super::cuda::StagingPool,
 }
 
 impl ReadContext<'_> {
@@ -56,7 +59,7 @@ impl ReadContext<'_> {
         Ok(())
     }
 
-    fn advance(&self, bytes: u64) -> Result<()> {
+    pub(super) fn advance(&self, bytes: u64) -> Result<()> {
         match self.hook {
             Some(hook) => {
                 // One call at a time, each seeing more bytes than the last.
@@ -101,6 +104,12 @@ pub(crate) fn target_dtype(stored: DType, target: Option<DType>) -> DType {
     }
 }
 
+/// Whether tensors are read straight into memory of `device` (the CPU, or
+/// CUDA through pinned staging), rather than read on the host and copied.
+fn reads_to(device: &Device) -> bool {
+    device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda())
+}
+
 /// The most bytes the load of `plan` holds at once, which the budget must
 /// cover; checks every dtype is loadable, before anything is allocated.
 ///
@@ -119,7 +128,7 @@ pub(crate) fn peak_bytes(plan: &Plan, target: Option<DType>, device: &Device) ->
             let elems = t.len / dtype.size_in_bytes() as u64;
             let final_dtype = target_dtype(dtype, target);
             stored = stored.saturating_add(t.len);
-            if final_dtype == dtype && device.is_cpu() {
+            if final_dtype == dtype && reads_to(device) {
                 kept = kept.saturating_add(t.len);
             } else {
                 let bytes = elems.saturating_mul(final_dtype.size_in_bytes() as u64);
@@ -154,6 +163,14 @@ pub(crate) async fn read_plan(
         let mut tensors = BTreeMap::new();
         for file in &component.files {
             ctx.progress.set_current(file_label(&component.name, file));
+            #[cfg(feature = "cuda")]
+            if let (Device::Cuda(device), None) = (ctx.device, pace) {
+                // Straight to the device through pinned staging buffers.
+                for (name, tensor) in super::cuda::read_file(file, ctx, device, reservation)? {
+                    tensors.insert(name, tensor);
+                }
+                continue;
+            }
             let mut prepared = prepare(file, reservation)?;
             read_chunks(file, ctx, &mut prepared, pace).await?;
             for (name, tensor) in finish(file, prepared, ctx, reservation)? {
@@ -185,10 +202,12 @@ struct Prepared {
     buffers: Vec<Buffer>,
 }
 
-/// One buffer per dtype for the whole file: one allocation, straight from
-/// the OS (so it goes straight back on free, whatever the allocator's
-/// heuristics), advised to use huge pages; each tensor becomes a view into it.
-fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
+/// Where each of a file's tensors goes: one buffer per dtype (its dtype and
+/// size in bytes), and per tensor its buffer and byte offset in it.
+pub(super) type Layout = (Vec<(DType, u64)>, Vec<(usize, u64)>);
+
+/// The file's tensors grouped by dtype, in file order within each group.
+pub(super) fn layout(file: &FilePlan) -> Result<Layout> {
     let entries = &file.header.tensors;
     let mut groups: Vec<(DType, u64)> = Vec::new();
     let mut placement = Vec::with_capacity(entries.len());
@@ -207,6 +226,14 @@ fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
         placement.push((group, *size));
         *size = size.saturating_add(entry.len);
     }
+    Ok((groups, placement))
+}
+
+/// One buffer per dtype for the whole file: one allocation, straight from
+/// the OS (so it goes straight back on free, whatever the allocator's
+/// heuristics), advised to use huge pages; each tensor becomes a view into it.
+fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
+    let (groups, placement) = layout(file)?;
     let mut buffers = Vec::with_capacity(groups.len());
     for &(dtype, bytes) in &groups {
         let bytes = usize::try_from(bytes).map_err(|_| too_large(file))?;
@@ -225,10 +252,7 @@ fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
     })
 }
 
-/// Hand the read buffers to candle and cut them into the file's tensors,
-/// converting dtypes and moving to the device where asked. A tensor that is
-/// replaced (converted or moved) is counted when it is made; a buffer all of
-/// whose tensors were replaced is uncounted once it is freed, at the end.
+/// Hand the read buffers to candle and cut them into the file's tensors.
 fn finish(
     file: &FilePlan,
     prepared: Prepared,
@@ -247,6 +271,21 @@ fn finish(
             b.into_tensor(&[n])
         })
         .collect::<candle_core::Result<_>>()?;
+    cut(file, (groups, placement), whole, ctx, reservation)
+}
+
+/// Cut a file's buffers (`whole`, one 1-D tensor per group of `layout`)
+/// into its tensors, converting dtypes and moving to the device where
+/// asked. A tensor that is replaced (converted or moved) is counted when it
+/// is made; a buffer all of whose tensors were replaced is uncounted once
+/// it is freed, at the end.
+pub(super) fn cut(
+    file: &FilePlan,
+    (groups, placement): Layout,
+    whole: Vec<Tensor>,
+    ctx: &ReadContext<'_>,
+    reservation: &mut Reservation,
+) -> Result<Vec<(String, Tensor)>> {
     // Per buffer: whether a view of it is kept (it then stays allocated).
     let mut kept = vec![false; groups.len()];
     let entries = &file.header.tensors;
@@ -260,7 +299,8 @@ fn finish(
             .narrow(0, (offset / size) as usize, (entry.len / size) as usize)?
             .reshape(entry.shape.as_slice())?;
         let target = target_dtype(view.dtype(), ctx.dtype);
-        let tensor = if target == view.dtype() && ctx.device.is_cpu() {
+        let on_device = view.device().same_device(ctx.device);
+        let tensor = if target == view.dtype() && on_device {
             if let Some(k) = kept.get_mut(group) {
                 *k = true;
             }
@@ -271,7 +311,7 @@ fn finish(
             } else {
                 view.to_dtype(target)?
             };
-            let moved = if ctx.device.is_cpu() {
+            let moved = if on_device {
                 converted
             } else {
                 converted.to_device(ctx.device)?
@@ -308,7 +348,7 @@ fn file_label(component: &str, file: &FilePlan) -> Arc<str> {
     }
 }
 
-fn read_error(file: &FilePlan, entry: Option<&TensorEntry>, e: std::io::Error) -> Error {
+pub(super) fn read_error(file: &FilePlan, entry: Option<&TensorEntry>, e: std::io::Error) -> Error {
     match entry {
         Some(entry) if e.kind() == std::io::ErrorKind::UnexpectedEof => Error::invalid_model(
             &file.path,
@@ -321,7 +361,7 @@ fn read_error(file: &FilePlan, entry: Option<&TensorEntry>, e: std::io::Error) -
     }
 }
 
-fn unsupported(file: &FilePlan, entry: &TensorEntry) -> Error {
+pub(super) fn unsupported(file: &FilePlan, entry: &TensorEntry) -> Error {
     Error::UnsupportedDtype {
         path: file.path.clone(),
         tensor: entry.name.clone(),
@@ -329,14 +369,14 @@ fn unsupported(file: &FilePlan, entry: &TensorEntry) -> Error {
     }
 }
 
-fn too_large(file: &FilePlan) -> Error {
+pub(super) fn too_large(file: &FilePlan) -> Error {
     Error::invalid_model(
         &file.path,
         "the file's tensors do not fit in this address space",
     )
 }
 
-fn internal(file: &FilePlan) -> Error {
+pub(super) fn internal(file: &FilePlan) -> Error {
     Error::invalid_model(&file.path, "internal: inconsistent read plan")
 }
 

@@ -86,11 +86,18 @@ impl<P: Pipeline> LoaderService<P> {
     #[cfg(not(target_arch = "wasm32"))]
     fn read(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
         let plan = resolve(&ticket.model)?;
-        self.resources.check_budget(peak_bytes(
-            &plan,
-            self.config.dtype,
-            self.resources.device(),
-        )?)?;
+        #[allow(unused_mut)]
+        let mut needed = peak_bytes(&plan, self.config.dtype, self.resources.device())?;
+        #[cfg(feature = "cuda")]
+        if self.resources.device().is_cuda() {
+            // The pinned staging buffers the CUDA path reads through.
+            needed = needed.saturating_add(super::cuda::staging_bytes(
+                self.config.chunk_size,
+                self.config.threads,
+            ));
+        }
+        self.resources.check_budget(needed)?;
+        self.resources.note_load_start();
         let mut reservation = self.resources.reservation();
         let ctx = self.read_context(ticket);
         // No pacing on native: the read never suspends, so this completes
@@ -149,6 +156,8 @@ impl<P: Pipeline> LoaderService<P> {
             hook_lock: Default::default(),
             device: self.resources.device(),
             dtype: config.dtype,
+            #[cfg(feature = "cuda")]
+            staging: &self.staging,
         }
     }
 
@@ -295,10 +304,8 @@ impl<P: Pipeline> Drop for EndUnload<P> {
                 resident.abandon();
             }
             drop(resident);
+            // Synchronizes the device and notes its free memory too.
             self.loader.resources.return_freed_memory();
-            if let Err(error) = self.loader.resources.synchronize() {
-                tracing::warn!(%error, "device synchronisation after unload failed");
-            }
         }
         self.loader.finish_unload(self.generation);
     }

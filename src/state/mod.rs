@@ -192,6 +192,9 @@ pub struct Snapshot {
     /// shutdown's drain timeout; no longer the manager's, not hidden either.
     /// Falls to 0 when the last such lease is dropped.
     pub unreclaimed_bytes: u64,
+    /// The device's free memory before the last load and after the last
+    /// release, as its driver reports them (CUDA only; `None` elsewhere).
+    pub device_memory: Option<crate::DeviceMemory>,
 }
 
 /// One transition, as delivered to subscribers.

@@ -213,6 +213,7 @@ impl<P: Pipeline> StateManager<P> {
             error: published.error.clone(),
             resident_bytes: self.ledger.resident(),
             unreclaimed_bytes: self.ledger.unreclaimed(),
+            device_memory: self.ledger.device(),
         }
     }
 

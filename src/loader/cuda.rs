@@ -1,0 +1,463 @@
+//! The CUDA load path (feature `cuda`): file → pinned host staging → device.
+//!
+//! Each file gets one device buffer per dtype, allocated up front and
+//! counted at once; every tensor is a view into it (as on the CPU). The file
+//! is read in chunks of `chunk_size` by up to `read_threads` threads. Each
+//! thread owns two pinned (page-locked) staging buffers: it reads a chunk
+//! into one and enqueues asynchronous host-to-device copies from it on the
+//! device's stream, then reads the next chunk into the other while the first
+//! is copied (double buffering). Before a staging buffer is refilled, the
+//! thread waits on the event recorded after its copies, so a copy never
+//! reads a buffer being overwritten. No tensor is ever held in host memory:
+//! the staging buffers are the only host memory a load uses, and they are
+//! counted in the reservation while it runs.
+//!
+//! Cancellation is checked after every chunk; on cancel or error the
+//! threads stop, every queued copy is waited for, and the device buffers
+//! are dropped (freed on the device's stream) before the error returns.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use candle_core::cuda_backend::cudarc::driver::{
+    result, CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtrMut, DriverError,
+    PinnedHostSlice, SyncOnDrop,
+};
+use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::op::BackpropOp;
+use candle_core::{DType, Storage, Tensor};
+
+use super::files::read_exact_at;
+use super::plan::FilePlan;
+use super::read::{cut, internal, layout, read_error, too_large, ReadContext};
+use crate::resource::Reservation;
+use crate::{Error, Result};
+
+/// The host memory a CUDA load of `threads` threads stages through, which
+/// its budget counts: two pinned buffers of one chunk per thread.
+pub(crate) fn staging_bytes(chunk_size: usize, threads: usize) -> u64 {
+    (chunk_size.max(1) as u64)
+        .saturating_mul(2)
+        .saturating_mul(threads.max(1) as u64)
+}
+
+/// Free and total memory of `device`, in bytes, as the driver reports them.
+pub(crate) fn memory_info(device: &CudaDevice) -> Result<(u64, u64)> {
+    let (free, total) = device
+        .cuda_stream()
+        .context()
+        .mem_get_info()
+        .map_err(driver)?;
+    Ok((free as u64, total as u64))
+}
+
+fn driver(e: DriverError) -> Error {
+    Error::Device(format!("CUDA: {e}"))
+}
+
+/// A typed device buffer: one per dtype per file.
+enum DeviceBuffer {
+    U8(CudaSlice<u8>),
+    U32(CudaSlice<u32>),
+    I16(CudaSlice<i16>),
+    I32(CudaSlice<i32>),
+    I64(CudaSlice<i64>),
+    F16(CudaSlice<half::f16>),
+    BF16(CudaSlice<half::bf16>),
+    F32(CudaSlice<f32>),
+    F64(CudaSlice<f64>),
+}
+
+macro_rules! each_device_buffer {
+    ($value:expr, $v:ident => $body:expr) => {
+        match $value {
+            DeviceBuffer::U8($v) => $body,
+            DeviceBuffer::U32($v) => $body,
+            DeviceBuffer::I16($v) => $body,
+            DeviceBuffer::I32($v) => $body,
+            DeviceBuffer::I64($v) => $body,
+            DeviceBuffer::F16($v) => $body,
+            DeviceBuffer::BF16($v) => $body,
+            DeviceBuffer::F32($v) => $body,
+            DeviceBuffer::F64($v) => $body,
+        }
+    };
+}
+
+impl DeviceBuffer {
+    /// An uninitialised buffer of `bytes` (a multiple of the dtype's size):
+    /// every byte is written by the copies before any tensor is made.
+    fn alloc(device: &CudaDevice, dtype: DType, bytes: usize) -> Result<DeviceBuffer> {
+        let n = bytes / dtype.size_in_bytes();
+        // SAFETY: the memory is uninitialised; the load writes every byte of
+        // it (the tensors of a group tile it exactly) before a tensor over it
+        // exists, and drops it unread if the load stops first.
+        let buffer = unsafe {
+            match dtype {
+                DType::U8 => device.alloc::<u8>(n).map(DeviceBuffer::U8),
+                DType::U32 => device.alloc::<u32>(n).map(DeviceBuffer::U32),
+                DType::I16 => device.alloc::<i16>(n).map(DeviceBuffer::I16),
+                DType::I32 => device.alloc::<i32>(n).map(DeviceBuffer::I32),
+                DType::I64 => device.alloc::<i64>(n).map(DeviceBuffer::I64),
+                DType::F16 => device.alloc::<half::f16>(n).map(DeviceBuffer::F16),
+                DType::BF16 => device.alloc::<half::bf16>(n).map(DeviceBuffer::BF16),
+                DType::F64 => device.alloc::<f64>(n).map(DeviceBuffer::F64),
+                DType::F32 => device.alloc::<f32>(n).map(DeviceBuffer::F32),
+                other => {
+                    return Err(Error::Device(format!(
+                        "internal: no CUDA buffer for {other:?}"
+                    )))
+                }
+            }
+        };
+        buffer.map_err(|e| {
+            let available = memory_info(device).map_or(0, |(free, _)| free);
+            tracing::debug!("CUDA allocation of {bytes} bytes failed: {e}");
+            Error::InsufficientMemory {
+                needed: bytes as u64,
+                available,
+            }
+        })
+    }
+
+    /// The buffer's device address, for writing on `stream`; the guard
+    /// records the write when dropped (after the copies are queued).
+    fn device_ptr_mut<'a>(&'a mut self, stream: &'a CudaStream) -> (u64, SyncOnDrop<'a>) {
+        each_device_buffer!(self, v => {
+            let (ptr, guard) = v.device_ptr_mut(stream);
+            (ptr, guard)
+        })
+    }
+
+    fn into_tensor(self, device: &CudaDevice) -> Tensor {
+        each_device_buffer!(self, v => {
+            let n = v.len();
+            let storage = CudaStorage::wrap_cuda_slice(v, device.clone());
+            Tensor::from_storage(Storage::Cuda(storage), n, BackpropOp::none(), false)
+        })
+    }
+}
+
+/// Part of a chunk that belongs to one tensor: copied from `src` in the
+/// staging buffer to `dst` in its group's device buffer.
+struct Segment {
+    tensor: usize,
+    group: usize,
+    src: usize,
+    dst: u64,
+    len: usize,
+}
+
+/// One read: `len` bytes of the file from `offset`, and where they go.
+struct Job {
+    offset: u64,
+    len: usize,
+    segments: Vec<Segment>,
+}
+
+/// Split the file's tensor data into chunk-sized reads. A read covers
+/// consecutive tensors (small tensors share one read and one staging
+/// buffer; a large one spans several reads); bytes between tensors are read
+/// and not copied.
+fn jobs(file: &FilePlan, placement: &[(usize, u64)], chunk: usize) -> Result<Vec<Job>> {
+    let entries = &file.header.tensors;
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| entries.get(i).map_or(0, |e| e.offset));
+    let mut jobs: Vec<Job> = Vec::new();
+    for i in order {
+        let (Some(entry), Some(&(group, at))) = (entries.get(i), placement.get(i)) else {
+            return Err(internal(file));
+        };
+        let len = usize::try_from(entry.len).map_err(|_| too_large(file))?;
+        let mut done = 0usize;
+        while done < len {
+            let offset = entry.offset.saturating_add(done as u64);
+            // Extend the last read if this piece starts where it ends and it
+            // has room; else start a new read here.
+            let room = match jobs.last() {
+                Some(last)
+                    if last.offset.saturating_add(last.len as u64) == offset
+                        && last.len < chunk =>
+                {
+                    chunk - last.len
+                }
+                _ => {
+                    jobs.push(Job {
+                        offset,
+                        len: 0,
+                        segments: Vec::new(),
+                    });
+                    chunk
+                }
+            };
+            let piece = room.min(len - done);
+            let Some(job) = jobs.last_mut() else {
+                return Err(internal(file));
+            };
+            job.segments.push(Segment {
+                tensor: i,
+                group,
+                src: job.len,
+                dst: at.saturating_add(done as u64),
+                len: piece,
+            });
+            job.len += piece;
+            done += piece;
+        }
+    }
+    Ok(jobs)
+}
+
+/// Pinned staging buffers, kept for the manager's life and reused by every
+/// load: page-locking memory costs about as much as copying it, so a
+/// buffer pinned per load would cost a load a good part of its time.
+/// Freed when the manager is dropped.
+#[derive(Default)]
+pub(crate) struct StagingPool {
+    free: Mutex<Vec<PinnedHostSlice<u8>>>,
+}
+
+impl StagingPool {
+    /// A buffer of at least `bytes` (the chunk size is fixed per manager;
+    /// a smaller buffer left in the pool is freed).
+    fn take(&self, context: &Arc<CudaContext>, bytes: usize) -> Result<PinnedHostSlice<u8>> {
+        loop {
+            let popped = self
+                .free
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            match popped {
+                Some(buffer) if buffer.len() >= bytes => return Ok(buffer),
+                Some(_) => continue,
+                // Plain page-locked memory (not write-combined: the kernel's
+                // copy from the page cache writes it through the CPU caches).
+                // SAFETY: the memory is uninitialised; it is only read by
+                // copies of the bytes a read has just written into it.
+                None => {
+                    return unsafe { context.alloc_pinned_with_flags::<u8>(bytes, 0) }
+                        .map_err(driver)
+                }
+            }
+        }
+    }
+
+    fn give(&self, buffer: PinnedHostSlice<u8>) {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(buffer);
+    }
+}
+
+/// A staging buffer on loan from the pool, and the event recorded after the
+/// copies out of it; dropping it waits for those copies, then returns the
+/// buffer to the pool.
+struct Staging<'p> {
+    buffer: Option<PinnedHostSlice<u8>>,
+    copied: CudaEvent,
+    pool: &'p StagingPool,
+}
+
+impl<'p> Staging<'p> {
+    fn new(pool: &'p StagingPool, context: &Arc<CudaContext>, bytes: usize) -> Result<Self> {
+        let buffer = pool.take(context, bytes)?;
+        let copied = context.new_event(None).map_err(driver)?;
+        Ok(Staging {
+            buffer: Some(buffer),
+            copied,
+            pool,
+        })
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        // The copies queued from this buffer must finish before it is reused
+        // or freed; if waiting fails, the buffer is leaked rather than
+        // handed out (or freed) under a copy that may still read it.
+        match self.copied.synchronize() {
+            Ok(()) => {
+                if let Some(buffer) = self.buffer.take() {
+                    self.pool.give(buffer);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("CUDA: waiting for staging copies failed: {e}");
+                std::mem::forget(self.buffer.take());
+            }
+        }
+    }
+}
+
+/// Read one file's tensors onto `device` (see the module docs).
+pub(super) fn read_file(
+    file: &FilePlan,
+    ctx: &ReadContext<'_>,
+    device: &CudaDevice,
+    reservation: &mut Reservation,
+) -> Result<Vec<(String, Tensor)>> {
+    let layout = layout(file)?;
+    let (groups, placement) = &layout;
+    let mut buffers = Vec::with_capacity(groups.len());
+    for &(dtype, bytes) in groups {
+        let bytes = usize::try_from(bytes).map_err(|_| too_large(file))?;
+        buffers.push(DeviceBuffer::alloc(device, dtype, bytes)?);
+        reservation.grow(bytes as u64);
+    }
+    let chunk = ctx.chunk_size.max(1);
+    let jobs = jobs(file, placement, chunk)?;
+    let threads = ctx.threads.clamp(1, jobs.len().max(1));
+    let staging = staging_bytes(chunk, threads);
+    reservation.grow(staging);
+    let copied = copy_all(file, ctx, device, &mut buffers, jobs, threads, chunk);
+    reservation.shrink(staging);
+    copied?;
+    let whole = buffers.into_iter().map(|b| b.into_tensor(device)).collect();
+    let tensors = cut(file, layout, whole, ctx, reservation)?;
+    // Every copy and conversion is complete before the load says Ready: a
+    // host's own kernels on another stream need no synchronisation, and a
+    // failure surfaces here, not in the first inference.
+    device.cuda_stream().synchronize().map_err(driver)?;
+    Ok(tensors)
+}
+
+/// Read every job and queue its copies, on `threads` threads.
+fn copy_all(
+    file: &FilePlan,
+    ctx: &ReadContext<'_>,
+    device: &CudaDevice,
+    buffers: &mut [DeviceBuffer],
+    jobs: Vec<Job>,
+    threads: usize,
+    chunk: usize,
+) -> Result<()> {
+    let stream = device.cuda_stream();
+    let context = stream.context().clone();
+    // The device address of each group's buffer; the guards record the
+    // writes on the stream once every copy is queued.
+    let mut bases = Vec::with_capacity(buffers.len());
+    let mut guards = Vec::with_capacity(buffers.len());
+    for buffer in buffers.iter_mut() {
+        let (ptr, guard) = buffer.device_ptr_mut(&stream);
+        bases.push(ptr);
+        guards.push(guard);
+    }
+    // Per tensor: reads left before it is complete (progress counts it then).
+    let remaining: Vec<AtomicUsize> = (0..file.header.tensors.len())
+        .map(|_| AtomicUsize::new(0))
+        .collect();
+    for job in &jobs {
+        for segment in &job.segments {
+            if let Some(r) = remaining.get(segment.tensor) {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    for r in &remaining {
+        if r.load(Ordering::Relaxed) == 0 {
+            // An empty tensor is complete as soon as it exists.
+            ctx.progress.tensor_done();
+        }
+    }
+
+    let mut dealt: Vec<Vec<Job>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, job) in jobs.into_iter().enumerate() {
+        if let Some(d) = dealt.get_mut(i % threads) {
+            d.push(job);
+        }
+    }
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let worker = |jobs: Vec<Job>| -> Result<()> {
+        context.bind_to_thread().map_err(driver)?;
+        let mut staging = [
+            Staging::new(ctx.staging, &context, chunk)?,
+            Staging::new(ctx.staging, &context, chunk)?,
+        ];
+        for (n, job) in jobs.into_iter().enumerate() {
+            if failed.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let Some(stage) = staging.get_mut(n % 2) else {
+                return Err(internal(file));
+            };
+            // Wait for the copies out of this buffer two reads ago.
+            stage.copied.synchronize().map_err(driver)?;
+            let Some(pinned) = stage.buffer.as_mut() else {
+                return Err(internal(file));
+            };
+            let host = pinned.as_mut_slice().map_err(driver)?;
+            let Some(dest) = host.get_mut(..job.len) else {
+                return Err(internal(file));
+            };
+            let entry = job
+                .segments
+                .first()
+                .and_then(|s| file.header.tensors.get(s.tensor));
+            read_exact_at(&file.reader, dest, job.offset)
+                .map_err(|e| read_error(file, entry, e))?;
+            for segment in &job.segments {
+                let (Some(&base), Some(src)) = (
+                    bases.get(segment.group),
+                    dest.get(segment.src..segment.src + segment.len),
+                ) else {
+                    return Err(internal(file));
+                };
+                // SAFETY: `base + dst .. + len` lies inside the group's
+                // device buffer (the layout tiles it with its tensors, and
+                // the segment is part of one tensor), alive until the
+                // stream is synchronized after every thread has returned;
+                // `src` is pinned memory that is not written again before
+                // `copied`, recorded after this copy, has completed, nor
+                // freed before (Staging's drop waits for it).
+                unsafe { result::memcpy_htod_async(base + segment.dst, src, stream.cu_stream()) }
+                    .map_err(driver)?;
+            }
+            stage.copied.record(&stream).map_err(driver)?;
+            for segment in &job.segments {
+                if remaining
+                    .get(segment.tensor)
+                    .is_some_and(|r| r.fetch_sub(1, Ordering::AcqRel) == 1)
+                {
+                    ctx.progress.tensor_done();
+                }
+            }
+            ctx.advance(job.len as u64)?;
+        }
+        Ok(())
+    };
+    let run = |jobs: Vec<Job>| {
+        if let Err(e) = worker(jobs) {
+            failed.store(true, Ordering::Release);
+            first_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(e);
+        }
+    };
+    if threads == 1 {
+        dealt.into_iter().for_each(run);
+    } else {
+        let run = &run;
+        std::thread::scope(|scope| {
+            for jobs in dealt {
+                scope.spawn(move || run(jobs));
+            }
+        });
+    }
+    drop(guards);
+    match first_error
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
+        Some(e) => {
+            // Nothing may still be copying into buffers about to be freed.
+            let _ = stream.synchronize();
+            Err(e)
+        }
+        None => Ok(()),
+    }
+}
