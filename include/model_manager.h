@@ -318,6 +318,31 @@ typedef uint32_t mm_dtype;
 #endif // __cplusplus
 
 /**
+ * Where a tensor's data lives. Values are explicit and never reused.
+ */
+enum mm_device_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Host memory: `address` is a pointer the host may read.
+     */
+    MM_DEVICE_KIND_CPU = 0,
+    /**
+     * CUDA device memory: `address` is a `CUdeviceptr`.
+     */
+    MM_DEVICE_KIND_CUDA = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mm_device_kind mm_device_kind;
+#else
+typedef uint32_t mm_device_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A lease on the ready model. Opaque; release it with `mm_lease_release`.
  */
 typedef struct mm_lease mm_lease;
@@ -528,6 +553,54 @@ typedef struct mm_tensor {
      */
     size_t data_len;
 } mm_tensor;
+
+/**
+ * A tensor seen through a lease, wherever it lives: for hosts that run
+ * their own kernels on the model's memory (see `mm_lease_tensor_on_device`).
+ * Every pointer in it is owned by the lease and valid until
+ * `mm_lease_release`; the data is read-only.
+ */
+typedef struct mm_device_tensor {
+    /**
+     * As in `mm_tensor`.
+     */
+    const char *name;
+    /**
+     * The element type.
+     */
+    mm_dtype dtype;
+    /**
+     * Number of dimensions (0 for a scalar).
+     */
+    size_t rank;
+    /**
+     * `rank` dimensions, outermost first.
+     */
+    const size_t *shape;
+    /**
+     * Where the data is.
+     */
+    mm_device_kind kind;
+    /**
+     * The device's ordinal (`N` of `"cuda:N"`); 0 on the CPU.
+     */
+    uint32_t ordinal;
+    /**
+     * The first element, contiguous, row-major: a host pointer on the
+     * CPU, a `CUdeviceptr` on CUDA.
+     */
+    uint64_t address;
+    /**
+     * Size of the data in bytes (elements × dtype size).
+     */
+    size_t data_len;
+    /**
+     * On CUDA, the `CUstream` the manager loaded the model on (its copies
+     * are complete when the lease is handed out); a host's kernels on
+     * another stream need no synchronisation with it. NULL on the CPU.
+     */
+    void *stream;
+} mm_device_tensor;
 
 #ifdef __cplusplus
 extern "C" {
@@ -923,6 +996,24 @@ mm_result mm_lease_tensor_find(const struct mm_lease *lease, const char *name, s
  * `mm_lease_release`; the data is read-only.
  */
 mm_result mm_lease_tensor(const struct mm_lease *lease, size_t index, struct mm_tensor *tensor_out);
+
+/**
+ * Tensor `index` wherever it lives, into `*tensor_out`: on the CPU as
+ * `mm_lease_tensor` gives it; on a CUDA device (a library built with the
+ * `cuda` feature, a manager created with device `"cuda:N"`) its
+ * `CUdeviceptr`, byte length and the `CUstream` it was loaded on, for a
+ * host's own kernels. `MM_RESULT_NOT_FOUND` for an index out of range;
+ * `MM_RESULT_NOT_ON_CPU` for a device the C API does not expose (Metal);
+ * `MM_RESULT_UNSUPPORTED_DTYPE` for a dtype with no `mm_dtype`.
+ *
+ * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: every pointer and address written belongs to the lease and is
+ * valid until `mm_lease_release`; the data is read-only (device memory
+ * too: the manager frees it after the last lease is released).
+ */
+mm_result mm_lease_tensor_on_device(const struct mm_lease *lease,
+                                    size_t index,
+                                    struct mm_device_tensor *tensor_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -262,6 +262,46 @@ pub struct mm_tensor {
     pub data_len: usize,
 }
 
+/// Where a tensor's data lives. Values are explicit and never reused.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum mm_device_kind {
+    /// Host memory: `address` is a pointer the host may read.
+    Cpu = 0,
+    /// CUDA device memory: `address` is a `CUdeviceptr`.
+    Cuda = 1,
+}
+
+/// A tensor seen through a lease, wherever it lives: for hosts that run
+/// their own kernels on the model's memory (see `mm_lease_tensor_on_device`).
+/// Every pointer in it is owned by the lease and valid until
+/// `mm_lease_release`; the data is read-only.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mm_device_tensor {
+    /// As in `mm_tensor`.
+    pub name: *const c_char,
+    /// The element type.
+    pub dtype: mm_dtype,
+    /// Number of dimensions (0 for a scalar).
+    pub rank: usize,
+    /// `rank` dimensions, outermost first.
+    pub shape: *const usize,
+    /// Where the data is.
+    pub kind: mm_device_kind,
+    /// The device's ordinal (`N` of `"cuda:N"`); 0 on the CPU.
+    pub ordinal: u32,
+    /// The first element, contiguous, row-major: a host pointer on the
+    /// CPU, a `CUdeviceptr` on CUDA.
+    pub address: u64,
+    /// Size of the data in bytes (elements × dtype size).
+    pub data_len: usize,
+    /// On CUDA, the `CUstream` the manager loaded the model on (its copies
+    /// are complete when the lease is handed out); a host's kernels on
+    /// another stream need no synchronisation with it. NULL on the CPU.
+    pub stream: *mut c_void,
+}
+
 /// Called on a loader thread after every chunk read (see
 /// `mm_manager_options.progress`). `progress` is only valid during the call.
 pub type mm_progress_callback =
@@ -375,6 +415,7 @@ mod tests {
             error: Some(model_manager::Error::Timeout),
             resident_bytes: 5,
             unreclaimed_bytes: 6,
+            device_memory: None,
         };
         let c = mm_snapshot::from(&snapshot);
         assert_eq!(c.state, mm_state::Failed);

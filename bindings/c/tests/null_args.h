@@ -29,6 +29,7 @@ static void mm_test_null_arguments(const char *model_dir) {
     mm_subscription *sub = NULL;
     mm_lease *lease = NULL;
     mm_tensor tensor;
+    mm_device_tensor device_tensor;
 
     /* Options and creation. */
     CHECK_RC(mm_manager_options_init(NULL), NUL);
@@ -111,6 +112,8 @@ static void mm_test_null_arguments(const char *model_dir) {
     CHECK_RC(mm_lease_tensor_find(lease, "t0", NULL), NUL);
     CHECK_RC(mm_lease_tensor(NULL, 0, &tensor), NUL);
     CHECK_RC(mm_lease_tensor(lease, 0, NULL), NUL);
+    CHECK_RC(mm_lease_tensor_on_device(NULL, 0, &device_tensor), NUL);
+    CHECK_RC(mm_lease_tensor_on_device(lease, 0, NULL), NUL);
     CHECK(n == 42 && strcmp(name, "sentinel") == 0);
     mm_lease_release(lease);
 

@@ -98,6 +98,23 @@ fn lifecycle_through_the_c_api() {
         let data = std::slice::from_raw_parts(tensor.data.cast::<f32>(), 16);
         assert_eq!(data[5], 1005.0);
         assert_eq!(mm_lease_tensor(lease, 3, &mut tensor), mm_result::NotFound);
+        // The same tensor seen as device data: on the CPU, the host pointer.
+        let mut on_device = std::mem::zeroed::<mm_device_tensor>();
+        assert_eq!(
+            mm_lease_tensor_on_device(lease, index, &mut on_device),
+            mm_result::Ok
+        );
+        assert_eq!(on_device.kind, mm_device_kind::Cpu);
+        assert_eq!(on_device.ordinal, 0);
+        assert_eq!(on_device.address, tensor_data_address(lease, index));
+        assert_eq!(on_device.data_len, 64);
+        assert_eq!(on_device.dtype, mm_dtype::F32);
+        assert_eq!(CStr::from_ptr(on_device.name).to_str(), Ok("t1"));
+        assert!(on_device.stream.is_null());
+        assert_eq!(
+            mm_lease_tensor_on_device(lease, 3, &mut on_device),
+            mm_result::NotFound
+        );
 
         // A lease held across an unload.
         let mut leases = 0;
@@ -239,5 +256,18 @@ fn destroy_gives_up_on_a_stuck_load_callback() {
         // callback does on the runtime's one worker thread.
         assert_eq!(r, mm_result::Timeout, "after {took:?}");
         assert!(took.as_millis() < 6_500, "destroy took {took:?}");
+    }
+}
+
+/// The host address `mm_lease_tensor` gives for tensor `index`.
+///
+/// # Safety
+/// `lease` is a live lease.
+unsafe fn tensor_data_address(lease: *const mm_lease, index: usize) -> u64 {
+    // SAFETY: a live lease (the caller's promise) and a local out-param.
+    unsafe {
+        let mut tensor = std::mem::zeroed::<mm_tensor>();
+        assert_eq!(mm_lease_tensor(lease, index, &mut tensor), mm_result::Ok);
+        tensor.data as u64
     }
 }
