@@ -43,6 +43,9 @@ echo "demo ran"
 step "example: sentence embeddings from a lease (examples/embed)"
 cargo run -q --example embed
 
+step "device check on the CPU (tools/gpu-check; scripts/gpu-check.sh runs it on a GPU)"
+cargo run -q -p model-manager-gpu-check -- --device cpu --model-mib 64 --cycles 3
+
 # The CUDA path, compiled on a machine without CUDA (the toolchain comes
 # from PyPI wheels, see scripts/cuda-toolchain.sh): clippy over the code
 # behind the `cuda` feature, then the binary scripts/gpu-check.sh runs on
@@ -53,8 +56,7 @@ if [ "${MM_CUDA:-1}" != "0" ]; then
     (
         toolchain=$(bash scripts/cuda-toolchain.sh)
         eval "$toolchain"
-        cargo clippy --release --features cuda -p model-manager --lib --examples -- -D warnings
-        cargo clippy --release -p model-manager-c --features cuda --lib -- -D warnings
+        cargo clippy --release -p model-manager-gpu-check --features cuda -- -D warnings
         bash scripts/gpu-check.sh build
     )
 else

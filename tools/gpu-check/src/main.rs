@@ -441,6 +441,108 @@ async fn check_embedding(table: &mut Table, device: DeviceSpec, dir: &Path) -> b
     ok
 }
 
+/// Through the C API, as a C host would: a manager on the device, a lease,
+/// `mm_lease_tensor_on_device` for tensor `w0`; the bytes at the address it
+/// gives (copied from the device on CUDA) must be the file's.
+fn check_c_api(table: &mut Table, device: DeviceSpec, path: &Path) -> bool {
+    use model_manager_c::*;
+    use std::ffi::CString;
+
+    let outcome = (|| -> Result<String, String> {
+        let spec = CString::new(device.to_string()).map_err(|e| e.to_string())?;
+        let file = CString::new(path.to_string_lossy().into_owned()).map_err(|e| e.to_string())?;
+        let rc = |what: &str, r: mm_result| {
+            if r == mm_result::Ok {
+                Ok(())
+            } else {
+                Err(format!("{what}: {r:?}"))
+            }
+        };
+        // SAFETY: every pointer passed is live for the call; the manager and
+        // lease are released below whatever happens in between.
+        unsafe {
+            let mut options = std::mem::zeroed::<mm_manager_options>();
+            rc("options", mm_manager_options_init(&mut options))?;
+            options.device = spec.as_ptr();
+            let mut manager = std::ptr::null_mut();
+            rc("new", mm_manager_new(&options, &mut manager))?;
+            let read = (|| {
+                rc(
+                    "load",
+                    mm_manager_load(manager, file.as_ptr(), None, std::ptr::null_mut()),
+                )?;
+                let mut state = mm_state::Idle;
+                rc(
+                    "wait",
+                    mm_manager_wait(manager, MM_TIMEOUT_INFINITE, &mut state),
+                )?;
+                let mut lease = std::ptr::null_mut();
+                rc("acquire", mm_manager_acquire(manager, &mut lease))?;
+                let seen = (|| {
+                    let mut index = 0;
+                    rc(
+                        "find",
+                        mm_lease_tensor_find(lease, c"w0".as_ptr(), &mut index),
+                    )?;
+                    let mut t = std::mem::zeroed::<mm_device_tensor>();
+                    rc("on_device", mm_lease_tensor_on_device(lease, index, &mut t))?;
+                    let mut bytes = vec![0u8; 2048.min(t.data_len)];
+                    match t.kind {
+                        mm_device_kind::Cpu => {
+                            let n = bytes.len();
+                            bytes.copy_from_slice(std::slice::from_raw_parts(
+                                t.address as *const u8,
+                                n,
+                            ));
+                        }
+                        mm_device_kind::Cuda => copy_from_device(&mut bytes, t.ordinal, t.address)?,
+                    }
+                    if bytes != expected_prefix(0, bytes.len()) {
+                        return Err("the bytes at the address are not the file's".to_string());
+                    }
+                    Ok(format!(
+                        "{:?} address, {} bytes, stream {}",
+                        t.kind,
+                        t.data_len,
+                        if t.stream.is_null() { "NULL" } else { "set" }
+                    ))
+                })();
+                mm_lease_release(lease);
+                seen
+            })();
+            let destroyed = mm_manager_destroy(manager);
+            let seen = read?;
+            rc("destroy", destroyed)?;
+            Ok(seen)
+        }
+    })();
+    let ok = outcome.is_ok();
+    table.row(
+        "C API: mm_lease_tensor_on_device gives the tensor's bytes",
+        ok,
+        outcome.unwrap_or_else(|e| e),
+    );
+    ok
+}
+
+/// Copy device memory at `address` on device `ordinal` into `bytes`
+/// (CUDA), as a host using the driver API would.
+#[cfg(feature = "cuda")]
+fn copy_from_device(bytes: &mut [u8], ordinal: u32, address: u64) -> Result<(), String> {
+    use model_manager::candle_core::cuda_backend::cudarc::driver::{result, CudaContext};
+    // The device's primary context, which the manager's loads use too.
+    let context = CudaContext::new(ordinal as usize).map_err(|e| e.to_string())?;
+    context.bind_to_thread().map_err(|e| e.to_string())?;
+    // SAFETY: `address` is a live device allocation of at least
+    // `bytes.len()` bytes (the lease holds it); the copy is synchronous.
+    unsafe { result::memcpy_dtoh_sync(bytes, address) }.map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn copy_from_device(_: &mut [u8], _: u32, _: u64) -> Result<(), String> {
+    Err("a CUDA address in a build without CUDA".into())
+}
+
 /// Load time through a manager with these reader threads and chunk size
 /// (median of `n`).
 async fn sweep_secs(
@@ -561,6 +663,19 @@ async fn main() {
     let cancels = check_cancel(&mut table, &m, &path, 10).await;
     check_cycles(&mut table, &m, &path, args.cycles).await;
     check_embedding(&mut table, args.device, &args.dir).await;
+    // On a thread of its own, as a C host's: the C API's blocking calls
+    // refuse to run on the async runtime's threads.
+    let (c_path, c_device) = (path.clone(), args.device);
+    let c_rows = std::thread::spawn(move || {
+        let mut rows = Table::default();
+        check_c_api(&mut rows, c_device, &c_path);
+        rows
+    })
+    .join();
+    match c_rows {
+        Ok(rows) => table.0.extend(rows.0),
+        Err(_) => table.row("C API", false, "the check panicked"),
+    }
 
     let ours = manager_load_secs(&m, &path, 5).await;
     let candle = candle_load_secs(m.candle_device(), &path, 3);
