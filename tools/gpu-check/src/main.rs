@@ -41,6 +41,9 @@ const MIB: u64 = 1 << 20;
 /// How far device memory may be from its value before a load, after the
 /// release: allocator granularity.
 const SLACK: u64 = 2 * MIB;
+/// What the first release in a process may leave besides [`SLACK`]: device
+/// memory CUDA keeps once a kernel has been used (measured: 2 to 4 MiB).
+const FIRST_USE: u64 = 16 * MIB;
 
 struct Args {
     device: DeviceSpec,
@@ -271,9 +274,13 @@ async fn check_load(table: &mut Table, m: &Manager, path: &Path, model_mib: u64)
     );
     let unloaded = m.unload().await.is_ok();
     let (left, how) = left_after_release(m);
+    // The first release in the process also pays for what CUDA sets up on
+    // first use (the kernels the check above ran are loaded into device
+    // memory, and stay): a leak of the model would leave it all. The strict
+    // bound applies from the next load on (the cycles below).
     table.row(
-        "unload: memory back",
-        unloaded && left <= SLACK,
+        "first unload: the model's memory back (first use of kernels aside)",
+        unloaded && left <= FIRST_USE,
         format!("{} KiB not back ({how})", left / 1024),
     );
     intact && unloaded
