@@ -557,8 +557,12 @@ typedef struct mm_tensor {
 /**
  * A tensor seen through a lease, wherever it lives: for hosts that run
  * their own kernels on the model's memory (see `mm_lease_tensor_on_device`).
- * Every pointer in it is owned by the lease and valid until
- * `mm_lease_release`; the data is read-only.
+ * Every pointer and address in it is owned by the lease and valid until
+ * `mm_lease_release`; the data is read-only. The load's copies and
+ * conversions are complete before the model is Ready: a host's kernels
+ * need no synchronisation with them, on any stream. They must have
+ * finished before the lease is released (the manager may free the memory
+ * then, on a stream of its own).
  */
 typedef struct mm_device_tensor {
     /**
@@ -594,12 +598,6 @@ typedef struct mm_device_tensor {
      * Size of the data in bytes (elements × dtype size).
      */
     size_t data_len;
-    /**
-     * On CUDA, the `CUstream` the manager loaded the model on (its copies
-     * are complete when the lease is handed out); a host's kernels on
-     * another stream need no synchronisation with it. NULL on the CPU.
-     */
-    void *stream;
 } mm_device_tensor;
 
 #ifdef __cplusplus
@@ -1001,8 +999,8 @@ mm_result mm_lease_tensor(const struct mm_lease *lease, size_t index, struct mm_
  * Tensor `index` wherever it lives, into `*tensor_out`: on the CPU as
  * `mm_lease_tensor` gives it; on a CUDA device (a library built with the
  * `cuda` feature, a manager created with device `"cuda:N"`) its
- * `CUdeviceptr`, byte length and the `CUstream` it was loaded on, for a
- * host's own kernels. `MM_RESULT_NOT_FOUND` for an index out of range;
+ * `CUdeviceptr` and byte length, for a host's own kernels (see
+ * `mm_device_tensor` for the ordering rules). `MM_RESULT_NOT_FOUND` for an index out of range;
  * `MM_RESULT_NOT_ON_CPU` for a device the C API does not expose (Metal);
  * `MM_RESULT_UNSUPPORTED_DTYPE` for a dtype with no `mm_dtype`.
  *

@@ -55,7 +55,15 @@ MARKER="$PREFIX/wheels.installed"
 
 # --- 1. venv and wheels -----------------------------------------------------
 
-command -v python3 >/dev/null || die "python3 not found (apt-get install python3)"
+if ! command -v python3 >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "python3 not found: installing python3 and python3-venv with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >&2
+    else
+        die "python3 not found (apt-get install python3 python3-venv, as root)"
+    fi
+fi
 
 # Debian splits venv/ensurepip out of python3: say which package is needed and
 # install it when running as root.

@@ -56,7 +56,8 @@ if [ "${MM_CUDA:-1}" != "0" ]; then
     (
         toolchain=$(bash scripts/cuda-toolchain.sh)
         eval "$toolchain"
-        cargo clippy --release -p model-manager-gpu-check --features cuda -- -D warnings
+        cargo clippy --release --features cuda \
+            -p model-manager -p model-manager-c -p model-manager-gpu-check --lib --bins -- -D warnings
         bash scripts/gpu-check.sh build
     )
 else

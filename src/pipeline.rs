@@ -56,7 +56,7 @@
 //! }
 //! ```
 //!
-//! `examples/embed.rs` runs this end to end.
+//! `examples/embed/` runs this end to end.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;

@@ -160,11 +160,6 @@ impl ResourceManager {
         &self.ledger
     }
 
-    /// After model memory was freed: hand the allocator's free pages back to
-    /// the OS. Tensors of up to 32 MiB come from glibc's heap once its
-    /// dynamic mmap threshold has risen, and glibc keeps freed heap pages;
-    /// without this, a small model's memory stays in the process after
-    /// unload. Blocking (it walks the heap): call on a blocking thread.
     /// Free and total memory of the device, as its driver reports them
     /// (CUDA only; `None` elsewhere or if the query fails).
     pub(crate) fn device_memory(&self) -> Option<(u64, u64)> {
@@ -178,6 +173,7 @@ impl ResourceManager {
     }
 
     /// A load is about to allocate: note the device's free memory.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn note_load_start(&self) {
         if let Some((free, total)) = self.device_memory() {
             self.ledger.record_device(|d| {
@@ -200,6 +196,7 @@ impl ResourceManager {
             tracing::warn!(%error, "device synchronisation after a release failed");
         }
         if let Some((free, total)) = self.device_memory() {
+            let mut noted = None;
             self.ledger.record_device(|d| {
                 let before = d.map_or(free, |d| d.free_before_load);
                 let memory = DeviceMemory {
@@ -207,17 +204,26 @@ impl ResourceManager {
                     free_before_load: before,
                     free_after_release: Some(free),
                 };
-                if let Some(short) = memory.shortfall().filter(|&s| s > 2 << 20) {
-                    tracing::warn!(
-                        shortfall = short,
-                        "device memory after the release is {short} bytes short of before the load"
-                    );
-                }
                 *d = Some(memory);
+                noted = Some(memory);
             });
+            // Logged outside the ledger's lock: a subscriber may read a
+            // snapshot.
+            if let Some(short) = noted.and_then(|m| m.shortfall()).filter(|&s| s > 2 << 20) {
+                tracing::warn!(
+                    shortfall = short,
+                    "device memory after the release is {short} bytes short of before the load"
+                );
+            }
         }
     }
 
+    /// After model memory was freed: hand the allocator's free pages back to
+    /// the OS, and on a GPU synchronize and note the device's free memory.
+    /// Tensors of up to 32 MiB come from glibc's heap once its dynamic mmap
+    /// threshold has risen, and glibc keeps freed heap pages; without this,
+    /// a small model's memory stays in the process after unload. Blocking
+    /// (it walks the heap): call on a blocking thread.
     pub(crate) fn return_freed_memory(&self) {
         self.note_release();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -264,9 +270,10 @@ impl ResourceManager {
     fn available_on_device(&self) -> Option<u64> {
         match self.spec {
             DeviceSpec::Cpu => mem_available(),
-            // candle-core does not expose device memory figures; the
-            // allocation itself reports a shortage.
-            DeviceSpec::Cuda(_) | DeviceSpec::Metal => None,
+            // The driver's figure (CUDA builds); candle exposes none for
+            // Metal, where the allocation itself reports a shortage.
+            DeviceSpec::Cuda(_) => self.device_memory().map(|(free, _)| free),
+            DeviceSpec::Metal => None,
         }
     }
 

@@ -307,20 +307,33 @@ pub(super) fn read_file(
         buffers.push(DeviceBuffer::alloc(device, dtype, bytes)?);
         reservation.grow(bytes as u64);
     }
+    let stream = device.cuda_stream();
+    // The allocations above are ordered on this thread's stream; the copies
+    // run on the reader threads' streams: let the allocations complete
+    // first.
+    stream.synchronize().map_err(driver)?;
     let chunk = ctx.chunk_size.max(1);
     let jobs = jobs(file, placement, chunk)?;
     let threads = ctx.threads.clamp(1, jobs.len().max(1));
-    let staging = staging_bytes(chunk, threads);
+    // A staging buffer need not be larger than the largest read.
+    let staging_size = jobs
+        .iter()
+        .map(|j| j.len)
+        .max()
+        .unwrap_or(0)
+        .clamp(1, chunk);
+    let staging = staging_bytes(staging_size, threads);
     reservation.grow(staging);
-    let copied = copy_all(file, ctx, device, &mut buffers, jobs, threads, chunk);
+    let copied = copy_all(file, ctx, device, &mut buffers, jobs, threads, staging_size);
     reservation.shrink(staging);
     copied?;
     let whole = buffers.into_iter().map(|b| b.into_tensor(device)).collect();
     let tensors = cut(file, layout, whole, ctx, reservation)?;
-    // Every copy and conversion is complete before the load says Ready: a
-    // host's own kernels on another stream need no synchronisation, and a
+    // Every copy (each reader thread waited for its own) and conversion
+    // (queued on this thread's stream) is complete before the load says
+    // Ready: a host's kernels need no synchronisation with the load, and a
     // failure surfaces here, not in the first inference.
-    device.cuda_stream().synchronize().map_err(driver)?;
+    stream.synchronize().map_err(driver)?;
     Ok(tensors)
 }
 
@@ -371,12 +384,7 @@ fn copy_all(
     }
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let worker = |jobs: Vec<Job>| -> Result<()> {
-        context.bind_to_thread().map_err(driver)?;
-        let mut staging = [
-            Staging::new(ctx.staging, &context, chunk)?,
-            Staging::new(ctx.staging, &context, chunk)?,
-        ];
+    let copy_jobs = |jobs: Vec<Job>, staging: &mut [Staging<'_>; 2]| -> Result<()> {
         for (n, job) in jobs.into_iter().enumerate() {
             if failed.load(Ordering::Acquire) {
                 return Ok(());
@@ -408,11 +416,14 @@ fn copy_all(
                 };
                 // SAFETY: `base + dst .. + len` lies inside the group's
                 // device buffer (the layout tiles it with its tensors, and
-                // the segment is part of one tensor), alive until the
-                // stream is synchronized after every thread has returned;
-                // `src` is pinned memory that is not written again before
-                // `copied`, recorded after this copy, has completed, nor
-                // freed before (Staging's drop waits for it).
+                // the segment is part of one tensor), whose allocation
+                // completed before the reader threads started, and which is
+                // dropped only after every reader thread has waited for its
+                // own copies (the events of its staging buffers, or its
+                // stream after a failure). `src` is pinned memory that is
+                // not written again before `copied`, recorded after this
+                // copy, has completed, and not reused or freed before this
+                // thread has waited for its copies.
                 unsafe { result::memcpy_htod_async(base + segment.dst, src, stream.cu_stream()) }
                     .map_err(driver)?;
             }
@@ -428,6 +439,24 @@ fn copy_all(
             ctx.advance(job.len as u64)?;
         }
         Ok(())
+    };
+    let worker = |jobs: Vec<Job>| -> Result<()> {
+        context.bind_to_thread().map_err(driver)?;
+        let mut staging = [
+            Staging::new(ctx.staging, &context, chunk)?,
+            Staging::new(ctx.staging, &context, chunk)?,
+        ];
+        let copied = copy_jobs(jobs, &mut staging);
+        if copied.is_err() {
+            // A failure may leave copies queued that no event covers: wait
+            // for every copy this thread queued (its stream) before its
+            // staging buffers go back to the pool or the device buffers are
+            // freed.
+            if let Err(e) = stream.synchronize() {
+                tracing::warn!("CUDA: waiting for a failed load's copies failed: {e}");
+            }
+        }
+        copied
     };
     let run = |jobs: Vec<Job>| {
         if let Err(e) = worker(jobs) {
@@ -454,8 +483,12 @@ fn copy_all(
         .unwrap_or_else(PoisonError::into_inner)
     {
         Some(e) => {
-            // Nothing may still be copying into buffers about to be freed.
-            let _ = stream.synchronize();
+            // Nothing may still be copying into buffers about to be freed
+            // (each reader thread waited for its own copies; this waits for
+            // the whole context, whatever stream anything was queued on).
+            if let Err(e) = context.synchronize() {
+                tracing::warn!("CUDA: synchronizing after a failed load failed: {e}");
+            }
             Err(e)
         }
         None => Ok(()),

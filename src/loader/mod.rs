@@ -68,9 +68,9 @@ pub fn default_read_threads() -> usize {
 
 /// Default number of threads reading one file for a device: the available
 /// cores, at most 4 for host memory, at most 8 for CUDA, where each thread
-/// also feeds copies to the device (measured on an H200: 2 GiB in 90 ms
-/// with 4 threads, 49 ms with 8, 72 ms with 16; BENCHMARKS.md). Always 1
-/// on wasm32, which has no threads.
+/// also feeds copies to the device (8 was the fastest on an H200: the sweep
+/// is in BENCHMARKS.md, "On a GPU"). Always 1 on wasm32, which has no
+/// threads.
 pub fn default_read_threads_for(device: crate::DeviceSpec) -> usize {
     if cfg!(target_arch = "wasm32") {
         return 1;

@@ -274,28 +274,17 @@ pub unsafe extern "C" fn mm_lease_tensor(
     unsafe { read_into(lease, "lease", tensor_out, "tensor_out", read) }
 }
 
-/// Where the data of a contiguous tensor is: (kind, ordinal, address, bytes,
-/// stream).
-fn device_data(
-    tensor: &Tensor,
-) -> Result<(mm_device_kind, u32, u64, usize, *mut std::ffi::c_void), Failure> {
+/// Where the data of a contiguous tensor is: (kind, ordinal, address, bytes).
+fn device_data(tensor: &Tensor) -> Result<(mm_device_kind, u32, u64, usize), Failure> {
     if tensor.device().is_cpu() {
         let (_, data, len) = host_bytes(tensor)?;
-        return Ok((
-            mm_device_kind::Cpu,
-            0,
-            data as u64,
-            len,
-            std::ptr::null_mut(),
-        ));
+        return Ok((mm_device_kind::Cpu, 0, data as u64, len));
     }
     cuda_data(tensor)
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_data(
-    tensor: &Tensor,
-) -> Result<(mm_device_kind, u32, u64, usize, *mut std::ffi::c_void), Failure> {
+fn cuda_data(tensor: &Tensor) -> Result<(mm_device_kind, u32, u64, usize), Failure> {
     use model_manager::candle_core::cuda_backend::cudarc::driver::DevicePtr;
     use model_manager::candle_core::DeviceLocation;
 
@@ -342,19 +331,11 @@ fn cuda_data(
             ))
         }
     };
-    Ok((
-        mm_device_kind::Cuda,
-        ordinal,
-        address,
-        len,
-        stream.cu_stream().cast(),
-    ))
+    Ok((mm_device_kind::Cuda, ordinal, address, len))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_data(
-    tensor: &Tensor,
-) -> Result<(mm_device_kind, u32, u64, usize, *mut std::ffi::c_void), Failure> {
+fn cuda_data(tensor: &Tensor) -> Result<(mm_device_kind, u32, u64, usize), Failure> {
     Err(not_exposed(tensor))
 }
 
@@ -371,8 +352,8 @@ fn not_exposed(tensor: &Tensor) -> Failure {
 /// Tensor `index` wherever it lives, into `*tensor_out`: on the CPU as
 /// `mm_lease_tensor` gives it; on a CUDA device (a library built with the
 /// `cuda` feature, a manager created with device `"cuda:N"`) its
-/// `CUdeviceptr`, byte length and the `CUstream` it was loaded on, for a
-/// host's own kernels. `MM_RESULT_NOT_FOUND` for an index out of range;
+/// `CUdeviceptr` and byte length, for a host's own kernels (see
+/// `mm_device_tensor` for the ordering rules). `MM_RESULT_NOT_FOUND` for an index out of range;
 /// `MM_RESULT_NOT_ON_CPU` for a device the C API does not expose (Metal);
 /// `MM_RESULT_UNSUPPORTED_DTYPE` for a dtype with no `mm_dtype`.
 ///
@@ -394,7 +375,7 @@ pub unsafe extern "C" fn mm_lease_tensor_on_device(
                 format!("dtype {:?} has no C equivalent", entry.tensor.dtype()),
             )
         })?;
-        let (kind, ordinal, address, data_len, stream) = device_data(&entry.tensor)?;
+        let (kind, ordinal, address, data_len) = device_data(&entry.tensor)?;
         let dims = entry.tensor.dims();
         Ok(mm_device_tensor {
             name: entry.name.as_ptr(),
@@ -405,7 +386,6 @@ pub unsafe extern "C" fn mm_lease_tensor_on_device(
             ordinal,
             address,
             data_len,
-            stream,
         })
     };
     // SAFETY: NULL or a live lease, NULL or a writable `mm_device_tensor`,

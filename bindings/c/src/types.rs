@@ -274,8 +274,12 @@ pub enum mm_device_kind {
 
 /// A tensor seen through a lease, wherever it lives: for hosts that run
 /// their own kernels on the model's memory (see `mm_lease_tensor_on_device`).
-/// Every pointer in it is owned by the lease and valid until
-/// `mm_lease_release`; the data is read-only.
+/// Every pointer and address in it is owned by the lease and valid until
+/// `mm_lease_release`; the data is read-only. The load's copies and
+/// conversions are complete before the model is Ready: a host's kernels
+/// need no synchronisation with them, on any stream. They must have
+/// finished before the lease is released (the manager may free the memory
+/// then, on a stream of its own).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct mm_device_tensor {
@@ -296,10 +300,6 @@ pub struct mm_device_tensor {
     pub address: u64,
     /// Size of the data in bytes (elements × dtype size).
     pub data_len: usize,
-    /// On CUDA, the `CUstream` the manager loaded the model on (its copies
-    /// are complete when the lease is handed out); a host's kernels on
-    /// another stream need no synchronisation with it. NULL on the CPU.
-    pub stream: *mut c_void,
 }
 
 /// Called on a loader thread after every chunk read (see

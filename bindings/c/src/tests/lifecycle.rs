@@ -110,7 +110,6 @@ fn lifecycle_through_the_c_api() {
         assert_eq!(on_device.data_len, 64);
         assert_eq!(on_device.dtype, mm_dtype::F32);
         assert_eq!(CStr::from_ptr(on_device.name).to_str(), Ok("t1"));
-        assert!(on_device.stream.is_null());
         assert_eq!(
             mm_lease_tensor_on_device(lease, 3, &mut on_device),
             mm_result::NotFound
