@@ -137,8 +137,11 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     /// After an unload (or a cancelled or failed load), return the memory
     /// allocator's free pages to the OS (glibc's `malloc_trim`; default on).
     /// Without it, glibc keeps the pages of tensors under 32 MiB in its heap
-    /// after they are freed. Turn it off if the application manages its
-    /// allocator itself.
+    /// after they are freed. On, it also sets glibc's `M_TRIM_THRESHOLD` to
+    /// its default (128 KiB) once per process, since `malloc_trim` cannot
+    /// return the top of a thread's arena; this turns off glibc's dynamic
+    /// mmap threshold. Turn it off if the application manages its allocator
+    /// itself.
     pub fn return_memory_to_os(mut self, enabled: bool) -> Self {
         self.trim_heap = enabled;
         self

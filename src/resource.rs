@@ -146,6 +146,10 @@ pub(crate) struct ResourceManager {
 
 impl ResourceManager {
     pub(crate) fn new(spec: DeviceSpec, budget: Option<u64>, trim_heap: bool) -> Result<Self> {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if trim_heap {
+            pin_trim_threshold();
+        }
         Ok(ResourceManager {
             device: spec.open()?,
             spec,
@@ -291,6 +295,27 @@ impl ResourceManager {
     pub(crate) fn synchronize(&self) -> Result<()> {
         self.device.synchronize().map_err(Error::from)
     }
+}
+
+/// Set glibc's `M_TRIM_THRESHOLD` back to its default, 128 KiB, once per
+/// process. `malloc_trim` returns the free chunks inside every arena and the
+/// top of the main heap, but never the top chunk of a per-thread arena: only
+/// `free` shrinks that, and only past `M_TRIM_THRESHOLD`, which glibc raises
+/// to twice the largest mmapped block freed so far (16 MiB after a load of
+/// 8 MiB buffers, up to 64 MiB). A model whose last buffers ended at such a
+/// top kept 8 to 56 MiB after unload, depending on the allocation history.
+/// Setting the threshold also freezes glibc's dynamic mmap threshold where
+/// it is (128 KiB unless the process already freed larger mmapped blocks).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn pin_trim_threshold() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: mallopt sets one malloc parameter under the allocator's
+        // lock; it has no preconditions.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+        }
+    });
 }
 
 /// `MemAvailable` from `/proc/meminfo`, in bytes (Linux).
