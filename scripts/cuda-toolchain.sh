@@ -104,8 +104,11 @@ fi
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"
 CU="$SITE/nvidia/cu13"
 [ -x "$CU/bin/nvcc" ] || die "no nvcc at $CU/bin/nvcc"
-"$CU/bin/nvcc" --version | grep -q 'release 13\.0,' \
-    || die "$CU/bin/nvcc is not CUDA 13.0: $("$CU/bin/nvcc" --version | tail -n 2 | tr '\n' ' ')"
+NVCC_VERSION="$("$CU/bin/nvcc" --version)" || die "$CU/bin/nvcc does not run"
+case "$NVCC_VERSION" in
+    *"release 13.0,"*) ;;
+    *) die "$CU/bin/nvcc is not CUDA 13.0: $NVCC_VERSION" ;;
+esac
 
 # --- 2. unversioned symlinks ------------------------------------------------
 
@@ -114,7 +117,7 @@ mkdir -p "$ROOT/lib/stubs"
 for lib in "${LINKED_LIBS[@]}"; do
     # The shortest versioned name is the soname (libcudart.so.13, not .13.0.96).
     target="$(find "$CU/lib" -maxdepth 1 -name "lib$lib.so.*" -printf '%f\n' \
-        | awk '{ print length, $0 }' | sort -n | head -n 1 | cut -d' ' -f2)"
+        | awk 'NR == 1 || length < length(best) { best = $0 } END { print best }')"
     [ -n "$target" ] || die "no lib$lib.so.* in $CU/lib"
     ln -sfn "$CU/lib/$target" "$ROOT/lib/lib$lib.so"
 done
@@ -129,8 +132,11 @@ STUB="$ROOT/lib/stubs/libcuda.so"
 STUB_MARKER="$ROOT/lib/stubs/from-cudarc-$CUDARC_VERSION"
 if [ ! -f "$STUB" ] || [ ! -f "$STUB_MARKER" ]; then
     find_cudarc() {
-        find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -maxdepth 2 \
-            -type d -name "cudarc-$CUDARC_VERSION" 2>/dev/null | head -n 1
+        local dir
+        for dir in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$CUDARC_VERSION"; do
+            [ -d "$dir" ] && { printf '%s\n' "$dir"; return; }
+        done
+        return 0
     }
     src="$(find_cudarc)"
     if [ -z "$src" ]; then
@@ -177,12 +183,15 @@ prepend() {
 # there is one, the stub otherwise.
 path="$(prepend "$CU/bin" "$PATH")"
 ld="${LD_LIBRARY_PATH:-}"
-if ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
-    ld="$(prepend "$ROOT/lib/stubs" "$ld")"
-fi
+# (The listing is read whole: grep -q in a pipe could cut it short, and
+# pipefail would then call the driver missing.)
+case "$(/sbin/ldconfig -p 2>/dev/null || true)" in
+    *"libcuda.so.1 "*) ;;
+    *) ld="$(prepend "$ROOT/lib/stubs" "$ld")" ;;
+esac
 ld="$(prepend "$CU/lib" "$ld")"
 
-log "ready: nvcc $("$CU/bin/nvcc" --version | grep -oE 'V[0-9.]+'), compute capability $COMPUTE_CAP"
+[[ $NVCC_VERSION =~ V([0-9.]+) ]] && log "ready: nvcc ${BASH_REMATCH[1]}, compute capability $COMPUTE_CAP"
 printf 'export %s=%q\n' \
     CUDARC_CUDA_VERSION "$CUDARC_CUDA_VERSION" \
     CUDA_HOME "$CU" \
