@@ -77,6 +77,18 @@ fn manager_round(rt: &tokio::runtime::Runtime, dir: &Path) -> (f64, f64, Vec<f32
     })
 }
 
+/// The same load into the plain `TensorPipeline` (no model built), seconds.
+fn tensors_round(rt: &tokio::runtime::Runtime, dir: &Path) -> f64 {
+    rt.block_on(async {
+        let manager = ModelManager::new().unwrap();
+        let start = Instant::now();
+        manager.load(dir).unwrap().await.unwrap();
+        let loaded = start.elapsed().as_secs_f64();
+        manager.shutdown().await;
+        loaded
+    })
+}
+
 /// candle's own path: (model built, first embedding), in seconds.
 fn candle_round(dir: &Path) -> (f64, f64, Vec<f32>) {
     let start = Instant::now();
@@ -116,7 +128,9 @@ fn main() {
     let (_, _, theirs) = candle_round(&dir);
     assert_eq!(ours, theirs, "the two paths embed alike");
     let (mut m_load, mut m_first, mut c_load, mut c_first) = (vec![], vec![], vec![], vec![]);
+    let mut t_load = vec![];
     for _ in 0..rounds() {
+        t_load.push(tensors_round(&rt, &dir));
         let (l, f, _) = manager_round(&rt, &dir);
         m_load.push(l);
         m_first.push(f);
@@ -132,6 +146,10 @@ fn main() {
         "BERT-base-sized model ({:.0} MB F32), {} rounds each, medians:",
         bytes as f64 / 1e6,
         rounds()
+    );
+    println!(
+        "  model-manager, tensors only (TensorPipeline): load {:>7.1} ms",
+        ms(median(t_load))
     );
     println!(
         "  model-manager: load {:>7.1} ms, first embedding at {:>7.1} ms",
