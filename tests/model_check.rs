@@ -229,6 +229,17 @@ async fn run(steps: Vec<Step>) {
             .await
             .expect("the unload drains");
         }
+        // A step may publish an intermediate state first (a stopped load's
+        // `Idle`, then the load that waited its turn starts): wait, bounded,
+        // for the state the model expects. A wrong state still fails, below,
+        // once the bound has passed.
+        let want = model.kind();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while manager.current_state() != want {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
         // A load that started is held at the gate before the next step, so
         // no load ends on its own.
         if manager.current_state() == State::Loading {
