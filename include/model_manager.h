@@ -479,6 +479,22 @@ typedef struct mm_snapshot {
      * hidden either. Falls to 0 when the last such lease is released.
      */
     uint64_t unreclaimed_bytes;
+    /**
+     * On a CUDA device, the driver's figures (read after synchronizing the
+     * device): its memory, its free memory when the last load started, and
+     * after the last release (an unload, a cancelled or failed load). All
+     * three 0 on the CPU, and the last 0 until a release. Less free after
+     * a release than before the load is a shortfall the library also logs.
+     */
+    uint64_t device_total_bytes;
+    /**
+     * See `device_total_bytes`.
+     */
+    uint64_t device_free_before_load;
+    /**
+     * See `device_total_bytes`.
+     */
+    uint64_t device_free_after_release;
 } mm_snapshot;
 
 /**

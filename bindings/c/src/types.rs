@@ -194,6 +194,16 @@ pub struct mm_snapshot {
     /// drain timeout of `mm_manager_destroy`: no longer the manager's, not
     /// hidden either. Falls to 0 when the last such lease is released.
     pub unreclaimed_bytes: u64,
+    /// On a CUDA device, the driver's figures (read after synchronizing the
+    /// device): its memory, its free memory when the last load started, and
+    /// after the last release (an unload, a cancelled or failed load). All
+    /// three 0 on the CPU, and the last 0 until a release. Less free after
+    /// a release than before the load is a shortfall the library also logs.
+    pub device_total_bytes: u64,
+    /// See `device_total_bytes`.
+    pub device_free_before_load: u64,
+    /// See `device_total_bytes`.
+    pub device_free_after_release: u64,
 }
 
 impl From<&Snapshot> for mm_snapshot {
@@ -208,6 +218,12 @@ impl From<&Snapshot> for mm_snapshot {
                 .map_or(mm_result::Ok, |e| mm_result::from(e.code())),
             resident_bytes: s.resident_bytes,
             unreclaimed_bytes: s.unreclaimed_bytes,
+            device_total_bytes: s.device_memory.map_or(0, |d| d.total),
+            device_free_before_load: s.device_memory.map_or(0, |d| d.free_before_load),
+            device_free_after_release: s
+                .device_memory
+                .and_then(|d| d.free_after_release)
+                .unwrap_or(0),
         }
     }
 }
@@ -431,6 +447,31 @@ mod tests {
         );
         assert_eq!(c.error, mm_result::Timeout);
         assert_eq!((c.resident_bytes, c.unreclaimed_bytes), (5, 6));
+        assert_eq!(
+            (
+                c.device_total_bytes,
+                c.device_free_before_load,
+                c.device_free_after_release
+            ),
+            (0, 0, 0),
+            "no device figures on the CPU"
+        );
+        let on_gpu = mm_snapshot::from(&Snapshot {
+            device_memory: Some(model_manager::DeviceMemory {
+                total: 100,
+                free_before_load: 80,
+                free_after_release: Some(79),
+            }),
+            ..snapshot.clone()
+        });
+        assert_eq!(
+            (
+                on_gpu.device_total_bytes,
+                on_gpu.device_free_before_load,
+                on_gpu.device_free_after_release
+            ),
+            (100, 80, 79)
+        );
         let event = StateEvent {
             from: State::Loading,
             to: State::Failed,

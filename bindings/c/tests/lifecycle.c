@@ -477,6 +477,9 @@ static void cancel_mid_load(const char *big, const char *tiny) {
     CHECK(snapshot.state == MM_STATE_LOADING);
     CHECK(snapshot.resident_bytes > 0);
     CHECK(snapshot.unreclaimed_bytes == 0);
+    /* A CPU manager: no device figures. */
+    CHECK(snapshot.device_total_bytes == 0 && snapshot.device_free_before_load == 0 &&
+          snapshot.device_free_after_release == 0);
     CHECK_RC(mm_manager_wait(m, 50, &state), MM_RESULT_TIMEOUT);
     CHECK(outcome_calls(&outcome) == 0); /* resolved once the memory is back */
     atomic_store(&progress.released, true);
