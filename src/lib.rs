@@ -47,6 +47,7 @@ mod error;
 mod loader;
 mod manager;
 mod pipeline;
+mod pool;
 mod resource;
 pub mod state;
 
