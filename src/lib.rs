@@ -61,7 +61,8 @@ pub use manager::ModelManager;
 pub use pipeline::{Assembly, Component, Lease, Pipeline, PipelineInfo, TensorPipeline};
 pub use resource::{DeviceMemory, DeviceSpec};
 pub use state::{
-    Command, Progress, RecvError, Snapshot, State, StateEvent, Subscription, TryRecvError,
+    Command, LeaseReleases, Progress, RecvError, Snapshot, State, StateEvent, Subscription,
+    TryRecvError,
 };
 
 /// Re-export of the candle-core version tensors are built with.

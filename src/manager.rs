@@ -184,6 +184,13 @@ impl<P: Pipeline> ModelManager<P> {
         self.parts.state.outstanding_leases()
     }
 
+    /// Lease releases from now on: `released().await` returns once a lease
+    /// of this manager has been released. For waiting until memory that
+    /// leases hold may be freed, without polling.
+    pub fn lease_releases(&self) -> crate::state::LeaseReleases {
+        self.parts.state.lease_releases()
+    }
+
     /// The device weights are loaded onto.
     pub fn device(&self) -> DeviceSpec {
         self.parts.resources.spec()

@@ -258,12 +258,15 @@ impl<P> Resident<P> {
 #[derive(Debug)]
 pub(crate) struct LeaseCount {
     count: watch::Sender<usize>,
+    /// The manager's count of lease releases, bumped by every release.
+    released: Arc<watch::Sender<u64>>,
 }
 
 impl LeaseCount {
-    fn new() -> Arc<Self> {
+    fn new(released: Arc<watch::Sender<u64>>) -> Arc<Self> {
         Arc::new(LeaseCount {
             count: watch::Sender::new(0),
+            released,
         })
     }
 
@@ -289,11 +292,12 @@ pub(crate) struct Installed<P> {
 }
 
 impl<P: Pipeline> Installed<P> {
-    pub(crate) fn new(resident: Resident<P>) -> Self {
+    /// `released`: the manager's count of lease releases.
+    pub(crate) fn new(resident: Resident<P>, released: Arc<watch::Sender<u64>>) -> Self {
         Installed {
             info: Arc::new(resident.info.clone()),
             resident: Arc::new(resident),
-            leases: LeaseCount::new(),
+            leases: LeaseCount::new(released),
         }
     }
 
@@ -400,6 +404,7 @@ impl<P> Drop for Lease<P> {
         // unload that sees zero leases holds the only reference.
         drop(self.resident.take());
         self.leases.count.send_modify(|n| *n -= 1);
+        self.leases.released.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

@@ -192,7 +192,8 @@ impl<P: Pipeline> LoaderService<P> {
         }
         match outcome.take() {
             Some(Ok(resident)) => {
-                let _ = txn.finish_load(generation, Installed::new(resident));
+                let released = self.state.lease_release_counter();
+                let _ = txn.finish_load(generation, Installed::new(resident, released));
                 let snapshot = txn.snapshot();
                 drop(txn);
                 ticket.resolve(Ok(snapshot));

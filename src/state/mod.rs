@@ -43,7 +43,7 @@ pub(crate) use machine::typed;
 pub use progress::Progress;
 pub(crate) use progress::ProgressCounters;
 pub(crate) use store::StateManager;
-pub use store::{RecvError, Subscription, TryRecvError};
+pub use store::{LeaseReleases, RecvError, Subscription, TryRecvError};
 
 use crate::{Error, ModelSource};
 

@@ -44,6 +44,8 @@ pub(crate) struct StateManager<P> {
     ledger: Arc<Ledger>,
     events: broadcast::Sender<StateEvent>,
     changed: watch::Sender<u64>,
+    /// Bumped by every lease release (see [`LeaseReleases`]).
+    released: Arc<watch::Sender<u64>>,
     /// Notified with `core` held at every transition (blocking waits).
     settle: Condvar,
 }
@@ -114,6 +116,7 @@ impl<P: Pipeline> StateManager<P> {
             ledger,
             events,
             changed: watch::Sender::new(0),
+            released: Arc::new(watch::Sender::new(0)),
             settle: Condvar::new(),
         }
     }
@@ -231,6 +234,18 @@ impl<P: Pipeline> StateManager<P> {
     }
 
     /// Leases held on the ready pipeline, or on the one being unloaded.
+    /// The count of lease releases every lease of this manager bumps.
+    pub(crate) fn lease_release_counter(&self) -> Arc<watch::Sender<u64>> {
+        self.released.clone()
+    }
+
+    /// Lease releases from now on.
+    pub(crate) fn lease_releases(&self) -> LeaseReleases {
+        LeaseReleases {
+            rx: self.released.subscribe(),
+        }
+    }
+
     pub(crate) fn outstanding_leases(&self) -> usize {
         let txn = self.lock();
         match (&txn.core.installed, &txn.core.retiring) {
@@ -472,5 +487,27 @@ impl Subscription {
             broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
             broadcast::error::RecvError::Closed => RecvError::Closed,
         })
+    }
+}
+
+/// Lease releases of a manager, from the moment this was taken: for a
+/// caller that waits for memory leases hold (a pool's admission) without
+/// polling. Take it *before* checking whether to wait, so that a release in
+/// between is not missed.
+#[derive(Debug)]
+pub struct LeaseReleases {
+    rx: watch::Receiver<u64>,
+}
+
+impl LeaseReleases {
+    /// Wait until a lease has been released since this was taken or since
+    /// the last call returned. Cancel safe.
+    pub async fn released(&mut self) {
+        // The sender lives as long as the manager's state, which outlives
+        // any lease and this receiver's manager; if it is gone, no lease
+        // will ever be released: wait forever rather than spin.
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
