@@ -70,14 +70,21 @@ impl mm_lease {
     }
 }
 
+/// The tensor's C dtype.
+fn c_dtype(tensor: &Tensor) -> Result<mm_dtype, Failure> {
+    mm_dtype::from_candle(tensor.dtype()).ok_or_else(|| no_c_dtype(tensor.dtype()))
+}
+
+fn no_c_dtype(dtype: model_manager::candle_core::DType) -> Failure {
+    Failure::new(
+        mm_result::UnsupportedDtype,
+        format!("dtype {dtype:?} has no C equivalent"),
+    )
+}
+
 /// The bytes of a contiguous CPU tensor, with its C dtype.
 fn host_bytes(tensor: &Tensor) -> Result<(mm_dtype, *const u8, usize), Failure> {
-    let dtype = mm_dtype::from_candle(tensor.dtype()).ok_or_else(|| {
-        Failure::new(
-            mm_result::UnsupportedDtype,
-            format!("dtype {:?} has no C equivalent", tensor.dtype()),
-        )
-    })?;
+    let dtype = c_dtype(tensor)?;
     let (storage, layout) = tensor.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         return Err(Failure::new(
@@ -113,12 +120,7 @@ fn host_bytes(tensor: &Tensor) -> Result<(mm_dtype, *const u8, usize), Failure> 
         CpuStorage::F32(v) => slice!(v),
         CpuStorage::F64(v) => slice!(v),
         CpuStorage::F8E4M3(v) => slice!(v),
-        _ => {
-            return Err(Failure::new(
-                mm_result::UnsupportedDtype,
-                format!("dtype {:?} has no C equivalent", tensor.dtype()),
-            ))
-        }
+        _ => return Err(no_c_dtype(tensor.dtype())),
     };
     // The pointer outlives the read guard: candle never writes to or moves
     // the buffer of a loaded tensor, and `Entry` keeps the storage alive.
@@ -324,12 +326,7 @@ fn cuda_data(tensor: &Tensor) -> Result<(mm_device_kind, u32, u64, usize), Failu
         DType::BF16 => address!(half::bf16),
         DType::F32 => address!(f32),
         DType::F64 => address!(f64),
-        other => {
-            return Err(Failure::new(
-                mm_result::UnsupportedDtype,
-                format!("dtype {other:?} has no C equivalent"),
-            ))
-        }
+        other => return Err(no_c_dtype(other)),
     };
     Ok((mm_device_kind::Cuda, ordinal, address, len))
 }
@@ -369,12 +366,7 @@ pub unsafe extern "C" fn mm_lease_tensor_on_device(
 ) -> mm_result {
     let read = |lease: &mm_lease| {
         let entry = lease.entry(index)?;
-        let dtype = mm_dtype::from_candle(entry.tensor.dtype()).ok_or_else(|| {
-            Failure::new(
-                mm_result::UnsupportedDtype,
-                format!("dtype {:?} has no C equivalent", entry.tensor.dtype()),
-            )
-        })?;
+        let dtype = c_dtype(&entry.tensor)?;
         let (kind, ordinal, address, data_len) = device_data(&entry.tensor)?;
         let dims = entry.tensor.dims();
         Ok(mm_device_tensor {

@@ -624,6 +624,7 @@ fn pinned_h2d(device: &Device) -> Option<f64> {
     // SAFETY: uninitialised memory is only copied, never interpreted.
     let mut host = unsafe { stream.context().alloc_pinned::<u8>(bytes) }.ok()?;
     host.as_mut_slice().ok()?.fill(1);
+    // SAFETY: uninitialised device memory, only written by the copies.
     let mut dst = unsafe { dev.alloc::<u8>(bytes) }.ok()?;
     let mut times = Vec::new();
     for _ in 0..6 {
