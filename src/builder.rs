@@ -73,9 +73,8 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     /// Refuse loads whose tensors need more than `bytes` (checked from the
     /// headers, before anything is allocated). Default: the memory available
     /// on the device at the time of the load (on the CPU, `MemAvailable`; on
-    /// CUDA, the driver's free memory, against which the CUDA path's pinned
-    /// staging counts too; on Metal, no check: the allocation reports a
-    /// shortage).
+    /// CUDA, the driver's free memory; on Metal, no check: the allocation
+    /// reports a shortage).
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.budget = Some(bytes);
         self

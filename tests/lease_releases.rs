@@ -34,9 +34,10 @@ async fn a_release_wakes_the_waiter_and_nothing_else_does() {
         assert!(pending(wait.as_mut()));
         drop(second);
         // Woken by the release, within a bound (never polled in a loop).
-        tokio::time::timeout(Duration::from_secs(10), wait)
+        let released = tokio::time::timeout(Duration::from_secs(10), wait)
             .await
             .expect("a release wakes the waiter");
+        assert!(released);
     }
     // Each release counts once: nothing new since.
     {
@@ -45,15 +46,14 @@ async fn a_release_wakes_the_waiter_and_nothing_else_does() {
         assert!(pending(wait.as_mut()));
     }
     {
-        let waiter = tokio::spawn(async move {
-            releases.released().await;
-        });
+        let waiter = tokio::spawn(async move { releases.released().await });
         tokio::task::yield_now().await;
         drop(lease);
-        tokio::time::timeout(Duration::from_secs(10), waiter)
+        let released = tokio::time::timeout(Duration::from_secs(10), waiter)
             .await
             .expect("the release from another task wakes it")
             .unwrap();
+        assert!(released);
     }
     manager.shutdown().await;
 }
@@ -69,8 +69,25 @@ async fn a_release_before_the_wait_is_not_missed() {
     // seen.
     let mut releases = manager.lease_releases();
     drop(lease);
-    tokio::time::timeout(Duration::from_secs(10), releases.released())
+    let released = tokio::time::timeout(Duration::from_secs(10), releases.released())
         .await
         .expect("not missed");
+    assert!(released);
     manager.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_the_manager_and_its_leases_gone_the_wait_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), "m", 1, 2, 1024);
+    let manager = ModelManager::new().unwrap();
+    manager.load(&*model).unwrap().await.unwrap();
+    let mut releases = manager.lease_releases();
+    manager.shutdown().await;
+    drop(manager);
+    // No lease can be released any more: the wait says so, within a bound.
+    let released = tokio::time::timeout(Duration::from_secs(10), releases.released())
+        .await
+        .expect("the wait ends");
+    assert!(!released);
 }

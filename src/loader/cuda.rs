@@ -29,6 +29,7 @@ use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{DType, Storage, Tensor};
 
+use super::chunks::{jobs, Job};
 use super::files::read_exact_at;
 use super::plan::FilePlan;
 use super::read::{cut, internal, layout, read_error, too_large, ReadContext};
@@ -90,7 +91,9 @@ impl DeviceBuffer {
     /// An uninitialised buffer of `bytes` (a multiple of the dtype's size):
     /// every byte is written by the copies before any tensor is made.
     fn alloc(device: &CudaDevice, dtype: DType, bytes: usize) -> Result<DeviceBuffer> {
-        let n = bytes / dtype.size_in_bytes();
+        // At least one element: the driver refuses a 0-byte allocation, and
+        // a group of empty tensors only needs a buffer to view.
+        let n = (bytes / dtype.size_in_bytes()).max(1);
         // SAFETY: the memory is uninitialised; the load writes every byte of
         // it (the tensors of a group tile it exactly) before a tensor over it
         // exists, and drops it unread if the load stops first.
@@ -138,76 +141,6 @@ impl DeviceBuffer {
             Tensor::from_storage(Storage::Cuda(storage), n, BackpropOp::none(), false)
         })
     }
-}
-
-/// Part of a chunk that belongs to one tensor: copied from `src` in the
-/// staging buffer to `dst` in its group's device buffer.
-struct Segment {
-    tensor: usize,
-    group: usize,
-    src: usize,
-    dst: u64,
-    len: usize,
-}
-
-/// One read: `len` bytes of the file from `offset`, and where they go.
-struct Job {
-    offset: u64,
-    len: usize,
-    segments: Vec<Segment>,
-}
-
-/// Split the file's tensor data into chunk-sized reads. A read covers
-/// consecutive tensors (small tensors share one read and one staging
-/// buffer; a large one spans several reads); bytes between tensors are read
-/// and not copied.
-fn jobs(file: &FilePlan, placement: &[(usize, u64)], chunk: usize) -> Result<Vec<Job>> {
-    let entries = &file.header.tensors;
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&i| entries.get(i).map_or(0, |e| e.offset));
-    let mut jobs: Vec<Job> = Vec::new();
-    for i in order {
-        let (Some(entry), Some(&(group, at))) = (entries.get(i), placement.get(i)) else {
-            return Err(internal(file));
-        };
-        let len = usize::try_from(entry.len).map_err(|_| too_large(file))?;
-        let mut done = 0usize;
-        while done < len {
-            let offset = entry.offset.saturating_add(done as u64);
-            // Extend the last read if this piece starts where it ends and it
-            // has room; else start a new read here.
-            let room = match jobs.last() {
-                Some(last)
-                    if last.offset.saturating_add(last.len as u64) == offset
-                        && last.len < chunk =>
-                {
-                    chunk - last.len
-                }
-                _ => {
-                    jobs.push(Job {
-                        offset,
-                        len: 0,
-                        segments: Vec::new(),
-                    });
-                    chunk
-                }
-            };
-            let piece = room.min(len - done);
-            let Some(job) = jobs.last_mut() else {
-                return Err(internal(file));
-            };
-            job.segments.push(Segment {
-                tensor: i,
-                group,
-                src: job.len,
-                dst: at.saturating_add(done as u64),
-                len: piece,
-            });
-            job.len += piece;
-            done += piece;
-        }
-    }
-    Ok(jobs)
 }
 
 /// Pinned staging buffers, kept for the manager's life and reused by every
@@ -313,7 +246,13 @@ pub(super) fn read_file(
     // first.
     stream.synchronize().map_err(driver)?;
     let chunk = ctx.chunk_size.max(1);
-    let jobs = jobs(file, placement, chunk)?;
+    let spans: Vec<(u64, u64)> = file
+        .header
+        .tensors
+        .iter()
+        .map(|t| (t.offset, t.len))
+        .collect();
+    let jobs = jobs(&spans, placement, chunk).ok_or_else(|| too_large(file))?;
     let threads = ctx.threads.clamp(1, jobs.len().max(1));
     // A staging buffer need not be larger than the largest read.
     let staging_size = jobs

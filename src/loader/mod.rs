@@ -21,6 +21,9 @@
 )]
 
 mod buffer;
+// Used by the CUDA path; tested on every build.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod chunks;
 mod commands;
 #[cfg(feature = "cuda")]
 mod cuda;

@@ -86,16 +86,9 @@ impl<P: Pipeline> LoaderService<P> {
     #[cfg(not(target_arch = "wasm32"))]
     fn read(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
         let plan = resolve(&ticket.model)?;
-        #[allow(unused_mut)]
-        let mut needed = peak_bytes(&plan, self.config.dtype, self.resources.device())?;
-        #[cfg(feature = "cuda")]
-        if self.resources.device().is_cuda() {
-            // The pinned staging buffers the CUDA path reads through.
-            needed = needed.saturating_add(super::cuda::staging_bytes(
-                self.config.chunk_size,
-                self.config.threads,
-            ));
-        }
+        // Device memory only: the CUDA path's pinned staging is host
+        // memory, pooled for the manager's life.
+        let needed = peak_bytes(&plan, self.config.dtype, self.resources.device())?;
         self.resources.check_budget(needed)?;
         self.resources.note_load_start();
         let mut reservation = self.resources.reservation();

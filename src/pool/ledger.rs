@@ -54,12 +54,24 @@ pub(crate) enum Admission<Id> {
     Evict(Vec<Id>),
     /// It fits only once leases are released or loads end: wait, bounded.
     Wait,
+    /// The model is already charged (loading or resident): never admitted
+    /// twice; join its load or lease it.
+    Already,
     /// It can never fit while the pinned models stay: refuse at once.
     Refuse {
         needed: u64,
         available: u64,
         pinned: u64,
     },
+}
+
+/// Why a true-up was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TrueUp {
+    /// The measured bytes exceed what the budget leaves the model.
+    OverBudget { available: u64 },
+    /// The model was never admitted.
+    NotAdmitted,
 }
 
 /// Charges against one device's budget.
@@ -105,8 +117,7 @@ impl<Id: Ord + Clone> Ledger<Id> {
         };
         let pinned = held_by(Hold::Pinned);
         if self.charges.contains_key(id) {
-            // Already admitted (loading or resident): never twice.
-            return Admission::Wait;
+            return Admission::Already;
         }
         if needed <= free {
             self.charges.insert(
@@ -149,10 +160,10 @@ impl<Id: Ord + Clone> Ledger<Id> {
     }
 
     /// The load ended Ready having measured `bytes`: true the charge up (or
-    /// down). `Err` with the bytes available when that would exceed the
-    /// budget (the charge is left as it was; the caller fails the load and
-    /// releases it).
-    pub(crate) fn true_up(&mut self, id: &Id, bytes: u64) -> Result<(), u64> {
+    /// down). Refused when that would exceed the budget (the charge is left
+    /// as it was; the caller fails the load and releases it), or when `id`
+    /// was never admitted.
+    pub(crate) fn true_up(&mut self, id: &Id, bytes: u64) -> Result<(), TrueUp> {
         let others = self
             .charges
             .iter()
@@ -164,8 +175,8 @@ impl<Id: Ord + Clone> Ledger<Id> {
                 charge.bytes = bytes;
                 Ok(())
             }
-            Some(_) => Err(available),
-            None => Err(available),
+            Some(_) => Err(TrueUp::OverBudget { available }),
+            None => Err(TrueUp::NotAdmitted),
         }
     }
 
@@ -194,7 +205,7 @@ mod tests {
     fn admission_in_each_case() {
         let mut l = Ledger::new(100);
         assert_eq!(l.admit(&"a", 60, 0), Admission::Fits);
-        assert_eq!(l.admit(&"a", 60, 0), Admission::Wait, "never twice");
+        assert_eq!(l.admit(&"a", 60, 0), Admission::Already, "never twice");
         // b does not fit while a loads or is leased: wait.
         assert_eq!(l.admit(&"b", 60, 1), Admission::Wait);
         // a Ready and unleased: evict it.
@@ -225,7 +236,11 @@ mod tests {
         assert_eq!(l.true_up(&"b", 70), Ok(()));
         assert_eq!(l.charged(), 70);
         assert_eq!(l.admit(&"d", 30, 3), Admission::Fits);
-        assert_eq!(l.true_up(&"d", 31), Err(30));
+        assert_eq!(
+            l.true_up(&"d", 31),
+            Err(TrueUp::OverBudget { available: 30 })
+        );
+        assert_eq!(l.true_up(&"x", 1), Err(TrueUp::NotAdmitted));
         assert_eq!(l.charged(), 100);
     }
 
@@ -269,7 +284,8 @@ mod tests {
                             }
                             prop_assert_eq!(after.admit(&id, bytes, t as u64), Admission::Fits);
                         }
-                        Admission::Wait => {}
+                        Admission::Wait => prop_assert!(l.get(&id).is_none()),
+                        Admission::Already => prop_assert!(l.get(&id).is_some()),
                         Admission::Refuse { needed, available, pinned } => {
                             prop_assert_eq!(needed, bytes);
                             prop_assert!(needed > available);

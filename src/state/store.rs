@@ -233,7 +233,6 @@ impl<P: Pipeline> StateManager<P> {
         }
     }
 
-    /// Leases held on the ready pipeline, or on the one being unloaded.
     /// The count of lease releases every lease of this manager bumps.
     pub(crate) fn lease_release_counter(&self) -> Arc<watch::Sender<u64>> {
         self.released.clone()
@@ -246,6 +245,7 @@ impl<P: Pipeline> StateManager<P> {
         }
     }
 
+    /// Leases held on the ready pipeline, or on the one being unloaded.
     pub(crate) fn outstanding_leases(&self) -> usize {
         let txn = self.lock();
         match (&txn.core.installed, &txn.core.retiring) {
@@ -501,13 +501,10 @@ pub struct LeaseReleases {
 
 impl LeaseReleases {
     /// Wait until a lease has been released since this was taken or since
-    /// the last call returned. Cancel safe.
-    pub async fn released(&mut self) {
-        // The sender lives as long as the manager's state, which outlives
-        // any lease and this receiver's manager; if it is gone, no lease
-        // will ever be released: wait forever rather than spin.
-        if self.rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+    /// the last call returned: `true`; `false` at once when the manager and
+    /// every lease it gave are gone, so no lease can be released any more.
+    /// Cancel safe.
+    pub async fn released(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
     }
 }
