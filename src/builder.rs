@@ -40,7 +40,7 @@ pub struct ModelManagerBuilder<P: Pipeline = TensorPipeline> {
     drain_timeout: Duration,
     pace: Option<crate::loader::Pace>,
     trim_heap: bool,
-    options: P::Options,
+    options: Arc<P::Options>,
     _pipeline: PhantomData<fn() -> P>,
 }
 
@@ -57,7 +57,7 @@ impl Default for ModelManagerBuilder {
             drain_timeout: Duration::from_secs(5),
             pace: None,
             trim_heap: true,
-            options: (),
+            options: Arc::new(()),
             _pipeline: PhantomData,
         }
     }
@@ -158,6 +158,15 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     /// Load into another pipeline type, giving its `assemble` these
     /// options (see [`Assembly::options`](crate::Assembly::options)).
     pub fn pipeline_with<Q: Pipeline>(self, options: Q::Options) -> ModelManagerBuilder<Q> {
+        self.pipeline_shared(Arc::new(options))
+    }
+
+    /// [`pipeline_with`](Self::pipeline_with), the options shared (by the
+    /// managers of a pool).
+    pub(crate) fn pipeline_shared<Q: Pipeline>(
+        self,
+        options: Arc<Q::Options>,
+    ) -> ModelManagerBuilder<Q> {
         ModelManagerBuilder {
             device: self.device,
             budget: self.budget,

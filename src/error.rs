@@ -59,6 +59,13 @@ pub enum ErrorCode {
     Assemble = 16,
     /// A bounded wait ran out of time.
     Timeout = 17,
+    /// A pool's load waited past its deadline for memory that leased or
+    /// loading models hold.
+    MemoryBusy = 18,
+    /// A pool's queue of loads waiting for memory is full.
+    QueueFull = 19,
+    /// No model of that id in the pool.
+    UnknownModel = 20,
 }
 
 /// Everything that can go wrong in model-manager.
@@ -133,12 +140,17 @@ pub enum Error {
         path: PathBuf,
     },
     /// The model does not fit in the memory budget.
-    #[error("model needs {needed} bytes but only {available} are available")]
+    #[error("model needs {needed} bytes but only {available} are available{}",
+        if *.pinned > 0 { format!(" ({pinned} held by pinned models)") } else { String::new() })]
     InsufficientMemory {
         /// Bytes the model needs.
         needed: u64,
-        /// Bytes left in the budget.
+        /// Bytes left in the budget (in a pool: the budget less what
+        /// pinned models hold).
         available: u64,
+        /// In a pool, bytes held by pinned models, which are never evicted
+        /// (0 outside a pool).
+        pinned: u64,
     },
     /// A tensor has a dtype that cannot be loaded.
     #[error("{path}: tensor {tensor:?} has unsupported dtype {dtype}", path = .path.display())]
@@ -162,6 +174,53 @@ pub enum Error {
     /// A bounded wait ran out of time.
     #[error("timed out")]
     Timeout,
+    /// A pool's load waited past its deadline for memory held by models
+    /// that could not be evicted then (leased, or loading).
+    #[error("gave up waiting for {needed} bytes held by {}", blockers(.blocked_by))]
+    MemoryBusy {
+        /// Bytes the load needs.
+        needed: u64,
+        /// What held the memory when the wait ended.
+        blocked_by: Vec<Blocker>,
+    },
+    /// A pool's queue of loads waiting for memory is full.
+    #[error("the load queue is full ({limit} loads waiting)")]
+    QueueFull {
+        /// The queue's size.
+        limit: usize,
+    },
+    /// No model of this id in the pool.
+    #[error("no model {0:?} in the pool")]
+    UnknownModel(String),
+}
+
+/// A model that held memory a pool's load waited for
+/// ([`Error::MemoryBusy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocker {
+    /// The model's id in the pool.
+    pub id: String,
+    /// Bytes charged to it.
+    pub bytes: u64,
+    /// Leases held on it (0 for a model loading or unloading).
+    pub leases: usize,
+    /// Its state then.
+    pub state: State,
+}
+
+fn blockers(list: &[Blocker]) -> String {
+    if list.is_empty() {
+        return "loads ahead in the queue".to_owned();
+    }
+    list.iter()
+        .map(|b| {
+            format!(
+                "{:?} ({}, {} bytes, {} lease(s))",
+                b.id, b.state, b.bytes, b.leases
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Error {
@@ -185,6 +244,9 @@ impl Error {
             Error::ShutDown => ErrorCode::ShutDown,
             Error::Assemble(_) => ErrorCode::Assemble,
             Error::Timeout => ErrorCode::Timeout,
+            Error::MemoryBusy { .. } => ErrorCode::MemoryBusy,
+            Error::QueueFull { .. } => ErrorCode::QueueFull,
+            Error::UnknownModel(_) => ErrorCode::UnknownModel,
         }
     }
 

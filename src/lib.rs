@@ -47,18 +47,24 @@ mod error;
 mod loader;
 mod manager;
 mod pipeline;
+#[cfg(not(target_arch = "wasm32"))]
 mod pool;
 mod resource;
 pub mod state;
 
 pub use builder::ModelManagerBuilder;
-pub use error::{Error, ErrorCode, Result};
+pub use error::{Blocker, Error, ErrorCode, Result};
 pub use loader::{
     default_read_threads, default_read_threads_for, inspect, ComponentSummary, LoadHandle,
     ModelSource, ModelSummary, Pace, ProgressHook, TensorSummary, DEFAULT_CHUNK_SIZE,
 };
 pub use manager::ModelManager;
 pub use pipeline::{Assembly, Component, Lease, Pipeline, PipelineInfo, TensorPipeline};
+#[cfg(not(target_arch = "wasm32"))]
+pub use pool::{
+    ModelOptions, ModelPool, ModelPoolBuilder, ModelStatus, PoolCounters, PoolEvent, PoolEventKind,
+    PoolLease, PoolSnapshot, ReloadPolicy, UnloadReason,
+};
 pub use resource::{DeviceMemory, DeviceSpec};
 pub use state::{
     Command, LeaseReleases, Progress, RecvError, Snapshot, State, StateEvent, Subscription,

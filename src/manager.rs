@@ -88,6 +88,12 @@ impl<P: Pipeline> ModelManager<P> {
         self.parts.loader.load(Arc::new(source.into()))
     }
 
+    /// [`load`](Self::load) of a shared source (a pool's).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn load_shared(&self, source: Arc<ModelSource>) -> Result<LoadHandle> {
+        self.parts.loader.load(source)
+    }
+
     /// Cancel the load in flight (and forget the one waiting its turn). The
     /// state stays `Loading` until the load has freed what it read, then
     /// becomes `Idle` (await [`settled`](Self::settled) or the load's handle

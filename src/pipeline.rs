@@ -317,11 +317,12 @@ impl<P: Pipeline> Installed<P> {
 /// their count live in [`Installed`], held by the state's core while
 /// `Ready`).
 pub(crate) struct PipelineManager<P: Pipeline> {
-    options: P::Options,
+    /// Shared by every manager of a pool.
+    options: Arc<P::Options>,
 }
 
 impl<P: Pipeline> PipelineManager<P> {
-    pub(crate) fn new(options: P::Options) -> Self {
+    pub(crate) fn new(options: Arc<P::Options>) -> Self {
         PipelineManager { options }
     }
 
@@ -338,7 +339,7 @@ impl<P: Pipeline> PipelineManager<P> {
         let cx = Assembly {
             device,
             dtype,
-            options: &self.options,
+            options: self.options.as_ref(),
         };
         let pipeline = catch_unwind(AssertUnwindSafe(|| P::assemble(loaded, &cx)))
             .unwrap_or_else(|_| Err(Error::Assemble("the pipeline's assemble panicked".into())))?;

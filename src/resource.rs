@@ -263,9 +263,11 @@ impl ResourceManager {
             None => self.available_on_device(),
         };
         match available {
-            Some(available) if needed > available => {
-                Err(Error::InsufficientMemory { needed, available })
-            }
+            Some(available) if needed > available => Err(Error::InsufficientMemory {
+                needed,
+                available,
+                pinned: 0,
+            }),
             _ => Ok(()),
         }
     }
@@ -319,7 +321,7 @@ fn pin_trim_threshold() {
 }
 
 /// `MemAvailable` from `/proc/meminfo`, in bytes (Linux).
-fn mem_available() -> Option<u64> {
+pub(crate) fn mem_available() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

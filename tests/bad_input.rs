@@ -683,7 +683,8 @@ async fn over_budget_fails_before_allocating() {
         err,
         Error::InsufficientMemory {
             needed: 1_600_000,
-            available: 1_000_000
+            available: 1_000_000,
+            pinned: 0,
         }
     );
     assert_eq!(manager.current_state(), State::Failed);

@@ -152,7 +152,8 @@ async fn a_converting_load_stays_within_its_budget() {
             err,
             Error::InsufficientMemory {
                 needed: peak,
-                available: budget
+                available: budget,
+                pinned: 0,
             }
         );
         assert_eq!(manager.resident_bytes(), 0);

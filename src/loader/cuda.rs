@@ -121,6 +121,7 @@ impl DeviceBuffer {
             Error::InsufficientMemory {
                 needed: bytes as u64,
                 available,
+                pinned: 0,
             }
         })
     }

@@ -175,3 +175,15 @@ impl<P: Pipeline> LoaderService<P> {
         self.stopping.child_token()
     }
 }
+
+/// The bytes a load of `source` holds at its peak (its tensors, plus the
+/// conversion to `dtype` and any staging on `device`), read from headers
+/// only: what a pool charges a load when it admits it. Blocking (file I/O).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn estimate(
+    source: &ModelSource,
+    dtype: Option<candle_core::DType>,
+    device: &candle_core::Device,
+) -> crate::Result<u64> {
+    read::peak_bytes(&plan::resolve(source)?, dtype, device)
+}

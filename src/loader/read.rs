@@ -240,6 +240,7 @@ fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
         let mut buffer = Buffer::alloc(dtype, bytes).ok_or(Error::InsufficientMemory {
             needed: bytes as u64,
             available: 0,
+            pinned: 0,
         })?;
         advise_huge_pages(buffer.bytes_mut());
         reservation.grow(bytes as u64);

@@ -5,6 +5,10 @@
 //! expires, though the model may still be evicted under memory pressure
 //! (only a pin prevents that, and pins are not this module's business).
 //!
+//! The lease count is not kept here: the model's manager counts its leases
+//! (one source of truth), and the pool tells the clock when the model
+//! becomes busy (a lease taken) or idle (its last lease released).
+//!
 //! Pure: times are plain `Duration`s since any fixed origin (the pool uses
 //! tokio's clock, so tests can pause it).
 
@@ -15,9 +19,9 @@ use std::time::Duration;
 pub(crate) struct KeepAlive {
     /// `None`: forever.
     ttl: Option<Duration>,
-    leases: usize,
-    /// Set while no lease is held: when the model expires.
+    /// Set while the model is idle: when it expires.
     deadline: Option<Duration>,
+    idle: bool,
 }
 
 impl KeepAlive {
@@ -25,33 +29,35 @@ impl KeepAlive {
     pub(crate) fn new(ttl: Option<Duration>, now: Duration) -> Self {
         KeepAlive {
             ttl,
-            leases: 0,
             deadline: ttl.map(|t| now.saturating_add(t)),
+            idle: true,
         }
     }
 
     /// A lease was taken: the clock stops (an expiry not yet acted on is
     /// cancelled).
-    pub(crate) fn acquired(&mut self) {
-        self.leases += 1;
+    pub(crate) fn busy(&mut self) {
+        self.idle = false;
         self.deadline = None;
     }
 
-    /// A lease was released at `now`: the clock starts again when it was
-    /// the last one.
-    pub(crate) fn released(&mut self, now: Duration) {
-        self.leases = self.leases.saturating_sub(1);
-        if self.leases == 0 {
-            self.deadline = self.ttl.map(|t| now.saturating_add(t));
-        }
+    /// The last lease was released at `now`: the clock starts again.
+    pub(crate) fn idle(&mut self, now: Duration) {
+        self.idle = true;
+        self.deadline = self.ttl.map(|t| now.saturating_add(t));
     }
 
     /// A new keep-alive, from `now` on (the clock restarts if it runs).
     pub(crate) fn set_ttl(&mut self, ttl: Option<Duration>, now: Duration) {
         self.ttl = ttl;
-        if self.leases == 0 {
+        if self.idle {
             self.deadline = ttl.map(|t| now.saturating_add(t));
         }
+    }
+
+    /// The keep-alive (`None`: forever).
+    pub(crate) fn ttl(&self) -> Option<Duration> {
+        self.ttl
     }
 
     /// When the model expires, if its clock runs.
@@ -59,9 +65,9 @@ impl KeepAlive {
         self.deadline
     }
 
-    /// Whether the model has expired at `now`: never while a lease is held.
+    /// Whether the model has expired at `now`: never while busy.
     pub(crate) fn expired(&self, now: Duration) -> bool {
-        self.leases == 0 && self.deadline.is_some_and(|d| now >= d)
+        self.idle && self.deadline.is_some_and(|d| now >= d)
     }
 }
 
@@ -73,27 +79,31 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     #[test]
-    fn the_clock_runs_only_without_leases() {
+    fn the_clock_runs_only_while_idle() {
         let mut k = KeepAlive::new(Some(5 * S), Duration::ZERO);
         assert_eq!(k.deadline(), Some(5 * S));
         assert!(!k.expired(4 * S));
-        k.acquired();
+        k.busy();
         assert!(!k.expired(100 * S), "never while leased");
-        k.released(10 * S);
+        k.idle(10 * S);
         assert_eq!(k.deadline(), Some(15 * S));
         assert!(!k.expired(14 * S));
         assert!(k.expired(15 * S));
         // An acquire after expiry (the pool had not acted yet) cancels it.
-        k.acquired();
+        k.busy();
         assert!(!k.expired(16 * S));
         // Forever never expires.
         let mut f = KeepAlive::new(None, Duration::ZERO);
-        f.acquired();
-        f.released(S);
+        f.busy();
+        f.idle(S);
         assert!(!f.expired(Duration::from_secs(1 << 40)));
         // A new keep-alive restarts a running clock.
         f.set_ttl(Some(S), 2 * S);
         assert!(f.expired(3 * S));
+        // ... and not a stopped one.
+        f.busy();
+        f.set_ttl(Some(S), 4 * S);
+        assert!(!f.expired(10 * S));
     }
 
     #[derive(Debug, Clone)]
@@ -104,9 +114,11 @@ mod tests {
     }
 
     proptest! {
-        /// Over any sequence of acquires, releases and waits: never expired
-        /// while a lease is held; expired exactly when the time since the
-        /// last release (or the load) reaches the keep-alive.
+        /// Over any sequence of acquires, releases and waits (the pool
+        /// calls `busy` on every acquire and `idle` when the last lease
+        /// goes): never expired while a lease is held; expired exactly when
+        /// the time since the last release (or the load) reaches the
+        /// keep-alive.
         #[test]
         fn expiry_matches_its_definition(
             ttl in prop::option::of(0u64..20),
@@ -123,14 +135,14 @@ mod tests {
             for ev in evs {
                 match ev {
                     Ev::Acquire => {
-                        k.acquired();
+                        k.busy();
                         leases += 1;
                         idle_since = None;
                     }
                     Ev::Release if leases > 0 => {
-                        k.released(now);
                         leases -= 1;
                         if leases == 0 {
+                            k.idle(now);
                             idle_since = Some(now);
                         }
                     }

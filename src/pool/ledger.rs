@@ -96,6 +96,11 @@ impl<Id: Ord + Clone> Ledger<Id> {
             .fold(0u64, |sum, c| sum.saturating_add(c.bytes))
     }
 
+    /// The models charged, in order.
+    pub(crate) fn keys(&self) -> Vec<Id> {
+        self.charges.keys().cloned().collect()
+    }
+
     pub(crate) fn budget(&self) -> u64 {
         self.budget
     }

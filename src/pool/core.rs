@@ -1,0 +1,1122 @@
+//! The pool's core: its entries, the ledger and the queue under one lock,
+//! and the tasks that act on the ledger's decisions (loads, evictions,
+//! keep-alive expiries).
+//!
+//! Every decision is taken under `inner`'s lock, from facts read there: a
+//! model's leases are its manager's count (read under the lock, never
+//! copied), and every event is sent under the lock, so the event stream is
+//! in decision order. Nothing awaits under the lock. Whatever may let a
+//! waiting load in (a lease released, memory freed, a load ended, a pin
+//! removed) bumps `changed`, which waiting loads and the keep-alive task
+//! watch: no polling.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::keep_alive::KeepAlive;
+use super::lease::PoolLease;
+use super::ledger::{Admission, Hold, Ledger, TrueUp};
+use super::status::{Metrics, ModelStatus, PoolEvent, PoolEventKind, PoolSnapshot, UnloadReason};
+use super::{ModelOptions, PoolConfig, ReloadPolicy};
+use crate::error::Blocker;
+use crate::loader::Runtime;
+use crate::{Error, ModelManager, ModelSource, Pipeline, Result, State};
+
+/// A charge's key: a model id and its version.
+pub(crate) type Key = (Arc<str>, u64);
+
+/// What a load ended with, shared with everyone waiting for it.
+pub(crate) type Outcome = Option<Result<u64>>;
+
+/// One loaded (or loading) version of a model: a manager of its own, with
+/// the lifecycle every manager has.
+pub(crate) struct Version<P: Pipeline> {
+    pub(crate) number: u64,
+    pub(crate) manager: ModelManager<P>,
+    pub(crate) source: Arc<ModelSource>,
+}
+
+/// A load in flight for a model.
+struct Job<P: Pipeline> {
+    version: u64,
+    cancel: CancellationToken,
+    outcome: watch::Receiver<Outcome>,
+    /// Its manager, once admitted.
+    loading: Option<Arc<Version<P>>>,
+}
+
+struct Entry<P: Pipeline> {
+    id: Arc<str>,
+    /// What a load on demand loads: the serving version's source.
+    source: Arc<ModelSource>,
+    serving: Option<Arc<Version<P>>>,
+    job: Option<Job<P>>,
+    retiring: Vec<Arc<Version<P>>>,
+    keep_alive: KeepAlive,
+    pinned: bool,
+    /// The pool's logical clock at the last acquire or release.
+    last_used: u64,
+    last_used_at: Option<Instant>,
+    last_error: Option<Error>,
+    /// Until then an acquire answers `last_error` instead of loading.
+    retry_at: Option<Instant>,
+    next_version: u64,
+    waiters: usize,
+}
+
+struct Inner<P: Pipeline> {
+    ledger: Ledger<Key>,
+    entries: BTreeMap<Arc<str>, Entry<P>>,
+    /// Loads waiting for memory, first come first served.
+    queue: VecDeque<Key>,
+    /// Loads admitted and running.
+    loading: usize,
+    /// The logical clock of recency.
+    tick: u64,
+    shut_down: bool,
+}
+
+pub(crate) struct Core<P: Pipeline> {
+    config: PoolConfig<P::Options>,
+    device: candle_core::Device,
+    pub(crate) runtime: Runtime,
+    handle: Handle,
+    inner: Mutex<Inner<P>>,
+    changed: watch::Sender<u64>,
+    events: broadcast::Sender<PoolEvent>,
+    pub(crate) metrics: Metrics,
+    pub(crate) stop: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    origin: Instant,
+}
+
+/// What one look at the queue decided for a load.
+enum Step {
+    Admitted,
+    Wait(Vec<Blocker>),
+    Fail(Error),
+}
+
+impl<P: Pipeline> Core<P> {
+    pub(crate) fn new(
+        config: PoolConfig<P::Options>,
+        device: candle_core::Device,
+        runtime: Runtime,
+        handle: Handle,
+    ) -> Arc<Self> {
+        let core = Arc::new(Core {
+            inner: Mutex::new(Inner {
+                ledger: Ledger::new(config.budget),
+                entries: BTreeMap::new(),
+                queue: VecDeque::new(),
+                loading: 0,
+                tick: 0,
+                shut_down: false,
+            }),
+            config,
+            device,
+            runtime,
+            handle,
+            changed: watch::Sender::new(0),
+            events: broadcast::Sender::new(4096),
+            metrics: Metrics::new(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            origin: Instant::now(),
+        });
+        core.tasks
+            .spawn_on(Core::keep_alive_task(Arc::downgrade(&core)), &core.handle);
+        core
+    }
+
+    pub(crate) fn config(&self) -> &PoolConfig<P::Options> {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<P>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.origin)
+    }
+
+    /// Wake whoever waits for memory or a deadline.
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn emit(&self, id: &Arc<str>, version: u64, kind: PoolEventKind) {
+        // No subscriber is not an error.
+        let _ = self.events.send(PoolEvent {
+            id: id.to_string(),
+            version,
+            kind,
+        });
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {
+        self.events.subscribe()
+    }
+
+    // ---- the model table ----------------------------------------------
+
+    pub(crate) fn add(&self, id: &str, source: ModelSource, options: ModelOptions) -> Result<()> {
+        if id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a model id must not be empty".into(),
+            ));
+        }
+        let mut inner = self.lock();
+        if inner.shut_down {
+            return Err(Error::ShutDown);
+        }
+        if inner.entries.contains_key(id) {
+            return Err(Error::InvalidArgument(format!(
+                "the pool already has a model {id:?}"
+            )));
+        }
+        let id: Arc<str> = Arc::from(id);
+        let now = self.now();
+        let keep_alive = options.keep_alive.unwrap_or(self.config.keep_alive);
+        inner.entries.insert(
+            id.clone(),
+            Entry {
+                id,
+                source: Arc::new(source),
+                serving: None,
+                job: None,
+                retiring: Vec::new(),
+                keep_alive: KeepAlive::new(keep_alive, now),
+                pinned: options.pinned,
+                last_used: 0,
+                last_used_at: None,
+                last_error: None,
+                retry_at: None,
+                next_version: 0,
+                waiters: 0,
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn set_pinned(&self, id: &str, pinned: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let entry = entry_mut(&mut inner, id)?;
+        entry.pinned = pinned;
+        drop(inner);
+        self.bump();
+        Ok(())
+    }
+
+    pub(crate) fn set_keep_alive(&self, id: &str, ttl: Option<Duration>) -> Result<()> {
+        let now = self.now();
+        let mut inner = self.lock();
+        let entry = entry_mut(&mut inner, id)?;
+        entry.keep_alive.set_ttl(ttl, now);
+        drop(inner);
+        self.bump();
+        Ok(())
+    }
+
+    // ---- acquire --------------------------------------------------------
+
+    /// A lease on `id`'s serving version, loading it first if need be.
+    pub(crate) async fn acquire(self: &Arc<Self>, id: &str) -> Result<PoolLease<P>> {
+        let _waiter = Waiter::new(self, id)?;
+        let mut waited = false;
+        loop {
+            let mut outcome = {
+                let mut inner = self.lock();
+                if inner.shut_down {
+                    return Err(Error::ShutDown);
+                }
+                if let Some(lease) = self.lease_locked(&mut inner, id)? {
+                    if waited {
+                        self.metrics.misses.inc();
+                    } else {
+                        self.metrics.hits.inc();
+                    }
+                    return Ok(lease);
+                }
+                let entry = entry_mut(&mut inner, id)?;
+                if let Some(job) = &entry.job {
+                    job.outcome.clone()
+                } else if let (Some(error), Some(retry_at)) = (&entry.last_error, entry.retry_at) {
+                    if Instant::now() < retry_at {
+                        return Err(error.clone());
+                    }
+                    let source = entry.source.clone();
+                    self.start_job(&mut inner, id, source, None)?
+                } else {
+                    let source = entry.source.clone();
+                    self.start_job(&mut inner, id, source, None)?
+                }
+            };
+            waited = true;
+            let result = match outcome.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone().unwrap_or(Err(Error::ShutDown)),
+                // The load's task is gone without an answer: shutdown.
+                Err(_) => Err(Error::ShutDown),
+            };
+            result?;
+        }
+    }
+
+    /// A lease on `id` if it is ready now.
+    pub(crate) fn try_acquire(self: &Arc<Self>, id: &str) -> Result<PoolLease<P>> {
+        let mut inner = self.lock();
+        if inner.shut_down {
+            return Err(Error::ShutDown);
+        }
+        match self.lease_locked(&mut inner, id)? {
+            Some(lease) => {
+                self.metrics.hits.inc();
+                Ok(lease)
+            }
+            None => {
+                let entry = entry_mut(&mut inner, id)?;
+                Err(Error::NotReady(status_state(entry)))
+            }
+        }
+    }
+
+    fn lease_locked(
+        self: &Arc<Self>,
+        inner: &mut Inner<P>,
+        id: &str,
+    ) -> Result<Option<PoolLease<P>>> {
+        inner.tick += 1;
+        let tick = inner.tick;
+        let entry = entry_mut(inner, id)?;
+        let Some(version) = &entry.serving else {
+            return Ok(None);
+        };
+        let Ok(lease) = version.manager.acquire() else {
+            return Ok(None);
+        };
+        let number = version.number;
+        entry.last_used = tick;
+        entry.last_used_at = Some(Instant::now());
+        entry.keep_alive.busy();
+        Ok(Some(PoolLease::new(
+            lease,
+            self.clone(),
+            entry.id.clone(),
+            number,
+        )))
+    }
+
+    /// A lease of `version` of `id` was dropped.
+    pub(crate) fn released(&self, id: &str, version: u64) {
+        let now = self.now();
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        if let Some(entry) = inner.entries.get_mut(id) {
+            entry.last_used = tick;
+            entry.last_used_at = Some(Instant::now());
+            if let Some(serving) = &entry.serving {
+                if serving.number == version && serving.manager.outstanding_leases() == 0 {
+                    entry.keep_alive.idle(now);
+                }
+            }
+        }
+        drop(inner);
+        self.bump();
+    }
+
+    // ---- loads ----------------------------------------------------------
+
+    /// Start loading `id` (unless it is ready or loading) and wait for it.
+    pub(crate) async fn load(self: &Arc<Self>, id: &str) -> Result<u64> {
+        let mut outcome = {
+            let mut inner = self.lock();
+            if inner.shut_down {
+                return Err(Error::ShutDown);
+            }
+            let entry = entry_mut(&mut inner, id)?;
+            if let Some(serving) = &entry.serving {
+                return Ok(serving.number);
+            }
+            match &entry.job {
+                Some(job) => job.outcome.clone(),
+                None => {
+                    let source = entry.source.clone();
+                    self.start_job(&mut inner, id, source, None)?
+                }
+            }
+        };
+        wait_outcome(&mut outcome).await
+    }
+
+    /// Load `source` as the next version of `id`, beside the serving one;
+    /// the newest reload wins.
+    pub(crate) fn reload(
+        self: &Arc<Self>,
+        id: &str,
+        source: ModelSource,
+        policy: ReloadPolicy,
+    ) -> Result<watch::Receiver<Outcome>> {
+        let mut inner = self.lock();
+        if inner.shut_down {
+            return Err(Error::ShutDown);
+        }
+        let entry = entry_mut(&mut inner, id)?;
+        if let Some(job) = entry.job.take() {
+            // The newest request wins: the older load stops (and frees
+            // what it read before its charge goes).
+            job.cancel.cancel();
+        }
+        self.start_job(&mut inner, id, Arc::new(source), Some(policy))
+    }
+
+    /// Cancel the load in flight for `id`; whether there was one.
+    pub(crate) fn cancel(&self, id: &str) -> Result<bool> {
+        let mut inner = self.lock();
+        let entry = entry_mut(&mut inner, id)?;
+        Ok(match entry.job.take() {
+            Some(job) => {
+                job.cancel.cancel();
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn start_job(
+        self: &Arc<Self>,
+        inner: &mut Inner<P>,
+        id: &str,
+        source: Arc<ModelSource>,
+        reload: Option<ReloadPolicy>,
+    ) -> Result<watch::Receiver<Outcome>> {
+        if inner.queue.len() >= self.config.max_queue {
+            return Err(Error::QueueFull {
+                limit: self.config.max_queue,
+            });
+        }
+        let entry = entry_mut(inner, id)?;
+        entry.next_version += 1;
+        let version = entry.next_version;
+        let id = entry.id.clone();
+        let cancel = self.stop.child_token();
+        let (tx, rx) = watch::channel(None);
+        entry.job = Some(Job {
+            version,
+            cancel: cancel.clone(),
+            outcome: rx.clone(),
+            loading: None,
+        });
+        inner.queue.push_back((id.clone(), version));
+        self.emit(&id, version, PoolEventKind::Queued);
+        let core = self.clone();
+        self.tasks.spawn_on(
+            async move {
+                let key = (id, version);
+                let result = core.run_job(&key, source, reload, &cancel).await;
+                core.finish_job(&key, &result, reload.is_some());
+                let _ = tx.send(Some(result));
+            },
+            &self.handle,
+        );
+        Ok(rx)
+    }
+
+    async fn run_job(
+        self: &Arc<Self>,
+        key: &Key,
+        source: Arc<ModelSource>,
+        reload: Option<ReloadPolicy>,
+        cancel: &CancellationToken,
+    ) -> Result<u64> {
+        // The estimate: headers only, on a blocking thread.
+        let estimate = {
+            let (source, dtype, device) = (source.clone(), self.config.dtype, self.device.clone());
+            let blocking = tokio::task::spawn_blocking(move || {
+                crate::loader::estimate(&source, dtype, &device)
+            });
+            tokio::select! {
+                r = blocking => r.map_err(|_| Error::ShutDown).and_then(|r| r),
+                () = cancel.cancelled() => Err(Error::Cancelled),
+            }
+        };
+        let estimate = match estimate {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.lock().queue.retain(|k| k != key);
+                return Err(e);
+            }
+        };
+
+        // Admission: first come first served, bounded by the deadline.
+        let queued_at = Instant::now();
+        let deadline = queued_at + self.config.admission_timeout;
+        loop {
+            let mut changed = self.changed.subscribe();
+            changed.borrow_and_update();
+            let step = {
+                let mut inner = self.lock();
+                self.admission_step(&mut inner, key, estimate, reload)
+            };
+            match step {
+                Step::Admitted => break,
+                Step::Fail(e) => {
+                    self.lock().queue.retain(|k| k != key);
+                    return Err(e);
+                }
+                Step::Wait(blocked_by) => {
+                    tokio::select! {
+                        _ = changed.changed() => {}
+                        () = tokio::time::sleep_until(deadline) => {
+                            self.lock().queue.retain(|k| k != key);
+                            return Err(Error::MemoryBusy { needed: estimate, blocked_by });
+                        }
+                        () = cancel.cancelled() => {
+                            self.lock().queue.retain(|k| k != key);
+                            return Err(Error::Cancelled);
+                        }
+                    }
+                }
+            }
+        }
+        self.metrics
+            .queue_wait
+            .observe(queued_at.elapsed().as_secs_f64());
+
+        // Charged: load, on a manager of its own, within the charge.
+        let result = self.load_admitted(key, source, estimate, cancel).await;
+        {
+            let mut inner = self.lock();
+            inner.loading = inner.loading.saturating_sub(1);
+        }
+        self.bump();
+        result
+    }
+
+    /// One look at the queue for `key`, under the lock.
+    fn admission_step(
+        self: &Arc<Self>,
+        inner: &mut Inner<P>,
+        key: &Key,
+        estimate: u64,
+        reload: Option<ReloadPolicy>,
+    ) -> Step {
+        if inner.shut_down {
+            return Step::Fail(Error::ShutDown);
+        }
+        if inner.queue.front() != Some(key) || inner.loading >= self.config.concurrent_loads {
+            return Step::Wait(Vec::new());
+        }
+        let now = self.now();
+        let (id, version) = (key.0.clone(), key.1);
+        self.refresh_holds(inner, now, reload.map(|_| &*id));
+        if let Some(policy) = reload {
+            // Both versions must fit beside the pinned models, or the
+            // caller's policy decides.
+            let own: u64 = inner
+                .ledger
+                .keys()
+                .iter()
+                .filter(|k| k.0 == id)
+                .filter_map(|k| inner.ledger.get(k).map(|c| c.bytes))
+                .sum();
+            let pinned_others: u64 = inner
+                .ledger
+                .keys()
+                .iter()
+                .filter(|k| k.0 != id)
+                .filter_map(|k| inner.ledger.get(k))
+                .filter(|c| c.hold == Hold::Pinned)
+                .map(|c| c.bytes)
+                .sum();
+            let budget = inner.ledger.budget();
+            if own > 0 && estimate.saturating_add(own).saturating_add(pinned_others) > budget {
+                match policy {
+                    ReloadPolicy::KeepServing => {
+                        return Step::Fail(Error::InsufficientMemory {
+                            needed: estimate,
+                            available: budget.saturating_sub(own.saturating_add(pinned_others)),
+                            pinned: pinned_others,
+                        })
+                    }
+                    ReloadPolicy::UnloadFirst => {
+                        if let Some(entry) = inner.entries.get_mut(&id) {
+                            if let Some(old) = entry.serving.take() {
+                                self.retire(entry, old, UnloadReason::MadeRoomForReload);
+                            }
+                        }
+                        return Step::Wait(Vec::new());
+                    }
+                }
+            }
+        }
+        let tick = inner.tick;
+        match inner.ledger.admit(key, estimate, tick) {
+            Admission::Fits => {
+                inner.queue.pop_front();
+                inner.loading += 1;
+                self.emit(&id, version, PoolEventKind::Loading { charged: estimate });
+                Step::Admitted
+            }
+            Admission::Evict(victims) => {
+                for victim in victims {
+                    if let Some(entry) = inner.entries.get_mut(&victim.0) {
+                        match entry.serving.take() {
+                            Some(old) if old.number == victim.1 => {
+                                self.metrics.evictions.inc();
+                                if let Some(at) = entry.last_used_at {
+                                    self.metrics
+                                        .evicted_idle
+                                        .observe(at.elapsed().as_secs_f64());
+                                }
+                                let reason = UnloadReason::Evicted {
+                                    for_id: id.to_string(),
+                                };
+                                self.retire(entry, old, reason);
+                            }
+                            other => entry.serving = other,
+                        }
+                    }
+                }
+                // Admitted once their memory is freed (`retire` bumps).
+                Step::Wait(Vec::new())
+            }
+            Admission::Wait => Step::Wait(blockers(inner)),
+            Admission::Already => Step::Fail(Error::InvalidArgument(format!(
+                "{id:?} version {version} is already charged"
+            ))),
+            Admission::Refuse {
+                needed,
+                available,
+                pinned,
+            } => Step::Fail(Error::InsufficientMemory {
+                needed,
+                available,
+                pinned,
+            }),
+        }
+    }
+
+    /// Bring the ledger's view of every charge up to date: a serving
+    /// version with no lease and no pin is evictable (unless `reloading`
+    /// is its id: a reload never evicts the version it replaces); a pinned
+    /// one is pinned; everything else (leased, loading, unloading) is busy.
+    fn refresh_holds(&self, inner: &mut Inner<P>, now: Duration, reloading: Option<&str>) {
+        for key in inner.ledger.keys() {
+            let Some(entry) = inner.entries.get(&key.0) else {
+                continue;
+            };
+            let serving = entry.serving.as_ref().filter(|v| v.number == key.1);
+            let hold = match serving {
+                Some(_) if entry.pinned => Hold::Pinned,
+                Some(v) if v.manager.outstanding_leases() == 0 && reloading != Some(&*key.0) => {
+                    Hold::Evictable
+                }
+                _ => Hold::Busy,
+            };
+            let (last_used, expired) = (entry.last_used, entry.keep_alive.expired(now));
+            inner.ledger.set_hold(&key, hold, last_used, expired);
+        }
+    }
+
+    async fn load_admitted(
+        self: &Arc<Self>,
+        key: &Key,
+        source: Arc<ModelSource>,
+        estimate: u64,
+        cancel: &CancellationToken,
+    ) -> Result<u64> {
+        let manager = match self.build_manager(estimate) {
+            Ok(manager) => manager,
+            Err(e) => {
+                self.lock().ledger.release(key);
+                return Err(e);
+            }
+        };
+        let version = Arc::new(Version {
+            number: key.1,
+            manager,
+            source: source.clone(),
+        });
+        {
+            let mut inner = self.lock();
+            if let Some(job) = inner
+                .entries
+                .get_mut(&key.0)
+                .and_then(|e| e.job.as_mut())
+                .filter(|j| j.version == key.1)
+            {
+                job.loading = Some(version.clone());
+            }
+        }
+        self.metrics.loads.inc();
+        let outcome = match version.manager.load_shared(source.clone()) {
+            Ok(handle) => {
+                tokio::select! {
+                    r = handle.wait() => r,
+                    () = cancel.cancelled() => {
+                        handle.cancel();
+                        handle.wait().await
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match outcome {
+            Ok(snapshot) => self.install(key, &version, snapshot.resident_bytes, cancel),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => {
+                // A load that failed has freed what it read before its
+                // handle resolved; one refused at install is unloaded here.
+                let _ = version.manager.unload().await;
+                version.manager.shutdown().await;
+                let mut inner = self.lock();
+                inner.ledger.release(key);
+                if let Some(job) = inner
+                    .entries
+                    .get_mut(&key.0)
+                    .and_then(|e| e.job.as_mut())
+                    .filter(|j| j.version == key.1)
+                {
+                    job.loading = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The load of `key` is ready with `bytes` measured: true its charge up
+    /// and make it the serving version (the one it replaces drains).
+    fn install(
+        self: &Arc<Self>,
+        key: &Key,
+        version: &Arc<Version<P>>,
+        bytes: u64,
+        cancel: &CancellationToken,
+    ) -> Result<u64> {
+        let now = self.now();
+        let mut inner = self.lock();
+        if cancel.is_cancelled() || inner.shut_down {
+            return Err(Error::Cancelled);
+        }
+        match inner.ledger.true_up(key, bytes) {
+            Ok(()) => {}
+            Err(TrueUp::OverBudget { available }) => {
+                return Err(Error::InsufficientMemory {
+                    needed: bytes,
+                    available,
+                    pinned: 0,
+                })
+            }
+            Err(TrueUp::NotAdmitted) => return Err(Error::Cancelled),
+        }
+        let Some(entry) = inner.entries.get_mut(&key.0) else {
+            return Err(Error::Cancelled);
+        };
+        let ttl = entry.keep_alive.ttl();
+        entry.keep_alive = KeepAlive::new(ttl, now);
+        entry.source = version.source.clone();
+        entry.last_error = None;
+        entry.retry_at = None;
+        if let Some(job) = entry.job.as_mut().filter(|j| j.version == key.1) {
+            job.loading = None;
+        }
+        let old = entry.serving.replace(version.clone());
+        self.emit(&key.0, key.1, PoolEventKind::Ready { bytes });
+        if let Some(old) = old {
+            self.retire(entry, old, UnloadReason::Replaced);
+        }
+        Ok(key.1)
+    }
+
+    fn build_manager(&self, budget: u64) -> Result<ModelManager<P>> {
+        let c = &self.config;
+        let mut builder = ModelManager::builder()
+            .device(c.device)
+            .memory_budget(budget)
+            .chunk_size(c.chunk_size)
+            .runtime(self.handle.clone())
+            .drain_timeout(c.drain_timeout)
+            .return_memory_to_os(c.return_memory_to_os)
+            .pipeline_shared::<P>(c.options.clone());
+        if let Some(threads) = c.read_threads {
+            builder = builder.read_threads(threads);
+        }
+        if let Some(dtype) = c.dtype {
+            builder = builder.dtype(dtype);
+        }
+        builder.build()
+    }
+
+    /// The job for `key` ended: record how, for the model's table.
+    fn finish_job(&self, key: &Key, result: &Result<u64>, reload: bool) {
+        let mut inner = self.lock();
+        inner.queue.retain(|k| k != key);
+        if let Some(entry) = inner.entries.get_mut(&key.0) {
+            if entry.job.as_ref().is_some_and(|j| j.version == key.1) {
+                entry.job = None;
+            }
+            if let Err(error) = result {
+                self.metrics.failures.inc();
+                self.emit(
+                    &key.0,
+                    key.1,
+                    PoolEventKind::Failed {
+                        error: error.clone(),
+                    },
+                );
+                let stopped = matches!(
+                    error,
+                    Error::Cancelled | Error::Superseded | Error::ShutDown
+                );
+                entry.last_error = Some(error.clone());
+                // A broken model is not reloaded in a tight loop; a stopped
+                // load, or a reload (the old version serves), is no reason
+                // to refuse the next acquire.
+                entry.retry_at =
+                    (!stopped && !reload).then(|| Instant::now() + self.config.retry_cooldown);
+            }
+        }
+        drop(inner);
+        self.bump();
+    }
+
+    // ---- unloads ----------------------------------------------------------
+
+    /// Unload `old` (a version just taken out of service): it waits for its
+    /// leases, frees its memory, and only then stops being charged.
+    fn retire(self: &Arc<Self>, entry: &mut Entry<P>, old: Arc<Version<P>>, reason: UnloadReason) {
+        let (id, number) = (entry.id.clone(), old.number);
+        if matches!(reason, UnloadReason::Expired) {
+            self.metrics.expirations.inc();
+        }
+        self.emit(&id, number, PoolEventKind::Unloading { reason });
+        entry.retiring.push(old.clone());
+        let core = self.clone();
+        self.tasks.spawn_on(
+            async move {
+                let _ = old.manager.unload().await;
+                old.manager.shutdown().await;
+                let mut inner = core.lock();
+                let bytes = inner.ledger.release(&(id.clone(), number));
+                let gone = inner.entries.get_mut(&id).and_then(|entry| {
+                    let at = entry.retiring.iter().position(|v| Arc::ptr_eq(v, &old))?;
+                    Some(entry.retiring.swap_remove(at))
+                });
+                core.emit(&id, number, PoolEventKind::Freed { bytes });
+                drop(inner);
+                drop(gone);
+                core.bump();
+            },
+            &self.handle,
+        );
+    }
+
+    /// Unload `id`: cancel its load, retire its serving version; then wait
+    /// until nothing of it is charged.
+    pub(crate) async fn unload(self: &Arc<Self>, id: &str) -> Result<()> {
+        {
+            let mut inner = self.lock();
+            let entry = entry_mut(&mut inner, id)?;
+            if let Some(job) = entry.job.take() {
+                job.cancel.cancel();
+            }
+            if let Some(old) = entry.serving.take() {
+                self.retire(entry, old, UnloadReason::Unloaded);
+            }
+        }
+        self.bump();
+        self.gone(id).await;
+        Ok(())
+    }
+
+    /// Wait until nothing of `id` is loading, serving, or charged.
+    async fn gone(&self, id: &str) {
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            {
+                let inner = self.lock();
+                let charged = inner.ledger.keys().iter().any(|k| &*k.0 == id);
+                let busy = inner.entries.get(id).is_some_and(|e| {
+                    e.serving.is_some() || e.job.is_some() || !e.retiring.is_empty()
+                });
+                if !charged && !busy {
+                    return;
+                }
+            }
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub(crate) async fn remove(self: &Arc<Self>, id: &str) -> Result<()> {
+        self.unload(id).await?;
+        let mut inner = self.lock();
+        let removed = inner.entries.remove(id);
+        drop(inner);
+        drop(removed);
+        Ok(())
+    }
+
+    /// Unload the models whose keep-alive ran out; sleep until the next
+    /// deadline or a change. Holds the core weakly: a dropped pool ends it.
+    async fn keep_alive_task(core: std::sync::Weak<Self>) {
+        loop {
+            let Some(this) = core.upgrade() else { return };
+            let mut changed = this.changed.subscribe();
+            changed.borrow_and_update();
+            let stop = this.stop.clone();
+            let next = this.expire_due();
+            let origin = this.origin;
+            drop(this);
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(origin + at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = changed.changed() => {}
+                () = sleep => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Retire every expired, idle, unpinned model; the next deadline.
+    fn expire_due(self: &Arc<Self>) -> Option<Duration> {
+        let now = self.now();
+        let mut inner = self.lock();
+        if inner.shut_down {
+            return None;
+        }
+        let mut next: Option<Duration> = None;
+        for entry in inner.entries.values_mut() {
+            let Some(serving) = &entry.serving else {
+                continue;
+            };
+            if entry.pinned || serving.manager.outstanding_leases() > 0 {
+                continue;
+            }
+            if entry.keep_alive.expired(now) {
+                if let Some(old) = entry.serving.take() {
+                    self.retire(entry, old, UnloadReason::Expired);
+                }
+            } else if let Some(at) = entry.keep_alive.deadline() {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
+    // ---- status -----------------------------------------------------------
+
+    pub(crate) fn snapshot(&self) -> PoolSnapshot {
+        let now = self.now();
+        let inner = self.lock();
+        let mut unreclaimed = 0u64;
+        let models = inner
+            .entries
+            .values()
+            .map(|entry| {
+                let versions = entry
+                    .serving
+                    .iter()
+                    .chain(&entry.retiring)
+                    .chain(entry.job.as_ref().and_then(|j| j.loading.as_ref()));
+                let (mut resident, mut leases) = (0u64, 0usize);
+                for v in versions {
+                    let snapshot = v.manager.snapshot();
+                    resident = resident.saturating_add(snapshot.resident_bytes);
+                    unreclaimed = unreclaimed.saturating_add(snapshot.unreclaimed_bytes);
+                    leases += v.manager.outstanding_leases();
+                }
+                let charged = inner
+                    .ledger
+                    .keys()
+                    .iter()
+                    .filter(|k| k.0 == entry.id)
+                    .filter_map(|k| inner.ledger.get(k).map(|c| c.bytes))
+                    .sum();
+                ModelStatus {
+                    id: entry.id.to_string(),
+                    state: status_state(entry),
+                    version: entry.serving.as_ref().map(|v| v.number),
+                    loading_version: entry.job.as_ref().map(|j| j.version),
+                    source: entry.source.clone(),
+                    charged_bytes: charged,
+                    resident_bytes: resident,
+                    leases,
+                    waiters: entry.waiters,
+                    idle_for: entry.last_used_at.map(|at| at.elapsed()),
+                    keep_alive: entry.keep_alive.ttl(),
+                    expires_in: entry
+                        .serving
+                        .as_ref()
+                        .and(entry.keep_alive.deadline())
+                        .map(|d| d.saturating_sub(now)),
+                    pinned: entry.pinned,
+                    last_error: entry.last_error.clone(),
+                }
+            })
+            .collect();
+        PoolSnapshot {
+            budget: inner.ledger.budget(),
+            charged: inner.ledger.charged(),
+            queued: inner
+                .queue
+                .iter()
+                .map(|(id, v)| (id.to_string(), *v))
+                .collect(),
+            unreclaimed_bytes: unreclaimed,
+            models,
+            counters: self.metrics.counters(),
+        }
+    }
+
+    /// Bytes charged now (for tests and the stress check).
+    pub(crate) fn charged(&self) -> u64 {
+        self.lock().ledger.charged()
+    }
+
+    // ---- shutdown ---------------------------------------------------------
+
+    /// Stop every load, take every version out of service; the versions, to
+    /// shut down.
+    pub(crate) fn begin_shutdown(&self) -> Vec<Arc<Version<P>>> {
+        let mut inner = self.lock();
+        inner.shut_down = true;
+        self.stop.cancel();
+        let mut versions = Vec::new();
+        for entry in inner.entries.values_mut() {
+            // Kept in the table as retiring, so that a snapshot still sees
+            // what a lease keeps alive past the drain.
+            if let Some(serving) = entry.serving.take() {
+                entry.retiring.push(serving);
+            }
+            versions.extend(entry.retiring.iter().cloned());
+            if let Some(job) = &entry.job {
+                versions.extend(job.loading.iter().cloned());
+            }
+        }
+        drop(inner);
+        self.bump();
+        versions
+    }
+
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+/// The state a model's status shows.
+fn status_state<P: Pipeline>(entry: &Entry<P>) -> State {
+    if entry.serving.is_some() {
+        State::Ready
+    } else if entry.job.is_some() {
+        State::Loading
+    } else if !entry.retiring.is_empty() {
+        State::Unloading
+    } else if entry.retry_at.is_some() {
+        State::Failed
+    } else {
+        State::Idle
+    }
+}
+
+/// The entry of `id`, for a command: after shutdown, every command is
+/// refused with `ShutDown`.
+fn entry_mut<'a, P: Pipeline>(inner: &'a mut Inner<P>, id: &str) -> Result<&'a mut Entry<P>> {
+    if inner.shut_down {
+        return Err(Error::ShutDown);
+    }
+    inner
+        .entries
+        .get_mut(id)
+        .ok_or_else(|| Error::UnknownModel(id.to_owned()))
+}
+
+/// What holds the memory a waiting load needs: every charge that cannot be
+/// evicted now and is not pinned.
+fn blockers<P: Pipeline>(inner: &Inner<P>) -> Vec<Blocker> {
+    inner
+        .ledger
+        .keys()
+        .iter()
+        .filter_map(|key| {
+            let charge = inner.ledger.get(key)?;
+            if charge.hold != Hold::Busy {
+                return None;
+            }
+            let entry = inner.entries.get(&key.0)?;
+            let (state, leases) = match &entry.serving {
+                Some(v) if v.number == key.1 => (State::Ready, v.manager.outstanding_leases()),
+                _ => match entry.retiring.iter().find(|v| v.number == key.1) {
+                    Some(v) => (State::Unloading, v.manager.outstanding_leases()),
+                    None => (State::Loading, 0),
+                },
+            };
+            Some(Blocker {
+                id: key.0.to_string(),
+                bytes: charge.bytes,
+                leases,
+                state,
+            })
+        })
+        .collect()
+}
+
+async fn wait_outcome(outcome: &mut watch::Receiver<Outcome>) -> Result<u64> {
+    match outcome.wait_for(Option::is_some).await {
+        Ok(outcome) => outcome.clone().unwrap_or(Err(Error::ShutDown)),
+        Err(_) => Err(Error::ShutDown),
+    }
+}
+
+pub(crate) async fn wait_reload(mut outcome: watch::Receiver<Outcome>) -> Result<u64> {
+    wait_outcome(&mut outcome).await
+}
+
+/// Counts a caller waiting for a model while it waits.
+struct Waiter<'a, P: Pipeline> {
+    core: &'a Core<P>,
+    id: Arc<str>,
+}
+
+impl<'a, P: Pipeline> Waiter<'a, P> {
+    fn new(core: &'a Core<P>, id: &str) -> Result<Self> {
+        let mut inner = core.lock();
+        let entry = entry_mut(&mut inner, id)?;
+        entry.waiters += 1;
+        Ok(Waiter {
+            core,
+            id: entry.id.clone(),
+        })
+    }
+}
+
+impl<P: Pipeline> Drop for Waiter<'_, P> {
+    fn drop(&mut self) {
+        let mut inner = self
+            .core
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = inner.entries.get_mut(&self.id) {
+            entry.waiters = entry.waiters.saturating_sub(1);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! [`PoolLease`]: a lease on one version of a pooled model.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use super::core::Core;
+use crate::{Lease, Pipeline, PipelineInfo, TensorPipeline};
+
+/// A lease on a model of a [`ModelPool`](super::ModelPool): the version it
+/// was taken on stays loaded (and is never evicted) until the lease is
+/// dropped. Derefs to the pipeline.
+///
+/// Dropping it releases the lease: the model's keep-alive clock starts when
+/// its last lease goes, and loads waiting for memory look again.
+pub struct PoolLease<P: Pipeline = TensorPipeline> {
+    lease: Option<Lease<P>>,
+    core: Arc<Core<P>>,
+    id: Arc<str>,
+    version: u64,
+}
+
+impl<P: Pipeline> PoolLease<P> {
+    pub(crate) fn new(lease: Lease<P>, core: Arc<Core<P>>, id: Arc<str>, version: u64) -> Self {
+        PoolLease {
+            lease: Some(lease),
+            core,
+            id,
+            version,
+        }
+    }
+
+    fn lease(&self) -> &Lease<P> {
+        // Taken only in `drop`.
+        self.lease
+            .as_ref()
+            .expect("a pool lease holds its lease until dropped")
+    }
+
+    /// The model's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The version this lease holds (reloads make new versions; a lease
+    /// keeps the one it was taken on).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The pipeline's config facts.
+    pub fn info(&self) -> &PipelineInfo {
+        self.lease().info()
+    }
+
+    /// The pipeline.
+    pub fn pipeline(&self) -> &P {
+        self.lease().pipeline()
+    }
+}
+
+impl<P: Pipeline> Deref for PoolLease<P> {
+    type Target = P;
+
+    fn deref(&self) -> &P {
+        self.pipeline()
+    }
+}
+
+impl<P: Pipeline> std::fmt::Debug for PoolLease<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolLease")
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Pipeline> Drop for PoolLease<P> {
+    fn drop(&mut self) {
+        // Release the manager's lease first, so that the pool sees the
+        // count it leaves.
+        drop(self.lease.take());
+        self.core.released(&self.id, self.version);
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_pool_lease_is_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<PoolLease<TensorPipeline>>();
+}
