@@ -608,18 +608,23 @@ impl<P: Pipeline> Core<P> {
     /// Bring the ledger's view of every charge up to date: a serving
     /// version with no lease and no pin is evictable (unless `reloading`
     /// is its id: a reload never evicts the version it replaces); a pinned
-    /// one is pinned; everything else (leased, loading, unloading) is busy.
+    /// one is pinned; one unloading with no lease is freeing; everything
+    /// else (leased, loading) is busy.
     fn refresh_holds(&self, inner: &mut Inner<P>, now: Duration, reloading: Option<&str>) {
         for key in inner.ledger.keys() {
             let Some(entry) = inner.entries.get(&key.0) else {
                 continue;
             };
             let serving = entry.serving.as_ref().filter(|v| v.number == key.1);
-            let hold = match serving {
-                Some(_) if entry.pinned => Hold::Pinned,
-                Some(v) if v.manager.outstanding_leases() == 0 && reloading != Some(&*key.0) => {
+            let retiring = entry.retiring.iter().find(|v| v.number == key.1);
+            let hold = match (serving, retiring) {
+                (Some(_), _) if entry.pinned => Hold::Pinned,
+                (Some(v), _)
+                    if v.manager.outstanding_leases() == 0 && reloading != Some(&*key.0) =>
+                {
                     Hold::Evictable
                 }
+                (None, Some(v)) if v.manager.outstanding_leases() == 0 => Hold::Freeing,
                 _ => Hold::Busy,
             };
             let (last_used, expired) = (entry.last_used, entry.keep_alive.expired(now));
@@ -1058,7 +1063,7 @@ fn blockers<P: Pipeline>(inner: &Inner<P>) -> Vec<Blocker> {
         .iter()
         .filter_map(|key| {
             let charge = inner.ledger.get(key)?;
-            if charge.hold != Hold::Busy {
+            if !matches!(charge.hold, Hold::Busy | Hold::Freeing) {
                 return None;
             }
             let entry = inner.entries.get(&key.0)?;

@@ -28,9 +28,13 @@ use super::evict::{plan, Candidate};
 pub(crate) enum Hold {
     /// Ready, no lease, not pinned: may be evicted.
     Evictable,
-    /// Ready with leases held, or loading, or unloading: may become
-    /// evictable (or free) later.
+    /// Ready with leases held, or loading, or unloading with leases held:
+    /// may become evictable (or free) later.
     Busy,
+    /// Unloading with no lease left: its memory is on its way back (an
+    /// eviction already made for a load), so no other model is evicted
+    /// for it meanwhile.
+    Freeing,
     /// Pinned: never evicted.
     Pinned,
 }
@@ -136,7 +140,13 @@ impl<Id: Ord + Clone> Ledger<Id> {
             );
             return Admission::Fits;
         }
-        let shortfall = needed - free;
+        // Memory already on its way back is not evicted for twice: wait
+        // for it, and evict only for what it will not cover.
+        let freeing = held_by(Hold::Freeing);
+        if needed <= free.saturating_add(freeing) {
+            return Admission::Wait;
+        }
+        let shortfall = needed - free - freeing;
         let candidates: Vec<Candidate<Id>> = self
             .charges
             .iter()
@@ -216,6 +226,9 @@ mod tests {
         // a Ready and unleased: evict it.
         l.set_hold(&"a", Hold::Evictable, 0, false);
         assert_eq!(l.admit(&"b", 60, 1), Admission::Evict(vec!["a"]));
+        // a already on its way out: wait for it, evict nothing more.
+        l.set_hold(&"a", Hold::Freeing, 0, false);
+        assert_eq!(l.admit(&"b", 60, 1), Admission::Wait);
         // a pinned: b can never fit.
         l.set_hold(&"a", Hold::Pinned, 0, false);
         assert_eq!(
@@ -261,7 +274,7 @@ mod tests {
         prop_oneof![
             (0u8..6, 1u64..80).prop_map(|(i, b)| Op::Admit(i, b)),
             (0u8..6, 1u64..80).prop_map(|(i, b)| Op::TrueUp(i, b)),
-            (0u8..6, 0u8..3, any::<bool>()).prop_map(|(i, h, e)| Op::Hold(i, h, e)),
+            (0u8..6, 0u8..4, any::<bool>()).prop_map(|(i, h, e)| Op::Hold(i, h, e)),
             (0u8..6).prop_map(Op::Release),
         ]
     }
@@ -283,9 +296,16 @@ mod tests {
                             for e in &ids {
                                 prop_assert_eq!(l.get(e).map(|c| c.hold), Some(Hold::Evictable));
                             }
+                            // Once they and the memory already freeing
+                            // are back, it fits.
                             let mut after = l.clone();
                             for e in &ids {
                                 after.release(e);
+                            }
+                            for k in l.keys() {
+                                if l.get(&k).map(|c| c.hold) == Some(Hold::Freeing) {
+                                    after.release(&k);
+                                }
                             }
                             prop_assert_eq!(after.admit(&id, bytes, t as u64), Admission::Fits);
                         }
@@ -301,7 +321,7 @@ mod tests {
                         let _ = l.true_up(&id, bytes);
                     }
                     Op::Hold(id, hold, expired) => {
-                        let hold = [Hold::Evictable, Hold::Busy, Hold::Pinned][hold as usize];
+                        let hold = [Hold::Evictable, Hold::Busy, Hold::Pinned, Hold::Freeing][hold as usize];
                         l.set_hold(&id, hold, t as u64, expired);
                     }
                     Op::Release(id) => {
