@@ -389,8 +389,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let need = Reference::size(i);
-                let own = need + r.draining.iter().filter(|d| d.0 == i).count() as u64 * need;
-                if need + own + r.pinned_bytes(i) > BUDGET {
+                if need + need + r.pinned_bytes(i) > BUDGET {
                     r.models[i].next_version += 1;
                     let err = pool.reload(&id(i), source).await.unwrap_err();
                     prop_assert!(matches!(err, Error::InsufficientMemory { .. }), "{err:?}");

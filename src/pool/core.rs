@@ -519,15 +519,16 @@ impl<P: Pipeline> Core<P> {
         let (id, version) = (key.0.clone(), key.1);
         self.refresh_holds(inner, now, reload.map(|_| &*id));
         if let Some(policy) = reload {
-            // Both versions must fit beside the pinned models, or the
-            // caller's policy decides.
-            let own: u64 = inner
-                .ledger
-                .keys()
-                .iter()
-                .filter(|k| k.0 == id)
-                .filter_map(|k| inner.ledger.get(k).map(|c| c.bytes))
-                .sum();
+            // The new version must fit beside the serving one and the
+            // pinned models, or the caller's policy decides. (Older
+            // versions still draining their leases are on their way out:
+            // admission waits for them.)
+            let own = inner
+                .entries
+                .get(&id)
+                .and_then(|e| e.serving.as_ref())
+                .and_then(|v| inner.ledger.get(&(id.clone(), v.number)))
+                .map_or(0, |c| c.bytes);
             let pinned_others: u64 = inner
                 .ledger
                 .keys()
