@@ -16,13 +16,15 @@
 //! during a load and RSS growth over 50 load/unload cycles (the last two in
 //! a fresh child process each, so nothing else is on the heap).
 
-use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use model_manager::candle_core::{Device, Tensor};
-use model_manager::{Error, ModelManager, DEFAULT_CHUNK_SIZE};
+use model_manager::{Error, ModelManager};
+
+mod support;
+
+use support::{data_range, limit, median, percentile, write_model};
 
 const ROUNDS: usize = 7;
 
@@ -31,74 +33,6 @@ fn model_mib() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024)
-}
-
-/// A `mib` MiB f32 model of 16 MiB tensors (a transformer-like mix of sizes
-/// would change little: the cost is per byte).
-fn write_model(dir: &Path, mib: usize) -> PathBuf {
-    let path = dir.join("bench.safetensors");
-    let elems = 4 << 20; // 16 MiB of f32
-    let mut map = HashMap::new();
-    for i in 0..mib / 16 {
-        let t = Tensor::arange(0f32, elems as f32, &Device::Cpu).unwrap();
-        map.insert(format!("layer.{i:04}.weight"), (t + i as f64).unwrap());
-    }
-    model_manager::candle_core::safetensors::save(&map, &path).unwrap();
-    path
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[xs.len() / 2]
-}
-
-fn percentile(xs: &[f64], p: f64) -> f64 {
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    let mut xs = xs.to_vec();
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[((xs.len() - 1) as f64 * p).round() as usize]
-}
-
-fn data_range(path: &Path) -> (u64, u64) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-    (8 + n, bytes.len() as u64 - 8 - n)
-}
-
-/// (a) pread of the data section into an already-touched buffer.
-fn limit(path: &Path, threads: usize) -> Vec<f64> {
-    let (start, len) = data_range(path);
-    let file = std::fs::File::open(path).unwrap();
-    let mut buf = vec![1u8; len as usize]; // touched
-    let chunk = DEFAULT_CHUNK_SIZE;
-    (0..ROUNDS)
-        .map(|_| {
-            let t = Instant::now();
-            let mut pieces: Vec<(u64, &mut [u8])> = buf
-                .chunks_mut(chunk)
-                .enumerate()
-                .map(|(i, c)| (start + (i * chunk) as u64, c))
-                .collect();
-            let per = pieces.len().div_ceil(threads);
-            std::thread::scope(|s| {
-                while !pieces.is_empty() {
-                    let group: Vec<_> = pieces.drain(..per.min(pieces.len())).collect();
-                    let file = &file;
-                    s.spawn(move || {
-                        for (off, dest) in group {
-                            file.read_exact_at(dest, off).unwrap();
-                        }
-                    });
-                }
-            });
-            t.elapsed().as_secs_f64()
-        })
-        .collect()
 }
 
 /// (b) candle-core's mmap loader, every tensor onto the CPU.
@@ -219,15 +153,15 @@ fn main() {
     let mib = model_mib();
     let dir = tempfile::tempdir().unwrap();
     eprintln!("writing a {mib} MiB model ...");
-    let path = write_model(dir.path(), mib);
+    let path = write_model(&dir.path().join("bench.safetensors"), mib);
     let bytes = data_range(&path).1 as f64;
     std::fs::read(&path).unwrap(); // into the page cache
     let gb = |secs: f64| bytes / secs / 1e9;
     let threads = model_manager::default_read_threads();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let limit1 = median(limit(&path, 1));
-    let limit_n = median(limit(&path, threads));
+    let limit1 = median(limit(&path, 1, ROUNDS));
+    let limit_n = median(limit(&path, threads, ROUNDS));
     let peer_t = median(peer(&path));
     let (ours_t, checks_t, one_thread_t) = rt.block_on(async {
         // Interleaved, round by round, so drift in the machine's load hits

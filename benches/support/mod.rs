@@ -1,0 +1,78 @@
+//! What the benchmarks share: a model writer, the touched-memory read
+//! limit, and medians.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use model_manager::candle_core::{Device, Tensor};
+use model_manager::DEFAULT_CHUNK_SIZE;
+
+/// A `mib` MiB f32 model of 16 MiB tensors (a transformer-like mix of sizes
+/// would change little: the cost is per byte).
+pub fn write_model(path: &Path, mib: usize) -> PathBuf {
+    let elems = 4 << 20; // 16 MiB of f32
+    let mut map = HashMap::new();
+    for i in 0..mib / 16 {
+        let t = Tensor::arange(0f32, elems as f32, &Device::Cpu).unwrap();
+        map.insert(format!("layer.{i:04}.weight"), (t + i as f64).unwrap());
+    }
+    model_manager::candle_core::safetensors::save(&map, path).unwrap();
+    path.to_path_buf()
+}
+
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+pub fn percentile(xs: &[f64], p: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let mut xs = xs.to_vec();
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[((xs.len() - 1) as f64 * p).round() as usize]
+}
+
+pub fn data_range(path: &Path) -> (u64, u64) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    (8 + n, bytes.len() as u64 - 8 - n)
+}
+
+/// (a) pread of the data section into an already-touched buffer.
+pub fn limit(path: &Path, threads: usize, rounds: usize) -> Vec<f64> {
+    let (start, len) = data_range(path);
+    let file = std::fs::File::open(path).unwrap();
+    let mut buf = vec![1u8; len as usize]; // touched
+    let chunk = DEFAULT_CHUNK_SIZE;
+    (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            let mut pieces: Vec<(u64, &mut [u8])> = buf
+                .chunks_mut(chunk)
+                .enumerate()
+                .map(|(i, c)| (start + (i * chunk) as u64, c))
+                .collect();
+            let per = pieces.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                while !pieces.is_empty() {
+                    let group: Vec<_> = pieces.drain(..per.min(pieces.len())).collect();
+                    let file = &file;
+                    s.spawn(move || {
+                        for (off, dest) in group {
+                            file.read_exact_at(dest, off).unwrap();
+                        }
+                    });
+                }
+            });
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
