@@ -13,6 +13,8 @@
 //! The reference is written from the specification, independently of the
 //! pool's planner (`src/pool/evict.rs`).
 
+#![allow(clippy::needless_range_loop)] // models are numbered 0..4 throughout
+
 mod common;
 
 use std::path::PathBuf;

@@ -209,7 +209,7 @@ fn reload_under_fire() {
             acquires += a.await.unwrap();
         }
         assert_eq!(failed, 4);
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().unwrap().clone();
         for (version, seed) in seen.iter() {
             assert_eq!(expected.get(version), Some(seed), "version {version}");
         }

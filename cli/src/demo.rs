@@ -1,7 +1,9 @@
 //! The demo: a small diffusers-layout pipeline written to a temp folder, then
 //! a load with a progress bar and every transition printed, the
 //! `sample_size`, a computation on the loaded weights, a cancel in the middle
-//! of a second load, a switch between two models, and the memory returned.
+//! of a second load, a switch between two models, and the memory returned;
+//! then a pool of three pipelines under a budget for two: an eviction, a
+//! keep-alive expiry and a hot reload with a lease held across it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -175,6 +177,7 @@ async fn run_in(dir: &Path) -> CliResult {
     );
     let sd = write_pipeline(&dir.join("tiny-sd"), 1024, 64)?; // ~26 MiB
     let xl = write_pipeline(&dir.join("tiny-sd-xl"), 1536, 128)?; // ~59 MiB
+    let sd2 = write_pipeline(&dir.join("tiny-sd-2"), 1024, 64)?; // ~26 MiB
 
     let manager = ModelManager::builder().chunk_size(1 << 20).build()?;
     let mut events = manager.subscribe();
@@ -307,5 +310,8 @@ async fn run_in(dir: &Path) -> CliResult {
     manager.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     println!("\nshut down: every task and thread the manager started is joined");
+
+    crate::pool::demo(&sd, &xl, &sd2).await?;
+    println!("\nthe pool shut down: every model freed, every task joined");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod demo;
 mod load;
+mod pool;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,23 @@ enum Cmd {
         /// Convert floating-point tensors while loading: f32, f16 or bf16.
         #[arg(long)]
         dtype: Option<String>,
+    },
+    /// Load several models under one memory budget, evicting as the budget
+    /// requires, and print the pool's table.
+    Pool {
+        /// The memory budget: 512MiB, 2GiB, or bytes.
+        #[arg(long, value_parser = pool::parse_bytes)]
+        budget: u64,
+        /// How long a model stays resident once unused: 30s, 5m, forever.
+        #[arg(long, default_value = "forever", value_parser = pool::parse_duration)]
+        keep_alive: Option<std::time::Duration>,
+        /// Also print the counters in the Prometheus text format.
+        #[arg(long)]
+        metrics: bool,
+        /// Models as ID=MODEL (a .safetensors file, a folder, or a hub repo
+        /// id), loaded in this order.
+        #[arg(required = true)]
+        models: Vec<String>,
     },
     /// Show components, tensors, dtypes, shapes, bytes and configs, read
     /// from headers only.
@@ -80,6 +98,12 @@ async fn main() -> ExitCode {
             }
             .await
         }
+        Cmd::Pool {
+            budget,
+            keep_alive,
+            metrics,
+            models,
+        } => pool::run(budget, keep_alive, &models, metrics).await,
         Cmd::Inspect { model, all } => load::inspect(&ModelSource::guess(&model), all),
     };
     match result {
