@@ -178,8 +178,10 @@ async fn a_wait_that_times_out_names_what_blocked_it() {
     assert!(s.queued.is_empty());
     assert_eq!(s.charged, 2 * MODEL);
     drop((a, b, b2));
-    // The pool is usable afterwards (and m2 is not refused for a cooldown:
-    // waiting is not the model's fault... but a failure is recorded).
+    // Waiting in vain is not the model's fault: no retry cooldown after it.
+    let lease = pool.acquire("m2").await.unwrap();
+    verify(&lease, 2);
+    drop(lease);
     pool.shutdown().await;
 }
 
@@ -519,4 +521,67 @@ async fn shutdown_is_bounded_with_a_lease_held() {
     assert_eq!(pool.snapshot().unreclaimed_bytes, MODEL);
     drop(lease);
     assert_eq!(pool.snapshot().unreclaimed_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_waiting_on_a_load_a_reload_replaced_gets_the_reload() {
+    let m = models(3);
+    let pool = Arc::new(pool(2).build().unwrap());
+    add_all(&pool, &m);
+    let a = pool.acquire("m0").await.unwrap();
+    let b = pool.acquire("m1").await.unwrap();
+    // m2's load waits for memory; a reload replaces it meanwhile.
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire("m2").await.map(|l| (l.version(), seed_of(&l))) }
+    });
+    wait_for(&pool, "m2 queued", |s| s.model("m2").unwrap().waiters == 1).await;
+    let reload = tokio::spawn(pool.reload("m2", m.paths[0].as_path()));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop((a, b));
+    assert_eq!(reload.await.unwrap().unwrap(), 2);
+    assert_eq!(
+        waiting.await.unwrap().unwrap(),
+        (2, 0),
+        "joined the newer load"
+    );
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unload_ends_while_others_keep_acquiring_the_model() {
+    let m = models(1);
+    let pool = Arc::new(pool(1).build().unwrap());
+    add_all(&pool, &m);
+    drop(pool.acquire("m0").await.unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = tokio::spawn({
+        let (pool, stop) = (pool.clone(), stop.clone());
+        async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                drop(pool.acquire("m0").await);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    for _ in 0..20 {
+        tokio::time::timeout(Duration::from_secs(20), pool.unload("m0"))
+            .await
+            .expect("an unload waits only for the versions there were when it was called")
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.await.unwrap();
+    pool.shutdown().await;
+}
+
+fn seed_of(lease: &model_manager::PoolLease) -> u32 {
+    let first = lease
+        .tensor("layer000.weight")
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    (0..16).find(|&s| common::value(s, 0, 0) == first).unwrap()
 }

@@ -261,13 +261,23 @@ impl<P: Pipeline> Core<P> {
                 }
             };
             waited = true;
-            let result = match outcome.wait_for(Option::is_some).await {
-                Ok(outcome) => outcome.clone().unwrap_or(Err(Error::ShutDown)),
-                // The load's task is gone without an answer: shutdown.
-                Err(_) => Err(Error::ShutDown),
-            };
-            result?;
+            match wait_outcome(&mut outcome).await {
+                Ok(_) => {}
+                // A load stopped for a newer one (a reload, the newest
+                // request winning): join that one.
+                Err(Error::Cancelled | Error::Superseded) if self.loading_again(id) => {}
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// Whether `id` is served or loading (after a load of it stopped).
+    fn loading_again(&self, id: &str) -> bool {
+        let inner = self.lock();
+        inner
+            .entries
+            .get(id)
+            .is_some_and(|e| e.serving.is_some() || e.job.is_some())
     }
 
     /// A lease on `id` if it is ready now.
@@ -782,16 +792,21 @@ impl<P: Pipeline> Core<P> {
                         error: error.clone(),
                     },
                 );
-                let stopped = matches!(
+                let not_the_models_fault = matches!(
                     error,
-                    Error::Cancelled | Error::Superseded | Error::ShutDown
+                    Error::Cancelled
+                        | Error::Superseded
+                        | Error::ShutDown
+                        | Error::MemoryBusy { .. }
+                        | Error::QueueFull { .. }
                 );
                 entry.last_error = Some(error.clone());
                 // A broken model is not reloaded in a tight loop; a stopped
-                // load, or a reload (the old version serves), is no reason
-                // to refuse the next acquire.
-                entry.retry_at =
-                    (!stopped && !reload).then(|| Instant::now() + self.config.retry_cooldown);
+                // load, one that found no room for now, or a reload (the
+                // old version serves), is no reason to refuse the next
+                // acquire.
+                entry.retry_at = (!not_the_models_fault && !reload)
+                    .then(|| Instant::now() + self.config.retry_cooldown);
             }
         }
         drop(inner);
@@ -832,7 +847,7 @@ impl<P: Pipeline> Core<P> {
     /// Unload `id`: cancel its load, retire its serving version; then wait
     /// until nothing of it is charged.
     pub(crate) async fn unload(self: &Arc<Self>, id: &str) -> Result<()> {
-        {
+        let versions = {
             let mut inner = self.lock();
             let entry = entry_mut(&mut inner, id)?;
             if let Some(job) = entry.job.take() {
@@ -841,24 +856,44 @@ impl<P: Pipeline> Core<P> {
             if let Some(old) = entry.serving.take() {
                 self.retire(entry, old, UnloadReason::Unloaded);
             }
-        }
+            let id = entry.id.clone();
+            // Every version of it there is now: loading, retiring, charged.
+            let mut versions: Vec<u64> = inner
+                .ledger
+                .keys()
+                .into_iter()
+                .filter(|k| k.0 == id)
+                .map(|k| k.1)
+                .collect();
+            if let Some(entry) = inner.entries.get(&id) {
+                versions.extend(entry.retiring.iter().map(|v| v.number));
+            }
+            versions
+        };
         self.bump();
-        self.gone(id).await;
+        self.gone(id, &versions).await;
         Ok(())
     }
 
-    /// Wait until nothing of `id` is loading, serving, or charged.
-    async fn gone(&self, id: &str) {
+    /// Wait until none of these `versions` of `id` is charged or retiring.
+    /// Only these: a load of it started since (another caller's acquire)
+    /// is not this unload's to wait for, so the wait ends.
+    async fn gone(&self, id: &str, versions: &[u64]) {
         let mut changed = self.changed.subscribe();
         loop {
             changed.borrow_and_update();
             {
                 let inner = self.lock();
-                let charged = inner.ledger.keys().iter().any(|k| &*k.0 == id);
-                let busy = inner.entries.get(id).is_some_and(|e| {
-                    e.serving.is_some() || e.job.is_some() || !e.retiring.is_empty()
-                });
-                if !charged && !busy {
+                let charged = inner
+                    .ledger
+                    .keys()
+                    .iter()
+                    .any(|k| &*k.0 == id && versions.contains(&k.1));
+                let retiring = inner
+                    .entries
+                    .get(id)
+                    .is_some_and(|e| e.retiring.iter().any(|v| versions.contains(&v.number)));
+                if !charged && !retiring {
                     return;
                 }
             }
