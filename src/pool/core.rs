@@ -696,17 +696,20 @@ impl<P: Pipeline> Core<P> {
                 // A load that failed has freed what it read before its
                 // handle resolved; one refused at install is unloaded here.
                 let _ = version.manager.unload().await;
-                version.manager.shutdown().await;
-                let mut inner = self.lock();
-                inner.ledger.release(key);
-                if let Some(job) = inner
-                    .entries
-                    .get_mut(&key.0)
-                    .and_then(|e| e.job.as_mut())
-                    .filter(|j| j.version == key.1)
                 {
-                    job.loading = None;
+                    let mut inner = self.lock();
+                    inner.ledger.release(key);
+                    if let Some(job) = inner
+                        .entries
+                        .get_mut(&key.0)
+                        .and_then(|e| e.job.as_mut())
+                        .filter(|j| j.version == key.1)
+                    {
+                        job.loading = None;
+                    }
                 }
+                self.bump();
+                version.manager.shutdown().await;
                 Err(e)
             }
         }
@@ -827,18 +830,23 @@ impl<P: Pipeline> Core<P> {
         let core = self.clone();
         self.tasks.spawn_on(
             async move {
+                // When the unload returns, the memory is freed (the manager
+                // publishes Idle only then): stop charging it at once, and
+                // shut the manager down after.
                 let _ = old.manager.unload().await;
-                old.manager.shutdown().await;
-                let mut inner = core.lock();
-                let bytes = inner.ledger.release(&(id.clone(), number));
-                let gone = inner.entries.get_mut(&id).and_then(|entry| {
-                    let at = entry.retiring.iter().position(|v| Arc::ptr_eq(v, &old))?;
-                    Some(entry.retiring.swap_remove(at))
-                });
-                core.emit(&id, number, PoolEventKind::Freed { bytes });
-                drop(inner);
-                drop(gone);
+                let gone = {
+                    let mut inner = core.lock();
+                    let bytes = inner.ledger.release(&(id.clone(), number));
+                    let gone = inner.entries.get_mut(&id).and_then(|entry| {
+                        let at = entry.retiring.iter().position(|v| Arc::ptr_eq(v, &old))?;
+                        Some(entry.retiring.swap_remove(at))
+                    });
+                    core.emit(&id, number, PoolEventKind::Freed { bytes });
+                    gone
+                };
                 core.bump();
+                old.manager.shutdown().await;
+                drop(gone);
             },
             &self.handle,
         );
