@@ -47,7 +47,6 @@ mod error;
 mod loader;
 mod manager;
 mod pipeline;
-#[cfg(not(target_arch = "wasm32"))]
 mod pool;
 mod resource;
 pub mod state;
@@ -60,7 +59,6 @@ pub use loader::{
 };
 pub use manager::ModelManager;
 pub use pipeline::{Assembly, Component, Lease, Pipeline, PipelineInfo, TensorPipeline};
-#[cfg(not(target_arch = "wasm32"))]
 pub use pool::{
     ModelOptions, ModelPool, ModelPoolBuilder, ModelStatus, PoolCounters, PoolEvent, PoolEventKind,
     PoolLease, PoolSnapshot, ReloadPolicy, UnloadReason,

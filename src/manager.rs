@@ -89,7 +89,6 @@ impl<P: Pipeline> ModelManager<P> {
     }
 
     /// [`load`](Self::load) of a shared source (a pool's).
-    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn load_shared(&self, source: Arc<ModelSource>) -> Result<LoadHandle> {
         self.parts.loader.load(source)
     }

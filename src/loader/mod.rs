@@ -179,7 +179,6 @@ impl<P: Pipeline> LoaderService<P> {
 /// The bytes a load of `source` holds at its peak (its tensors, plus the
 /// conversion to `dtype` and any staging on `device`), read from headers
 /// only: what a pool charges a load when it admits it. Blocking (file I/O).
-#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn estimate(
     source: &ModelSource,
     dtype: Option<candle_core::DType>,

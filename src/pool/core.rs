@@ -14,15 +14,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::runtime::Handle;
 use tokio::sync::{broadcast, watch};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::keep_alive::KeepAlive;
 use super::lease::PoolLease;
 use super::ledger::{Admission, Hold, Ledger, TrueUp};
+use super::rt::{self, Instant, Spawner};
 use super::status::{Metrics, ModelStatus, PoolEvent, PoolEventKind, PoolSnapshot, UnloadReason};
 use super::{ModelOptions, PoolConfig, ReloadPolicy};
 use crate::error::Blocker;
@@ -87,13 +85,12 @@ pub(crate) struct Core<P: Pipeline> {
     config: PoolConfig<P::Options>,
     device: candle_core::Device,
     pub(crate) runtime: Runtime,
-    handle: Handle,
+    pub(crate) spawner: Spawner,
     inner: Mutex<Inner<P>>,
     changed: watch::Sender<u64>,
     events: broadcast::Sender<PoolEvent>,
     pub(crate) metrics: Metrics,
     pub(crate) stop: CancellationToken,
-    pub(crate) tasks: TaskTracker,
     origin: Instant,
 }
 
@@ -109,7 +106,7 @@ impl<P: Pipeline> Core<P> {
         config: PoolConfig<P::Options>,
         device: candle_core::Device,
         runtime: Runtime,
-        handle: Handle,
+        spawner: Spawner,
     ) -> Arc<Self> {
         let core = Arc::new(Core {
             inner: Mutex::new(Inner {
@@ -123,16 +120,15 @@ impl<P: Pipeline> Core<P> {
             config,
             device,
             runtime,
-            handle,
+            spawner,
             changed: watch::Sender::new(0),
             events: broadcast::Sender::new(4096),
             metrics: Metrics::new(),
             stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
             origin: Instant::now(),
         });
-        core.tasks
-            .spawn_on(Core::keep_alive_task(Arc::downgrade(&core)), &core.handle);
+        core.spawner
+            .spawn(Core::keep_alive_task(Arc::downgrade(&core)));
         core
     }
 
@@ -428,15 +424,12 @@ impl<P: Pipeline> Core<P> {
         inner.queue.push_back((id.clone(), version));
         self.emit(&id, version, PoolEventKind::Queued);
         let core = self.clone();
-        self.tasks.spawn_on(
-            async move {
-                let key = (id, version);
-                let result = core.run_job(&key, source, reload, &cancel).await;
-                core.finish_job(&key, &result, reload.is_some());
-                let _ = tx.send(Some(result));
-            },
-            &self.handle,
-        );
+        self.spawner.spawn(async move {
+            let key = (id, version);
+            let result = core.run_job(&key, source, reload, &cancel).await;
+            core.finish_job(&key, &result, reload.is_some());
+            let _ = tx.send(Some(result));
+        });
         Ok(rx)
     }
 
@@ -450,11 +443,9 @@ impl<P: Pipeline> Core<P> {
         // The estimate: headers only, on a blocking thread.
         let estimate = {
             let (source, dtype, device) = (source.clone(), self.config.dtype, self.device.clone());
-            let blocking = tokio::task::spawn_blocking(move || {
-                crate::loader::estimate(&source, dtype, &device)
-            });
+            let blocking = rt::blocking(move || crate::loader::estimate(&source, dtype, &device));
             tokio::select! {
-                r = blocking => r.map_err(|_| Error::ShutDown).and_then(|r| r),
+                r = blocking => r,
                 () = cancel.cancelled() => Err(Error::Cancelled),
             }
         };
@@ -485,7 +476,7 @@ impl<P: Pipeline> Core<P> {
                 Step::Wait(blocked_by) => {
                     tokio::select! {
                         _ = changed.changed() => {}
-                        () = tokio::time::sleep_until(deadline) => {
+                        () = rt::sleep_until(deadline) => {
                             self.lock().queue.retain(|k| k != key);
                             return Err(Error::MemoryBusy { needed: estimate, blocked_by });
                         }
@@ -765,10 +756,16 @@ impl<P: Pipeline> Core<P> {
             .device(c.device)
             .memory_budget(budget)
             .chunk_size(c.chunk_size)
-            .runtime(self.handle.clone())
             .drain_timeout(c.drain_timeout)
             .return_memory_to_os(c.return_memory_to_os)
             .pipeline_shared::<P>(c.options.clone());
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            builder = builder.runtime(self.spawner.handle().clone());
+        }
+        if let Some(pace) = &c.pace {
+            builder = builder.pace(pace.clone());
+        }
         if let Some(threads) = c.read_threads {
             builder = builder.read_threads(threads);
         }
@@ -828,28 +825,25 @@ impl<P: Pipeline> Core<P> {
         self.emit(&id, number, PoolEventKind::Unloading { reason });
         entry.retiring.push(old.clone());
         let core = self.clone();
-        self.tasks.spawn_on(
-            async move {
-                // When the unload returns, the memory is freed (the manager
-                // publishes Idle only then): stop charging it at once, and
-                // shut the manager down after.
-                let _ = old.manager.unload().await;
-                let gone = {
-                    let mut inner = core.lock();
-                    let bytes = inner.ledger.release(&(id.clone(), number));
-                    let gone = inner.entries.get_mut(&id).and_then(|entry| {
-                        let at = entry.retiring.iter().position(|v| Arc::ptr_eq(v, &old))?;
-                        Some(entry.retiring.swap_remove(at))
-                    });
-                    core.emit(&id, number, PoolEventKind::Freed { bytes });
-                    gone
-                };
-                core.bump();
-                old.manager.shutdown().await;
-                drop(gone);
-            },
-            &self.handle,
-        );
+        self.spawner.spawn(async move {
+            // When the unload returns, the memory is freed (the manager
+            // publishes Idle only then): stop charging it at once, and
+            // shut the manager down after.
+            let _ = old.manager.unload().await;
+            let gone = {
+                let mut inner = core.lock();
+                let bytes = inner.ledger.release(&(id.clone(), number));
+                let gone = inner.entries.get_mut(&id).and_then(|entry| {
+                    let at = entry.retiring.iter().position(|v| Arc::ptr_eq(v, &old))?;
+                    Some(entry.retiring.swap_remove(at))
+                });
+                core.emit(&id, number, PoolEventKind::Freed { bytes });
+                gone
+            };
+            core.bump();
+            old.manager.shutdown().await;
+            drop(gone);
+        });
     }
 
     /// Unload `id`: cancel its load, retire its serving version; then wait
@@ -933,7 +927,7 @@ impl<P: Pipeline> Core<P> {
             drop(this);
             let sleep = async {
                 match next {
-                    Some(at) => tokio::time::sleep_until(origin + at).await,
+                    Some(at) => rt::sleep_until(origin + at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -1064,10 +1058,6 @@ impl<P: Pipeline> Core<P> {
         drop(inner);
         self.bump();
         versions
-    }
-
-    pub(crate) fn handle(&self) -> &Handle {
-        &self.handle
     }
 }
 

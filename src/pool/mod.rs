@@ -62,6 +62,7 @@ pub(crate) mod evict;
 pub(crate) mod keep_alive;
 mod lease;
 pub(crate) mod ledger;
+mod rt;
 mod status;
 
 use std::future::Future;
@@ -69,10 +70,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::DType;
-use tokio::runtime::Handle;
 use tokio::sync::{broadcast, OnceCell};
 
-use crate::loader::{Runtime, DEFAULT_CHUNK_SIZE};
+use crate::loader::{Pace, Runtime, DEFAULT_CHUNK_SIZE};
 use crate::{DeviceSpec, Error, ModelSource, Pipeline, Result, TensorPipeline};
 
 use self::core::Core;
@@ -130,6 +130,7 @@ pub(crate) struct PoolConfig<O> {
     pub(crate) concurrent_loads: usize,
     pub(crate) admission_timeout: Duration,
     pub(crate) retry_cooldown: Duration,
+    pub(crate) pace: Option<Pace>,
     pub(crate) options: Arc<O>,
 }
 
@@ -137,7 +138,8 @@ pub(crate) struct PoolConfig<O> {
 pub struct ModelPoolBuilder<P: Pipeline = TensorPipeline> {
     config: PoolConfig<P::Options>,
     budget: Option<u64>,
-    runtime: Option<Handle>,
+    #[cfg(not(target_arch = "wasm32"))]
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for ModelPoolBuilder {
@@ -156,9 +158,11 @@ impl Default for ModelPoolBuilder {
                 concurrent_loads: 1,
                 admission_timeout: Duration::from_secs(60),
                 retry_cooldown: Duration::from_secs(5),
+                pace: None,
                 options: Arc::new(()),
             },
             budget: None,
+            #[cfg(not(target_arch = "wasm32"))]
             runtime: None,
         }
     }
@@ -248,8 +252,16 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     /// Run the pool's tasks (and its models' loads) on this runtime; by
     /// default the pool starts a small runtime of its own and joins it on
     /// shutdown.
-    pub fn runtime(mut self, handle: Handle) -> Self {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
         self.runtime = Some(handle);
+        self
+    }
+
+    /// How loads yield to the host between chunks on wasm32 (see
+    /// [`ModelManagerBuilder::pace`](crate::ModelManagerBuilder::pace)).
+    pub fn pace(mut self, pace: Pace) -> Self {
+        self.config.pace = Some(pace);
         self
     }
 
@@ -270,9 +282,11 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
                 concurrent_loads: c.concurrent_loads,
                 admission_timeout: c.admission_timeout,
                 retry_cooldown: c.retry_cooldown,
+                pace: c.pace,
                 options: Arc::new(options),
             },
             budget: self.budget,
+            #[cfg(not(target_arch = "wasm32"))]
             runtime: self.runtime,
         }
     }
@@ -301,10 +315,16 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
             Some(bytes) => bytes,
             None => default_budget(config.device, &device)?,
         };
-        let runtime = Runtime::new(self.runtime);
-        let handle = runtime.handle()?;
+        #[cfg(not(target_arch = "wasm32"))]
+        let (runtime, spawner) = {
+            let runtime = Runtime::new(self.runtime);
+            let handle = runtime.handle()?;
+            (runtime, rt::Spawner::new(handle))
+        };
+        #[cfg(target_arch = "wasm32")]
+        let (runtime, spawner) = (Runtime::new(None), rt::Spawner::new());
         Ok(ModelPool {
-            core: Core::new(config, device, runtime, handle),
+            core: Core::new(config, device, runtime, spawner),
             shut_down: OnceCell::new(),
         })
     }
@@ -368,10 +388,9 @@ impl<P: Pipeline> ModelPool<P> {
     /// [`acquire`](Self::acquire), giving up after `timeout` with
     /// [`Error::Timeout`] (the load goes on).
     pub async fn acquire_timeout(&self, id: &str, timeout: Duration) -> Result<PoolLease<P>> {
-        match tokio::time::timeout(timeout, self.core.acquire(id)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout),
-        }
+        rt::timeout(timeout, self.core.acquire(id))
+            .await
+            .unwrap_or(Err(Error::Timeout))
     }
 
     /// A lease on `id` if it is ready now; else [`Error::NotReady`] with
@@ -482,21 +501,33 @@ impl<P: Pipeline> ModelPool<P> {
         self.shut_down
             .get_or_init(|| async {
                 let versions = self.core.begin_shutdown();
-                let mut set = tokio::task::JoinSet::new();
-                for version in versions {
-                    set.spawn_on(
-                        async move { version.manager.shutdown().await },
-                        self.core.handle(),
-                    );
-                }
                 let drain = self.core.config().drain_timeout;
                 let bound = drain + Duration::from_secs(2);
-                let _ =
-                    tokio::time::timeout(bound, async { while set.join_next().await.is_some() {} })
+                // Every manager at once, natively; on wasm32 (one thread,
+                // nothing to join) one after the other.
+                #[cfg(not(target_arch = "wasm32"))]
+                {
+                    let mut set = tokio::task::JoinSet::new();
+                    for version in versions {
+                        set.spawn_on(
+                            async move { version.manager.shutdown().await },
+                            self.core.spawner.handle(),
+                        );
+                    }
+                    let _ = rt::timeout(bound, async { while set.join_next().await.is_some() {} })
                         .await;
-                set.abort_all();
-                self.core.tasks.close();
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.core.tasks.wait()).await;
+                    set.abort_all();
+                }
+                #[cfg(target_arch = "wasm32")]
+                let _ = rt::timeout(bound, async {
+                    for version in versions {
+                        version.manager.shutdown().await;
+                    }
+                })
+                .await;
+                let tasks = &self.core.spawner.tasks;
+                tasks.close();
+                let _ = rt::timeout(Duration::from_secs(1), tasks.wait()).await;
                 self.core
                     .runtime
                     .shutdown(crate::loader::SHUTDOWN_GRACE)
