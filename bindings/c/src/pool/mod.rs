@@ -63,7 +63,7 @@ pub const MM_KEEP_ALIVE_FOREVER: u64 = u64::MAX;
 pub const MM_POOL_NO_TIME: u64 = u64::MAX;
 
 /// `timeout_ms` of a blocking pool function as a limit for `block_on`.
-fn limit(timeout_ms: u32) -> Option<Duration> {
+pub(crate) fn limit(timeout_ms: u32) -> Option<Duration> {
     (timeout_ms != MM_TIMEOUT_INFINITE).then(|| Duration::from_millis(u64::from(timeout_ms)))
 }
 
@@ -89,12 +89,12 @@ fn wait<T>(
 
 /// A keep-alive in milliseconds as the core's (`MM_KEEP_ALIVE_FOREVER`:
 /// `None`).
-fn keep_alive(ms: u64) -> Option<Duration> {
+pub(crate) fn keep_alive(ms: u64) -> Option<Duration> {
     (ms != MM_KEEP_ALIVE_FOREVER).then(|| Duration::from_millis(ms))
 }
 
 /// A duration in milliseconds for C, below the sentinel `u64::MAX`.
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).map_or(u64::MAX - 1, |ms| ms.min(u64::MAX - 1))
 }
 
