@@ -177,6 +177,15 @@ if "$work/quickstart_asan" "$work/no-such-model" > /dev/null 2> "$work/quickstar
 fi
 grep -q "MM_RESULT_MISSING_FILE" "$work/quickstart.err"
 
+step "README: the pool example, as written (ASan, UBSan, LSan)"
+extract pool-example > "$work/pool_example.c"
+gcc "${csan[@]}" -I include -o "$work/pool_example" "$work/pool_example.c" "$lib" $native_libs
+"$work/write_model" "$work/model2"
+"$work/pool_example" "$work/model" "$work/model2" > "$work/pool_example.out"
+grep -q "^encoder v1: 3 tensors" "$work/pool_example.out"
+grep -q "^decoder v1: 3 tensors; .* 1 evictions" "$work/pool_example.out"
+grep -q "^encoder v2: 3 tensors; .* 2 evictions" "$work/pool_example.out"
+
 step "README: install with pkg-config, build against the shared library"
 { extract install; extract build-pkg-config; } > "$work/install.sh"
 # Run the README's commands in a scratch copy of the paths they use, with a
