@@ -393,7 +393,11 @@ enum mm_reload_policy
     MM_RELOAD_POLICY_KEEP_SERVING = 0,
     /**
      * Unload the old version first (waiting for its leases), then load the
-     * new one: acquires wait for the new version meanwhile.
+     * new one: acquires wait for the new version meanwhile. The old version
+     * stops serving as soon as the reload finds it cannot fit: if its
+     * leases are held past the pool's admission timeout, the reload fails
+     * with `MM_RESULT_MEMORY_BUSY` and the model is left unloading, not
+     * serving (the next acquire loads the old path again).
      */
     MM_RELOAD_POLICY_UNLOAD_FIRST = 1,
 };
@@ -765,8 +769,8 @@ typedef struct mm_pool_model_status {
      */
     mm_state state;
     /**
-     * The version serving leases (1 for the first load; every load or
-     * reload makes a new one); 0 when none serves.
+     * The version serving leases (each load or reload of the model, failed
+     * ones included, takes the next number, from 1); 0 when none serves.
      */
     uint64_t version;
     /**
@@ -1228,8 +1232,8 @@ void mm_lease_release(struct mm_lease *lease);
 
 /**
  * The version of a pool's model this lease holds, into `*version_out`
- * (1 for the first load; every load or reload makes a new one; a lease
- * keeps the version it was taken on). `MM_RESULT_NOT_FOUND` for a lease
+ * (each load or reload of the model, failed ones included, takes the next
+ * number, from 1; a lease keeps the version it was taken on). `MM_RESULT_NOT_FOUND` for a lease
  * from `mm_manager_acquire`, which has no versions.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
@@ -1484,8 +1488,8 @@ mm_result mm_pool_unload(const struct mm_pool *pool, const char *id, uint32_t ti
  * Takes effect when called; then waits up to `timeout_ms`
  * (`MM_TIMEOUT_INFINITE`: no limit): `MM_RESULT_TIMEOUT` then, and the
  * reload goes on (`mm_pool_status` shows its outcome). A failed reload
- * leaves the old version serving and fails with the load's error (also in
- * the model's status). `MM_RESULT_INVALID_ARGUMENT` for a policy that is
+ * fails with the load's error (also in the model's status) and leaves the
+ * old version serving, except as `MM_RELOAD_POLICY_UNLOAD_FIRST` says. `MM_RESULT_INVALID_ARGUMENT` for a policy that is
  * not an `mm_reload_policy`; `MM_RESULT_UNKNOWN_MODEL` if the pool has no
  * model `id`.
  *

@@ -198,8 +198,8 @@ pub unsafe extern "C" fn mm_lease_release(lease: *mut mm_lease) {
 }
 
 /// The version of a pool's model this lease holds, into `*version_out`
-/// (1 for the first load; every load or reload makes a new one; a lease
-/// keeps the version it was taken on). `MM_RESULT_NOT_FOUND` for a lease
+/// (each load or reload of the model, failed ones included, takes the next
+/// number, from 1; a lease keeps the version it was taken on). `MM_RESULT_NOT_FOUND` for a lease
 /// from `mm_manager_acquire`, which has no versions.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.

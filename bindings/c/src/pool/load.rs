@@ -19,7 +19,11 @@ pub enum mm_reload_policy {
     /// version keeps serving (no downtime, ever).
     KeepServing = 0,
     /// Unload the old version first (waiting for its leases), then load the
-    /// new one: acquires wait for the new version meanwhile.
+    /// new one: acquires wait for the new version meanwhile. The old version
+    /// stops serving as soon as the reload finds it cannot fit: if its
+    /// leases are held past the pool's admission timeout, the reload fails
+    /// with `MM_RESULT_MEMORY_BUSY` and the model is left unloading, not
+    /// serving (the next acquire loads the old path again).
     UnloadFirst = 1,
 }
 
@@ -84,8 +88,8 @@ pub unsafe extern "C" fn mm_pool_unload(
 /// Takes effect when called; then waits up to `timeout_ms`
 /// (`MM_TIMEOUT_INFINITE`: no limit): `MM_RESULT_TIMEOUT` then, and the
 /// reload goes on (`mm_pool_status` shows its outcome). A failed reload
-/// leaves the old version serving and fails with the load's error (also in
-/// the model's status). `MM_RESULT_INVALID_ARGUMENT` for a policy that is
+/// fails with the load's error (also in the model's status) and leaves the
+/// old version serving, except as `MM_RELOAD_POLICY_UNLOAD_FIRST` says. `MM_RESULT_INVALID_ARGUMENT` for a policy that is
 /// not an `mm_reload_policy`; `MM_RESULT_UNKNOWN_MODEL` if the pool has no
 /// model `id`.
 ///

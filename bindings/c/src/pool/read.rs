@@ -21,8 +21,8 @@ pub struct mm_pool_model_status {
     /// error during the retry cooldown) or `MM_STATE_IDLE` (known, not
     /// resident).
     pub state: mm_state,
-    /// The version serving leases (1 for the first load; every load or
-    /// reload makes a new one); 0 when none serves.
+    /// The version serving leases (each load or reload of the model, failed
+    /// ones included, takes the next number, from 1); 0 when none serves.
     pub version: u64,
     /// The version loading (a first load, a load on demand or a reload); 0
     /// when none is.
