@@ -1,8 +1,8 @@
 // model-manager: a small C++17 RAII wrapper over the C API (model_manager.h).
 //
-// - mm::Manager, mm::Lease and mm::Subscription own their C handles and are
-//   move-only; destroying them calls mm_manager_destroy, mm_lease_release and
-//   mm_subscription_unsubscribe.
+// - mm::Manager, mm::Pool, mm::Lease and mm::Subscription own their C
+//   handles and are move-only; destroying them calls mm_manager_destroy,
+//   mm_pool_destroy, mm_lease_release and mm_subscription_unsubscribe.
 // - Every failure throws mm::Error, which carries the mm_result code and the
 //   library's message; mm::LeasesOutstanding (an mm::Error) also carries the
 //   number of leases still held.
@@ -176,6 +176,14 @@ public:
         std::size_t index = 0;
         check(mm_lease_tensor_find(lease_, name.c_str(), &index));
         return tensor(index);
+    }
+
+    /// The version of a pool's model this lease holds; throws
+    /// MM_RESULT_NOT_FOUND for a manager's lease.
+    std::uint64_t version() const {
+        std::uint64_t v = 0;
+        check(mm_lease_version(lease_, &v));
+        return v;
     }
 
 private:
@@ -432,6 +440,181 @@ private:
     // On the heap, so that its address survives moves of the Manager; freed
     // after mm_manager_destroy has joined the loader threads.
     std::unique_ptr<ProgressCallback> progress_;
+};
+
+/// Settings for a Pool (see mm_pool_options; the defaults are its).
+struct PoolOptions {
+    std::string device = "cpu";
+    /// 0: the memory available when the pool is created.
+    std::uint64_t memory_budget = 0;
+    std::size_t chunk_size = 0;
+    std::size_t read_threads = 0;
+    /// MM_DTYPE_F32, MM_DTYPE_F16, MM_DTYPE_BF16, or MM_DTYPE_KEEP.
+    std::uint32_t dtype = MM_DTYPE_KEEP;
+    std::chrono::milliseconds drain_timeout{5000};
+    /// MM_KEEP_ALIVE_FOREVER: until evicted or unloaded.
+    std::uint64_t keep_alive_ms = MM_KEEP_ALIVE_FOREVER;
+    std::uint32_t max_queue = 64;
+    std::uint32_t concurrent_loads = 1;
+    std::chrono::milliseconds admission_timeout{60000};
+    std::chrono::milliseconds retry_cooldown{5000};
+};
+
+/// Several models under one memory budget, named by ids (see mm_pool).
+/// Move-only; the destructor shuts it down (waits for leases up to the
+/// drain timeout, frees the models, joins its threads). Leases (mm::Lease)
+/// may outlive it. Every method may be called from several threads at once,
+/// except the destructor and move assignment.
+class Pool {
+public:
+    explicit Pool(const PoolOptions &options = {}) {
+        mm_pool_options c{};
+        check(mm_pool_options_init(&c));
+        c.device = options.device.c_str();
+        c.memory_budget = options.memory_budget;
+        c.chunk_size = options.chunk_size;
+        c.read_threads = options.read_threads;
+        c.dtype = options.dtype;
+        c.drain_timeout_ms = to_ms(options.drain_timeout);
+        c.keep_alive_ms = options.keep_alive_ms;
+        c.max_queue = options.max_queue;
+        c.concurrent_loads = options.concurrent_loads;
+        c.admission_timeout_ms = to_ms(options.admission_timeout);
+        c.retry_cooldown_ms = to_ms(options.retry_cooldown);
+        check(mm_pool_new(&c, &pool_));
+    }
+    Pool(Pool &&other) noexcept : pool_(std::exchange(other.pool_, nullptr)) {}
+    Pool &operator=(Pool &&other) noexcept {
+        if (this != &other) {
+            destroy();
+            pool_ = std::exchange(other.pool_, nullptr);
+        }
+        return *this;
+    }
+    Pool(const Pool &) = delete;
+    Pool &operator=(const Pool &) = delete;
+    ~Pool() { destroy(); }
+
+    mm_pool *get() const noexcept { return pool_; }
+
+    /// Make the model at `path` known as `id` (loads nothing).
+    void add(const std::string &id, const std::string &path) const {
+        check(mm_pool_add(pool_, id.c_str(), path.c_str()));
+    }
+
+    /// A lease on `id`, loading it if need be; throws MM_RESULT_TIMEOUT
+    /// after `timeout` (the load goes on), or the load's error.
+    Lease acquire(const std::string &id,
+                  std::chrono::milliseconds timeout = Manager::forever()) const {
+        mm_lease *lease = nullptr;
+        check(mm_pool_acquire(pool_, id.c_str(), to_ms(timeout), &lease));
+        return Lease(lease);
+    }
+
+    /// A lease on `id` if it is ready now; an empty Lease if not.
+    Lease try_acquire(const std::string &id) const {
+        mm_lease *lease = nullptr;
+        mm_result rc = mm_pool_try_acquire(pool_, id.c_str(), &lease);
+        if (rc == MM_RESULT_NOT_READY) return Lease();
+        check(rc);
+        return Lease(lease);
+    }
+
+    void load(const std::string &id, std::chrono::milliseconds timeout = Manager::forever()) const {
+        check(mm_pool_load(pool_, id.c_str(), to_ms(timeout)));
+    }
+
+    void unload(const std::string &id,
+                std::chrono::milliseconds timeout = Manager::forever()) const {
+        check(mm_pool_unload(pool_, id.c_str(), to_ms(timeout)));
+    }
+
+    void remove(const std::string &id,
+                std::chrono::milliseconds timeout = Manager::forever()) const {
+        check(mm_pool_remove(pool_, id.c_str(), to_ms(timeout)));
+    }
+
+    /// Load `path` as the next version of `id` beside the serving one; the
+    /// new version once it serves.
+    std::uint64_t reload(const std::string &id, const std::string &path,
+                         mm_reload_policy policy = MM_RELOAD_POLICY_KEEP_SERVING,
+                         std::chrono::milliseconds timeout = Manager::forever()) const {
+        std::uint64_t version = 0;
+        check(mm_pool_reload(pool_, id.c_str(), path.c_str(), static_cast<std::uint32_t>(policy),
+                             to_ms(timeout), &version));
+        return version;
+    }
+
+    /// Stop `id`'s load in flight; whether there was one.
+    bool cancel(const std::string &id) const {
+        bool cancelled = false;
+        check(mm_pool_cancel(pool_, id.c_str(), &cancelled));
+        return cancelled;
+    }
+
+    void pin(const std::string &id) const { check(mm_pool_pin(pool_, id.c_str())); }
+    void unpin(const std::string &id) const { check(mm_pool_unpin(pool_, id.c_str())); }
+    void set_keep_alive(const std::string &id, std::uint64_t keep_alive_ms) const {
+        check(mm_pool_set_keep_alive(pool_, id.c_str(), keep_alive_ms));
+    }
+
+    mm_pool_model_status status(const std::string &id) const {
+        mm_pool_model_status s{};
+        check(mm_pool_status(pool_, id.c_str(), &s));
+        return s;
+    }
+
+    mm_pool_totals stats() const {
+        mm_pool_totals t{};
+        check(mm_pool_stats(pool_, &t));
+        return t;
+    }
+
+    /// Why `id`'s last load failed; nullopt if it did not.
+    std::optional<std::string> error_message(const std::string &id) const {
+        std::string message;
+        mm_result rc = detail::read_string(
+            [this, &id](char *buf, std::size_t len, std::size_t *len_out) {
+                return mm_pool_error_message(pool_, id.c_str(), buf, len, len_out);
+            },
+            message);
+        if (rc == MM_RESULT_NOT_FOUND) return std::nullopt;
+        check(rc);
+        return message;
+    }
+
+    /// The counters and gauges in the Prometheus text format.
+    std::string metrics_text() const {
+        std::string text;
+        // The text may grow between the size query and the copy: retry.
+        for (;;) {
+            mm_result rc = detail::read_string(
+                [this](char *buf, std::size_t len, std::size_t *len_out) {
+                    return mm_pool_metrics_text(pool_, buf, len, len_out);
+                },
+                text);
+            if (rc == MM_RESULT_BUFFER_TOO_SMALL) continue;
+            check(rc);
+            return text;
+        }
+    }
+
+private:
+    void destroy() noexcept {
+        if (pool_ != nullptr) {
+            (void)mm_pool_destroy(pool_);
+            pool_ = nullptr;
+        }
+    }
+
+    static std::uint32_t to_ms(std::chrono::milliseconds timeout) noexcept {
+        if (timeout.count() < 0) return 0;
+        if (timeout.count() >= static_cast<long long>(MM_TIMEOUT_INFINITE))
+            return MM_TIMEOUT_INFINITE;
+        return static_cast<std::uint32_t>(timeout.count());
+    }
+
+    mm_pool *pool_ = nullptr;
 };
 
 }  // namespace mm

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Tests of the C ABI (model-manager-c): the header check, Rust unit tests,
 # C11 and C++17 programs under AddressSanitizer and UBSan, valgrind, a
-# multi-threaded stress test under AddressSanitizer and ThreadSanitizer, and
-# the README's example built exactly as the README shows it.
+# multi-threaded stress test under AddressSanitizer and ThreadSanitizer, the
+# pool's lifecycle (C11, C++17, valgrind) and multi-threaded tests (ASan and
+# ThreadSanitizer), and the README's example built exactly as the README
+# shows it.
 #
 # Installs what it lacks (cbindgen 0.29.4, valgrind); exits non-zero on any
 # failure. The pointer helpers' tests also run under Miri when a nightly
@@ -101,6 +103,25 @@ gcc -std=c11 -D_DEFAULT_SOURCE -D_XOPEN_SOURCE=700 "${warn[@]}" -O1 -I include \
 valgrind --quiet --leak-check=full --error-exitcode=1 \
     "$work/lifecycle_plain"
 
+step "C11 pool test (ASan, UBSan, LSan)"
+gcc "${csan[@]}" -I include -o "$work/pool_c" bindings/c/tests/pool.c "$lib" $native_libs
+"$work/pool_c"
+
+step "C11 pool test under valgrind (no sanitizers)"
+gcc -std=c11 -D_DEFAULT_SOURCE -D_XOPEN_SOURCE=700 "${warn[@]}" -O1 -I include \
+    -o "$work/pool_plain" bindings/c/tests/pool.c "$lib" $native_libs
+valgrind --quiet --leak-check=full --error-exitcode=1 "$work/pool_plain"
+
+step "C++17 pool test through model_manager.hpp (ASan, UBSan, LSan)"
+g++ -std=c++17 "${warn[@]}" -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+    -I include -o "$work/pool_cpp" bindings/c/tests/pool.cpp "$lib" $native_libs
+"$work/pool_cpp"
+
+step "multi-threaded pool test (ASan, UBSan, LSan)"
+gcc "${csan[@]}" -I include -o "$work/pool_threads_asan" bindings/c/tests/pool_threads.c \
+    "$lib" $native_libs -lpthread
+"$work/pool_threads_asan"
+
 step "multi-threaded stress test (ASan, UBSan, LSan)"
 gcc "${csan[@]}" -I include -o "$work/stress_asan" bindings/c/tests/stress.c "$lib" $native_libs
 MM_STRESS_SECONDS=2 "$work/stress_asan"
@@ -133,6 +154,10 @@ grep -q "WARNING: ThreadSanitizer: data race" "$work/canary.log"
 grep -q "on_event" "$work/canary.log"
 echo "ThreadSanitizer reported the planted race, as it should"
 
+step "multi-threaded pool test (ThreadSanitizer)"
+gcc "${tsan[@]}" -o "$work/pool_threads_tsan" bindings/c/tests/pool_threads.c "${tsan_link[@]}"
+TSAN_OPTIONS="ignore_noninstrumented_modules=1:halt_on_error=1" "$work/pool_threads_tsan"
+
 step "README: build and run the example exactly as written"
 gcc -std=c11 -D_DEFAULT_SOURCE -D_XOPEN_SOURCE=700 "${warn[@]}" -I bindings/c/tests -I include \
     -o "$work/write_model" bindings/c/tests/write_model.c "$lib" $native_libs
@@ -151,6 +176,15 @@ if "$work/quickstart_asan" "$work/no-such-model" > /dev/null 2> "$work/quickstar
     exit 1
 fi
 grep -q "MM_RESULT_MISSING_FILE" "$work/quickstart.err"
+
+step "README: the pool example, as written (ASan, UBSan, LSan)"
+extract pool-example > "$work/pool_example.c"
+gcc "${csan[@]}" -I include -o "$work/pool_example" "$work/pool_example.c" "$lib" $native_libs
+"$work/write_model" "$work/model2"
+"$work/pool_example" "$work/model" "$work/model2" > "$work/pool_example.out"
+grep -q "^encoder v1: 3 tensors" "$work/pool_example.out"
+grep -q "^decoder v1: 3 tensors; .* 1 evictions" "$work/pool_example.out"
+grep -q "^encoder v2: 3 tensors; .* 2 evictions" "$work/pool_example.out"
 
 step "README: install with pkg-config, build against the shared library"
 { extract install; extract build-pkg-config; } > "$work/install.sh"

@@ -1,11 +1,13 @@
 //! `mm_lease`: the ready model, kept alive while the lease is held, and its
-//! tensors seen as plain C data.
+//! tensors seen as plain C data. A lease comes from a manager
+//! (`mm_manager_acquire`) or from a pool (`mm_pool_acquire`); both are read
+//! and released by the same functions.
 
 use std::ffi::{c_char, CString};
 use std::sync::OnceLock;
 
 use model_manager::candle_core::{CpuStorage, Storage, Tensor};
-use model_manager::Lease;
+use model_manager::{Lease, PoolLease, TensorPipeline};
 
 use crate::ffi::{
     borrow, boundary, boundary_void, cstr, free_handle, into_handle, read_into, Failure, Out,
@@ -14,12 +16,28 @@ use crate::manager::mm_manager;
 use crate::mm_result;
 use crate::types::{mm_device_kind, mm_device_tensor, mm_dtype, mm_tensor};
 
-/// A lease on the ready model. Opaque; release it with `mm_lease_release`.
+/// A lease on the ready model (of a manager, or of one model of a pool).
+/// Opaque; release it with `mm_lease_release`.
 pub struct mm_lease {
     // Field order is drop order: the tensors' references go before the lease,
     // so that the lease's release leaves an unload holding the only one.
     index: OnceLock<Vec<Entry>>,
-    lease: Lease,
+    lease: Held,
+}
+
+/// What a lease holds: a manager's lease or a pool's.
+enum Held {
+    Manager(Lease),
+    Pool(PoolLease),
+}
+
+impl Held {
+    fn pipeline(&self) -> &TensorPipeline {
+        match self {
+            Held::Manager(lease) => lease.pipeline(),
+            Held::Pool(lease) => lease.pipeline(),
+        }
+    }
 }
 
 struct Entry {
@@ -28,11 +46,20 @@ struct Entry {
 }
 
 impl mm_lease {
+    /// A handle for a pool's lease.
+    pub(crate) fn from_pool(lease: PoolLease) -> Self {
+        mm_lease {
+            index: OnceLock::new(),
+            lease: Held::Pool(lease),
+        }
+    }
+
     /// Every tensor, named as C sees it, built on first use.
     fn entries(&self) -> &[Entry] {
         self.index.get_or_init(|| {
-            let single = self.lease.components().len() == 1;
-            self.lease
+            let pipeline = self.lease.pipeline();
+            let single = pipeline.components().len() == 1;
+            pipeline
                 .tensors()
                 .map(|(component, name, tensor)| {
                     let full = if single {
@@ -144,7 +171,7 @@ pub unsafe extern "C" fn mm_manager_acquire(
         let lease = manager.inner.acquire()?;
         Ok(into_handle(mm_lease {
             index: OnceLock::new(),
-            lease,
+            lease: Held::Manager(lease),
         }))
     };
     // SAFETY: NULL or a live manager, NULL or a writable `mm_lease *`, per
@@ -153,7 +180,9 @@ pub unsafe extern "C" fn mm_manager_acquire(
 }
 
 /// Release a lease and free it; every pointer obtained through it becomes
-/// invalid. Releasing the last lease lets a pending unload finish. NULL is a
+/// invalid. Releasing the last lease lets a pending unload finish (for a
+/// pool's lease: starts the model's keep-alive clock when it was the model's
+/// last lease, and lets loads waiting for memory look again). NULL is a
 /// no-op.
 ///
 /// Threads: any, but not concurrently with other calls on the same lease.
@@ -166,6 +195,31 @@ pub unsafe extern "C" fn mm_lease_release(lease: *mut mm_lease) {
         // does not use again.
         drop(unsafe { free_handle(lease) });
     })
+}
+
+/// The version of a pool's model this lease holds, into `*version_out`
+/// (each load or reload of the model, failed ones included, takes the next
+/// number, from 1; a lease keeps the version it was taken on). `MM_RESULT_NOT_FOUND` for a lease
+/// from `mm_manager_acquire`, which has no versions.
+///
+/// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `lease` is only borrowed for the call; `*version_out` is the
+/// caller's memory.
+#[no_mangle]
+pub unsafe extern "C" fn mm_lease_version(
+    lease: *const mm_lease,
+    version_out: *mut u64,
+) -> mm_result {
+    let read = |lease: &mm_lease| match &lease.lease {
+        Held::Pool(lease) => Ok(lease.version()),
+        Held::Manager(_) => Err(Failure::new(
+            mm_result::NotFound,
+            "a manager's lease has no version (only a pool's has)",
+        )),
+    };
+    // SAFETY: NULL or a live lease, NULL or a writable `uint64_t`, per the
+    // header.
+    unsafe { read_into(lease, "lease", version_out, "version_out", read) }
 }
 
 /// Number of tensors in the leased model, into `*count_out`.

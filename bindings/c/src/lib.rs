@@ -55,6 +55,8 @@ mod subscription;
 
 mod lease;
 
+mod pool;
+
 pub mod ffi;
 
 #[cfg(test)]
@@ -62,14 +64,16 @@ mod tests;
 
 pub use lease::*;
 pub use manager::*;
+pub use pool::*;
 pub use result::*;
 pub use subscription::*;
 pub use types::*;
 
 use ffi::{boundary_quiet, copy_str_out, last_error, Failure};
 
-/// A timeout that never expires, for `mm_manager_wait` and
-/// `mm_manager_unload_timeout`.
+/// A timeout that never expires, for `mm_manager_wait`,
+/// `mm_manager_unload_timeout` and the pool's blocking functions
+/// (`mm_pool_acquire`, `mm_pool_load`, ...).
 pub const MM_TIMEOUT_INFINITE: u32 = u32::MAX;
 
 /// The library's version, such as `"0.1.0"`.

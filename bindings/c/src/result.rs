@@ -1,6 +1,6 @@
 //! `mm_result`: what every fallible function returns.
 //!
-//! `0` is success; `1..=17` are exactly the core's [`ErrorCode`] values;
+//! `0` is success; `1..=20` are exactly the core's [`ErrorCode`] values;
 //! codes of the binding itself start at `100`. A value, once given a meaning,
 //! is never reused.
 
@@ -10,7 +10,7 @@ use model_manager::ErrorCode;
 
 /// What a function returned: `MM_RESULT_OK` (0), or why it failed.
 ///
-/// Values are explicit and never reused. 1 to 17 are the codes of
+/// Values are explicit and never reused. 1 to 20 are the codes of
 /// model-manager's errors (the same numbers in every binding); 100 and above
 /// belong to the C binding. After a failure, `mm_last_error_message` gives a
 /// description.
@@ -53,6 +53,13 @@ pub enum mm_result {
     Assemble = 16,
     /// A bounded wait ran out of time.
     Timeout = 17,
+    /// A pool's load waited past the pool's admission timeout for memory
+    /// that leased or loading models hold (the message names them).
+    MemoryBusy = 18,
+    /// A pool's queue of loads waiting for memory is full.
+    QueueFull = 19,
+    /// The pool has no model of that id.
+    UnknownModel = 20,
     /// A pointer argument was NULL.
     NullArgument = 100,
     /// A string argument was not valid UTF-8.
@@ -94,13 +101,16 @@ impl From<ErrorCode> for mm_result {
             ErrorCode::ShutDown => mm_result::ShutDown,
             ErrorCode::Assemble => mm_result::Assemble,
             ErrorCode::Timeout => mm_result::Timeout,
+            ErrorCode::MemoryBusy => mm_result::MemoryBusy,
+            ErrorCode::QueueFull => mm_result::QueueFull,
+            ErrorCode::UnknownModel => mm_result::UnknownModel,
             _ => mm_result::Unknown,
         }
     }
 }
 
 /// Every value, in order (for tests and `mm_result_name`).
-const ALL: [mm_result; 27] = [
+const ALL: [mm_result; 30] = [
     mm_result::Ok,
     mm_result::InvalidArgument,
     mm_result::InvalidTransition,
@@ -119,6 +129,9 @@ const ALL: [mm_result; 27] = [
     mm_result::ShutDown,
     mm_result::Assemble,
     mm_result::Timeout,
+    mm_result::MemoryBusy,
+    mm_result::QueueFull,
+    mm_result::UnknownModel,
     mm_result::NullArgument,
     mm_result::InvalidUtf8,
     mm_result::Panic,
@@ -152,6 +165,9 @@ impl mm_result {
             mm_result::ShutDown => "MM_RESULT_SHUT_DOWN\0",
             mm_result::Assemble => "MM_RESULT_ASSEMBLE\0",
             mm_result::Timeout => "MM_RESULT_TIMEOUT\0",
+            mm_result::MemoryBusy => "MM_RESULT_MEMORY_BUSY\0",
+            mm_result::QueueFull => "MM_RESULT_QUEUE_FULL\0",
+            mm_result::UnknownModel => "MM_RESULT_UNKNOWN_MODEL\0",
             mm_result::NullArgument => "MM_RESULT_NULL_ARGUMENT\0",
             mm_result::InvalidUtf8 => "MM_RESULT_INVALID_UTF8\0",
             mm_result::Panic => "MM_RESULT_PANIC\0",
@@ -208,6 +224,9 @@ mod tests {
             ErrorCode::ShutDown,
             ErrorCode::Assemble,
             ErrorCode::Timeout,
+            ErrorCode::MemoryBusy,
+            ErrorCode::QueueFull,
+            ErrorCode::UnknownModel,
         ];
         for (i, code) in all.into_iter().enumerate() {
             assert_eq!(code as u32, i as u32 + 1);
@@ -226,7 +245,9 @@ mod tests {
         }
         assert_eq!(mm_result::Ok as u32, 0);
         assert_eq!(mm_result::NullArgument as u32, 100);
-        assert_eq!(mm_result::from_u32(18), None);
+        assert_eq!(mm_result::from_u32(18), Some(mm_result::MemoryBusy));
+        assert_eq!(mm_result::from_u32(20), Some(mm_result::UnknownModel));
+        assert_eq!(mm_result::from_u32(21), None);
         assert_eq!(mm_result::from_u32(99), None);
     }
 

@@ -67,17 +67,22 @@ static inline void mm_test_rmtree(const char *path) {
     nftw(path, mm_test_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* The value of element `i` of tensor `t` in the models written below:
- * small integers, exact in every dtype used. */
-static inline uint32_t mm_test_value(size_t t, size_t i) {
-    return (uint32_t)((t * 7 + i) % 251);
+/* The value of element `i` of tensor `t` in a model written with `seed`:
+ * small integers, exact in every dtype used; models of different seeds
+ * differ. */
+static inline uint32_t mm_test_value_seeded(unsigned seed, size_t t, size_t i) {
+    return (uint32_t)((seed * 31u + t * 7 + i) % 251);
 }
 
-/* Write `dir/model.safetensors` with `tensors` tensors named t0, t1, ...,
- * each of `elems` float32 elements (t_k[i] = mm_test_value(k, i)), plus
- * `dir/config.json` with `sample_size`. Creates `dir`. */
-static inline void mm_test_write_model(const char *dir, size_t tensors, size_t elems,
-                                       unsigned sample_size) {
+/* The value of element `i` of tensor `t` in the models written by
+ * mm_test_write_model (seed 0). */
+static inline uint32_t mm_test_value(size_t t, size_t i) {
+    return mm_test_value_seeded(0, t, i);
+}
+
+/* As mm_test_write_model, with t_k[i] = mm_test_value_seeded(seed, k, i). */
+static inline void mm_test_write_model_seeded(const char *dir, size_t tensors, size_t elems,
+                                              unsigned sample_size, unsigned seed) {
     char path[4096];
     size_t cap = 128 + tensors * 96;
     char *header = (char *)malloc(cap);
@@ -110,7 +115,7 @@ static inline void mm_test_write_model(const char *dir, size_t tensors, size_t e
     float *data = (float *)malloc(elems * sizeof(float));
     CHECK(data != NULL);
     for (size_t t = 0; t < tensors; t++) {
-        for (size_t i = 0; i < elems; i++) data[i] = (float)mm_test_value(t, i);
+        for (size_t i = 0; i < elems; i++) data[i] = (float)mm_test_value_seeded(seed, t, i);
         /* float is little-endian IEEE 754 on every platform these tests run on. */
         CHECK(fwrite(data, sizeof(float), elems, f) == elems);
     }
@@ -126,6 +131,36 @@ static inline void mm_test_write_model(const char *dir, size_t tensors, size_t e
             "\"block_out_channels\": [32, 64]}\n",
             sample_size);
     CHECK(fclose(f) == 0);
+}
+
+/* Write `dir/model.safetensors` with `tensors` tensors named t0, t1, ...,
+ * each of `elems` float32 elements (t_k[i] = mm_test_value(k, i)), plus
+ * `dir/config.json` with `sample_size`. Creates `dir`. */
+static inline void mm_test_write_model(const char *dir, size_t tensors, size_t elems,
+                                       unsigned sample_size) {
+    mm_test_write_model_seeded(dir, tensors, elems, sample_size, 0);
+}
+
+/* Whether `lease` holds exactly the model mm_test_write_model_seeded wrote
+ * with `seed`, `tensors` and `elems`: every byte of every tensor. */
+static inline int mm_test_lease_matches(const mm_lease *lease, unsigned seed, size_t tensors,
+                                        size_t elems) {
+    size_t count = 0;
+    if (mm_lease_tensor_count(lease, &count) != MM_RESULT_OK || count != tensors) return 0;
+    for (size_t t = 0; t < tensors; t++) {
+        char name[32];
+        size_t index = 0;
+        mm_tensor tensor;
+        snprintf(name, sizeof name, "t%zu", t);
+        if (mm_lease_tensor_find(lease, name, &index) != MM_RESULT_OK) return 0;
+        if (mm_lease_tensor(lease, index, &tensor) != MM_RESULT_OK) return 0;
+        if (tensor.dtype != MM_DTYPE_F32 || tensor.data_len != elems * sizeof(float)) return 0;
+        const float *data = (const float *)tensor.data;
+        for (size_t i = 0; i < elems; i++) {
+            if (data[i] != (float)mm_test_value_seeded(seed, t, i)) return 0;
+        }
+    }
+    return 1;
 }
 
 /* Write a corrupt safetensors file: its header claims 1000 bytes, the file

@@ -42,23 +42,7 @@ pub unsafe extern "C" fn mm_manager_new(
         // SAFETY: the header requires a NUL-terminated string or NULL.
         let device: DeviceSpec = unsafe { cstr(options.device, "options->device") }?.parse()?;
         // Check every option before starting any thread.
-        let dtype = match options.dtype {
-            MM_DTYPE_KEEP => None,
-            value => Some(
-                [mm_dtype::F32, mm_dtype::F16, mm_dtype::Bf16]
-                    .into_iter()
-                    .find(|d| *d as u32 == value)
-                    .ok_or_else(|| {
-                        Failure::new(
-                            mm_result::InvalidArgument,
-                            format!(
-                                "options->dtype {value} is not MM_DTYPE_F32, MM_DTYPE_F16, \
-                                 MM_DTYPE_BF16 or MM_DTYPE_KEEP"
-                            ),
-                        )
-                    })?,
-            ),
-        };
+        let dtype = target_dtype(options.dtype)?;
         // The callbacks' runtime, apart from the core's (which the core
         // owns, starts on the first load and joins on shutdown), so that a
         // callback that blocks its one worker thread cannot hold up the
@@ -99,6 +83,27 @@ pub unsafe extern "C" fn mm_manager_new(
         unsafe { out.write(into_handle(manager)) };
         Ok(())
     })
+}
+
+/// The dtype of `options->dtype`: `None` for `MM_DTYPE_KEEP`, else one of
+/// the three a load may convert to.
+pub(crate) fn target_dtype(value: u32) -> FfiResult<Option<mm_dtype>> {
+    if value == MM_DTYPE_KEEP {
+        return Ok(None);
+    }
+    [mm_dtype::F32, mm_dtype::F16, mm_dtype::Bf16]
+        .into_iter()
+        .find(|d| *d as u32 == value)
+        .map(Some)
+        .ok_or_else(|| {
+            Failure::new(
+                mm_result::InvalidArgument,
+                format!(
+                    "options->dtype {value} is not MM_DTYPE_F32, MM_DTYPE_F16, \
+                     MM_DTYPE_BF16 or MM_DTYPE_KEEP"
+                ),
+            )
+        })
 }
 
 /// A runtime with one worker thread and up to `blocking` blocking threads.

@@ -3,7 +3,8 @@
 //!
 //! One concept per file, as in `manager/`: `lifecycle` (a whole lifecycle,
 //! destroy), `load` (failures, switching, cancel), `subscription`,
-//! `options`, and `null_args`. The helpers they share are here.
+//! `options`, `pool` (the model pool), and `null_args`. The helpers they
+//! share are here.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
@@ -16,6 +17,7 @@ mod lifecycle;
 mod load;
 mod null_args;
 mod options;
+mod pool;
 mod subscription;
 
 /// Write a model folder: `model.safetensors` with `tensors` f32 tensors of

@@ -21,7 +21,7 @@ fn nullable(function: &str, param: &str) -> bool {
 
 /// Pointer fields of structs that a function reads, and the assignment by
 /// which `null_args.h` sets each one to NULL.
-const NULL_FIELDS: &[&str] = &["options.device = NULL;"];
+const NULL_FIELDS: &[&str] = &["options.device = NULL;", "pool_options.device = NULL;"];
 
 /// The functions of a C header, each with its parameter names and whether
 /// each is a pointer (a `*` or a callback type).
