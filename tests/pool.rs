@@ -585,3 +585,53 @@ fn seed_of(lease: &model_manager::PoolLease) -> u32 {
         .unwrap();
     (0..16).find(|&s| common::value(s, 0, 0) == first).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_that_mean_never_do_not_overflow() {
+    let m = models(2);
+    let pool = Arc::new(
+        pool(1)
+            .admission_timeout(Duration::MAX)
+            .retry_cooldown(Duration::MAX)
+            .keep_alive(Some(Duration::MAX))
+            .build()
+            .unwrap(),
+    );
+    add_all(&pool, &m);
+    pool.add("broken", m.paths[0].join("missing")).unwrap();
+    let a = pool.acquire_timeout("m0", Duration::MAX).await.unwrap();
+    // A wait with no deadline, ended by the release.
+    let b = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire("m1").await.map(|l| l.version()) }
+    });
+    wait_for(&pool, "m1 queued", |s| s.queued.len() == 1).await;
+    drop(a);
+    assert_eq!(b.await.unwrap().unwrap(), 1);
+    // A cooldown of forever answers the failure forever.
+    let first = pool.acquire("broken").await.unwrap_err();
+    assert_eq!(pool.acquire("broken").await.unwrap_err(), first);
+    pool.set_keep_alive("m1", Some(Duration::MAX)).unwrap();
+    assert_eq!(pool.status("m1").unwrap().state, State::Ready);
+    pool.shutdown().await;
+}
+
+#[test]
+fn shutdown_blocking_from_a_plain_thread() {
+    let m = models(1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pool = ModelPool::builder()
+        .memory_budget(MODEL * 2)
+        .build()
+        .unwrap();
+    add_all(&pool, &m);
+    let lease = rt.block_on(pool.acquire("m0")).unwrap();
+    verify(&lease, 0);
+    drop(lease);
+    // Refused inside a runtime, done outside one.
+    let refused = rt.block_on(async { pool.shutdown_blocking() });
+    assert!(matches!(refused, Err(Error::InvalidArgument(_))));
+    pool.shutdown_blocking().unwrap();
+    assert_eq!(pool.charged(), 0);
+    assert!(matches!(pool.try_acquire("m0"), Err(Error::ShutDown)));
+}

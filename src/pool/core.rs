@@ -459,7 +459,7 @@ impl<P: Pipeline> Core<P> {
 
         // Admission: first come first served, bounded by the deadline.
         let queued_at = Instant::now();
-        let deadline = queued_at + self.config.admission_timeout;
+        let deadline = rt::after(queued_at, self.config.admission_timeout);
         loop {
             let mut changed = self.changed.subscribe();
             changed.borrow_and_update();
@@ -806,7 +806,7 @@ impl<P: Pipeline> Core<P> {
                 // old version serves), is no reason to refuse the next
                 // acquire.
                 entry.retry_at = (!not_the_models_fault && !reload)
-                    .then(|| Instant::now() + self.config.retry_cooldown);
+                    .then(|| rt::after(Instant::now(), self.config.retry_cooldown));
             }
         }
         drop(inner);
@@ -927,7 +927,7 @@ impl<P: Pipeline> Core<P> {
             drop(this);
             let sleep = async {
                 match next {
-                    Some(at) => rt::sleep_until(origin + at).await,
+                    Some(at) => rt::sleep_until(rt::after(origin, at)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -975,45 +975,9 @@ impl<P: Pipeline> Core<P> {
             .entries
             .values()
             .map(|entry| {
-                let versions = entry
-                    .serving
-                    .iter()
-                    .chain(&entry.retiring)
-                    .chain(entry.job.as_ref().and_then(|j| j.loading.as_ref()));
-                let (mut resident, mut leases) = (0u64, 0usize);
-                for v in versions {
-                    let snapshot = v.manager.snapshot();
-                    resident = resident.saturating_add(snapshot.resident_bytes);
-                    unreclaimed = unreclaimed.saturating_add(snapshot.unreclaimed_bytes);
-                    leases += v.manager.outstanding_leases();
-                }
-                let charged = inner
-                    .ledger
-                    .keys()
-                    .iter()
-                    .filter(|k| k.0 == entry.id)
-                    .filter_map(|k| inner.ledger.get(k).map(|c| c.bytes))
-                    .sum();
-                ModelStatus {
-                    id: entry.id.to_string(),
-                    state: status_state(entry),
-                    version: entry.serving.as_ref().map(|v| v.number),
-                    loading_version: entry.job.as_ref().map(|j| j.version),
-                    source: entry.source.clone(),
-                    charged_bytes: charged,
-                    resident_bytes: resident,
-                    leases,
-                    waiters: entry.waiters,
-                    idle_for: entry.last_used_at.map(|at| at.elapsed()),
-                    keep_alive: entry.keep_alive.ttl(),
-                    expires_in: entry
-                        .serving
-                        .as_ref()
-                        .and(entry.keep_alive.deadline())
-                        .map(|d| d.saturating_sub(now)),
-                    pinned: entry.pinned,
-                    last_error: entry.last_error.clone(),
-                }
+                let (status, lost) = model_status(&inner, entry, now);
+                unreclaimed = unreclaimed.saturating_add(lost);
+                status
             })
             .collect();
         PoolSnapshot {
@@ -1030,12 +994,42 @@ impl<P: Pipeline> Core<P> {
         }
     }
 
+    pub(crate) fn status(&self, id: &str) -> Option<ModelStatus> {
+        let now = self.now();
+        let inner = self.lock();
+        let entry = inner.entries.get(id)?;
+        Some(model_status(&inner, entry, now).0)
+    }
+
     /// Bytes charged now (for tests and the stress check).
     pub(crate) fn charged(&self) -> u64 {
         self.lock().ledger.charged()
     }
 
     // ---- shutdown ---------------------------------------------------------
+
+    /// After shutdown: nothing is charged any more; only versions a lease
+    /// keeps alive past the drain stay listed (their bytes are reported as
+    /// unreclaimed until the lease goes).
+    pub(crate) fn finish_shutdown(&self) {
+        let mut inner = self.lock();
+        for key in inner.ledger.keys() {
+            inner.ledger.release(&key);
+        }
+        inner.queue.clear();
+        let mut gone = Vec::new();
+        for entry in inner.entries.values_mut() {
+            let (kept, dropped): (Vec<_>, Vec<_>) = entry
+                .retiring
+                .drain(..)
+                .partition(|v| v.manager.snapshot().unreclaimed_bytes > 0);
+            entry.retiring = kept;
+            gone.extend(dropped);
+        }
+        drop(inner);
+        drop(gone);
+        self.bump();
+    }
 
     /// Stop every load, take every version out of service; the versions, to
     /// shut down.
@@ -1059,6 +1053,55 @@ impl<P: Pipeline> Core<P> {
         self.bump();
         versions
     }
+}
+
+/// A model's status, and the bytes of its versions kept alive past
+/// shutdown (unreclaimed).
+fn model_status<P: Pipeline>(
+    inner: &Inner<P>,
+    entry: &Entry<P>,
+    now: Duration,
+) -> (ModelStatus, u64) {
+    let versions = entry
+        .serving
+        .iter()
+        .chain(&entry.retiring)
+        .chain(entry.job.as_ref().and_then(|j| j.loading.as_ref()));
+    let (mut resident, mut unreclaimed, mut leases) = (0u64, 0u64, 0usize);
+    for v in versions {
+        let snapshot = v.manager.snapshot();
+        resident = resident.saturating_add(snapshot.resident_bytes);
+        unreclaimed = unreclaimed.saturating_add(snapshot.unreclaimed_bytes);
+        leases += v.manager.outstanding_leases();
+    }
+    let charged = inner
+        .ledger
+        .keys()
+        .iter()
+        .filter(|k| k.0 == entry.id)
+        .filter_map(|k| inner.ledger.get(k).map(|c| c.bytes))
+        .sum();
+    let status = ModelStatus {
+        id: entry.id.to_string(),
+        state: status_state(entry),
+        version: entry.serving.as_ref().map(|v| v.number),
+        loading_version: entry.job.as_ref().map(|j| j.version),
+        source: entry.source.clone(),
+        charged_bytes: charged,
+        resident_bytes: resident,
+        leases,
+        waiters: entry.waiters,
+        idle_for: entry.last_used_at.map(|at| at.elapsed()),
+        keep_alive: entry.keep_alive.ttl(),
+        expires_in: entry
+            .serving
+            .as_ref()
+            .and(entry.keep_alive.deadline())
+            .map(|d| d.saturating_sub(now)),
+        pinned: entry.pinned,
+        last_error: entry.last_error.clone(),
+    };
+    (status, unreclaimed)
 }
 
 /// The state a model's status shows.

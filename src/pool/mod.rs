@@ -221,10 +221,11 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
         self
     }
 
-    /// At most this many loads wait for memory; more are refused with
-    /// [`Error::QueueFull`] (default 64).
+    /// At most this many loads wait for memory (a load is in the queue
+    /// from its request to its admission); more are refused with
+    /// [`Error::QueueFull`] (default 64; at least 1).
     pub fn max_queue(mut self, loads: usize) -> Self {
-        self.config.max_queue = loads;
+        self.config.max_queue = loads.max(1);
         self
     }
 
@@ -418,7 +419,11 @@ impl<P: Pipeline> ModelPool<P> {
     }
 
     /// [`reload`](Self::reload), choosing what happens when both versions
-    /// cannot fit.
+    /// cannot fit. With [`ReloadPolicy::UnloadFirst`] the old version is
+    /// taken out of service at once (downtime accepted): if the new one
+    /// then fails (or waits past the admission timeout for the old one's
+    /// leases), the model is left unloaded, and the next acquire loads the
+    /// source that served before.
     pub fn reload_with(
         &self,
         id: &str,
@@ -464,7 +469,7 @@ impl<P: Pipeline> ModelPool<P> {
 
     /// `id`'s status, if the pool knows it.
     pub fn status(&self, id: &str) -> Option<ModelStatus> {
-        self.snapshot().models.into_iter().find(|m| m.id == id)
+        self.core.status(id)
     }
 
     /// Every model's status, the charges and the counters.
@@ -528,12 +533,34 @@ impl<P: Pipeline> ModelPool<P> {
                 let tasks = &self.core.spawner.tasks;
                 tasks.close();
                 let _ = rt::timeout(Duration::from_secs(1), tasks.wait()).await;
+                self.core.finish_shutdown();
                 self.core
                     .runtime
                     .shutdown(crate::loader::SHUTDOWN_GRACE)
                     .await;
             })
             .await;
+    }
+}
+
+impl<P: Pipeline> ModelPool<P> {
+    #[cfg(not(target_arch = "wasm32"))]
+    /// [`shutdown`](Self::shutdown) for threads outside any async runtime
+    /// (such as a C host's), with the same bound. Fails with
+    /// [`Error::InvalidArgument`] when called from inside a tokio runtime,
+    /// where blocking is not allowed.
+    pub fn shutdown_blocking(&self) -> Result<()> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::InvalidArgument(
+                "shutdown_blocking called from an async context; use shutdown().await".into(),
+            ));
+        }
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Device(format!("cannot start a runtime to wait on: {e}")))?;
+        waiter.block_on(self.shutdown());
+        Ok(())
     }
 }
 

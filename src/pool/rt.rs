@@ -52,9 +52,18 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .unwrap_or(Err(crate::Error::ShutDown))
 }
 
+/// Far enough to mean "never", near enough to add to any instant.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `at + d`, saturating at a century from `at`: a huge timeout, keep-alive
+/// or cooldown (`Duration::MAX`) means "never", not an overflow panic.
+pub(crate) fn after(at: Instant, d: Duration) -> Instant {
+    at + d.min(FOREVER)
+}
+
 /// `fut`, or `None` after `limit`.
 pub(crate) async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
+    let deadline = after(Instant::now(), limit);
     tokio::select! {
         out = fut => Some(out),
         () = sleep_until(deadline) => None,
@@ -138,17 +147,26 @@ mod js {
         }
     }
 
+    /// The longest delay `setTimeout` takes as given (hosts run longer
+    /// ones at once).
+    const MAX_TIMEOUT_MS: f64 = 2_147_483_647.0;
+
     pub(crate) async fn sleep_until(deadline: Instant) {
-        let ms = (deadline.0 - performance_now()).max(0.0);
-        let mut id = JsValue::UNDEFINED;
-        let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-            id = set_timeout(&resolve, ms);
-        });
-        Sleep {
-            id,
-            done: JsFuture::from(promise),
+        loop {
+            let ms = deadline.0 - performance_now();
+            if ms <= 0.0 {
+                return;
+            }
+            let mut id = JsValue::UNDEFINED;
+            let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+                id = set_timeout(&resolve, ms.min(MAX_TIMEOUT_MS));
+            });
+            Sleep {
+                id,
+                done: JsFuture::from(promise),
+            }
+            .await;
         }
-        .await;
     }
 
     /// On wasm32, tasks run on the JS event loop.

@@ -22,8 +22,9 @@ pub struct ModelStatus {
     /// beside it); else `Loading`, `Unloading` (being freed), `Failed` (the
     /// last load failed) or `Idle` (known, not resident).
     pub state: State,
-    /// The version serving leases (1 for the first load; each load or
-    /// reload is a new version).
+    /// The version serving leases. Every load attempt (a first load, a
+    /// load on demand, a reload), successful or not, takes the next number,
+    /// starting at 1.
     pub version: Option<u64>,
     /// The version loading (a first load, a load on demand, or a reload).
     pub loading_version: Option<u64>,
