@@ -474,7 +474,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     UnloadReason::Expired => Why::Expired,
                     UnloadReason::Unloaded => Why::Unloaded,
                     UnloadReason::Replaced => Why::Replaced,
-                    UnloadReason::MadeRoomForReload => unreachable!("never asked for"),
+                    other => unreachable!("never asked for: {other:?}"),
                 };
                 seen.push((i, e.version, why));
             }

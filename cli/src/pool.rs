@@ -114,8 +114,10 @@ fn describe(e: &PoolEvent) -> String {
             UnloadReason::Unloaded => "unloading".into(),
             UnloadReason::Replaced => "replaced by a reload; draining its leases".into(),
             UnloadReason::MadeRoomForReload => "unloaded to make room for its reload".into(),
+            other => format!("unloading ({other:?})"),
         },
         PoolEventKind::Freed { bytes } => format!("freed {:.1} MiB", mib(*bytes)),
+        other => format!("{other:?}"),
     };
     format!("{} v{}: {what}", e.id, e.version)
 }

@@ -95,6 +95,7 @@ impl PoolSnapshot {
 
 /// Why a version of a model is being unloaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UnloadReason {
     /// To make room for a load of another model (its id).
     Evicted {
@@ -114,6 +115,7 @@ pub enum UnloadReason {
 
 /// What happened to a model.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum PoolEventKind {
     /// A load (or reload) joined the queue for memory.
     Queued,

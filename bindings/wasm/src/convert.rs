@@ -4,7 +4,8 @@
 use js_sys::{Array, Object, Reflect, JSON};
 use model_manager::candle_core::{CpuStorage, DType, Storage, Tensor};
 use model_manager::{
-    Command, Component, Error, ErrorCode, PipelineInfo, Progress, Snapshot, State, StateEvent,
+    Command, Component, Error, ErrorCode, ModelStatus, PipelineInfo, PoolEvent, PoolEventKind,
+    PoolSnapshot, Progress, Snapshot, State, StateEvent, UnloadReason,
 };
 use wasm_bindgen::prelude::*;
 
@@ -67,7 +68,7 @@ pub(crate) fn progress(p: &Progress) -> JsValue {
 }
 
 /// `{ code, codeName, message }`.
-fn error(e: &Error) -> JsValue {
+pub(crate) fn error(e: &Error) -> JsValue {
     let code: ErrorCode = e.code();
     Obj::new()
         .set("code", code as u32)
@@ -171,6 +172,109 @@ pub(crate) fn tensor(t: &Tensor) -> Result<JsValue, Error> {
         .set("shape", shape)
         .set("data", data)
         .done())
+}
+
+/// A duration in milliseconds, `null` for none.
+fn ms(d: Option<std::time::Duration>) -> JsValue {
+    d.map_or(JsValue::NULL, |d| (d.as_secs_f64() * 1e3).into())
+}
+
+/// One model of a pool: `{ id, state, version, loadingVersion,
+/// chargedBytes, residentBytes, leases, waiters, idleMs, keepAliveMs,
+/// expiresInMs, pinned, lastError }`.
+pub(crate) fn model_status(m: &ModelStatus) -> JsValue {
+    Obj::new()
+        .set("id", m.id.as_str())
+        .set("state", state_name(m.state))
+        .set(
+            "version",
+            m.version.map_or(JsValue::NULL, |v| num(v).into()),
+        )
+        .set(
+            "loadingVersion",
+            m.loading_version.map_or(JsValue::NULL, |v| num(v).into()),
+        )
+        .set("chargedBytes", num(m.charged_bytes))
+        .set("residentBytes", num(m.resident_bytes))
+        .set("leases", m.leases as f64)
+        .set("waiters", m.waiters as f64)
+        .set("idleMs", ms(m.idle_for))
+        .set("keepAliveMs", ms(m.keep_alive))
+        .set("expiresInMs", ms(m.expires_in))
+        .set("pinned", m.pinned)
+        .set(
+            "lastError",
+            m.last_error.as_ref().map_or(JsValue::NULL, error),
+        )
+        .done()
+}
+
+/// The pool: `{ budget, charged, queued, unreclaimedBytes, models,
+/// counters }` (`counters`: `{ loads, hits, misses, evictions,
+/// expirations, failures }`).
+pub(crate) fn pool_snapshot(s: &PoolSnapshot) -> JsValue {
+    let c = &s.counters;
+    let counters = Obj::new()
+        .set("loads", num(c.loads))
+        .set("hits", num(c.hits))
+        .set("misses", num(c.misses))
+        .set("evictions", num(c.evictions))
+        .set("expirations", num(c.expirations))
+        .set("failures", num(c.failures))
+        .done();
+    let queued: Array = s
+        .queued
+        .iter()
+        .map(|(id, v)| -> JsValue {
+            Obj::new()
+                .set("id", id.as_str())
+                .set("version", num(*v))
+                .done()
+        })
+        .collect();
+    let models: Array = s.models.iter().map(model_status).collect();
+    Obj::new()
+        .set("budget", num(s.budget))
+        .set("charged", num(s.charged))
+        .set("queued", queued)
+        .set("unreclaimedBytes", num(s.unreclaimed_bytes))
+        .set("models", models)
+        .set("counters", counters)
+        .done()
+}
+
+/// `{ id, version, kind, ... }`: `kind` one of `"queued"`, `"loading"`
+/// (`charged`), `"ready"` (`bytes`), `"failed"` (`error`), `"unloading"`
+/// (`reason`: `"evicted"` with `forId`, `"expired"`, `"unloaded"`,
+/// `"replaced"`, `"madeRoomForReload"`), `"freed"` (`bytes`).
+pub(crate) fn pool_event(e: &PoolEvent) -> JsValue {
+    let o = Obj::new()
+        .set("id", e.id.as_str())
+        .set("version", num(e.version));
+    match &e.kind {
+        PoolEventKind::Queued => o.set("kind", "queued"),
+        PoolEventKind::Loading { charged } => {
+            o.set("kind", "loading").set("charged", num(*charged))
+        }
+        PoolEventKind::Ready { bytes } => o.set("kind", "ready").set("bytes", num(*bytes)),
+        PoolEventKind::Failed { error: e } => o.set("kind", "failed").set("error", error(e)),
+        PoolEventKind::Unloading { reason } => {
+            let o = o.set("kind", "unloading");
+            match reason {
+                UnloadReason::Evicted { for_id } => {
+                    o.set("reason", "evicted").set("forId", for_id.as_str())
+                }
+                UnloadReason::Expired => o.set("reason", "expired"),
+                UnloadReason::Unloaded => o.set("reason", "unloaded"),
+                UnloadReason::Replaced => o.set("reason", "replaced"),
+                UnloadReason::MadeRoomForReload => o.set("reason", "madeRoomForReload"),
+                _ => o.set("reason", "unknown"),
+            }
+        }
+        PoolEventKind::Freed { bytes } => o.set("kind", "freed").set("bytes", num(*bytes)),
+        _ => o.set("kind", "unknown"),
+    }
+    .done()
 }
 
 #[cfg(test)]

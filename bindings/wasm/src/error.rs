@@ -27,6 +27,9 @@ pub(crate) fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::ShutDown => "ShutDown",
         ErrorCode::Assemble => "Assemble",
         ErrorCode::Timeout => "Timeout",
+        ErrorCode::MemoryBusy => "MemoryBusy",
+        ErrorCode::QueueFull => "QueueFull",
+        ErrorCode::UnknownModel => "UnknownModel",
         // ErrorCode is non-exhaustive: a code added to the core later still
         // carries its number.
         _ => "Unknown",

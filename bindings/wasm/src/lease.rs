@@ -1,25 +1,50 @@
 //! [`RawLease`]: the ready model, kept alive and readable until released.
 
-use model_manager::{ErrorCode, Lease};
+use model_manager::{ErrorCode, Lease, PoolLease, TensorPipeline};
 use wasm_bindgen::prelude::*;
 
 use crate::convert;
 use crate::error::{js_error, to_js};
 
+/// A manager's lease, or a pool's (which also knows its version).
+enum Held {
+    Manager(Lease),
+    Pool(PoolLease),
+}
+
+impl std::ops::Deref for Held {
+    type Target = TensorPipeline;
+
+    fn deref(&self) -> &TensorPipeline {
+        match self {
+            Held::Manager(lease) => lease,
+            Held::Pool(lease) => lease,
+        }
+    }
+}
+
 /// A lease on the ready model. While any lease is held, an unload waits in
 /// `"unloading"`; `release()` (or `free()`) lets it finish.
 #[wasm_bindgen]
 pub struct RawLease {
-    lease: Option<Lease>,
+    lease: Option<Held>,
 }
 
 impl RawLease {
     pub(crate) fn new(lease: Lease) -> Self {
-        RawLease { lease: Some(lease) }
+        RawLease {
+            lease: Some(Held::Manager(lease)),
+        }
     }
 
-    fn held(&self) -> Result<&Lease, JsValue> {
-        self.lease.as_ref().ok_or_else(|| {
+    pub(crate) fn of_pool(lease: PoolLease) -> Self {
+        RawLease {
+            lease: Some(Held::Pool(lease)),
+        }
+    }
+
+    fn held(&self) -> Result<&TensorPipeline, JsValue> {
+        self.lease.as_deref().ok_or_else(|| {
             js_error(
                 ErrorCode::InvalidArgument,
                 "invalid argument: this lease has been released",
@@ -83,6 +108,16 @@ impl RawLease {
     #[wasm_bindgen(getter)]
     pub fn released(&self) -> bool {
         self.lease.is_none()
+    }
+
+    /// A pool lease's model version (`undefined` for a manager's lease).
+    #[wasm_bindgen(getter)]
+    pub fn version(&self) -> Result<Option<f64>, JsValue> {
+        self.held()?;
+        Ok(match &self.lease {
+            Some(Held::Pool(lease)) => Some(lease.version() as f64),
+            _ => None,
+        })
     }
 }
 

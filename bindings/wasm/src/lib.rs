@@ -39,11 +39,13 @@ mod error;
 mod lease;
 mod manager;
 mod pace;
+mod pool;
 mod source;
 
 pub use lease::RawLease;
 pub use manager::{RawLoad, RawManager, RawSubscription};
 pub use pace::set_pacer;
+pub use pool::RawPool;
 pub use source::RawSource;
 
 use wasm_bindgen::prelude::*;

@@ -321,6 +321,13 @@ pub struct RawSubscription {
     closed: CancellationToken,
 }
 
+impl RawSubscription {
+    /// A listener that stops when `closed` is cancelled.
+    pub(crate) fn new(closed: CancellationToken) -> Self {
+        RawSubscription { closed }
+    }
+}
+
 #[wasm_bindgen]
 impl RawSubscription {
     /// Stop calling the listener (no call happens after this returns).
