@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import * as raw from '../pkg/model_manager_wasm.js';
 import { install } from './core.js';
 
-export { ModelManager, Lease, ModelManagerError, ErrorCode } from './core.js';
+export { ModelManager, ModelPool, Lease, ModelManagerError, ErrorCode } from './core.js';
 
 raw.initSync({
   module: readFileSync(new URL('../pkg/model_manager_wasm_bg.wasm', import.meta.url)),

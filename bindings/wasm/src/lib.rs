@@ -45,7 +45,7 @@ mod source;
 pub use lease::RawLease;
 pub use manager::{RawLoad, RawManager, RawSubscription};
 pub use pace::set_pacer;
-pub use pool::RawPool;
+pub use pool::{RawAcquire, RawPool};
 pub use source::RawSource;
 
 use wasm_bindgen::prelude::*;

@@ -142,13 +142,22 @@ impl RawPool {
         js(self.pool.add_with(id, source.source.clone(), options))
     }
 
-    /// Resolves to a lease on `id` (loading it if need be).
-    pub fn acquire(&self, id: String) -> Promise {
+    /// A lease on `id` (loading it if need be), as a promise that
+    /// `cancel()` rejects with code 3: the waiter leaves, the load goes on.
+    pub fn acquire(&self, id: String) -> RawAcquire {
         let pool = self.pool.clone();
-        future_to_promise(async move {
-            let lease = js(pool.acquire(&id).await)?;
-            Ok(RawLease::of_pool(lease).into())
-        })
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let promise = future_to_promise(async move {
+            tokio::select! {
+                lease = pool.acquire(&id) => Ok(RawLease::of_pool(js(lease)?).into()),
+                () = stop.cancelled() => Err(js_error(
+                    ErrorCode::Cancelled,
+                    "acquire cancelled: the caller stopped waiting (the load goes on)",
+                )),
+            }
+        });
+        RawAcquire { promise, cancel }
     }
 
     /// A lease on `id` if it is ready now (code 5, NotReady, else).
@@ -269,5 +278,27 @@ impl RawPool {
             pool.shutdown().await;
             Ok(JsValue::UNDEFINED)
         })
+    }
+}
+
+/// One `acquire` in flight.
+#[wasm_bindgen]
+pub struct RawAcquire {
+    promise: Promise,
+    cancel: CancellationToken,
+}
+
+#[wasm_bindgen]
+impl RawAcquire {
+    /// Resolves to a `RawLease`.
+    #[wasm_bindgen(getter)]
+    pub fn promise(&self) -> Promise {
+        self.promise.clone()
+    }
+
+    /// Stop waiting: the promise rejects with code 3 (unless it has
+    /// settled).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
     }
 }

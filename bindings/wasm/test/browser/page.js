@@ -1,7 +1,7 @@
 // The lifecycle in a real browser, through the package's browser entry.
 // Reports to `window.__result` ({ ok, checks, failure, timings }), which the
 // Node driver (browser.test.mjs) waits for.
-import init, { ModelManager, ModelManagerError, ErrorCode } from '../../js/browser.js';
+import init, { ModelManager, ModelPool, ModelManagerError, ErrorCode } from '../../js/browser.js';
 import { f32Model, everyDtype, diffusersPipeline, checkProgress, turns, whenStarted } from '../fixtures.js';
 
 const log = document.getElementById('log');
@@ -155,6 +155,39 @@ async function responsiveness() {
   mm.free();
 }
 
+/** The pool in the browser: an eviction under a budget for two, a
+ * keep-alive expiry on the page's timers, a reload with a lease held. */
+async function pool() {
+  const size = 4 * 4096 * 4;
+  const p = new ModelPool({ memoryBudget: 2 * size + size / 2 });
+  const seeds = [0, 100000, 200000];
+  p.add('a', f32Model(4, 4096, seeds[0]), { keepAlive: 40 });
+  p.add('b', f32Model(4, 4096, seeds[1]));
+  p.add('c', f32Model(4, 4096, seeds[2]));
+  const events = [];
+  const off = p.onEvent((e) => events.push(`${e.id}:${e.kind}${e.reason ? ':' + e.reason : ''}`));
+  const b = await p.acquire('b');
+  (await p.acquire('c')).release();
+  check(p.snapshot.charged === 2 * size && p.status('b').state === 'ready', 'two models resident');
+  const a = await p.acquire('a');
+  check(a.tensor('t0').data[0] === seeds[0], 'a loaded by evicting c (b is leased)');
+  await new Promise((r) => setTimeout(r, 20));
+  check(events.includes('c:unloading:evicted') && p.status('c').state === 'idle', 'c evicted, never the leased b');
+  a.release();
+  for (let i = 0; i < 100 && p.status('a').state !== 'idle'; i++) await new Promise((r) => setTimeout(r, 10));
+  check(p.status('a').state === 'idle' && p.snapshot.counters.expirations === 1, "a's keep-alive ran out on the page's timers");
+  const version = await p.reload('b', f32Model(4, 4096, seeds[2]));
+  const fresh = await p.acquire('b');
+  check(version === 2 && fresh.version === 2 && fresh.tensor('t0').data[0] === seeds[2], 'new leases get the reloaded version');
+  check(b.version === 1 && b.tensor('t0').data[0] === seeds[1], 'the old lease keeps its version');
+  b.release();
+  fresh.release();
+  await rejectsWith(p.acquire('zzz'), ErrorCode.UnknownModel, 'an unknown id rejects with code 20');
+  off();
+  await p.close();
+  check(p.freed, 'the pool closes');
+}
+
 async function main() {
   const t0 = performance.now();
   await init();
@@ -162,6 +195,7 @@ async function main() {
   await lifecycle();
   await cancellation();
   await responsiveness();
+  await pool();
   timings.totalMs = Math.round(performance.now() - t0);
 }
 

@@ -2,8 +2,12 @@
 // API as the README uses it, and reject misuse.
 import init, {
   ModelManager,
+  ModelPool,
+  Lease,
   ModelManagerError,
   ErrorCode,
+  type ModelStatus,
+  type PoolEvent,
   type Progress,
   type Snapshot,
   type StateChange,
@@ -55,3 +59,23 @@ export async function example(weights: ArrayBuffer, unetConfig: string): Promise
   // @ts-expect-error: state is read-only
   manager.state = 'idle';
 }
+
+async function pool() {
+  const pool = new ModelPool({ memoryBudget: 1 << 30, keepAlive: 60_000 });
+  pool.add('encoder', new Uint8Array(8), { pinned: true });
+  pool.add('vae', { 'config.json': '{}', 'model.safetensors': new Uint8Array(8) }, { keepAlive: null });
+  const lease: Lease = await pool.acquire('encoder', { signal: new AbortController().signal });
+  const version: number | null = lease.version;
+  const next: number = await pool.reload('encoder', new Uint8Array(8), { unloadFirst: true });
+  const status: ModelStatus | null = pool.status('vae');
+  const charged: number = pool.snapshot.charged;
+  const off = pool.onEvent((e: PoolEvent) => {
+    if (e.kind === 'unloading') console.log(e.reason, e.forId);
+  });
+  off();
+  void [version, next, status, charged, pool.metricsText()];
+  await pool.close();
+  // @ts-expect-error: a budget is required
+  new ModelPool({});
+}
+void pool;
