@@ -147,7 +147,8 @@ impl Reference {
             .filter(|&i| {
                 let m = &self.models[i];
                 match m.serving {
-                    Some((v, _)) => !m.pinned && Self::leases(held, i, v) == 0,
+                    // In use while a lease on any of its versions is held.
+                    Some(_) => !m.pinned && held.iter().all(|h| h.model != i),
                     None => false,
                 }
             })
@@ -357,12 +358,13 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let now = Instant::now();
                 r.tick += 1;
                 r.models[i].last_used = r.tick;
-                let left = Reference::leases(&held, i, v);
-                if left == 0 {
-                    if r.models[i].serving.map(|s| s.0) == Some(v) {
-                        r.models[i].idle_since = Some(now);
-                    }
+                if Reference::leases(&held, i, v) == 0 {
                     r.draining.retain(|&d| d != (i, v));
+                }
+                // The keep-alive clock starts when the model's last lease
+                // (on any version) goes.
+                if held.iter().all(|h| h.model != i) && r.models[i].serving.is_some() {
+                    r.models[i].idle_since = Some(now);
                 }
             }
             Op::Reload(i, ok) => {
@@ -386,8 +388,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     drop(lease);
                     r.tick += 2;
                     r.models[i].last_used = r.tick;
-                    r.models[i].idle_since =
-                        (Reference::leases(&held, i, old_v) == 0).then(Instant::now);
+                    r.models[i].idle_since = held.iter().all(|h| h.model != i).then(Instant::now);
                     continue;
                 }
                 let need = Reference::size(i);
@@ -416,10 +417,11 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     v
                 );
                 r.take_out(&held, i, Why::Replaced);
+                let in_use = held.iter().any(|h| h.model == i);
                 let model = &mut r.models[i];
                 model.serving = Some((v, new_seed));
                 model.seed = new_seed;
-                model.idle_since = Some(Instant::now());
+                model.idle_since = (!in_use).then(Instant::now);
             }
             Op::Pin(i) => {
                 pool.pin(&id(i)).unwrap();

@@ -45,6 +45,9 @@ pub(crate) struct Version<P: Pipeline> {
 struct Job<P: Pipeline> {
     version: u64,
     cancel: CancellationToken,
+    /// Set when a newer request (a reload) replaced it: its waiters join
+    /// the newer load instead of failing.
+    superseded: Arc<std::sync::atomic::AtomicBool>,
     outcome: watch::Receiver<Outcome>,
     /// Its manager, once admitted.
     loading: Option<Arc<Version<P>>>,
@@ -67,6 +70,42 @@ struct Entry<P: Pipeline> {
     retry_at: Option<Instant>,
     next_version: u64,
     waiters: usize,
+    /// Loads of it stopped (cancelled, replaced) but not yet ended: a new
+    /// load of it waits for them, so it is never loaded twice at once.
+    stopping: usize,
+    /// `remove` has begun: no new command reaches it.
+    removing: bool,
+    /// Its first version: lower ones belong to a model removed before it
+    /// was added again under the same id.
+    first_version: u64,
+}
+
+impl<P: Pipeline> Entry<P> {
+    /// Leases on every version of it: the model is in use while any is
+    /// held (its keep-alive stops, it is not evicted).
+    fn leases(&self) -> usize {
+        self.serving
+            .iter()
+            .chain(&self.retiring)
+            .map(|v| v.manager.outstanding_leases())
+            .sum()
+    }
+
+    /// Take its load in flight out (it stops, and frees what it read
+    /// before it ends); whether there was one.
+    fn stop_job(&mut self, queue: &mut VecDeque<Key>, superseded: bool) -> bool {
+        match self.job.take() {
+            Some(job) => {
+                job.superseded
+                    .store(superseded, std::sync::atomic::Ordering::Relaxed);
+                job.cancel.cancel();
+                queue.retain(|k| !(k.0 == self.id && k.1 == job.version));
+                self.stopping += 1;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 struct Inner<P: Pipeline> {
@@ -78,6 +117,9 @@ struct Inner<P: Pipeline> {
     loading: usize,
     /// The logical clock of recency.
     tick: u64,
+    /// The last version number of every id ever added: a model removed and
+    /// added again goes on counting, so no two loads share a key.
+    versions: BTreeMap<Arc<str>, u64>,
     shut_down: bool,
 }
 
@@ -97,6 +139,12 @@ pub(crate) struct Core<P: Pipeline> {
 /// What one look at the queue decided for a load.
 enum Step {
     Admitted,
+    /// Not its turn yet (loads ahead in the queue, or every load slot
+    /// taken, or a stopped load of the same model still ending): bounded by
+    /// those loads, not by its own deadline.
+    Turn,
+    /// Its turn, waiting for memory that these hold: bounded by the
+    /// admission timeout, counted from its first such wait.
     Wait(Vec<Blocker>),
     Fail(Error),
 }
@@ -115,6 +163,7 @@ impl<P: Pipeline> Core<P> {
                 queue: VecDeque::new(),
                 loading: 0,
                 tick: 0,
+                versions: BTreeMap::new(),
                 shut_down: false,
             }),
             config,
@@ -182,6 +231,7 @@ impl<P: Pipeline> Core<P> {
         let id: Arc<str> = Arc::from(id);
         let now = self.now();
         let keep_alive = options.keep_alive.unwrap_or(self.config.keep_alive);
+        let next_version = inner.versions.get(&id).copied().unwrap_or(0);
         inner.entries.insert(
             id.clone(),
             Entry {
@@ -196,8 +246,11 @@ impl<P: Pipeline> Core<P> {
                 last_used_at: None,
                 last_error: None,
                 retry_at: None,
-                next_version: 0,
+                next_version,
                 waiters: 0,
+                stopping: 0,
+                removing: false,
+                first_version: next_version + 1,
             },
         );
         Ok(())
@@ -259,21 +312,12 @@ impl<P: Pipeline> Core<P> {
             waited = true;
             match wait_outcome(&mut outcome).await {
                 Ok(_) => {}
-                // A load stopped for a newer one (a reload, the newest
-                // request winning): join that one.
-                Err(Error::Cancelled | Error::Superseded) if self.loading_again(id) => {}
+                // A load replaced by a newer one (a reload: the newest
+                // request wins): join that one.
+                Err(Error::Superseded) if !self.lock().shut_down => {}
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Whether `id` is served or loading (after a load of it stopped).
-    fn loading_again(&self, id: &str) -> bool {
-        let inner = self.lock();
-        inner
-            .entries
-            .get(id)
-            .is_some_and(|e| e.serving.is_some() || e.job.is_some())
     }
 
     /// A lease on `id` if it is ready now.
@@ -326,13 +370,18 @@ impl<P: Pipeline> Core<P> {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
-        if let Some(entry) = inner.entries.get_mut(id) {
+        // (Not a model added since under the same id.)
+        if let Some(entry) = inner
+            .entries
+            .get_mut(id)
+            .filter(|e| version >= e.first_version)
+        {
             entry.last_used = tick;
             entry.last_used_at = Some(Instant::now());
-            if let Some(serving) = &entry.serving {
-                if serving.number == version && serving.manager.outstanding_leases() == 0 {
-                    entry.keep_alive.idle(now);
-                }
+            // The clock starts when the model's last lease goes, whatever
+            // version it was on.
+            if entry.leases() == 0 {
+                entry.keep_alive.idle(now);
             }
         }
         drop(inner);
@@ -376,10 +425,23 @@ impl<P: Pipeline> Core<P> {
             return Err(Error::ShutDown);
         }
         let entry = entry_mut(&mut inner, id)?;
-        if let Some(job) = entry.job.take() {
+        let replaced = entry.job.as_ref().map(|j| (entry.id.clone(), j.version));
+        let queued = inner
+            .queue
+            .iter()
+            .filter(|k| Some(*k) != replaced.as_ref())
+            .count();
+        if queued >= self.config.max_queue {
+            return Err(Error::QueueFull {
+                limit: self.config.max_queue,
+            });
+        }
+        let Inner { entries, queue, .. } = &mut *inner;
+        if let Some(entry) = entries.get_mut(id) {
             // The newest request wins: the older load stops (and frees
-            // what it read before its charge goes).
-            job.cancel.cancel();
+            // what it read before its charge goes); its waiters join this
+            // one.
+            entry.stop_job(queue, true);
         }
         self.start_job(&mut inner, id, Arc::new(source), Some(policy))
     }
@@ -387,14 +449,14 @@ impl<P: Pipeline> Core<P> {
     /// Cancel the load in flight for `id`; whether there was one.
     pub(crate) fn cancel(&self, id: &str) -> Result<bool> {
         let mut inner = self.lock();
-        let entry = entry_mut(&mut inner, id)?;
-        Ok(match entry.job.take() {
-            Some(job) => {
-                job.cancel.cancel();
-                true
-            }
-            None => false,
-        })
+        entry_mut(&mut inner, id)?;
+        let Inner { entries, queue, .. } = &mut *inner;
+        let stopped = entries
+            .get_mut(id)
+            .is_some_and(|entry| entry.stop_job(queue, false));
+        drop(inner);
+        self.bump();
+        Ok(stopped)
     }
 
     fn start_job(
@@ -414,19 +476,25 @@ impl<P: Pipeline> Core<P> {
         let version = entry.next_version;
         let id = entry.id.clone();
         let cancel = self.stop.child_token();
+        let superseded = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = watch::channel(None);
         entry.job = Some(Job {
             version,
             cancel: cancel.clone(),
+            superseded: superseded.clone(),
             outcome: rx.clone(),
             loading: None,
         });
+        inner.versions.insert(id.clone(), version);
         inner.queue.push_back((id.clone(), version));
         self.emit(&id, version, PoolEventKind::Queued);
         let core = self.clone();
         self.spawner.spawn(async move {
             let key = (id, version);
-            let result = core.run_job(&key, source, reload, &cancel).await;
+            let mut result = core.run_job(&key, source, reload, &cancel).await;
+            if result.is_err() && superseded.load(std::sync::atomic::Ordering::Relaxed) {
+                result = Err(Error::Superseded);
+            }
             core.finish_job(&key, &result, reload.is_some());
             let _ = tx.send(Some(result));
         });
@@ -457,9 +525,11 @@ impl<P: Pipeline> Core<P> {
             }
         };
 
-        // Admission: first come first served, bounded by the deadline.
+        // Admission: first come first served; the wait for memory is
+        // bounded by the admission timeout from the moment it is this
+        // load's turn.
         let queued_at = Instant::now();
-        let deadline = rt::after(queued_at, self.config.admission_timeout);
+        let mut deadline = None;
         loop {
             let mut changed = self.changed.subscribe();
             changed.borrow_and_update();
@@ -467,24 +537,36 @@ impl<P: Pipeline> Core<P> {
                 let mut inner = self.lock();
                 self.admission_step(&mut inner, key, estimate, reload)
             };
-            match step {
+            let blocked_by = match step {
                 Step::Admitted => break,
                 Step::Fail(e) => {
                     self.lock().queue.retain(|k| k != key);
                     return Err(e);
                 }
+                Step::Turn => None,
                 Step::Wait(blocked_by) => {
-                    tokio::select! {
-                        _ = changed.changed() => {}
-                        () = rt::sleep_until(deadline) => {
-                            self.lock().queue.retain(|k| k != key);
-                            return Err(Error::MemoryBusy { needed: estimate, blocked_by });
-                        }
-                        () = cancel.cancelled() => {
-                            self.lock().queue.retain(|k| k != key);
-                            return Err(Error::Cancelled);
-                        }
-                    }
+                    deadline.get_or_insert_with(|| {
+                        rt::after(Instant::now(), self.config.admission_timeout)
+                    });
+                    Some(blocked_by)
+                }
+            };
+            let expiry = async {
+                match (deadline, &blocked_by) {
+                    (Some(at), Some(_)) => rt::sleep_until(at).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = changed.changed() => {}
+                () = expiry => {
+                    self.lock().queue.retain(|k| k != key);
+                    let blocked_by = blocked_by.unwrap_or_default();
+                    return Err(Error::MemoryBusy { needed: estimate, blocked_by });
+                }
+                () = cancel.cancelled() => {
+                    self.lock().queue.retain(|k| k != key);
+                    return Err(Error::Cancelled);
                 }
             }
         }
@@ -514,10 +596,15 @@ impl<P: Pipeline> Core<P> {
             return Step::Fail(Error::ShutDown);
         }
         if inner.queue.front() != Some(key) || inner.loading >= self.config.concurrent_loads {
-            return Step::Wait(Vec::new());
+            return Step::Turn;
+        }
+        let (id, version) = (key.0.clone(), key.1);
+        if inner.entries.get(&id).is_some_and(|e| e.stopping > 0) {
+            // A stopped load of this model is still freeing what it read:
+            // never two loads of one model at once.
+            return Step::Turn;
         }
         let now = self.now();
-        let (id, version) = (key.0.clone(), key.1);
         self.refresh_holds(inner, now, reload.map(|_| &*id));
         if let Some(policy) = reload {
             // The new version must fit beside the serving one and the
@@ -540,6 +627,15 @@ impl<P: Pipeline> Core<P> {
                 .map(|c| c.bytes)
                 .sum();
             let budget = inner.ledger.budget();
+            if estimate.saturating_add(pinned_others) > budget {
+                // It could never fit, even alone: refuse before anything
+                // is taken out of service.
+                return Step::Fail(Error::InsufficientMemory {
+                    needed: estimate,
+                    available: budget.saturating_sub(pinned_others),
+                    pinned: pinned_others,
+                });
+            }
             if own > 0 && estimate.saturating_add(own).saturating_add(pinned_others) > budget {
                 match policy {
                     ReloadPolicy::KeepServing => {
@@ -555,7 +651,8 @@ impl<P: Pipeline> Core<P> {
                                 self.retire(entry, old, UnloadReason::MadeRoomForReload);
                             }
                         }
-                        return Step::Wait(Vec::new());
+                        self.refresh_holds(inner, now, Some(&*id));
+                        return Step::Wait(blockers(inner));
                     }
                 }
             }
@@ -566,6 +663,10 @@ impl<P: Pipeline> Core<P> {
                 inner.queue.pop_front();
                 inner.loading += 1;
                 self.emit(&id, version, PoolEventKind::Loading { charged: estimate });
+                if !inner.queue.is_empty() {
+                    // The next in line may have a slot now.
+                    self.bump();
+                }
                 Step::Admitted
             }
             Admission::Evict(victims) => {
@@ -589,7 +690,8 @@ impl<P: Pipeline> Core<P> {
                     }
                 }
                 // Admitted once their memory is freed (`retire` bumps).
-                Step::Wait(Vec::new())
+                self.refresh_holds(inner, now, reload.map(|_| &*id));
+                Step::Wait(blockers(inner))
             }
             Admission::Wait => Step::Wait(blockers(inner)),
             Admission::Already => Step::Fail(Error::InvalidArgument(format!(
@@ -608,10 +710,11 @@ impl<P: Pipeline> Core<P> {
     }
 
     /// Bring the ledger's view of every charge up to date: a serving
-    /// version with no lease and no pin is evictable (unless `reloading`
-    /// is its id: a reload never evicts the version it replaces); a pinned
-    /// one is pinned; one unloading with no lease is freeing; everything
-    /// else (leased, loading) is busy.
+    /// version of a model not in use (no lease on any of its versions, no
+    /// caller waiting to lease it) and not pinned is evictable (unless
+    /// `reloading` is its id: a reload never evicts the version it
+    /// replaces); a pinned one is pinned; a version unloading with no lease
+    /// is freeing; everything else (in use, loading) is busy.
     fn refresh_holds(&self, inner: &mut Inner<P>, now: Duration, reloading: Option<&str>) {
         for key in inner.ledger.keys() {
             let Some(entry) = inner.entries.get(&key.0) else {
@@ -619,13 +722,13 @@ impl<P: Pipeline> Core<P> {
             };
             let serving = entry.serving.as_ref().filter(|v| v.number == key.1);
             let retiring = entry.retiring.iter().find(|v| v.number == key.1);
+            // In use: a lease on any version, or a caller waiting to lease
+            // it (a model just loaded for a waiter is not taken from it
+            // before it gets its lease).
+            let in_use = entry.leases() > 0 || entry.waiters > 0;
             let hold = match (serving, retiring) {
                 (Some(_), _) if entry.pinned => Hold::Pinned,
-                (Some(v), _)
-                    if v.manager.outstanding_leases() == 0 && reloading != Some(&*key.0) =>
-                {
-                    Hold::Evictable
-                }
+                (Some(_), _) if !in_use && reloading != Some(&*key.0) => Hold::Evictable,
                 (None, Some(v)) if v.manager.outstanding_leases() == 0 => Hold::Freeing,
                 _ => Hold::Busy,
             };
@@ -731,21 +834,32 @@ impl<P: Pipeline> Core<P> {
             }
             Err(TrueUp::NotAdmitted) => return Err(Error::Cancelled),
         }
-        let Some(entry) = inner.entries.get_mut(&key.0) else {
+        // Only the model's current load installs (never one it replaced,
+        // nor one of a model removed and added again).
+        let Some(entry) = inner
+            .entries
+            .get_mut(&key.0)
+            .filter(|e| e.job.as_ref().is_some_and(|j| j.version == key.1))
+        else {
             return Err(Error::Cancelled);
         };
-        let ttl = entry.keep_alive.ttl();
-        entry.keep_alive = KeepAlive::new(ttl, now);
         entry.source = version.source.clone();
         entry.last_error = None;
         entry.retry_at = None;
-        if let Some(job) = entry.job.as_mut().filter(|j| j.version == key.1) {
+        if let Some(job) = entry.job.as_mut() {
             job.loading = None;
         }
         let old = entry.serving.replace(version.clone());
         self.emit(&key.0, key.1, PoolEventKind::Ready { bytes });
         if let Some(old) = old {
             self.retire(entry, old, UnloadReason::Replaced);
+        }
+        // The keep-alive clock runs from now unless a lease on an older
+        // version is still held (the model is in use).
+        let ttl = entry.keep_alive.ttl();
+        entry.keep_alive = KeepAlive::new(ttl, now);
+        if entry.leases() > 0 {
+            entry.keep_alive.busy();
         }
         Ok(key.1)
     }
@@ -779,19 +893,34 @@ impl<P: Pipeline> Core<P> {
     fn finish_job(&self, key: &Key, result: &Result<u64>, reload: bool) {
         let mut inner = self.lock();
         inner.queue.retain(|k| k != key);
-        if let Some(entry) = inner.entries.get_mut(&key.0) {
-            if entry.job.as_ref().is_some_and(|j| j.version == key.1) {
+        if let Err(error) = result {
+            self.metrics.failures.inc();
+            self.emit(
+                &key.0,
+                key.1,
+                PoolEventKind::Failed {
+                    error: error.clone(),
+                },
+            );
+        }
+        // The entry this job was for (not one added since under the same
+        // id, whose versions count on from the old one's).
+        let entry = inner
+            .entries
+            .get_mut(&key.0)
+            .filter(|e| key.1 >= e.first_version);
+        if let Some(entry) = entry {
+            let current = entry.job.as_ref().is_some_and(|j| j.version == key.1);
+            if current {
                 entry.job = None;
+            } else {
+                // A load stopped by `stop_job` has ended: a new load of the
+                // model may start.
+                entry.stopping = entry.stopping.saturating_sub(1);
             }
-            if let Err(error) = result {
-                self.metrics.failures.inc();
-                self.emit(
-                    &key.0,
-                    key.1,
-                    PoolEventKind::Failed {
-                        error: error.clone(),
-                    },
-                );
+            // Only the model's current load speaks for it: a stopped one's
+            // cancellation is no failure of the model.
+            if let (Err(error), true) = (result, current) {
                 let not_the_models_fault = matches!(
                     error,
                     Error::Cancelled
@@ -851,30 +980,36 @@ impl<P: Pipeline> Core<P> {
     pub(crate) async fn unload(self: &Arc<Self>, id: &str) -> Result<()> {
         let versions = {
             let mut inner = self.lock();
-            let entry = entry_mut(&mut inner, id)?;
-            if let Some(job) = entry.job.take() {
-                job.cancel.cancel();
-            }
-            if let Some(old) = entry.serving.take() {
-                self.retire(entry, old, UnloadReason::Unloaded);
-            }
-            let id = entry.id.clone();
-            // Every version of it there is now: loading, retiring, charged.
-            let mut versions: Vec<u64> = inner
-                .ledger
-                .keys()
-                .into_iter()
-                .filter(|k| k.0 == id)
-                .map(|k| k.1)
-                .collect();
-            if let Some(entry) = inner.entries.get(&id) {
-                versions.extend(entry.retiring.iter().map(|v| v.number));
-            }
-            versions
+            entry_mut(&mut inner, id)?;
+            self.begin_unload(&mut inner, id)
         };
         self.bump();
         self.gone(id, &versions).await;
         Ok(())
+    }
+
+    /// Stop `id`'s load, retire its serving version; every version of it
+    /// there is now (loading, retiring, charged).
+    fn begin_unload(self: &Arc<Self>, inner: &mut Inner<P>, id: &str) -> Vec<u64> {
+        let Inner { entries, queue, .. } = &mut *inner;
+        let Some(entry) = entries.get_mut(id) else {
+            return Vec::new();
+        };
+        entry.stop_job(queue, false);
+        if let Some(old) = entry.serving.take() {
+            self.retire(entry, old, UnloadReason::Unloaded);
+        }
+        let id = entry.id.clone();
+        let mut versions: Vec<u64> = entry.retiring.iter().map(|v| v.number).collect();
+        versions.extend(
+            inner
+                .ledger
+                .keys()
+                .into_iter()
+                .filter(|k| k.0 == id)
+                .map(|k| k.1),
+        );
+        versions
     }
 
     /// Wait until none of these `versions` of `id` is charged or retiring.
@@ -905,13 +1040,39 @@ impl<P: Pipeline> Core<P> {
         }
     }
 
+    /// Refuse every new command for `id` (it answers `UnknownModel` from
+    /// now on), unload it, wait until nothing of it is loading, charged or
+    /// retiring, then forget it.
     pub(crate) async fn remove(self: &Arc<Self>, id: &str) -> Result<()> {
-        self.unload(id).await?;
-        let mut inner = self.lock();
-        let removed = inner.entries.remove(id);
-        drop(inner);
-        drop(removed);
-        Ok(())
+        {
+            let mut inner = self.lock();
+            entry_mut(&mut inner, id)?.removing = true;
+            self.begin_unload(&mut inner, id);
+        }
+        self.bump();
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            {
+                let mut inner = self.lock();
+                let charged = inner.ledger.keys().iter().any(|k| &*k.0 == id);
+                let quiet = inner.entries.get(id).is_none_or(|e| {
+                    e.serving.is_none()
+                        && e.job.is_none()
+                        && e.retiring.is_empty()
+                        && e.stopping == 0
+                });
+                if !charged && quiet {
+                    let removed = inner.entries.remove(id);
+                    drop(inner);
+                    drop(removed);
+                    return Ok(());
+                }
+            }
+            if changed.changed().await.is_err() {
+                return Ok(());
+            }
+        }
     }
 
     /// Unload the models whose keep-alive ran out; sleep until the next
@@ -948,10 +1109,11 @@ impl<P: Pipeline> Core<P> {
         }
         let mut next: Option<Duration> = None;
         for entry in inner.entries.values_mut() {
-            let Some(serving) = &entry.serving else {
+            if entry.serving.is_none() || entry.pinned {
                 continue;
-            };
-            if entry.pinned || serving.manager.outstanding_leases() > 0 {
+            }
+            // In use: a lease on any version, or a caller about to lease it.
+            if entry.leases() > 0 || entry.waiters > 0 {
                 continue;
             }
             if entry.keep_alive.expired(now) {
@@ -1128,6 +1290,7 @@ fn entry_mut<'a, P: Pipeline>(inner: &'a mut Inner<P>, id: &str) -> Result<&'a m
     inner
         .entries
         .get_mut(id)
+        .filter(|e| !e.removing)
         .ok_or_else(|| Error::UnknownModel(id.to_owned()))
 }
 
@@ -1176,6 +1339,7 @@ pub(crate) async fn wait_reload(mut outcome: watch::Receiver<Outcome>) -> Result
 struct Waiter<'a, P: Pipeline> {
     core: &'a Core<P>,
     id: Arc<str>,
+    first_version: u64,
 }
 
 impl<'a, P: Pipeline> Waiter<'a, P> {
@@ -1186,6 +1350,7 @@ impl<'a, P: Pipeline> Waiter<'a, P> {
         Ok(Waiter {
             core,
             id: entry.id.clone(),
+            first_version: entry.first_version,
         })
     }
 }
@@ -1197,7 +1362,11 @@ impl<P: Pipeline> Drop for Waiter<'_, P> {
             .inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = inner.entries.get_mut(&self.id) {
+        if let Some(entry) = inner
+            .entries
+            .get_mut(&self.id)
+            .filter(|e| e.first_version == self.first_version)
+        {
             entry.waiters = entry.waiters.saturating_sub(1);
         }
     }

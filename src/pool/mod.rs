@@ -46,7 +46,10 @@
 //! - **Acquire** leases the serving version (and marks the model used);
 //!   joins a load in flight; loads a model that is not resident; answers
 //!   the last error during the retry cooldown after a failure. A model is
-//!   never loaded twice at once.
+//!   never loaded twice at once (a new load of it waits until a stopped
+//!   one has freed what it read). A model with a lease on any of its
+//!   versions, or a caller waiting to lease it, is in use: not evicted,
+//!   its keep-alive stopped.
 //! - **Keep-alive**: a model's clock starts when its last lease is
 //!   released and never runs while one is held; an acquire stops it.
 //!   Forever (the default) still allows eviction under memory pressure;
@@ -237,7 +240,9 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     }
 
     /// How long a load waits for memory that leased or loading models
-    /// hold before failing with [`Error::MemoryBusy`] (default 60 s).
+    /// hold before failing with [`Error::MemoryBusy`] (default 60 s),
+    /// counted from its turn (waiting behind earlier loads is bounded by
+    /// those loads).
     pub fn admission_timeout(mut self, timeout: Duration) -> Self {
         self.config.admission_timeout = timeout;
         self
@@ -507,7 +512,7 @@ impl<P: Pipeline> ModelPool<P> {
             .get_or_init(|| async {
                 let versions = self.core.begin_shutdown();
                 let drain = self.core.config().drain_timeout;
-                let bound = drain + Duration::from_secs(2);
+                let bound = drain.saturating_add(Duration::from_secs(2));
                 // Every manager at once, natively; on wasm32 (one thread,
                 // nothing to join) one after the other.
                 #[cfg(not(target_arch = "wasm32"))]
