@@ -114,15 +114,25 @@ impl<P: Pipeline> LoaderService<P> {
                     Step::Fail(error.clone())
                 } else {
                     match std::mem::take(&mut inner.current) {
+                        // Stays `Allocating` (the producer waits) until
+                        // the buffers are in place.
                         Current::Allocating {
                             name,
                             declared,
-                            bytes,
-                        } => Step::Allocate {
-                            name,
-                            declared,
-                            bytes,
-                        },
+                            mut bytes,
+                        } if !bytes.is_empty() => {
+                            let header = std::mem::take(&mut bytes);
+                            inner.current = Current::Allocating {
+                                name: name.clone(),
+                                declared,
+                                bytes,
+                            };
+                            Step::Allocate {
+                                name,
+                                declared,
+                                bytes: header,
+                            }
+                        }
                         Current::Done(body) => Step::Cut(body),
                         Current::None if inner.finished => {
                             Step::Resolve(std::mem::take(&mut inner.small))
@@ -159,7 +169,8 @@ impl<P: Pipeline> LoaderService<P> {
                 } => {
                     let body = self.allocate(&name, declared, &bytes, ctx, reservation);
                     let mut inner = shared.lock();
-                    let failed = inner.failed.is_some();
+                    let failed = inner.failed.is_some()
+                        || !matches!(inner.current, Current::Allocating { .. });
                     match body {
                         Ok(mut body) if !failed => {
                             total_bytes = total_bytes.saturating_add(body.file.header.data_bytes());

@@ -340,14 +340,15 @@ impl StreamWriter {
                 inner.small.insert(name, bytes.into());
                 return Ok(());
             }
-            Current::Header { name, bytes, .. } | Current::Allocating { name, bytes, .. } => {
-                stream_error(
-                    &name,
-                    format!(
-                        "file is truncated: it ended after {} bytes, inside its header",
-                        bytes.len()
-                    ),
-                )
+            Current::Header { name, bytes, .. } => stream_error(
+                &name,
+                format!(
+                    "file is truncated: it ended after {} bytes, inside its header",
+                    bytes.len()
+                ),
+            ),
+            Current::Allocating { name, .. } => {
+                stream_error(&name, "file is truncated: it ended right after its header")
             }
             Current::Done(body) => {
                 inner.current = Current::Done(body);
