@@ -40,11 +40,13 @@ mod lease;
 mod manager;
 mod pace;
 mod source;
+mod stream;
 
 pub use lease::RawLease;
 pub use manager::{RawLoad, RawManager, RawSubscription};
 pub use pace::set_pacer;
 pub use source::RawSource;
+pub use stream::RawStream;
 
 use wasm_bindgen::prelude::*;
 
