@@ -23,6 +23,11 @@ const types = {
 export function serve(registry) {
   const server = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://localhost').pathname);
+    if (registry && path === '/__requests') {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify(registry.requests));
+      return;
+    }
     if (registry && path.startsWith('/models/')) {
       registry.handle(req, res, path.slice('/models/'.length));
       return;
