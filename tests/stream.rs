@@ -282,6 +282,21 @@ async fn a_stream_that_ends_short_or_lies_fails_and_the_manager_stays_usable() {
     .await;
     assert_eq!(error.code(), ErrorCode::Timeout);
 
+    // A name that leaves the folder, or one given twice.
+    let error = failing(&manager, |w| async move {
+        let refused = w.begin("../model.safetensors", None).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::PathEscape);
+    })
+    .await;
+    assert_eq!(error.code(), ErrorCode::PathEscape);
+    let error = failing(&manager, |w| async move {
+        w.begin("config.json", None).unwrap();
+        w.end().unwrap();
+        assert!(w.begin("./config.json", None).is_err());
+    })
+    .await;
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+
     // Dropped before finishing.
     let error = failing(&manager, |w| async move {
         w.begin("config.json", None).unwrap();

@@ -445,7 +445,7 @@ export class ModelManager {
         ? Promise.resolve(null)
         : pump(writer, files, {
             signal: downloads.signal,
-            cache: !!cache,
+            cache: cache === 'revalidate' ? cache : !!cache,
             stallTimeout,
             fetch: fetchFn,
             progress: progressOf,

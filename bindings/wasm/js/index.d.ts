@@ -198,10 +198,14 @@ export interface StreamLoadOptions {
   signal?: AbortSignal;
   /**
    * Keep downloaded files in the browser's Cache API, keyed by URL: a
-   * later load of the same URL makes no request. A cached file that fails
-   * to load is deleted. Throws code 1 where there is no Cache API (Node).
+   * later load of the same URL makes no request (`true`), or one
+   * conditional request (`'revalidate'`: `If-None-Match` with the stored
+   * ETag; a 304 reads the cached file, anything else downloads it again).
+   * A cached file is checked against its stored length as it loads; one
+   * that fails to load is deleted. Rejects with code 1 where there is no
+   * Cache API (Node).
    */
-  cache?: boolean;
+  cache?: boolean | 'revalidate';
   /** Fail with code 17 (Timeout) when a download sends nothing for this
    * many milliseconds (default 30000; 0 or Infinity: never). */
   stallTimeout?: number;

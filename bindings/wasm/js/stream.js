@@ -108,11 +108,14 @@ export async function clearCache() {
   return globalThis.caches.delete(CACHE_NAME);
 }
 
-const httpError = (url, response) =>
-  new ModelManagerError(
+function httpError(url, response) {
+  const error = new ModelManagerError(
     `${url}: the server answered ${response.status} ${response.statusText}`.trim(),
     response.status === 404 || response.status === 410 ? ErrorCode.MissingFile : ErrorCode.Io,
   );
+  error.url = url;
+  return error;
+}
 
 /**
  * Open one file: `{ body, bytes, length, url, cached, store }`. `store`
@@ -131,12 +134,27 @@ async function open(file, { signal, cache, fetch: fetchFn }) {
   } else {
     const request = isA(origin, 'Request') ? origin : null;
     url = request ? request.url : origin;
+    let hit = null;
     if (cache) {
-      const hit = await (await openCache()).match(url);
-      if (hit && hit.body) return { body: hit.body, length: lengthOf(hit), url, cached: true };
+      hit = await (await openCache()).match(url);
+      const etag = hit?.headers.get('etag');
+      if (hit && hit.body && (cache !== 'revalidate' || !etag)) {
+        return { body: hit.body, length: lengthOf(hit), url, cached: true };
+      }
     }
     try {
-      response = await fetchFn(request ?? url, { signal });
+      if (hit && hit.body) {
+        // Revalidate: a 304 means the cached file is current.
+        const headers = new Headers(request?.headers);
+        headers.set('if-none-match', hit.headers.get('etag'));
+        response = await fetchFn(request ? new Request(request, { headers }) : url, { signal, headers });
+        if (response.status === 304) {
+          return { body: hit.body, length: lengthOf(hit), url, cached: true };
+        }
+        hit.body.cancel().catch(() => {});
+      } else {
+        response = await fetchFn(request ?? url, { signal });
+      }
     } catch (error) {
       if (signal.aborted) throw signal.reason;
       throw new ModelManagerError(`${url}: the download failed: ${error?.message ?? error}`, ErrorCode.Io, {
@@ -188,9 +206,21 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
   const state = files.map((f) => ({ name: f.name, url: null, bytesDone: 0, bytesTotal: null, cached: false }));
   // Every request starts now (the server sends headers, and lengths, early);
   // bodies are read one file at a time, in order.
-  const opened = files.map((file) => {
+  let early = null; // a later file's request failed (a 404): fail now
+  let reader = null;
+  const opened = files.map((file, j) => {
     const p = open(file, { signal, cache, fetch: fetchFn });
-    p.catch(() => {});
+    p.then(
+      (f) => {
+        if (state[j].bytesTotal === null) state[j].bytesTotal = f.length;
+      },
+      (error) => {
+        if (early === null && !signal.aborted) {
+          early = error;
+          reader?.cancel(error).catch(() => {});
+        }
+      },
+    );
     return p;
   });
   const write = async (view, s) => {
@@ -206,7 +236,6 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
   };
   let current = null;
   let fileDone = false;
-  let reader = null;
   // A stream or Blob the load stopped reading is cancelled at once.
   const stop = () => reader?.cancel(signal.reason).catch(() => {});
   signal.addEventListener('abort', stop, { once: true });
@@ -219,9 +248,6 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
       s.url = file.url;
       s.bytesTotal = file.length;
       s.cached = !!file.cached;
-      for (const [j, o] of opened.entries()) {
-        if (j > i) o.then((f) => { if (state[j].bytesTotal === null) state[j].bytesTotal = f.length; }, () => {});
-      }
       await writer.writable();
       writer.begin(files[i].name, file.length ?? undefined);
       if (file.bytes) {
@@ -232,6 +258,7 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
         try {
           for (;;) {
             const { done, value } = await stallGuard(reader.read(), stallTimeout, file.url);
+            if (early !== null) throw early;
             if (done) break;
             await write(value, s);
             progress(state);
@@ -242,6 +269,7 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
           reader = null;
         }
       }
+      if (early !== null) throw early;
       writer.end();
       fileDone = true;
       if (file.store) {
@@ -265,13 +293,15 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
     const failure =
       error instanceof ModelManagerError
         ? error
-        : new ModelManagerError(
+        : typeof error?.code === 'number'
+          ? new ModelManagerError(error.message, error.code)
+          : new ModelManagerError(
             `${current?.url ?? 'the download'}: the download failed: ${error?.message ?? error}`,
             ErrorCode.Io,
             { cause: error },
           );
     failed(failure);
-    writer.abort(failure.code, current?.url ?? '', failure.message);
+    writer.abort(failure.code, failure.url ?? current?.url ?? '', failure.message);
     return failure;
   } finally {
     signal.removeEventListener('abort', stop);

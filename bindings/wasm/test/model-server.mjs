@@ -22,11 +22,16 @@ export function models() {
       return;
     }
     const { bytes, mode = 'ok', chunk = 64 << 10, delayMs = 0 } = file;
+    const etag = `"${bytes.length}-${file.version}"`;
+    if (req.headers['if-none-match'] === etag) {
+      res.writeHead(304, { etag, 'cache-control': 'no-store' }).end();
+      return;
+    }
     const sent = mode === 'short-length' ? bytes.subarray(0, bytes.length - 100) : bytes;
     res.writeHead(200, {
       'content-type': path.endsWith('.json') ? 'application/json' : 'application/octet-stream',
       'content-length': String(sent.length),
-      etag: `"${bytes.length}-${file.version}"`,
+      etag,
       'cache-control': 'no-store',
     });
     open.add(res);

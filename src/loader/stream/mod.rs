@@ -240,8 +240,17 @@ impl StreamWriter {
     /// tensors; any other file is held whole (at most 64 MiB, like a JSON
     /// file on disk).
     pub fn begin(&self, name: &str, len: Option<u64>) -> Result<()> {
-        let name = Root::Memory(Arc::default()).normalized(name, name)?;
-        let mut inner = self.open()?;
+        let inner = self.open()?;
+        // A name that leaves the folder, or one given twice, fails the load.
+        let name = match Root::Memory(Arc::default()).normalized(name, name) {
+            Ok(name) if inner.names.contains(&name) => {
+                let error = Error::InvalidArgument(format!("{name:?} is already in the stream"));
+                return Err(self.fail_locked(inner, error));
+            }
+            Ok(name) => name,
+            Err(error) => return Err(self.fail_locked(inner, error)),
+        };
+        let mut inner = inner;
         if !matches!(inner.current, Current::None) {
             return Err(Error::InvalidArgument(format!(
                 "cannot begin {name:?}: the previous file is not finished (await writable() after end())"
@@ -250,11 +259,6 @@ impl StreamWriter {
         if inner.finished {
             return Err(Error::InvalidArgument(format!(
                 "cannot begin {name:?}: the stream is finished"
-            )));
-        }
-        if inner.names.contains(&name) {
-            return Err(Error::InvalidArgument(format!(
-                "{name:?} is already in the stream"
             )));
         }
         inner.names.push(name.clone());

@@ -106,9 +106,16 @@ async function cached() {
   check(lease.tensor('t1').data[2] === 1 * 4096 + 2, 'the cached model is intact');
   lease.release();
   await mm.unload();
+  const third = [];
+  await mm.load(url.href, { cache: 'revalidate', onProgress: (p) => third.push(p) });
+  check(
+    count(await requests(), path) === n2 + 1 && third.at(-1).files[0].cached === true,
+    "cache: 'revalidate' asks once (If-None-Match, 304) and reads the cached file",
+  );
+  await mm.unload();
   check((await ModelManager.clearCache()) === true, 'clearCache() deletes the cache');
   await mm.load(url.href, { cache: true });
-  check(count(await requests(), path) === n2 + 1, 'after clearCache() the file is downloaded again');
+  check(count(await requests(), path) === n2 + 2, 'after clearCache() the file is downloaded again');
   await mm.close();
 }
 

@@ -155,6 +155,18 @@ test('404, a dropped connection, a short Content-Length and a stalled server eac
     manager.load({ baseUrl: url('bad/'), files: ['config.json', 'good.safetensors'] }),
     ErrorCode.MissingFile,
   );
+  // A later file's 404 fails the load while an earlier one still downloads.
+  registry.put('bad/slow.safetensors', f32Model(16, 1 << 16), { mode: 'slow', delayMs: 10 });
+  let last = null;
+  await rejectsWith(
+    manager.load(
+      { baseUrl: url('bad/'), files: ['slow.safetensors', 'gone.safetensors'] },
+      { onProgress: (p) => (last = p) },
+    ),
+    ErrorCode.MissingFile,
+  );
+  assert.ok(last === null || last.files[0].bytesDone < last.files[0].bytesTotal, 'failed before the first file was in');
+  assert.match(manager.snapshot.error.message, /gone\.safetensors/);
   await manager.load(url('bad/good.safetensors'));
   assert.equal(manager.state, 'ready');
   await manager.close();
