@@ -377,3 +377,140 @@ async fn a_stream_is_loaded_once_and_cannot_be_inspected() {
     assert_eq!(error.code(), ErrorCode::InvalidArgument);
     manager.shutdown().await;
 }
+
+/// What a load of `files` ends with: every tensor, or the error's code.
+type Outcome = Result<Vec<(String, Vec<usize>, DType, Vec<f64>)>, ErrorCode>;
+
+async fn outcome(manager: &ModelManager, load: model_manager::LoadHandle) -> Outcome {
+    let result = match load.await {
+        Ok(_) => Ok(contents(manager)),
+        Err(e) => Err(e.code()),
+    };
+    match manager.current_state() {
+        State::Ready => manager.unload().await.unwrap(),
+        State::Failed => {
+            assert_eq!(manager.resident_bytes(), 0);
+            manager.reset().unwrap();
+        }
+        other => panic!("the load ended in {other}"),
+    }
+    result
+}
+
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One change to one file: cut it short, or flip one byte.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        None,
+        Cut { file: usize, at: usize },
+        Flip { file: usize, at: usize, mask: u8 },
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            Just(Damage::None),
+            (0..32usize, 0..1usize << 14).prop_map(|(file, at)| Damage::Cut { file, at }),
+            (0..32usize, 0..1usize << 14, 1..=255u8).prop_map(|(file, at, mask)| Damage::Flip {
+                file,
+                at,
+                mask
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Streamed in any order and any pieces, a folder (intact or
+        /// damaged in one place) loads exactly as the same files in
+        /// memory do: the same tensors, or an error of the same code.
+        #[test]
+        fn a_stream_loads_as_the_files_do(
+            damage in damage(),
+            order in Just(()).prop_perturb(|_, mut rng| {
+                let mut order: Vec<usize> = (0..32).collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.random_range(0..=i));
+                }
+                order
+            }),
+            pieces in prop::collection::vec(1usize..6000, 1..8),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            write_pipeline(dir.path());
+            let mut files = files_of(dir.path());
+            match damage {
+                Damage::None => {}
+                Damage::Cut { file, at } => {
+                    let n = files.len();
+                    let bytes = &mut files[file % n].1;
+                    bytes.truncate(at % (bytes.len() + 1));
+                }
+                Damage::Flip { file, at, mask } => {
+                    let n = files.len();
+                    let bytes = &mut files[file % n].1;
+                    if !bytes.is_empty() {
+                        let i = at % bytes.len();
+                        bytes[i] ^= mask;
+                    }
+                }
+            }
+            let ordered: Vec<(String, Vec<u8>)> = order
+                .iter()
+                .filter(|&&i| i < files.len())
+                .map(|&i| files[i].clone())
+                .collect();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let manager = ModelManager::new().unwrap();
+                let in_memory = manager.load(ModelSource::files(files.clone())).unwrap();
+                let expected = outcome(&manager, in_memory).await;
+                let (source, writer) = ModelSource::stream();
+                let load = manager.load(source).unwrap();
+                let feeding = async {
+                    // Pieces of varying size, as the network delivers them.
+                    for (k, (name, bytes)) in ordered.iter().enumerate() {
+                        if writer.writable().await.is_err() {
+                            return;
+                        }
+                        if writer.begin(name, Some(bytes.len() as u64)).is_err() {
+                            return;
+                        }
+                        let mut rest = &bytes[..];
+                        let mut p = k;
+                        while !rest.is_empty() {
+                            let piece = pieces[p % pieces.len()].min(rest.len());
+                            p += 1;
+                            match writer.write(&rest[..piece]) {
+                                Ok(0) => {
+                                    if writer.writable().await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(n) => rest = &rest[n..],
+                                Err(_) => return,
+                            }
+                        }
+                        if writer.end().is_err() {
+                            return;
+                        }
+                    }
+                    if writer.writable().await.is_ok() {
+                        let _ = writer.finish();
+                    }
+                };
+                let ((), streamed) = tokio::join!(feeding, outcome(&manager, load));
+                manager.shutdown().await;
+                prop_assert_eq!(streamed, expected);
+                Ok(())
+            })?;
+        }
+    }
+}
