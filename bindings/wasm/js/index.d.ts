@@ -341,7 +341,8 @@ export declare class WorkerModelManager {
   constructor(options?: ModelManagerOptions, setup?: { worker?: Worker });
   /** Resolves once the worker's manager exists. */
   readonly ready: Promise<void>;
-  load(source: ModelSource | StreamSource, options?: StreamLoadOptions): Promise<Snapshot>;
+  load(source: ModelSource, options?: LoadOptions): Promise<Snapshot>;
+  load(source: StreamSource, options?: StreamLoadOptions): Promise<Snapshot>;
   cancel(): Promise<boolean>;
   unload(): Promise<void>;
   reset(): Promise<void>;

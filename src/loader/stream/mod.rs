@@ -16,6 +16,12 @@
 //! producer calls [`StreamWriter::finish`]. A weights file the layout does
 //! not use is freed then.
 //!
+//! Progress counts tensor bytes and tensors as they are written; its
+//! totals grow as each weights file's header arrives (a stream does not
+//! know the model's size up front; a producer that knows its files'
+//! lengths can report the download against them). The memory budget is
+//! checked file by file, before each file's buffers are allocated.
+//!
 //! Lifecycle and errors are those of any load: progress at every write,
 //! cancel at any moment (the load frees what it holds, then is `Idle`),
 //! and a producer's failure ([`StreamWriter::abort`], or a file that ends

@@ -204,6 +204,22 @@ test('an abort, cancel() and free() stop a download mid-way and free what it hel
   }
 });
 
+test('a later load supersedes a download in flight, which stops', async () => {
+  registry.put('race/slow.safetensors', f32Model(16, 1 << 16), { mode: 'slow', delayMs: 10 });
+  registry.put('race/fast.safetensors', f32Model(2, 100, 7));
+  const manager = new ModelManager();
+  let first = null;
+  const slow = manager.load(url('race/slow.safetensors'), { onProgress: (p) => (first = p) });
+  while (first === null) await new Promise((resolve) => setTimeout(resolve, 5));
+  const fast = manager.load(url('race/fast.safetensors'));
+  await rejectsWith(slow, ErrorCode.Superseded);
+  await fast;
+  assert.equal(manager.state, 'ready');
+  checkRamp(manager, 't1', 100, 107);
+  assert.equal(manager.residentBytes, 2 * 100 * 4);
+  await manager.close();
+});
+
 test('option checks', async () => {
   const manager = new ModelManager();
   await rejectsWith(manager.load(url('x.safetensors'), { stallTimeout: -1 }), ErrorCode.InvalidArgument);
