@@ -373,13 +373,16 @@ impl StreamWriter {
                     return Ok(());
                 }
                 let name = body.file.path.display().to_string();
-                stream_error(
+                let error = stream_error(
                     &name,
                     format!(
                         "file is truncated: it ended after {} of {want} bytes",
                         body.pos
                     ),
-                )
+                );
+                // The load frees the buffers as it ends.
+                inner.current = Current::Body(body);
+                error
             }
         };
         Err(self.fail_locked(inner, error))
@@ -427,15 +430,13 @@ impl StreamWriter {
         Ok(inner)
     }
 
-    /// Record `error` as the stream's outcome (the first one wins), free
-    /// what the stream holds, wake both sides; returns the outcome.
+    /// Record `error` as the stream's outcome (the first one wins) and wake
+    /// both sides; returns the outcome. What the stream holds (a file's
+    /// tensor buffers) is freed by the load as it ends, before it reports
+    /// `Failed`: the state never claims memory is back before it is.
     fn fail_locked(&self, mut inner: MutexGuard<'_, Inner>, error: Error) -> Error {
         let error = inner.failed.get_or_insert(error).clone();
-        let held = std::mem::take(&mut inner.current);
         drop(inner);
-        // Buffers are counted by the load's reservation: dropped here (on
-        // the producer's side) before the load, woken next, stops counting.
-        drop(held);
         self.shared.to_loader.notify_one();
         self.shared.to_writer.notify_one();
         error
