@@ -96,6 +96,8 @@ export class WorkerModelManager {
   #listeners = new Set();
   #progress = new Map();
   #closed = null;
+  /** Set once the worker failed: every later call rejects with it. */
+  #broken = null;
 
   /**
    * @param {object} [options] the ModelManager options (`chunkSize`, `dtype`, `memoryBudget`)
@@ -139,6 +141,7 @@ export class WorkerModelManager {
   }
 
   #fail(error) {
+    this.#broken ??= error;
     for (const { reject } of this.#pending.values()) reject(error);
     this.#pending.clear();
   }
@@ -148,6 +151,7 @@ export class WorkerModelManager {
     if (this.#closed !== null && op !== 'close') {
       return Promise.reject(new ModelManagerError('this ModelManager has been freed', ErrorCode.ShutDown));
     }
+    if (this.#broken !== null) return Promise.reject(this.#broken);
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
