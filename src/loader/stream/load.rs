@@ -18,12 +18,12 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use super::{Body, Current, Shared, StreamSource};
-use crate::loader::files::{FilePlan, Reader, Root};
+use crate::loader::files::{open_reader, FilePlan, Reader, Root};
 use crate::loader::plan::{resolve_root, Plan};
 use crate::loader::read::{
     candle_dtype, finish, plan_info, prepare, target_dtype, unsupported, ReadContext,
 };
-use crate::loader::safetensors::{parse_header, Header};
+use crate::loader::safetensors::Header;
 use crate::loader::LoaderService;
 use crate::pipeline::{Component, Pipeline, TensorPipeline};
 use crate::resource::Reservation;
@@ -167,7 +167,7 @@ impl<P: Pipeline> LoaderService<P> {
                     declared,
                     bytes,
                 } => {
-                    let body = self.allocate(&name, declared, &bytes, ctx, reservation);
+                    let body = self.allocate(&name, declared, bytes, ctx, reservation);
                     let mut inner = shared.lock();
                     let failed = inner.failed.is_some()
                         || !matches!(inner.current, Current::Allocating { .. });
@@ -228,26 +228,19 @@ impl<P: Pipeline> LoaderService<P> {
         &self,
         name: &str,
         declared: Option<u64>,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         ctx: &ReadContext<'_>,
         reservation: &mut Reservation,
     ) -> Result<Box<Body>> {
-        let path = PathBuf::from(name);
-        // The header says how long the file is; a declared length is
-        // checked against it.
-        let header = parse_header(&path, declared.unwrap_or(u64::MAX), |offset, n| {
-            usize::try_from(offset)
-                .ok()
-                .and_then(|start| bytes.get(start..start.checked_add(n)?))
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
-        })?;
         let header_end = bytes.len() as u64;
-        let file = FilePlan {
-            path,
-            reader: Reader::Memory(Arc::from(Vec::new())),
-            header,
-        };
+        // The header says how long the file is; a declared length is
+        // checked against it. Parsed as an in-memory file's header is.
+        let mut file = open_reader(
+            PathBuf::from(name),
+            Reader::Memory(bytes.into()),
+            declared.unwrap_or(u64::MAX),
+        )?;
+        file.reader = Reader::Memory(Arc::from(Vec::new()));
         let (peak, _) = counted(&file, ctx)?;
         self.resources.check_budget(peak)?;
         let prepared = prepare(&file, reservation)?;
