@@ -196,7 +196,7 @@ struct Chunk<'b> {
 /// A file's buffers, allocated, and where each tensor goes in them.
 pub(super) struct Prepared {
     /// Per buffer: its dtype and size in bytes.
-    pub(super) groups: Vec<(DType, u64)>,
+    groups: Vec<(DType, u64)>,
     /// Per tensor: its buffer and byte offset in it.
     pub(super) placement: Vec<(usize, u64)>,
     pub(super) buffers: Vec<Buffer>,
