@@ -7,6 +7,7 @@ import {
   streamFiles,
   pump,
   clearCache as clearStreamCache,
+  forgetCached,
   DEFAULT_STALL_TIMEOUT,
 } from './stream.js';
 
@@ -440,6 +441,7 @@ export class ModelManager {
       emit(files, false);
     };
     let failure = null;
+    const cached = { urls: new Set(), stores: [] };
     const pumped =
       writer === null
         ? Promise.resolve(null)
@@ -452,6 +454,7 @@ export class ModelManager {
             failed: (error) => {
               failure = error;
             },
+            cached,
           }).finally(() => writer.free());
     pumped.catch(() => {});
     const settle = () => {
@@ -465,9 +468,14 @@ export class ModelManager {
         handle.free();
         return snapshot;
       },
-      (error) => {
+      async (error) => {
         settle();
         handle.free();
+        if (error?.code === ErrorCode.InvalidModel || error?.code === ErrorCode.InvalidConfig) {
+          // A file read from (or stored in) the cache is not what it should
+          // be: the next load downloads it again.
+          await forgetCached(cached).catch(() => {});
+        }
         // The download's own error says more (the URL, the status).
         if (failure !== null && failure.code === error.code) throw failure;
         throw wrap(error, signal?.aborted ? { cause: signal.reason } : undefined);

@@ -201,8 +201,9 @@ export interface StreamLoadOptions {
    * later load of the same URL makes no request (`true`), or one
    * conditional request (`'revalidate'`: `If-None-Match` with the stored
    * ETag; a 304 reads the cached file, anything else downloads it again).
-   * A cached file is checked against its stored length as it loads; one
-   * that fails to load is deleted. Rejects with code 1 where there is no
+   * A cached file is checked against its stored length as it loads; when
+   * the load fails with code 8 or 9, the files it read from (or stored in)
+   * the cache are dropped from it. Rejects with code 1 where there is no
    * Cache API (Node).
    */
   cache?: boolean | 'revalidate';

@@ -102,6 +102,18 @@ async function openCache() {
   return globalThis.caches.open(CACHE_NAME);
 }
 
+/**
+ * After a load failed because a file is not what it should be (code 8 or
+ * 9): drop the files it read from the cache or stored there (once each
+ * store has settled), so that the next load downloads them again.
+ */
+export async function forgetCached({ urls, stores }) {
+  if (urls.size === 0) return;
+  await Promise.allSettled(stores);
+  const c = await openCache();
+  await Promise.allSettled([...urls].map((url) => c.delete(url)));
+}
+
 /** Delete every file `load(…, { cache: true })` kept. */
 export async function clearCache() {
   if (!globalThis.caches) return false;
@@ -202,7 +214,7 @@ function stallGuard(promise, ms, what) {
  *
  * `progress(files)` is called after every chunk with the per-file counts.
  */
-export async function pump(writer, files, { signal, cache, stallTimeout, fetch: fetchFn, progress, failed }) {
+export async function pump(writer, files, { signal, cache, stallTimeout, fetch: fetchFn, progress, failed, cached }) {
   const state = files.map((f) => ({ name: f.name, url: null, bytesDone: 0, bytesTotal: null, cached: false }));
   // Every request starts now (the server sends headers, and lengths, early);
   // bodies are read one file at a time, in order.
@@ -235,7 +247,6 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
     }
   };
   let current = null;
-  let fileDone = false;
   // A stream or Blob the load stopped reading is cancelled at once.
   const stop = () => reader?.cancel(signal.reason).catch(() => {});
   signal.addEventListener('abort', stop, { once: true });
@@ -244,10 +255,13 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
       const s = state[i];
       const file = await stallGuard(opened[i], stallTimeout, files[i].name);
       current = file;
-      fileDone = false;
       s.url = file.url;
       s.bytesTotal = file.length;
       s.cached = !!file.cached;
+      if (file.cached || file.store) {
+        cached.urls.add(file.url);
+        if (file.store) cached.stores.push(file.store);
+      }
       await writer.writable();
       writer.begin(files[i].name, file.length ?? undefined);
       if (file.bytes) {
@@ -271,7 +285,6 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
       }
       if (early !== null) throw early;
       writer.end();
-      fileDone = true;
       if (file.store) {
         await file.store.catch(() => {});
       }
@@ -280,15 +293,6 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
     writer.finish();
     return null;
   } catch (error) {
-    if (current?.cached || (current?.store && !fileDone)) {
-      // A cached file that does not load is dropped from the cache.
-      const { url } = current;
-      Promise.resolve(current.store)
-        .catch(() => {})
-        .then(() => openCache())
-        .then((c) => c.delete(url))
-        .catch(() => {});
-    }
     if (signal.aborted || writer.isClosed) return null; // the load ended first
     const failure =
       error instanceof ModelManagerError

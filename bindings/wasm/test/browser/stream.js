@@ -113,9 +113,30 @@ async function cached() {
     "cache: 'revalidate' asks once (If-None-Match, 304) and reads the cached file",
   );
   await mm.unload();
+  // An aborted load from the cache keeps the entry.
+  const abort = new AbortController();
+  const aborted = mm.load(url.href, { cache: true, signal: abort.signal });
+  abort.abort();
+  await rejectsWith(aborted, ErrorCode.Cancelled, 'a load from the cache aborted');
+  await mm.load(url.href, { cache: true });
+  check(count(await requests(), path) === n2 + 1, 'the entry survives an aborted load');
+  await mm.unload();
+  // A damaged entry (cut short, with its length recorded as cut) fails the
+  // load and is deleted: the next load downloads the file again.
+  const whole = new Uint8Array(await (await fetch(url.href)).arrayBuffer());
+  const before = count(await requests(), path);
+  const cut = whole.subarray(0, whole.length - 1000);
+  await (await caches.open('model-manager-v1')).put(
+    url.href,
+    new Response(cut, { headers: { 'content-length': String(cut.length) } }),
+  );
+  await rejectsWith(mm.load(url.href, { cache: true }), ErrorCode.InvalidModel, 'a damaged cached file fails the load');
+  await mm.load(url.href, { cache: true });
+  check(count(await requests(), path) === before + 1 && mm.state === 'ready', 'and is replaced by a fresh download');
+  await mm.unload();
   check((await ModelManager.clearCache()) === true, 'clearCache() deletes the cache');
   await mm.load(url.href, { cache: true });
-  check(count(await requests(), path) === n2 + 2, 'after clearCache() the file is downloaded again');
+  check(count(await requests(), path) === before + 2, 'after clearCache() the file is downloaded again');
   await mm.close();
 }
 
