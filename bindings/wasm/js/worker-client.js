@@ -12,6 +12,10 @@ const isA = (value, name) => typeof globalThis[name] === 'function' && value ins
  */
 function portable(source) {
   const here = globalThis.location?.href;
+  const tag = Object.prototype.toString.call(source);
+  if (ArrayBuffer.isView(source) || tag === '[object ArrayBuffer]' || tag === '[object SharedArrayBuffer]') {
+    return [source, []]; // copied into the message
+  }
   if (typeof source === 'string') return [new URL(source, here).href, []];
   if (source instanceof URL) return [source.href, []];
   if (isA(source, 'Request')) return [source.url, []];
@@ -27,6 +31,7 @@ function portable(source) {
     const entries = source instanceof Map ? [...source.entries()] : Object.entries(source);
     const transfer = [];
     const files = entries.map(([name, value]) => {
+      if (typeof value === 'string') return [name, value]; // a file's contents
       if (value instanceof URL) return [name, { __mmUrl: value.href }];
       if (isA(value, 'Request')) return [name, { __mmUrl: value.url }];
       const [message, t] = portable(value);

@@ -200,6 +200,12 @@ async function worker() {
     onProgress: (p) => p.bytesDone > MiB && abort.abort(),
   });
   await rejectsWith(promise, ErrorCode.Cancelled, 'an abort reaches the worker');
+  // Bytes and a files object with a Blob go to the worker too.
+  const small = new Uint8Array(await (await fetch(new URL('cached/model.safetensors', models))).arrayBuffer());
+  await mm.load(small.buffer);
+  check(mm.state === 'ready', 'an ArrayBuffer loads in the worker');
+  await mm.load({ 'config.json': '{"sample_size": 9}', 'model.safetensors': new Blob([small]) });
+  check(mm.sampleSize === 9, 'a files object with a Blob loads in the worker');
   await mm.close();
 }
 
