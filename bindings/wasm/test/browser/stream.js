@@ -206,6 +206,9 @@ async function worker() {
   check(mm.state === 'ready', 'an ArrayBuffer loads in the worker');
   await mm.load({ 'config.json': '{"sample_size": 9}', 'model.safetensors': new Blob([small]) });
   check(mm.sampleSize === 9, 'a files object with a Blob loads in the worker');
+  // A folder at a base URL relative to the page (resolved before it is sent).
+  await mm.load({ baseUrl: '/models/sd/', files: JSON.parse(params.get('sdFiles')) });
+  check(mm.sampleSize === 64, 'a diffusers folder at a relative base URL loads in the worker');
   await mm.close();
 }
 
