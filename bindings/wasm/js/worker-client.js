@@ -164,7 +164,7 @@ export class WorkerModelManager {
         this.#worker.postMessage({ id, op, args }, transfer);
       } catch (error) {
         this.#pending.delete(id);
-        reject(new ModelManagerError(`invalid argument: the source cannot be sent to the worker: ${error.message}`, ErrorCode.InvalidArgument));
+        reject(new ModelManagerError(`invalid argument: the source or an option cannot be sent to the worker: ${error.message}`, ErrorCode.InvalidArgument));
       }
     });
   }
