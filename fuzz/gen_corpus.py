@@ -3,7 +3,8 @@
 
 header:        single safetensors files, valid and damaged.
 folder,
-inspect_path:  model folders in the archive format of fuzz/src/lib.rs
+inspect_path,
+stream:        model folders in the archive format of fuzz/src/lib.rs
                (b"MMF1", then per file: u8 name length, name, u32 LE length,
                contents): a single model, sharded checkpoints (with "./"
                names), diffusers pipelines, and a few broken ones.
@@ -151,6 +152,7 @@ def main():
         data = archive(files)
         write("folder", name, data)
         write("inspect_path", name, data)
+        write("stream", name, data)
     for name, data in C_API.items():
         write("c_api", name, data)
     return 0

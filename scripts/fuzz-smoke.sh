@@ -25,7 +25,7 @@ fi
 CARGO_FUZZ_VERSION=0.13.2
 TOOLCHAIN=${MM_FUZZ_TOOLCHAIN:-nightly}
 SECONDS_PER_TARGET=${MM_FUZZ_SECONDS:-25}
-TARGETS=(header folder inspect_path c_api)
+TARGETS=(header folder inspect_path stream c_api)
 target_root=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target_root"
 FUZZ_TARGET_DIR="$(cd "$target_root" && pwd)/fuzz"

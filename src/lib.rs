@@ -55,7 +55,8 @@ pub use builder::ModelManagerBuilder;
 pub use error::{Blocker, Error, ErrorCode, Result};
 pub use loader::{
     default_read_threads, default_read_threads_for, inspect, ComponentSummary, LoadHandle,
-    ModelSource, ModelSummary, Pace, ProgressHook, TensorSummary, DEFAULT_CHUNK_SIZE,
+    ModelSource, ModelSummary, Pace, ProgressHook, StreamSource, StreamWriter, TensorSummary,
+    DEFAULT_CHUNK_SIZE,
 };
 pub use manager::ModelManager;
 pub use pipeline::{Assembly, Component, Lease, Pipeline, PipelineInfo, TensorPipeline};

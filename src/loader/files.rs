@@ -271,9 +271,31 @@ pub(crate) enum Root {
         jail: PathBuf,
     },
     Memory(Arc<BTreeMap<String, Arc<[u8]>>>),
+    /// The files of a stream, once in: small files whole, weights files
+    /// (listed in `files` without their bytes, which are in their tensors
+    /// already) by their headers.
+    Arrived {
+        files: Arc<BTreeMap<String, Arc<[u8]>>>,
+        headers: BTreeMap<String, Header>,
+    },
 }
 
 impl Root {
+    /// The root of a stream's files: `small` whole, weights by header.
+    pub(crate) fn arrived(
+        small: BTreeMap<String, Arc<[u8]>>,
+        headers: BTreeMap<String, Header>,
+    ) -> Self {
+        let mut files = small;
+        for name in headers.keys() {
+            files.insert(name.clone(), Arc::from(Vec::new()));
+        }
+        Root::Arrived {
+            files: Arc::new(files),
+            headers,
+        }
+    }
+
     pub(crate) fn dir(dir: PathBuf, jail: PathBuf) -> Self {
         let jail = jail.canonicalize().unwrap_or(jail);
         Root::Dir { dir, jail }
@@ -283,7 +305,7 @@ impl Root {
     pub(crate) fn display(&self, rel: &str) -> PathBuf {
         match self {
             Root::Dir { dir, .. } => dir.join(rel),
-            Root::Memory(_) => PathBuf::from(rel),
+            Root::Memory(_) | Root::Arrived { .. } => PathBuf::from(rel),
         }
     }
 
@@ -332,7 +354,7 @@ impl Root {
     pub(crate) fn has_file(&self, rel: &str) -> bool {
         match self {
             Root::Dir { dir, .. } => std::fs::symlink_metadata(dir.join(rel)).is_ok(),
-            Root::Memory(files) => files.contains_key(rel),
+            Root::Memory(files) | Root::Arrived { files, .. } => files.contains_key(rel),
         }
     }
 
@@ -348,7 +370,7 @@ impl Root {
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter(|n| n.ends_with(".safetensors"))
                 .collect(),
-            Root::Memory(files) => {
+            Root::Memory(files) | Root::Arrived { files, .. } => {
                 let prefix = join_rel(dir, "");
                 files
                     .range::<str, _>((
@@ -392,7 +414,7 @@ impl Root {
                     None => Ok(None),
                 }
             }
-            Root::Memory(files) => match files.get(rel) {
+            Root::Memory(files) | Root::Arrived { files, .. } => match files.get(rel) {
                 Some(bytes) => parse_json(path, bytes).map(Some),
                 None => Ok(None),
             },
@@ -413,6 +435,16 @@ impl Root {
                     path: PathBuf::from(rel),
                 })?;
                 open_memory(PathBuf::from(rel), bytes.clone())
+            }
+            Root::Arrived { headers, .. } => {
+                let header = headers.get(rel).ok_or_else(|| Error::MissingFile {
+                    path: PathBuf::from(rel),
+                })?;
+                Ok(FilePlan {
+                    path: PathBuf::from(rel),
+                    reader: Reader::Memory(Arc::from(Vec::new())),
+                    header: header.clone(),
+                })
             }
         }
     }

@@ -35,6 +35,7 @@ mod read;
 mod runtime;
 pub(crate) mod safetensors;
 mod source;
+mod stream;
 mod task;
 mod ticket;
 
@@ -51,7 +52,7 @@ use tokio_util::task::TaskTracker;
 pub use inspect::{inspect, ComponentSummary, ModelSummary, TensorSummary};
 pub use read::ProgressHook;
 pub(crate) use runtime::Runtime;
-pub use source::ModelSource;
+pub use source::{ModelSource, StreamSource, StreamWriter};
 pub use ticket::LoadHandle;
 pub(crate) use ticket::LoadTicket;
 

@@ -83,6 +83,9 @@ pub(crate) fn resolve(source: &ModelSource) -> Result<Plan> {
             bytes.clone(),
         )?)),
         ModelSource::Files(files) => resolve_root(&Root::Memory(files.clone())),
+        ModelSource::Stream(_) => Err(Error::InvalidArgument(
+            "a stream's files are read once, by its load: it cannot be inspected".into(),
+        )),
     }
 }
 
@@ -100,7 +103,7 @@ fn single(file: FilePlan) -> Plan {
 
 /// A folder (on disk or in memory): a diffusers pipeline, a model folder, or
 /// a folder holding a single weights file.
-fn resolve_root(root: &Root) -> Result<Plan> {
+pub(super) fn resolve_root(root: &Root) -> Result<Plan> {
     if let Some(index) = root.read_json("model_index.json")? {
         return resolve_pipeline(root, &index);
     }

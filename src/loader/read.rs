@@ -194,12 +194,12 @@ struct Chunk<'b> {
 }
 
 /// A file's buffers, allocated, and where each tensor goes in them.
-struct Prepared {
+pub(super) struct Prepared {
     /// Per buffer: its dtype and size in bytes.
     groups: Vec<(DType, u64)>,
     /// Per tensor: its buffer and byte offset in it.
-    placement: Vec<(usize, u64)>,
-    buffers: Vec<Buffer>,
+    pub(super) placement: Vec<(usize, u64)>,
+    pub(super) buffers: Vec<Buffer>,
 }
 
 /// Where each of a file's tensors goes: one buffer per dtype (its dtype and
@@ -232,7 +232,7 @@ pub(super) fn layout(file: &FilePlan) -> Result<Layout> {
 /// One buffer per dtype for the whole file: one allocation, straight from
 /// the OS (so it goes straight back on free, whatever the allocator's
 /// heuristics), advised to use huge pages; each tensor becomes a view into it.
-fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
+pub(super) fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
     let (groups, placement) = layout(file)?;
     let mut buffers = Vec::with_capacity(groups.len());
     for &(dtype, bytes) in &groups {
@@ -254,7 +254,7 @@ fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
 }
 
 /// Hand the read buffers to candle and cut them into the file's tensors.
-fn finish(
+pub(super) fn finish(
     file: &FilePlan,
     prepared: Prepared,
     ctx: &ReadContext<'_>,
@@ -332,7 +332,7 @@ pub(super) fn cut(
     Ok(tensors)
 }
 
-fn plan_info(plan: &Plan) -> PipelineInfo {
+pub(super) fn plan_info(plan: &Plan) -> PipelineInfo {
     PipelineInfo {
         sample_size: plan.sample_size,
         config: plan.config.clone(),

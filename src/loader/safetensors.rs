@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::{Error, Result};
 
 /// The reference parser's cap on the header size.
-const MAX_HEADER: u64 = 100_000_000;
+pub(crate) const MAX_HEADER: u64 = 100_000_000;
 
 /// One tensor as the header describes it.
 #[derive(Debug, Clone)]

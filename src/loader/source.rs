@@ -23,6 +23,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use super::stream::{StreamSource, StreamWriter};
+
 /// What to load.
 ///
 /// Whatever a source holds, a load or an [`inspect`](crate::inspect) of it
@@ -73,6 +75,10 @@ pub enum ModelSource {
     /// A model folder or diffusers pipeline held in memory: relative file
     /// names (`unet/config.json`) to their contents.
     Files(Arc<BTreeMap<String, Arc<[u8]>>>),
+    /// A model whose files arrive while it loads (a download), written
+    /// straight into the tensors by the [`StreamWriter`] that
+    /// [`ModelSource::stream`] returns with it. Loaded once.
+    Stream(StreamSource),
 }
 
 impl ModelSource {
@@ -136,6 +142,14 @@ impl ModelSource {
         ModelSource::Bytes(bytes.into())
     }
 
+    /// A model that arrives while it loads: load the source, feed its files
+    /// through the writer (see [`StreamWriter`]). Each byte of tensor data
+    /// is written once, into its tensor.
+    pub fn stream() -> (Self, StreamWriter) {
+        let (source, writer) = super::stream::channel();
+        (ModelSource::Stream(source), writer)
+    }
+
     /// A multi-file layout in memory, from `(relative name, contents)` pairs.
     pub fn files<N: Into<String>, B: Into<Arc<[u8]>>>(
         files: impl IntoIterator<Item = (N, B)>,
@@ -167,6 +181,7 @@ impl PartialEq for ModelSource {
             ) => a == b && ra.as_deref().unwrap_or("main") == rb.as_deref().unwrap_or("main"),
             (ModelSource::Bytes(a), ModelSource::Bytes(b)) => Arc::ptr_eq(a, b),
             (ModelSource::Files(a), ModelSource::Files(b)) => Arc::ptr_eq(a, b),
+            (ModelSource::Stream(a), ModelSource::Stream(b)) => a == b,
             _ => false,
         }
     }
@@ -183,6 +198,7 @@ impl fmt::Display for ModelSource {
             }
             ModelSource::Bytes(b) => write!(f, "<{} bytes in memory>", b.len()),
             ModelSource::Files(m) => write!(f, "<{} files in memory>", m.len()),
+            ModelSource::Stream(_) => write!(f, "<stream>"),
         }
     }
 }

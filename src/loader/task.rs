@@ -14,7 +14,7 @@ use super::ticket::LoadTicket;
 use super::LoaderService;
 use crate::pipeline::{Installed, Pipeline, Resident};
 use crate::state::store::Txn;
-use crate::{Error, Result};
+use crate::{Error, ModelSource, Result};
 
 /// Ends a load whose task was dropped before it could: nothing was read (or
 /// what was read was dropped with the task), so the load ends as cancelled.
@@ -85,18 +85,30 @@ impl<P: Pipeline> LoaderService<P> {
     /// peak, read, assemble.
     #[cfg(not(target_arch = "wasm32"))]
     fn read(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
-        let plan = resolve(&ticket.model)?;
-        // Device memory only: the CUDA path's pinned staging is host
-        // memory, pooled for the manager's life.
-        let needed = peak_bytes(&plan, self.config.dtype, self.resources.device())?;
-        self.resources.check_budget(needed)?;
-        self.resources.note_load_start();
-        let mut reservation = self.resources.reservation();
         let ctx = self.read_context(ticket);
-        // No pacing on native: the read never suspends, so this completes
-        // in one poll on this blocking thread.
-        let loaded = complete_now(read_plan(plan, &ctx, &mut reservation, None))
-            .unwrap_or_else(|| Err(Error::Device("internal: an unpaced read suspended".into())));
+        let (loaded, reservation) = if let ModelSource::Stream(stream) = &*ticket.model {
+            // Waits for the producer on this blocking thread; the budget is
+            // checked file by file, as headers arrive.
+            self.resources.note_load_start();
+            let mut reservation = self.resources.reservation();
+            let loaded = super::stream::block_on(self.read_stream(stream, &ctx, &mut reservation));
+            (loaded, reservation)
+        } else {
+            let plan = resolve(&ticket.model)?;
+            // Device memory only: the CUDA path's pinned staging is host
+            // memory, pooled for the manager's life.
+            let needed = peak_bytes(&plan, self.config.dtype, self.resources.device())?;
+            self.resources.check_budget(needed)?;
+            self.resources.note_load_start();
+            let mut reservation = self.resources.reservation();
+            // No pacing on native: the read never suspends, so this
+            // completes in one poll on this blocking thread.
+            let loaded = complete_now(read_plan(plan, &ctx, &mut reservation, None))
+                .unwrap_or_else(|| {
+                    Err(Error::Device("internal: an unpaced read suspended".into()))
+                });
+            (loaded, reservation)
+        };
         let resident = loaded.and_then(|loaded| {
             self.pipelines.assemble(
                 loaded,
@@ -115,6 +127,18 @@ impl<P: Pipeline> LoaderService<P> {
     /// A load on the JS event loop: the same steps, yielding between chunks.
     #[cfg(target_arch = "wasm32")]
     async fn read_paced(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
+        if let ModelSource::Stream(stream) = &*ticket.model {
+            // Paced by the producer: the load waits for its bytes.
+            let mut reservation = self.resources.reservation();
+            let ctx = self.read_context(ticket);
+            let loaded = self.read_stream(stream, &ctx, &mut reservation).await?;
+            return self.pipelines.assemble(
+                loaded,
+                self.resources.device(),
+                self.config.dtype,
+                reservation,
+            );
+        }
         let plan = resolve(&ticket.model)?;
         self.resources.check_budget(peak_bytes(
             &plan,

@@ -1,31 +1,42 @@
-// Load a model from disk in Node: a .safetensors file, a model folder or a
-// diffusers pipeline folder. Ctrl-C cancels the load.
+// Load a model in Node from disk or from a URL: a .safetensors file, a model
+// folder or a diffusers pipeline folder, streamed file by file into wasm
+// memory (no file is read whole into a buffer). Ctrl-C cancels the load.
 //
 //   node examples/node.mjs path/to/model.safetensors
 //   node examples/node.mjs path/to/stable-diffusion-folder
-import { readFile, readdir, stat } from 'node:fs/promises';
+//   node examples/node.mjs https://example.com/model.safetensors
+import { createReadStream } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
+import { Readable } from 'node:stream';
 import { ModelManager, ModelManagerError, ErrorCode } from 'model-manager-wasm';
 
-/** A folder as { "unet/config.json": bytes, ... } (JSON and safetensors only). */
-async function readFolder(dir) {
+/** A file on disk as a stream of its bytes. */
+const fileStream = (path) => Readable.toWeb(createReadStream(path));
+
+/** A folder as { "unet/config.json": stream, ... } (JSON and safetensors only). */
+async function folder(dir) {
   const files = {};
   for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
     if (!entry.isFile() || !/\.(json|safetensors)$/.test(entry.name)) continue;
     const path = join(entry.parentPath ?? entry.path, entry.name);
-    files[relative(dir, path).split(sep).join('/')] = await readFile(path);
+    files[relative(dir, path).split(sep).join('/')] = fileStream(path);
   }
   return files;
 }
 
-const path = process.argv[2];
-if (!path) {
-  console.error('usage: node examples/node.mjs MODEL_FILE_OR_FOLDER');
+const arg = process.argv[2];
+if (!arg) {
+  console.error('usage: node examples/node.mjs MODEL_FILE_OR_FOLDER_OR_URL');
   process.exit(2);
 }
-const source = (await stat(path)).isDirectory() ? await readFolder(path) : await readFile(path);
+const source = /^https?:\/\//.test(arg)
+  ? arg // fetched, and streamed as it downloads
+  : (await stat(arg)).isDirectory()
+    ? await folder(arg)
+    : fileStream(arg);
 
-const manager = new ModelManager({ chunkSize: 4 << 20 });
+const manager = new ModelManager(); // no init() needed in Node
 manager.onStateChange(({ from, to, command }) => console.log(`state: ${from} -> ${to} (${command})`));
 
 const abort = new AbortController();
@@ -34,7 +45,7 @@ try {
   await manager.load(source, {
     signal: abort.signal,
     onProgress: ({ bytesDone, bytesTotal, tensorsDone, tensorsTotal }) =>
-      console.log(`loading: ${bytesDone}/${bytesTotal} bytes, ${tensorsDone}/${tensorsTotal} tensors`),
+      console.log(`loading: ${bytesDone}/${bytesTotal ?? '?'} bytes, ${tensorsDone}/${tensorsTotal} tensors`),
   });
 } catch (error) {
   if (error instanceof ModelManagerError && error.code === ErrorCode.Cancelled) {
@@ -47,7 +58,7 @@ try {
   process.exit(1);
 }
 
-console.log(`ready: sample_size = ${manager.sampleSize}`);
+console.log(`ready: sample_size = ${manager.sampleSize}, ${manager.residentBytes} bytes resident`);
 const lease = manager.acquire(); // `using lease = ...` where supported
 try {
   for (const name of lease.tensorNames().slice(0, 5)) {

@@ -3,6 +3,7 @@ import initWasm, * as raw from '../pkg/model_manager_wasm.js';
 import { install } from './core.js';
 
 export { ModelManager, ModelPool, Lease, ModelManagerError, ErrorCode } from './core.js';
+export { WorkerModelManager, WorkerLease } from './worker-client.js';
 
 /**
  * A turn of the event loop: a MessageChannel post is a macrotask without the

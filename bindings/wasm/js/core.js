@@ -2,6 +2,15 @@
 // Shared by the browser entry (browser.js) and the Node entry (node.js),
 // which instantiate the wasm module and call `install`.
 
+import {
+  isStreamSource,
+  streamFiles,
+  pump,
+  clearCache as clearStreamCache,
+  forgetCached,
+  DEFAULT_STALL_TIMEOUT,
+} from './stream.js';
+
 /** @type {typeof import('../pkg/model_manager_wasm.js') | null} */
 let raw = null;
 
@@ -303,6 +312,7 @@ export class ModelManager {
    * @param {{ onProgress?: (p: object) => void, signal?: AbortSignal }} [options]
    */
   load(source, options = {}) {
+    if (isStreamSource(source)) return this.#loadStream(source, options ?? {});
     const { onProgress, signal } = options ?? {};
     let handle;
     try {
@@ -353,6 +363,138 @@ export class ModelManager {
         throw wrap(error, signal?.aborted ? { cause: signal.reason } : undefined);
       },
     );
+  }
+
+  /** A streamed source: downloads (or reads) its files chunk by chunk into
+   * their tensors while the load runs. */
+  #loadStream(source, options) {
+    const {
+      onProgress,
+      signal,
+      cache = false,
+      stallTimeout = DEFAULT_STALL_TIMEOUT,
+      fetch: fetchFn = globalThis.fetch,
+    } = options;
+    let handle;
+    let writer = null;
+    let files;
+    try {
+      const manager = this.#live();
+      if (onProgress !== undefined && onProgress !== null && typeof onProgress !== 'function') {
+        throw invalid('onProgress must be a function');
+      }
+      if (typeof stallTimeout !== 'number' || !(stallTimeout >= 0)) {
+        throw invalid('stallTimeout must be a number of milliseconds (0 or Infinity: no limit)');
+      }
+      if (typeof fetchFn !== 'function') throw invalid('fetch must be a function');
+      if (cache && !globalThis.caches) {
+        throw invalid('cache: the Cache API is not available here (a browser or a worker, in a secure context)');
+      }
+      if (signal?.aborted) {
+        throw new ModelManagerError('load cancelled: the signal was already aborted', ErrorCode.Cancelled, {
+          cause: signal.reason,
+        });
+      }
+      files = streamFiles(source);
+      const current = this.#current;
+      const state = manager.state;
+      if (current !== null && current.key === source && (state === 'loading' || state === 'ready' || state === 'unloading')) {
+        // The same source (object, or URL string) is not loaded again.
+        handle = call(() => manager.load(current.source));
+      } else {
+        const rawSrc = call(() => raw.RawSource.stream());
+        writer = rawSrc.takeWriter();
+        try {
+          handle = call(() => manager.load(rawSrc));
+        } catch (error) {
+          writer.free();
+          rawSrc.free();
+          throw error;
+        }
+        this.#forgetSource();
+        this.#current = { key: source, source: rawSrc };
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const downloads = new AbortController();
+    const onAbort = () => {
+      handle.cancel();
+      downloads.abort(signal.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let latest = null;
+    const emit = (files, final) => {
+      const p = handle.progress;
+      const totals = files.map((f) => f.bytesTotal);
+      const progress = {
+        bytesDone: files.reduce((sum, f) => sum + f.bytesDone, 0),
+        bytesTotal: totals.includes(null) ? null : totals.reduce((a, b) => a + b, 0),
+        tensorsDone: p.tensorsDone,
+        tensorsTotal: p.tensorsTotal,
+        file: p.file,
+        files: files.map((f) => ({ ...f })),
+      };
+      if (final) progress.bytesTotal = progress.bytesDone;
+      if (typeof onProgress === 'function') {
+        try {
+          onProgress(progress);
+        } catch (error) {
+          report(error);
+        }
+      }
+    };
+    const progressOf = (files) => {
+      latest = files;
+      emit(files, false);
+    };
+    let failure = null;
+    const cached = { urls: new Set(), stores: [] };
+    const pumped =
+      writer === null
+        ? Promise.resolve(null)
+        : pump(writer, files, {
+            signal: downloads.signal,
+            cache: cache === 'revalidate' ? cache : !!cache,
+            stallTimeout,
+            fetch: fetchFn,
+            progress: progressOf,
+            failed: (error) => {
+              failure = error;
+            },
+            cached,
+          }).finally(() => writer.free());
+    pumped.catch(() => {});
+    const settle = () => {
+      signal?.removeEventListener('abort', onAbort);
+      downloads.abort();
+    };
+    return handle.wait(null).then(
+      (snapshot) => {
+        settle();
+        if (latest !== null) emit(latest, true);
+        handle.free();
+        return snapshot;
+      },
+      async (error) => {
+        settle();
+        handle.free();
+        if (error?.code === ErrorCode.InvalidModel || error?.code === ErrorCode.InvalidConfig) {
+          // A file read from (or stored in) the cache is not what it should
+          // be: the next load downloads it again.
+          await forgetCached(cached).catch(() => {});
+        }
+        // The download's own error says more (the URL, the status).
+        if (failure !== null && failure.code === error.code) throw failure;
+        throw wrap(error, signal?.aborted ? { cause: signal.reason } : undefined);
+      },
+    );
+  }
+
+  /** Delete every file `load(url, { cache: true })` kept in the browser's
+   * Cache API. Resolves to whether there was anything to delete. */
+  static clearCache() {
+    return clearStreamCache();
   }
 
   /** Cancel the load in flight (or waiting for an unload). Returns whether

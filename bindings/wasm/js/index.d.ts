@@ -145,6 +145,78 @@ export type Bytes = Uint8Array | ArrayBuffer | SharedArrayBuffer | ArrayBufferVi
  */
 export type ModelSource = Bytes | Record<string, Bytes | string> | Map<string, Bytes | string>;
 
+/** One file of a streamed model: fetched (a URL string or `URL`, a
+ * `Request`), or read (a `Response`, a `ReadableStream`, a `Blob` or `File`). */
+export type StreamFile = string | URL | Request | Response | ReadableStream<Uint8Array> | Blob;
+
+/**
+ * What `load` streams: one safetensors file from a URL, a `Request`, a
+ * `Response`, a `ReadableStream` or a `Blob`; a model folder on a server
+ * (`{ baseUrl, files }`: the names, such as `"unet/config.json"`, are
+ * resolved against `baseUrl`); or file names mapped to any of these or to
+ * bytes (a string in such an object is a file's contents, not a URL: pass a
+ * `URL`).
+ */
+export type StreamSource =
+  | StreamFile
+  | { baseUrl: string | URL; files: string[] }
+  | Record<string, StreamFile | Bytes | string>
+  | Map<string, StreamFile | Bytes | string>;
+
+/** Progress of one file of a streamed load. */
+export interface FileProgress {
+  /** The file's name in the model (`unet/config.json`). */
+  name: string;
+  /** Where it comes from, once opened. */
+  url: string | null;
+  /** Bytes received (each is written into its place as it arrives). */
+  bytesDone: number;
+  /** `Content-Length` (or the Blob's size), when known. */
+  bytesTotal: number | null;
+  /** Whether it came from the Cache API. */
+  cached: boolean;
+}
+
+/** Progress of a streamed load: download and load are one (each byte is
+ * written into its tensor as it arrives). */
+export interface StreamProgress {
+  /** Bytes received so far, every file together. Never decreases. */
+  bytesDone: number;
+  /** Every file's length together, once each is known; else `null`. */
+  bytesTotal: number | null;
+  /** Tensors complete so far. Never decreases. */
+  tensorsDone: number;
+  /** Tensors of the weights files whose header has arrived. */
+  tensorsTotal: number;
+  /** The weights file being written. */
+  file: string | null;
+  /** Each file, in order. */
+  files: FileProgress[];
+}
+
+export interface StreamLoadOptions {
+  /** Called after every chunk written, and last with the totals. */
+  onProgress?: (progress: StreamProgress) => void;
+  /** Aborting it cancels the downloads and the load (code 3). */
+  signal?: AbortSignal;
+  /**
+   * Keep downloaded files in the browser's Cache API, keyed by URL: a
+   * later load of the same URL makes no request (`true`), or one
+   * conditional request (`'revalidate'`: `If-None-Match` with the stored
+   * ETag; a 304 reads the cached file, anything else downloads it again).
+   * A cached file is checked against its stored length as it loads; when
+   * the load fails with code 8 or 9, the files it read from (or stored in)
+   * the cache are dropped from it. Rejects with code 1 where there is no
+   * Cache API (Node).
+   */
+  cache?: boolean | 'revalidate';
+  /** Fail with code 17 (Timeout) when a download sends nothing for this
+   * many milliseconds (default 30000; 0 or Infinity: never). */
+  stallTimeout?: number;
+  /** The `fetch` to use (default `globalThis.fetch`). */
+  fetch?: typeof fetch;
+}
+
 export interface ModelManagerOptions {
   /** Bytes read between two turns of the event loop (default 1 MiB). */
   chunkSize?: number;
@@ -195,6 +267,17 @@ export declare class ModelManager {
    */
   load(source: ModelSource, options?: LoadOptions): Promise<Snapshot>;
   /**
+   * Stream a model: each file is fetched (or read) chunk by chunk into its
+   * tensors' final place in wasm memory while the load runs; the model
+   * needs its size in wasm memory, not twice. Rejects with code 10 on a
+   * 404, 7 when a download fails (a dropped connection), 17 when one
+   * stalls, 8 when a file is not what its header describes (truncated, a
+   * wrong `Content-Length`), and as `load` does otherwise. Loading the
+   * same source (the same object, or the same URL string) again while it
+   * loads or is ready is not a reload.
+   */
+  load(source: StreamSource, options?: StreamLoadOptions): Promise<Snapshot>;
+  /**
    * Cancel the load in flight; returns whether there was one. The state
    * stays `loading` until the load has freed what it read (at its next
    * chunk), then becomes `idle` and the load's promise rejects (code 3).
@@ -237,6 +320,51 @@ export declare class ModelManager {
   close(): Promise<void>;
   [Symbol.dispose](): void;
   [Symbol.asyncDispose](): Promise<void>;
+  /** Delete every file `load(…, { cache: true })` kept; resolves to
+   * whether there was a cache to delete. */
+  static clearCache(): Promise<boolean>;
+}
+
+/** A lease held in the worker of a `WorkerModelManager`. */
+export declare class WorkerLease {
+  readonly released: boolean;
+  readonly info: ModelInfo;
+  readonly components: Component[];
+  tensorNames(): string[];
+  /** A copy of the tensor, moved out of the worker. */
+  tensor(name: string): Promise<Tensor | undefined>;
+  release(): Promise<void>;
+}
+
+/**
+ * The `ModelManager` API with the manager in a Web Worker (browsers): no
+ * step of a load runs on the page's main thread. Commands return promises;
+ * the getters give the worker's state as of its latest message.
+ */
+export declare class WorkerModelManager {
+  /** `worker`: a Worker running this package's `js/worker.js` (by default
+   * one is started from beside the package's JS). */
+  constructor(options?: ModelManagerOptions, setup?: { worker?: Worker });
+  /** Resolves once the worker's manager exists. */
+  readonly ready: Promise<void>;
+  load(source: ModelSource, options?: LoadOptions): Promise<Snapshot>;
+  load(source: StreamSource, options?: StreamLoadOptions): Promise<Snapshot>;
+  cancel(): Promise<boolean>;
+  unload(): Promise<void>;
+  reset(): Promise<void>;
+  acquire(): Promise<WorkerLease>;
+  readonly state: State;
+  readonly snapshot: Snapshot | null;
+  readonly sampleSize: number | null;
+  readonly info: ModelInfo | null;
+  readonly residentBytes: number;
+  readonly outstandingLeases: number;
+  readonly freed: boolean;
+  onStateChange(callback: (change: StateChange) => void): () => void;
+  /** Frees the manager, then ends the worker. */
+  close(): Promise<void>;
+  free(): void;
+  static clearCache(): Promise<boolean>;
 }
 
 export interface ModelPoolOptions {

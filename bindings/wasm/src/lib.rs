@@ -10,6 +10,8 @@
 //! What this layer does:
 //! - copies JS buffers into wasm memory once, as the core's in-memory
 //!   [`ModelSource`](model_manager::ModelSource) ([`RawSource`]);
+//! - feeds streamed models (a download): [`RawStream`] copies each chunk JS
+//!   receives straight into its tensor's final place in wasm memory;
 //! - turns the core's futures into Promises and its values (snapshots,
 //!   progress, events, errors with their stable numeric codes) into plain JS
 //!   objects;
@@ -41,12 +43,14 @@ mod manager;
 mod pace;
 mod pool;
 mod source;
+mod stream;
 
 pub use lease::RawLease;
 pub use manager::{RawLoad, RawManager, RawSubscription};
 pub use pace::set_pacer;
 pub use pool::{RawAcquire, RawPool};
 pub use source::RawSource;
+pub use stream::RawStream;
 
 use wasm_bindgen::prelude::*;
 

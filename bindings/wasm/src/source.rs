@@ -21,6 +21,7 @@ use model_manager::ErrorCode;
 pub struct RawSource {
     pub(crate) source: ModelSource,
     bytes: u64,
+    writer: Option<model_manager::StreamWriter>,
 }
 
 /// Check that `bytes` more can be allocated in wasm memory now, by
@@ -67,6 +68,7 @@ impl RawSource {
     pub fn from_bytes(data: &Uint8Array) -> Result<RawSource, JsValue> {
         Ok(RawSource {
             bytes: u64::from(data.length()),
+            writer: None,
             source: ModelSource::Bytes(copy_in(data, "the copy of the model")?),
         })
     }
@@ -96,7 +98,25 @@ impl RawSource {
         Ok(RawSource {
             source: ModelSource::files(files),
             bytes,
+            writer: None,
         })
+    }
+
+    /// A model whose files arrive while it loads; its writer is
+    /// [`take_writer`](Self::take_writer)'s.
+    pub fn stream() -> RawSource {
+        let (source, writer) = ModelSource::stream();
+        RawSource {
+            source,
+            bytes: 0,
+            writer: Some(writer),
+        }
+    }
+
+    /// The stream's writer (once; `undefined` for other sources).
+    #[wasm_bindgen(js_name = takeWriter)]
+    pub fn take_writer(&mut self) -> Option<crate::stream::RawStream> {
+        self.writer.take().map(crate::stream::RawStream::new)
     }
 
     /// Bytes held in wasm memory.

@@ -5,6 +5,8 @@ import { readFile } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { listen } from '../model-server.mjs';
+
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
 const types = {
@@ -16,10 +18,20 @@ const types = {
   '.map': 'application/json',
 };
 
-/** Start the server; resolves to `{ url, close() }`. */
-export function serve() {
+/** Start the server; resolves to `{ url, close() }`. Paths under
+ * `/models/` are `registry`'s (test/model-server.mjs), when given. */
+export function serve(registry) {
   const server = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://localhost').pathname);
+    if (registry && path === '/__requests') {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify(registry.requests));
+      return;
+    }
+    if (registry && path.startsWith('/models/')) {
+      registry.handle(req, res, path.slice('/models/'.length));
+      return;
+    }
     const file = normalize(join(root, path));
     if (!file.startsWith(root) || file.split(sep).includes('node_modules')) {
       res.writeHead(403).end();
@@ -36,14 +48,5 @@ export function serve() {
       res.writeHead(404).end();
     }
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      resolve({
-        url: `http://127.0.0.1:${port}/`,
-        close: () => new Promise((done) => server.close(done)),
-      });
-    });
-  });
+  return listen(server, () => registry?.closeAll());
 }

@@ -614,7 +614,7 @@ test('buffers of every kind: Uint8Array, ArrayBuffer, Node Buffer, other views, 
   mm.free();
 });
 
-test('the README example (examples/node.mjs) loads a diffusers folder from disk', async () => {
+test('the README example (examples/node.mjs) streams a diffusers folder and a file from disk, and a URL', async () => {
   const { mkdtemp, mkdir, writeFile, rm } = await import('node:fs/promises');
   const { tmpdir } = await import('node:os');
   const { join, dirname } = await import('node:path');
@@ -633,9 +633,31 @@ test('the README example (examples/node.mjs) loads a diffusers folder from disk'
       ),
     );
     assert.match(stdout, /state: idle -> loading \(load\)/);
-    assert.match(stdout, /ready: sample_size = 64/);
+    assert.match(stdout, /ready: sample_size = 64, 28 bytes resident/);
     assert.match(stdout, /unet\/conv_in\.weight: f32 \[2,2\] first = 10/);
     assert.match(stdout, /unloaded: 0 bytes resident/);
+    // A single file from disk, and a URL.
+    const single = join(dir, 'unet/diffusion_pytorch_model.safetensors');
+    const run = (arg) =>
+      new Promise((resolve, reject) =>
+        execFile(process.execPath, [script, arg], (error, out, err) =>
+          error ? reject(new Error(`${error.message}\n${err}`)) : resolve(out),
+        ),
+      );
+    assert.match(await run(single), /conv_in\.weight: f32 \[2,2\] first = 10/);
+    const { createServer } = await import('node:http');
+    const { readFile } = await import('node:fs/promises');
+    const bytes = await readFile(single);
+    const server = createServer((req, res) => res.writeHead(200, { 'content-length': bytes.length }).end(bytes));
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const out = await run(`http://127.0.0.1:${server.address().port}/model.safetensors`);
+      assert.match(out, new RegExp(`loading: ${bytes.length}/${bytes.length} bytes, 1/1 tensors`));
+      assert.match(out, /conv_in\.weight: f32 \[2,2\] first = 10/);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

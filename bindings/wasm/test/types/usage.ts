@@ -12,6 +12,10 @@ import init, {
   type Snapshot,
   type StateChange,
   type Tensor,
+  type StreamProgress,
+  type FileProgress,
+  WorkerModelManager,
+  type WorkerLease,
 } from 'model-manager-wasm';
 
 export async function example(weights: ArrayBuffer, unetConfig: string): Promise<void> {
@@ -79,3 +83,33 @@ async function pool() {
   new ModelPool({});
 }
 void pool;
+
+export async function streaming(): Promise<void> {
+  await init();
+  const manager = new ModelManager();
+  await manager.load('https://example.com/model.safetensors', {
+    cache: true,
+    stallTimeout: 10_000,
+    onProgress: (p: StreamProgress) => {
+      const total: number | null = p.bytesTotal;
+      const first: FileProgress | undefined = p.files[0];
+      void total;
+      void first;
+    },
+  });
+  await manager.load({ baseUrl: 'https://example.com/sd/', files: ['model_index.json', 'unet/config.json'] });
+  await manager.load({ 'config.json': '{}', 'model.safetensors': new URL('https://example.com/m.safetensors') });
+  await manager.load(new Blob([]));
+  const cleared: boolean = await ModelManager.clearCache();
+  void cleared;
+
+  const worker = new WorkerModelManager({ dtype: 'f16' });
+  await worker.load(new URL('https://example.com/model.safetensors'), { cache: true });
+  const lease: WorkerLease = await worker.acquire();
+  const t: Tensor | undefined = await lease.tensor('w');
+  void t;
+  await lease.release();
+  await worker.close();
+  // @ts-expect-error: acquire() is asynchronous in a worker
+  worker.acquire().tensorNames();
+}
