@@ -540,6 +540,7 @@ fn append(bytes: &mut Vec<u8>, n: usize, fill: impl FnOnce(&mut [u8]), name: &st
         return Err(Error::InsufficientMemory {
             needed: n as u64,
             available: 0,
+            pinned: 0,
         });
     }
     let start = bytes.len();
