@@ -341,7 +341,12 @@ fn default_budget(spec: DeviceSpec, device: &candle_core::Device) -> Result<u64>
     let budget = match spec {
         DeviceSpec::Cpu => crate::resource::mem_available(),
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(_) => crate::loader::cuda_memory_info(device).map(|(free, _)| free),
+        DeviceSpec::Cuda(_) => match device {
+            candle_core::Device::Cuda(cuda) => crate::loader::cuda_memory_info(cuda)
+                .ok()
+                .map(|(free, _)| free),
+            _ => None,
+        },
         _ => None,
     };
     budget.ok_or_else(|| {
