@@ -392,24 +392,30 @@ impl<P: Pipeline> Core<P> {
 
     /// Start loading `id` (unless it is ready or loading) and wait for it.
     pub(crate) async fn load(self: &Arc<Self>, id: &str) -> Result<u64> {
-        let mut outcome = {
-            let mut inner = self.lock();
-            if inner.shut_down {
-                return Err(Error::ShutDown);
-            }
-            let entry = entry_mut(&mut inner, id)?;
-            if let Some(serving) = &entry.serving {
-                return Ok(serving.number);
-            }
-            match &entry.job {
-                Some(job) => job.outcome.clone(),
-                None => {
-                    let source = entry.source.clone();
-                    self.start_job(&mut inner, id, source, None)?
+        loop {
+            let mut outcome = {
+                let mut inner = self.lock();
+                if inner.shut_down {
+                    return Err(Error::ShutDown);
                 }
+                let entry = entry_mut(&mut inner, id)?;
+                if let Some(serving) = &entry.serving {
+                    return Ok(serving.number);
+                }
+                match &entry.job {
+                    Some(job) => job.outcome.clone(),
+                    None => {
+                        let source = entry.source.clone();
+                        self.start_job(&mut inner, id, source, None)?
+                    }
+                }
+            };
+            match wait_outcome(&mut outcome).await {
+                // A reload replaced this load: wait for that one.
+                Err(Error::Superseded) if !self.lock().shut_down => {}
+                outcome => return outcome,
             }
-        };
-        wait_outcome(&mut outcome).await
+        }
     }
 
     /// Load `source` as the next version of `id`, beside the serving one;
@@ -1369,5 +1375,8 @@ impl<P: Pipeline> Drop for Waiter<'_, P> {
         {
             entry.waiters = entry.waiters.saturating_sub(1);
         }
+        drop(inner);
+        // A model no longer waited for may be evicted, or expire.
+        self.core.bump();
     }
 }
