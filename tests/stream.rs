@@ -514,3 +514,113 @@ mod property {
         }
     }
 }
+
+// ---- found in review (each failed before its fix) -------------------------
+
+/// A stream load that never started (queued behind an unload waiting for a
+/// lease, then cancelled) closes its stream: the producer stops waiting,
+/// and what it wrote is freed.
+#[tokio::test]
+async fn a_queued_stream_load_that_is_dropped_closes_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.safetensors");
+    save(&tensors("w.", 2, 1024, 1.0), &path);
+    let manager = ModelManager::new().unwrap();
+    manager.load(path.as_path()).unwrap().await.unwrap();
+    let lease = manager.acquire().unwrap();
+    let (source, writer) = ModelSource::stream();
+    let load = manager.load(source).unwrap(); // waits for the unload, which waits for the lease
+    writer.begin("config.json", Some(2)).unwrap();
+    assert_eq!(writer.write(b"{}").unwrap(), 2);
+    manager.cancel().unwrap();
+    drop(load);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), writer.writable()).await;
+    assert!(
+        matches!(closed, Ok(Err(_))),
+        "the producer is told the stream is over: {closed:?}"
+    );
+    assert!(writer.is_closed());
+    drop(lease);
+    manager.shutdown().await;
+}
+
+/// A pool loads models again on demand: a stream cannot be one of them.
+#[tokio::test]
+async fn a_pool_refuses_a_stream() {
+    let pool = model_manager::ModelPool::builder()
+        .memory_budget(1 << 20)
+        .runtime(tokio::runtime::Handle::current())
+        .build()
+        .unwrap();
+    let (source, writer) = ModelSource::stream();
+    let error = pool.add("s", source).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+    assert!(
+        writer.is_closed(),
+        "the refused stream is closed for its producer"
+    );
+    pool.shutdown().await;
+}
+
+/// Bytes after the tensor data (within the declared length) are taken and
+/// dropped, not counted as progress.
+#[tokio::test]
+async fn trailing_bytes_are_not_progress() {
+    let (name, mut bytes) = one_file();
+    let data = bytes.len() as u64 - 8 - u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    bytes.extend_from_slice(&[0u8; 1000]);
+    let manager = ModelManager::new().unwrap();
+    let (source, writer) = ModelSource::stream();
+    let load = manager.load(source).unwrap();
+    let files = [(name, bytes)];
+    let (fed, outcome) = tokio::join!(feed(&writer, &files, 4096), load);
+    fed.unwrap();
+    let snapshot = outcome.unwrap();
+    assert_eq!(snapshot.progress.bytes_done, data);
+    assert_eq!(snapshot.progress.bytes_total, data);
+    manager.shutdown().await;
+}
+
+/// A small file's declared length is checked against what arrives.
+#[tokio::test]
+async fn a_small_file_shorter_or_longer_than_declared_fails() {
+    let manager = ModelManager::new().unwrap();
+    let (name, bytes) = one_file();
+    let error = failing(&manager, |w| async move {
+        w.begin("config.json", Some(1000)).unwrap();
+        w.write(b"{}").unwrap();
+        assert!(w.end().is_err());
+        let _ = (name, bytes);
+    })
+    .await;
+    assert_eq!(error.code(), ErrorCode::InvalidConfig);
+    assert!(error.to_string().contains("truncated"), "{error}");
+    let error = failing(&manager, |w| async move {
+        w.begin("config.json", Some(1)).unwrap();
+        assert!(w.write(b"{}").is_err());
+    })
+    .await;
+    assert_eq!(error.code(), ErrorCode::InvalidConfig);
+    manager.shutdown().await;
+}
+
+/// A header whose shape is absurdly long is refused while it is parsed
+/// (it used to be parsed into a JSON tree 40 times its size).
+#[tokio::test]
+async fn a_header_with_a_huge_shape_is_refused() {
+    let mut json = String::from("{\"w\":{\"dtype\":\"F32\",\"shape\":[");
+    json.push_str(&vec!["1"; 100_000].join(","));
+    json.push_str("],\"data_offsets\":[0,4]}}");
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(json.as_bytes());
+    bytes.extend_from_slice(&[0u8; 4]);
+    let manager = ModelManager::new().unwrap();
+    let (source, writer) = ModelSource::stream();
+    let load = manager.load(source).unwrap();
+    let files = [("model.safetensors".to_string(), bytes)];
+    let (_, outcome) = tokio::join!(feed(&writer, &files, 1 << 16), load);
+    let error = outcome.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InvalidModel);
+    assert!(error.to_string().contains("dimensions"), "{error}");
+    manager.shutdown().await;
+}

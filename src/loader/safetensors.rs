@@ -17,16 +17,98 @@
     clippy::arithmetic_side_effects
 )]
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::Dtype;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::{Error, Result};
 
 /// The reference parser's cap on the header size.
 pub(crate) const MAX_HEADER: u64 = 100_000_000;
+
+/// The most dimensions a tensor may have. A header is parsed straight into
+/// these typed entries, never into a JSON tree, and a shape longer than
+/// this is refused while it is read: what a header holds in memory stays a
+/// small multiple of its length (a `serde_json::Value` tree of a long
+/// shape took 40 bytes per byte of header, enough to exhaust wasm memory).
+const MAX_RANK: usize = 64;
+
+/// One tensor's entry, as written.
+#[derive(serde::Deserialize)]
+struct RawEntry {
+    dtype: String,
+    shape: Shape,
+    data_offsets: (usize, usize),
+}
+
+struct Shape(Vec<usize>);
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Dims;
+        impl<'de> Visitor<'de> for Dims {
+            type Value = Shape;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a shape of at most {MAX_RANK} dimensions")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Shape, A::Error> {
+                let mut dims = Vec::new();
+                while let Some(dim) = seq.next_element::<usize>()? {
+                    if dims.len() == MAX_RANK {
+                        return Err(serde::de::Error::custom(format!(
+                            "a shape of more than {MAX_RANK} dimensions"
+                        )));
+                    }
+                    dims.push(dim);
+                }
+                Ok(Shape(dims))
+            }
+        }
+        d.deserialize_seq(Dims)
+    }
+}
+
+/// The header's tensors by name (`__metadata__` skipped without keeping
+/// it; a name given twice keeps its last entry, as a JSON object would).
+struct Entries(BTreeMap<String, RawEntry>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Tensors;
+        impl<'de> Visitor<'de> for Tensors {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of tensors")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Entries, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if name == "__metadata__" {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    let entry = map.next_value::<RawEntry>().map_err(|e| {
+                        serde::de::Error::custom(format!("tensor {name:?}: invalid entry: {e}"))
+                    })?;
+                    out.insert(name, entry);
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(Tensors)
+    }
+}
 
 /// One tensor as the header describes it.
 #[derive(Debug, Clone)]
@@ -91,25 +173,23 @@ pub(crate) fn parse_header(
     let bytes = read(8, header_len).map_err(|e| Error::io(path, &e))?;
     let text =
         std::str::from_utf8(&bytes).map_err(|e| bad(format!("header is not valid UTF-8: {e}")))?;
-    let json: serde_json::Map<String, Value> =
-        serde_json::from_str(text).map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+    let Entries(entries) = serde_json::from_str(text)
+        .map_err(|e| bad(format!("header is not a valid JSON object of tensors: {e}")))?;
 
-    let mut infos = Vec::with_capacity(json.len());
-    for (name, value) in json {
-        if name == "__metadata__" {
-            continue;
-        }
-        if let Some(dtype) = value.get("dtype").and_then(Value::as_str) {
-            if serde_json::from_value::<Dtype>(Value::String(dtype.into())).is_err() {
-                return Err(Error::UnsupportedDtype {
-                    path: path.into(),
-                    tensor: name,
-                    dtype: dtype.into(),
-                });
-            }
-        }
-        let info: TensorInfo = serde_json::from_value(value)
-            .map_err(|e| bad(format!("tensor {name:?}: invalid entry: {e}")))?;
+    let mut infos = Vec::with_capacity(entries.len());
+    for (name, entry) in entries {
+        let Ok(dtype) = serde_json::from_value::<Dtype>(Value::String(entry.dtype.clone())) else {
+            return Err(Error::UnsupportedDtype {
+                path: path.into(),
+                tensor: name,
+                dtype: entry.dtype,
+            });
+        };
+        let info = TensorInfo {
+            dtype,
+            shape: entry.shape.0,
+            data_offsets: entry.data_offsets,
+        };
         infos.push((name, info));
     }
     infos.sort_by_key(|(_, info)| info.data_offsets);

@@ -214,6 +214,7 @@ impl<P: Pipeline> Core<P> {
     // ---- the model table ----------------------------------------------
 
     pub(crate) fn add(&self, id: &str, source: ModelSource, options: ModelOptions) -> Result<()> {
+        refuse_stream(&source)?;
         if id.is_empty() {
             return Err(Error::InvalidArgument(
                 "a model id must not be empty".into(),
@@ -426,6 +427,7 @@ impl<P: Pipeline> Core<P> {
         source: ModelSource,
         policy: ReloadPolicy,
     ) -> Result<watch::Receiver<Outcome>> {
+        refuse_stream(&source)?;
         let mut inner = self.lock();
         if inner.shut_down {
             return Err(Error::ShutDown);
@@ -1270,6 +1272,19 @@ fn model_status<P: Pipeline>(
         last_error: entry.last_error.clone(),
     };
     (status, unreclaimed)
+}
+
+/// A pool loads a model again on demand: a stream, which can be read only
+/// once, cannot be one of its sources.
+fn refuse_stream(source: &ModelSource) -> Result<()> {
+    match source {
+        ModelSource::Stream(_) => Err(Error::InvalidArgument(
+            "a pool loads its models again on demand: give it files or bytes, not a stream \
+             (which can be read only once)"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The state a model's status shows.

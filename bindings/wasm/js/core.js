@@ -412,7 +412,9 @@ export class ModelManager {
           throw error;
         }
         this.#forgetSource();
-        this.#current = { key: source, source: rawSrc };
+        // A stream is read once: a cancelled or unloaded stream load is
+        // never joined again (see cancel() and unload()).
+        this.#current = { key: source, source: rawSrc, stream: true };
       }
     } catch (error) {
       return Promise.reject(error);
@@ -502,7 +504,9 @@ export class ModelManager {
    * it read (at its next chunk); then it is `idle` and the load's promise
    * rejects with code 3. */
   cancel() {
-    return this.#live().cancel();
+    const cancelled = this.#live().cancel();
+    if (this.#current?.stream) this.#forgetSource();
+    return cancelled;
   }
 
   /** Unload the model, starting in this call: resolves once every lease is
@@ -513,6 +517,7 @@ export class ModelManager {
     let promise;
     try {
       promise = this.#live().unload();
+      if (this.#current?.stream) this.#forgetSource();
     } catch (error) {
       return Promise.reject(wrap(error));
     }

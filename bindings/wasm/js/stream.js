@@ -13,6 +13,19 @@ const has = (name) => typeof globalThis[name] === 'function';
 const isA = (value, name) => has(name) && value instanceof globalThis[name];
 
 /** One streamed file's origin: a URL, a Request, a Response, a stream, a Blob. */
+/** A chunk a stream yielded, as bytes: a Uint8Array, any other view, an
+ * ArrayBuffer; anything else fails the load with code 1. */
+function chunkBytes(chunk) {
+  if (chunk instanceof Uint8Array) return chunk;
+  if (ArrayBuffer.isView(chunk)) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  const tag = Object.prototype.toString.call(chunk);
+  if (tag === '[object ArrayBuffer]' || tag === '[object SharedArrayBuffer]') return new Uint8Array(chunk);
+  throw new ModelManagerError(
+    `invalid argument: a stream yielded ${tag.slice(8, -1)}, not bytes (a Uint8Array or an ArrayBuffer)`,
+    ErrorCode.InvalidArgument,
+  );
+}
+
 function isStreamy(value) {
   return (
     typeof value === 'string' ||
@@ -235,7 +248,8 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
     );
     return p;
   });
-  const write = async (view, s) => {
+  const write = async (chunk, s) => {
+    let view = chunkBytes(chunk);
     while (view.byteLength > 0) {
       const n = writer.write(view);
       if (n === 0) {

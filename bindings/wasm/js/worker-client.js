@@ -149,6 +149,8 @@ export class WorkerModelManager {
     this.#broken ??= error;
     for (const { reject } of this.#pending.values()) reject(error);
     this.#pending.clear();
+    // A failed worker serves nothing more: end it, and its memory with it.
+    this.#worker?.terminate?.();
   }
 
   /** @internal */

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use js_sys::{Promise, Uint8Array};
 use model_manager::{Error, ErrorCode, StreamWriter};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::error::{js, js_error};
@@ -55,6 +56,15 @@ impl RawStream {
     /// tensor's final place, or a header or small file); returns how many
     /// bytes. 0: await `writable()`, then write the rest.
     pub fn write(&self, data: &Uint8Array) -> Result<u32, JsValue> {
+        // wasm-bindgen does not check the type of an imported argument:
+        // anything else (an ArrayBuffer, a DataView) would make the copy
+        // below throw in JS while the stream's lock is held.
+        if !data.is_instance_of::<Uint8Array>() {
+            return Err(js_error(
+                ErrorCode::InvalidArgument,
+                "invalid argument: a stream chunk must be a Uint8Array",
+            ));
+        }
         let n = js(self.writer.write_with(data.length() as usize, |dest| {
             // `dest` is at most `data.length()` long: the lengths match.
             data.subarray(0, dest.len() as u32).copy_to(dest);

@@ -94,6 +94,34 @@ pub(super) use load::block_on;
 #[derive(Clone)]
 pub struct StreamSource {
     shared: Arc<Shared>,
+    /// Shared by every clone: when the last goes and no load ever took
+    /// the stream (a queued load dropped, a source never loaded), the
+    /// stream closes, so the producer stops waiting and what it had
+    /// written is freed.
+    _unloaded: Arc<CloseUnloaded>,
+}
+
+struct CloseUnloaded {
+    shared: Arc<Shared>,
+}
+
+impl Drop for CloseUnloaded {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        if inner.attached || inner.closed {
+            return;
+        }
+        inner.closed = true;
+        inner.failed.get_or_insert(Error::Cancelled);
+        let held = (
+            std::mem::take(&mut inner.current),
+            std::mem::take(&mut inner.small),
+        );
+        drop(inner);
+        drop(held);
+        self.shared.to_loader.notify_one();
+        self.shared.to_writer.notify_one();
+    }
 }
 
 impl PartialEq for StreamSource {
@@ -135,6 +163,9 @@ pub(crate) fn channel() -> (StreamSource, StreamWriter) {
     (
         StreamSource {
             shared: shared.clone(),
+            _unloaded: Arc::new(CloseUnloaded {
+                shared: shared.clone(),
+            }),
         },
         StreamWriter { shared },
     )
@@ -180,8 +211,13 @@ enum Current {
     /// Between files.
     #[default]
     None,
-    /// A small file (not `.safetensors`), held whole.
-    Small { name: String, bytes: Vec<u8> },
+    /// A small file (not `.safetensors`), held whole; `declared`: its
+    /// length when the producer knew it (checked against what arrives).
+    Small {
+        name: String,
+        declared: Option<u64>,
+        bytes: Vec<u8>,
+    },
     /// A weights file's first bytes: the 8-byte length, then the header.
     Header {
         name: String,
@@ -286,6 +322,7 @@ impl StreamWriter {
         } else {
             Current::Small {
                 name,
+                declared: len,
                 bytes: Vec::new(),
             }
         };
@@ -346,10 +383,23 @@ impl StreamWriter {
             Current::None => {
                 return Err(Error::InvalidArgument("end() without a file begun".into()))
             }
-            Current::Small { name, bytes } => {
-                inner.small.insert(name, bytes.into());
-                return Ok(());
-            }
+            Current::Small {
+                name,
+                declared,
+                bytes,
+            } => match declared {
+                Some(want) if bytes.len() as u64 != want => Error::InvalidConfig {
+                    path: PathBuf::from(name),
+                    problem: format!(
+                        "file is truncated: it ended after {} of {want} bytes",
+                        bytes.len()
+                    ),
+                },
+                _ => {
+                    inner.small.insert(name, bytes.into());
+                    return Ok(());
+                }
+            },
             Current::Header { name, bytes, .. } => stream_error(
                 &name,
                 format!(
@@ -464,7 +514,19 @@ fn write_locked(inner: &mut Inner, max: usize, fill: impl FnOnce(&mut [u8])) -> 
             "write() without a file begun".into(),
         )),
         Current::Allocating { .. } | Current::Done(_) => Ok(0),
-        Current::Small { name, bytes } => {
+        Current::Small {
+            name,
+            declared,
+            bytes,
+        } => {
+            if let Some(want) = *declared {
+                if (bytes.len() as u64).saturating_add(max as u64) > want {
+                    return Err(Error::InvalidConfig {
+                        path: PathBuf::from(name.as_str()),
+                        problem: format!("more bytes arrived than the file holds ({want})"),
+                    });
+                }
+            }
             let room = usize::try_from(MAX_JSON_BYTES)
                 .unwrap_or(usize::MAX)
                 .saturating_sub(bytes.len());
@@ -525,8 +587,12 @@ fn write_locked(inner: &mut Inner, max: usize, fill: impl FnOnce(&mut [u8])) -> 
                     format!("more bytes arrived than the file holds ({end})"),
                 ));
             }
+            let (before, data_end) = (body.pos, body.data_end());
             let n = write_body(body, max, fill)?;
-            inner.written = inner.written.saturating_add(n as u64);
+            // Progress counts tensor bytes: trailing bytes after the data
+            // are taken and dropped, not counted.
+            let counted = body.pos.min(data_end).saturating_sub(before.min(data_end));
+            inner.written = inner.written.saturating_add(counted);
             let done = body.advance_cursor();
             inner.tensors_done = inner.tensors_done.saturating_add(done);
             Ok(n)
