@@ -231,3 +231,45 @@ test('option checks', async () => {
   assert.equal(await ModelManager.clearCache(), false); // no Cache API in Node
   await manager.close();
 });
+
+test('a stream may yield ArrayBuffers or any view; anything else rejects with code 1', async () => {
+  const bytes = f32Model(2, 4096, 3);
+  const manager = new ModelManager();
+  const streamOf = (chunks) =>
+    new ReadableStream({
+      start(controller) {
+        for (const c of chunks) controller.enqueue(c);
+        controller.close();
+      },
+    });
+  const half = bytes.length >> 1;
+  // An ArrayBuffer chunk used to throw inside the stream's lock and trap
+  // the wasm module (the load never settled).
+  await manager.load(streamOf([bytes.slice(0, half).buffer, new DataView(bytes.slice(half).buffer)]));
+  checkRamp(manager, 't1', 4096, 3 + 4096);
+  await rejectsWith(manager.load(streamOf(['not bytes'])), ErrorCode.InvalidArgument);
+  // Usable afterwards.
+  await manager.load(streamOf([bytes]));
+  assert.equal(manager.state, 'ready');
+  manager.free();
+});
+
+test('a stream load cancelled or unloaded is never joined again: the same URL loads anew', async () => {
+  const bytes = f32Model(8, 1 << 16, 9);
+  registry.put('again/model.safetensors', bytes, { chunk: 100_000 });
+  const manager = new ModelManager();
+  const first = manager.load(url('again/model.safetensors'));
+  manager.cancel();
+  await rejectsWith(first, ErrorCode.Cancelled);
+  await manager.load(url('again/model.safetensors'));
+  assert.equal(manager.state, 'ready');
+  const second = manager.unload();
+  await second;
+  const third = manager.load(url('again/model.safetensors'));
+  const unloading = manager.unload();
+  await rejectsWith(third, ErrorCode.Cancelled);
+  await unloading.catch(() => {});
+  await manager.load(url('again/model.safetensors'));
+  checkRamp(manager, 't0', 1 << 16, 9);
+  manager.free();
+});
