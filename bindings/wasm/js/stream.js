@@ -143,8 +143,12 @@ function httpError(url, response) {
 }
 
 /**
- * Open one file: `{ body, bytes, length, url, cached, store }`. `store`
- * (when caching a download) resolves once the cache holds the whole file.
+ * Open one file: `{ body, bytes, length, url, cached, store, feed }`.
+ * When caching a download, `feed` takes the chunks the load reads (the
+ * cache is fed from them: the body is read once, when its turn comes, never
+ * buffered whole beside the load), and `store` resolves once the cache
+ * holds the whole file (it rejects, storing nothing, if the download stops
+ * short).
  */
 async function open(file, { signal, cache, fetch: fetchFn }) {
   const { origin } = file;
@@ -190,11 +194,30 @@ async function open(file, { signal, cache, fetch: fetchFn }) {
   if (!response.ok) throw httpError(url, response);
   if (response.body === null) return { bytes: new Uint8Array(0), length: 0, url };
   const length = lengthOf(response);
-  let body = response.body;
+  const body = response.body;
   let store;
+  let feed;
   if (cache && !isA(origin, 'Response')) {
-    const [mine, cached] = body.tee();
-    body = mine;
+    let controller;
+    const cached = new ReadableStream({
+      start(c) {
+        controller = c;
+      },
+    });
+    // A cache that gave up (quota, an error) stops taking chunks; the
+    // load goes on regardless.
+    const quietly = (f) => {
+      try {
+        f();
+      } catch {
+        // the cache's stream is already closed or errored
+      }
+    };
+    feed = {
+      push: (chunk) => quietly(() => controller.enqueue(chunk)),
+      close: () => quietly(() => controller.close()),
+      fail: (reason) => quietly(() => controller.error(reason)),
+    };
     const headers = new Headers();
     if (length !== null) headers.set('content-length', String(length));
     for (const name of ['etag', 'last-modified', 'content-type']) {
@@ -204,7 +227,7 @@ async function open(file, { signal, cache, fetch: fetchFn }) {
     store = openCache().then((c) => c.put(url, new Response(cached, { headers })));
     store.catch(() => {});
   }
-  return { body, length, url, store };
+  return { body, length, url, store, feed };
 }
 
 /** `promise`, or a Timeout error after `ms` milliseconds without it settling. */
@@ -248,8 +271,10 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
     );
     return p;
   });
-  const write = async (chunk, s) => {
+  const write = async (chunk, s, feed) => {
     let view = chunkBytes(chunk);
+    // The cache gets the very bytes the load takes (no second copy).
+    feed?.push(view);
     while (view.byteLength > 0) {
       const n = writer.write(view);
       if (n === 0) {
@@ -283,16 +308,21 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
         progress(state);
       } else {
         reader = file.body.getReader();
+        let whole = false;
         try {
           for (;;) {
             const { done, value } = await stallGuard(reader.read(), stallTimeout, file.url);
             if (early !== null) throw early;
             if (done) break;
-            await write(value, s);
+            await write(value, s, file.feed);
             progress(state);
           }
+          whole = true;
+          file.feed?.close();
         } finally {
-          // Cancels the download when the load stopped first.
+          // Cancels the download when the load stopped first; a cache fed
+          // from it stores nothing.
+          if (!whole) file.feed?.fail(new Error('the download stopped short'));
           reader.cancel().catch(() => {});
           reader = null;
         }
@@ -323,5 +353,10 @@ export async function pump(writer, files, { signal, cache, stallTimeout, fetch: 
     return failure;
   } finally {
     signal.removeEventListener('abort', stop);
+    // Files the load never reached store nothing (a feed left open would
+    // keep their cache writes pending for good).
+    for (const p of opened) {
+      p.then((f) => f.feed?.fail(new Error('the load did not read this file')), () => {});
+    }
   }
 }
