@@ -158,6 +158,29 @@ function optionalNumber(value, name) {
   return value;
 }
 
+/**
+ * Subscribe `callback` to `rawOwner`'s events (a raw manager's or pool's),
+ * kept in `subscriptions` until the returned function unsubscribes (or the
+ * owner is freed). An exception in `callback` is reported, stops nothing.
+ */
+function listen(rawOwner, callback, subscriptions) {
+  let subscription = rawOwner.subscribe((event) => {
+    try {
+      callback(event);
+    } catch (error) {
+      report(error);
+    }
+  });
+  subscriptions.add(subscription);
+  return () => {
+    if (subscription === null) return;
+    subscriptions.delete(subscription);
+    subscription.close();
+    subscription.free();
+    subscription = null;
+  };
+}
+
 const disposeSymbol = Symbol.dispose ?? Symbol.for('Symbol.dispose');
 const asyncDisposeSymbol = Symbol.asyncDispose ?? Symbol.for('Symbol.asyncDispose');
 
@@ -580,21 +603,7 @@ export class ModelManager {
   onStateChange(callback) {
     const manager = this.#live();
     if (typeof callback !== 'function') throw invalid('onStateChange needs a function');
-    let subscription = manager.subscribe((event) => {
-      try {
-        callback(event);
-      } catch (error) {
-        report(error);
-      }
-    });
-    this.#subscriptions.add(subscription);
-    return () => {
-      if (subscription === null) return;
-      this.#subscriptions.delete(subscription);
-      subscription.close();
-      subscription.free();
-      subscription = null;
-    };
+    return listen(manager, callback, this.#subscriptions);
   }
 
   /** Whether `free()` has been called. */
@@ -932,21 +941,7 @@ export class ModelPool {
   onEvent(callback) {
     const pool = this.#live();
     if (typeof callback !== 'function') throw invalid('onEvent needs a function');
-    let subscription = pool.subscribe((event) => {
-      try {
-        callback(event);
-      } catch (error) {
-        report(error);
-      }
-    });
-    this.#subscriptions.add(subscription);
-    return () => {
-      if (subscription === null) return;
-      this.#subscriptions.delete(subscription);
-      subscription.close();
-      subscription.free();
-      subscription = null;
-    };
+    return listen(pool, callback, this.#subscriptions);
   }
 
   /** Whether `free()` has been called. */

@@ -207,26 +207,7 @@ impl RawManager {
     /// Call `callback` with every transition from now on, in order, each as
     /// `{ from, to, command, snapshot }`, until the subscription is closed.
     pub fn subscribe(&self, callback: Function) -> RawSubscription {
-        let mut events = self.manager.subscribe();
-        let closed = CancellationToken::new();
-        let stop = closed.clone();
-        spawn_local(async move {
-            loop {
-                let event = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => break,
-                    event = events.recv() => event,
-                };
-                match event {
-                    Ok(event) => call(&callback, &convert::event(&event)),
-                    Err(RecvError::Lagged(n)) => crate::console_error(&format!(
-                        "model-manager: a state listener fell behind and missed {n} events"
-                    )),
-                    Err(RecvError::Closed) => break,
-                }
-            }
-        });
-        RawSubscription { closed }
+        listen(self.manager.subscribe(), callback)
     }
 
     /// Cancel any load and shut the manager down in the background; the
@@ -321,11 +302,48 @@ pub struct RawSubscription {
     closed: CancellationToken,
 }
 
-impl RawSubscription {
-    /// A listener that stops when `closed` is cancelled.
-    pub(crate) fn new(closed: CancellationToken) -> Self {
-        RawSubscription { closed }
+/// A stream of events a listener forwards to JS: the next one as a JS
+/// value, `Err(n)` when `n` were missed, `None` once no more can come.
+pub(crate) trait Events: 'static {
+    /// What a listener that fell behind is called in the console.
+    const WHAT: &'static str;
+    async fn next(&mut self) -> Option<Result<JsValue, u64>>;
+}
+
+impl Events for model_manager::Subscription {
+    const WHAT: &'static str = "state";
+    async fn next(&mut self) -> Option<Result<JsValue, u64>> {
+        match self.recv().await {
+            Ok(event) => Some(Ok(convert::event(&event))),
+            Err(RecvError::Lagged(n)) => Some(Err(n)),
+            Err(RecvError::Closed) => None,
+        }
     }
+}
+
+/// Call `callback` with every event of `events`, in order, until the
+/// returned subscription is closed (or no more events can come).
+pub(crate) fn listen<E: Events>(mut events: E, callback: Function) -> RawSubscription {
+    let closed = CancellationToken::new();
+    let stop = closed.clone();
+    spawn_local(async move {
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                event = events.next() => event,
+            };
+            match event {
+                Some(Ok(value)) => call(&callback, &value),
+                Some(Err(n)) => crate::console_error(&format!(
+                    "model-manager: a {} listener fell behind and missed {n} events",
+                    E::WHAT
+                )),
+                None => break,
+            }
+        }
+    });
+    RawSubscription { closed }
 }
 
 #[wasm_bindgen]

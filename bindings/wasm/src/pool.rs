@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use js_sys::{Function, Promise};
 use model_manager::candle_core::DType;
-use model_manager::{ErrorCode, ModelOptions, ModelPool, ReloadPolicy};
-use tokio::sync::broadcast::error::RecvError;
+use model_manager::{ErrorCode, ModelOptions, ModelPool, PoolEvent, ReloadPolicy};
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use wasm_bindgen_futures::future_to_promise;
 
 use crate::convert;
 use crate::error::{js, js_error, to_js};
 use crate::lease::RawLease;
-use crate::manager::RawSubscription;
+use crate::manager::{listen, Events, RawSubscription};
 use crate::pace::pace;
 use crate::source::RawSource;
 
@@ -246,28 +246,7 @@ impl RawPool {
 
     /// Call `callback` with every pool event from now on, in order.
     pub fn subscribe(&self, callback: Function) -> RawSubscription {
-        let mut events = self.pool.subscribe();
-        let closed = CancellationToken::new();
-        let stop = closed.clone();
-        spawn_local(async move {
-            loop {
-                let event = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => break,
-                    event = events.recv() => event,
-                };
-                match event {
-                    Ok(event) => {
-                        let _ = callback.call1(&JsValue::UNDEFINED, &convert::pool_event(&event));
-                    }
-                    Err(RecvError::Lagged(n)) => crate::console_error(&format!(
-                        "model-manager: a pool listener fell behind and missed {n} events"
-                    )),
-                    Err(RecvError::Closed) => break,
-                }
-            }
-        });
-        RawSubscription::new(closed)
+        listen(self.pool.subscribe(), callback)
     }
 
     /// Stop every load, unload every model (leases still held keep theirs
@@ -300,5 +279,16 @@ impl RawAcquire {
     /// settled).
     pub fn cancel(&self) {
         self.cancel.cancel();
+    }
+}
+
+impl Events for broadcast::Receiver<PoolEvent> {
+    const WHAT: &'static str = "pool";
+    async fn next(&mut self) -> Option<Result<JsValue, u64>> {
+        match self.recv().await {
+            Ok(event) => Some(Ok(convert::pool_event(&event))),
+            Err(RecvError::Lagged(n)) => Some(Err(n)),
+            Err(RecvError::Closed) => None,
+        }
     }
 }
