@@ -371,6 +371,7 @@ impl<P: Pipeline> Core<P> {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
+        let mut idle = false;
         // (Not a model added since under the same id.)
         if let Some(entry) = inner
             .entries
@@ -383,10 +384,15 @@ impl<P: Pipeline> Core<P> {
             // version it was on.
             if entry.leases() == 0 {
                 entry.keep_alive.idle(now);
+                idle = true;
             }
         }
         drop(inner);
-        self.bump();
+        // Only a model no longer in use can let a waiting load in or start
+        // its keep-alive: other releases wake nobody.
+        if idle {
+            self.bump();
+        }
     }
 
     // ---- loads ----------------------------------------------------------
