@@ -68,7 +68,6 @@ struct Entry<P: Pipeline> {
     last_error: Option<Error>,
     /// Until then an acquire answers `last_error` instead of loading.
     retry_at: Option<Instant>,
-    next_version: u64,
     waiters: usize,
     /// Loads of it stopped (cancelled, replaced) but not yet ended: a new
     /// load of it waits for them, so it is never loaded twice at once.
@@ -232,7 +231,7 @@ impl<P: Pipeline> Core<P> {
         let id: Arc<str> = Arc::from(id);
         let now = self.now();
         let keep_alive = options.keep_alive.unwrap_or(self.config.keep_alive);
-        let next_version = inner.versions.get(&id).copied().unwrap_or(0);
+        let last_version = inner.versions.get(&id).copied().unwrap_or(0);
         inner.entries.insert(
             id.clone(),
             Entry {
@@ -247,11 +246,10 @@ impl<P: Pipeline> Core<P> {
                 last_used_at: None,
                 last_error: None,
                 retry_at: None,
-                next_version,
                 waiters: 0,
                 stopping: 0,
                 removing: false,
-                first_version: next_version + 1,
+                first_version: last_version + 1,
             },
         );
         Ok(())
@@ -280,6 +278,17 @@ impl<P: Pipeline> Core<P> {
 
     /// A lease on `id`'s serving version, loading it first if need be.
     pub(crate) async fn acquire(self: &Arc<Self>, id: &str) -> Result<PoolLease<P>> {
+        // A ready model: a lease at once, one lock, nobody woken.
+        {
+            let mut inner = self.lock();
+            if inner.shut_down {
+                return Err(Error::ShutDown);
+            }
+            if let Some(lease) = self.lease_locked(&mut inner, id)? {
+                self.metrics.hits.inc();
+                return Ok(lease);
+            }
+        }
         let _waiter = Waiter::new(self, id)?;
         let mut waited = false;
         loop {
@@ -485,10 +494,11 @@ impl<P: Pipeline> Core<P> {
                 limit: self.config.max_queue,
             });
         }
-        let entry = entry_mut(inner, id)?;
-        entry.next_version += 1;
-        let version = entry.next_version;
-        let id = entry.id.clone();
+        let id = entry_mut(inner, id)?.id.clone();
+        // The pool's one counter per id: it goes on across remove and add.
+        let version = inner.versions.get(&id).map_or(1, |v| v + 1);
+        inner.versions.insert(id.clone(), version);
+        let entry = entry_mut(inner, &id)?;
         let cancel = self.stop.child_token();
         let superseded = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = watch::channel(None);
@@ -499,7 +509,6 @@ impl<P: Pipeline> Core<P> {
             outcome: rx.clone(),
             loading: None,
         });
-        inner.versions.insert(id.clone(), version);
         inner.queue.push_back((id.clone(), version));
         self.emit(&id, version, PoolEventKind::Queued);
         let core = self.clone();
@@ -633,12 +642,9 @@ impl<P: Pipeline> Core<P> {
                 .map_or(0, |c| c.bytes);
             let pinned_others: u64 = inner
                 .ledger
-                .keys()
                 .iter()
-                .filter(|k| k.0 != id)
-                .filter_map(|k| inner.ledger.get(k))
-                .filter(|c| c.hold == Hold::Pinned)
-                .map(|c| c.bytes)
+                .filter(|(k, c)| k.0 != id && c.hold == Hold::Pinned)
+                .map(|(_, c)| c.bytes)
                 .sum();
             let budget = inner.ledger.budget();
             if estimate.saturating_add(pinned_others) > budget {
@@ -1018,10 +1024,9 @@ impl<P: Pipeline> Core<P> {
         versions.extend(
             inner
                 .ledger
-                .keys()
-                .into_iter()
-                .filter(|k| k.0 == id)
-                .map(|k| k.1),
+                .iter()
+                .filter(|(k, _)| k.0 == id)
+                .map(|(k, _)| k.1),
         );
         versions
     }
@@ -1037,9 +1042,8 @@ impl<P: Pipeline> Core<P> {
                 let inner = self.lock();
                 let charged = inner
                     .ledger
-                    .keys()
                     .iter()
-                    .any(|k| &*k.0 == id && versions.contains(&k.1));
+                    .any(|(k, _)| &*k.0 == id && versions.contains(&k.1));
                 let retiring = inner
                     .entries
                     .get(id)
@@ -1069,7 +1073,7 @@ impl<P: Pipeline> Core<P> {
             changed.borrow_and_update();
             {
                 let mut inner = self.lock();
-                let charged = inner.ledger.keys().iter().any(|k| &*k.0 == id);
+                let charged = inner.ledger.iter().any(|(k, _)| &*k.0 == id);
                 let quiet = inner.entries.get(id).is_none_or(|e| {
                     e.serving.is_none()
                         && e.job.is_none()
@@ -1252,10 +1256,9 @@ fn model_status<P: Pipeline>(
     }
     let charged = inner
         .ledger
-        .keys()
         .iter()
-        .filter(|k| k.0 == entry.id)
-        .filter_map(|k| inner.ledger.get(k).map(|c| c.bytes))
+        .filter(|(k, _)| k.0 == entry.id)
+        .map(|(_, c)| c.bytes)
         .sum();
     let status = ModelStatus {
         id: entry.id.to_string(),
@@ -1326,10 +1329,8 @@ fn entry_mut<'a, P: Pipeline>(inner: &'a mut Inner<P>, id: &str) -> Result<&'a m
 fn blockers<P: Pipeline>(inner: &Inner<P>) -> Vec<Blocker> {
     inner
         .ledger
-        .keys()
         .iter()
-        .filter_map(|key| {
-            let charge = inner.ledger.get(key)?;
+        .filter_map(|(key, charge)| {
             if !matches!(charge.hold, Hold::Busy | Hold::Freeing) {
                 return None;
             }
@@ -1395,9 +1396,12 @@ impl<P: Pipeline> Drop for Waiter<'_, P> {
             .filter(|e| e.first_version == self.first_version)
         {
             entry.waiters = entry.waiters.saturating_sub(1);
+            // A model no longer waited for, nor leased, may now be evicted
+            // or expire: wake whoever waits for that.
+            if entry.waiters == 0 && entry.leases() == 0 {
+                drop(inner);
+                self.core.bump();
+            }
         }
-        drop(inner);
-        // A model no longer waited for may be evicted, or expire.
-        self.core.bump();
     }
 }

@@ -100,9 +100,15 @@ impl<Id: Ord + Clone> Ledger<Id> {
             .fold(0u64, |sum, c| sum.saturating_add(c.bytes))
     }
 
-    /// The models charged, in order.
+    /// The models charged, in order (a copy, for callers that change the
+    /// ledger as they go).
     pub(crate) fn keys(&self) -> Vec<Id> {
         self.charges.keys().cloned().collect()
+    }
+
+    /// The charges, in order, without copying.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Id, &Charge)> {
+        self.charges.iter()
     }
 
     pub(crate) fn budget(&self) -> u64 {

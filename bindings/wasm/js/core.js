@@ -967,8 +967,11 @@ export class ModelPool {
       subscription.free();
     }
     this.#subscriptions.clear();
+    // Like a manager's: the shutdown holds its own reference, so the raw
+    // pool is freed at once (nothing is left behind if the shutdown fails).
     const done = pool.shutdown();
-    this.#closed = done.then(() => pool.free());
+    pool.free();
+    this.#closed = done.then(() => undefined);
     return this.#closed;
   }
 

@@ -21,7 +21,7 @@ use crate::source::{ensure_room, RawSource};
 
 /// The default chunk: small enough that a page stays responsive between two
 /// reads, large enough that yielding costs nothing measurable.
-const DEFAULT_CHUNK: usize = 1 << 20;
+pub(crate) const DEFAULT_CHUNK: usize = 1 << 20;
 
 /// A Promise for `future`, polled once right away, so that what it does
 /// before its first await happens in this call, not a microtask later:

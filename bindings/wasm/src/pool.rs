@@ -35,7 +35,10 @@ fn millis(value: Option<f64>, name: &str) -> Result<Option<Duration>, JsValue> {
     match value {
         None => Ok(None),
         Some(ms) if ms == f64::INFINITY => Ok(Some(Duration::MAX)),
-        Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(Duration::from_secs_f64(ms / 1e3))),
+        // Beyond what a Duration holds (about 5.8e11 years) is "never" too.
+        Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(
+            Duration::try_from_secs_f64(ms / 1e3).unwrap_or(Duration::MAX),
+        )),
         Some(ms) => Err(invalid(format!("{name} must be milliseconds, not {ms}"))),
     }
 }
@@ -96,7 +99,7 @@ impl RawPool {
             .memory_budget(memory_budget as u64)
             .pace(pace())
             .keep_alive(millis(keep_alive_ms, "keepAlive")?)
-            .chunk_size(count(chunk_size, "chunkSize")?.unwrap_or(1 << 20));
+            .chunk_size(count(chunk_size, "chunkSize")?.unwrap_or(crate::manager::DEFAULT_CHUNK));
         if let Some(n) = count(max_queue, "maxQueue")? {
             builder = builder.max_queue(n);
         }

@@ -141,3 +141,19 @@ test('a reload serves new leases while old leases keep their version', async () 
   await p.close();
   assert.equal(held.released, true);
 });
+
+test('durations beyond what a Duration holds mean never, not a trap', async () => {
+  const p = new ModelPool({
+    memoryBudget: 2 * SIZE,
+    keepAlive: Number.MAX_VALUE,
+    admissionTimeout: Number.MAX_VALUE,
+    retryCooldown: Number.MAX_VALUE,
+  });
+  p.add('m0', model(seeds[0]), { keepAlive: Number.MAX_VALUE });
+  p.setKeepAlive('m0', 1e300);
+  const lease = await p.acquire('m0');
+  assert.equal(seedOf(lease), seeds[0]);
+  lease.release();
+  assert.equal(p.status('m0').state, 'ready');
+  await p.close();
+});
