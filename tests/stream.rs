@@ -624,3 +624,85 @@ async fn a_header_with_a_huge_shape_is_refused() {
     assert!(error.to_string().contains("dimensions"), "{error}");
     manager.shutdown().await;
 }
+
+/// The ordinary producer pattern (`load`, feed, await the load) must not
+/// hang when the load is cancelled or superseded while it waits its turn:
+/// the producer's next wait fails at once, while the handle still lives.
+#[tokio::test]
+async fn a_queued_stream_load_that_is_stopped_releases_its_producer() {
+    let (name, bytes) = one_file();
+    for superseded in [false, true] {
+        let manager = ModelManager::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.safetensors");
+        save(&tensors("o.", 2, 64, 1.0), &other);
+        manager.load(other.as_path()).unwrap().await.unwrap();
+        let lease = manager.acquire().unwrap();
+
+        let (source, writer) = ModelSource::stream();
+        let load = manager.load(source).unwrap(); // queued behind the unload
+        writer.begin(&name, Some(bytes.len() as u64)).unwrap();
+        let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut rest = &bytes[..header];
+        while !rest.is_empty() {
+            let n = writer.write(rest).unwrap();
+            assert!(n > 0, "a header is taken whole");
+            rest = &rest[n..];
+        }
+
+        if superseded {
+            let _next = manager.load(other.as_path()).unwrap();
+        } else {
+            manager.cancel().unwrap();
+        }
+        let error = load.wait().await.unwrap_err(); // `load` is still held
+        let want = if superseded {
+            ErrorCode::Superseded
+        } else {
+            ErrorCode::Cancelled
+        };
+        assert_eq!(error.code(), want);
+        assert!(
+            writer.is_closed(),
+            "the producer is told, superseded={superseded}"
+        );
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_secs(10), writer.writable()).await;
+        assert_eq!(waited.expect("writable() hung").unwrap_err().code(), want);
+        drop(lease);
+        drop(load);
+        manager.shutdown().await;
+    }
+}
+
+/// A weights file with no tensor data (one tensor of shape `[0]`) loads
+/// from a stream as it does from memory.
+#[tokio::test]
+async fn a_weights_file_without_tensor_data_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let mut empty = HashMap::new();
+    empty.insert(
+        "empty".to_string(),
+        Tensor::zeros(0, DType::F32, &Device::Cpu).unwrap(),
+    );
+    save(&empty, &path);
+    let bytes = std::fs::read(&path).unwrap();
+
+    let manager = ModelManager::new().unwrap();
+    manager
+        .load(ModelSource::bytes(bytes.clone()))
+        .unwrap()
+        .await
+        .unwrap();
+    manager.unload().await.unwrap();
+
+    let (source, writer) = ModelSource::stream();
+    let load = manager.load(source).unwrap();
+    let files = [("model.safetensors".to_string(), bytes)];
+    let (fed, loaded) = tokio::join!(feed(&writer, &files, 3), load);
+    fed.unwrap();
+    loaded.unwrap();
+    assert_eq!(manager.acquire().unwrap().tensor_count(), 1);
+    manager.shutdown().await;
+}

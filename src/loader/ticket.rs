@@ -72,6 +72,11 @@ impl LoadTicket {
     /// Publish the outcome (only the first one counts) and end the load's
     /// progress stream.
     pub(crate) fn resolve(&self, outcome: Result<Snapshot>) {
+        if let (Err(reason), crate::ModelSource::Stream(stream)) = (&outcome, &*self.model) {
+            // A stream this load never took would keep its producer
+            // waiting for as long as a handle on the load lives.
+            stream.close_unloaded(reason.clone());
+        }
         self.outcome.send_if_modified(|slot| {
             if slot.is_none() {
                 *slot = Some(outcome);

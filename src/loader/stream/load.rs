@@ -120,12 +120,14 @@ impl<P: Pipeline> LoaderService<P> {
                             name,
                             declared,
                             mut bytes,
+                            ended,
                         } if !bytes.is_empty() => {
                             let header = std::mem::take(&mut bytes);
                             inner.current = Current::Allocating {
                                 name: name.clone(),
                                 declared,
                                 bytes,
+                                ended,
                             };
                             Step::Allocate {
                                 name,
@@ -169,8 +171,11 @@ impl<P: Pipeline> LoaderService<P> {
                 } => {
                     let body = self.allocate(&name, declared, bytes, ctx, reservation);
                     let mut inner = shared.lock();
-                    let failed = inner.failed.is_some()
-                        || !matches!(inner.current, Current::Allocating { .. });
+                    let ended = match &inner.current {
+                        Current::Allocating { ended, .. } => Some(*ended),
+                        _ => None,
+                    };
+                    let failed = inner.failed.is_some() || ended.is_none();
                     match body {
                         Ok(mut body) if !failed => {
                             total_bytes = total_bytes.saturating_add(body.file.header.data_bytes());
@@ -181,6 +186,18 @@ impl<P: Pipeline> LoaderService<P> {
                             let done = body.advance_cursor();
                             inner.tensors_done = inner.tensors_done.saturating_add(done);
                             inner.current = Current::Body(body);
+                            if ended == Some(true) {
+                                // The producer ended the file while its
+                                // buffers were allocated (a file whose
+                                // data is empty ends with its header).
+                                if let Current::Body(body) = std::mem::take(&mut inner.current) {
+                                    let (current, error) = super::ended(body);
+                                    inner.current = current;
+                                    if let Some(error) = error {
+                                        inner.failed.get_or_insert(error);
+                                    }
+                                }
+                            }
                             drop(inner);
                         }
                         Ok(body) => {

@@ -107,20 +107,37 @@ struct CloseUnloaded {
 
 impl Drop for CloseUnloaded {
     fn drop(&mut self) {
-        let mut inner = self.shared.lock();
-        if inner.attached || inner.closed {
-            return;
-        }
-        inner.closed = true;
-        inner.failed.get_or_insert(Error::Cancelled);
-        let held = (
-            std::mem::take(&mut inner.current),
-            std::mem::take(&mut inner.small),
-        );
-        drop(inner);
-        drop(held);
-        self.shared.to_loader.notify_one();
-        self.shared.to_writer.notify_one();
+        close_unattached(&self.shared, Error::Cancelled);
+    }
+}
+
+/// Close a stream that no load took, with `reason` as what the producer's
+/// next call reports, and free what it had written. A no-op once a load
+/// has taken the stream (that load closes it as it ends).
+fn close_unattached(shared: &Shared, reason: Error) {
+    let mut inner = shared.lock();
+    if inner.attached || inner.closed {
+        return;
+    }
+    inner.closed = true;
+    inner.failed.get_or_insert(reason);
+    let held = (
+        std::mem::take(&mut inner.current),
+        std::mem::take(&mut inner.small),
+    );
+    drop(inner);
+    drop(held);
+    shared.to_loader.notify_one();
+    shared.to_writer.notify_one();
+}
+
+impl StreamSource {
+    /// The load of this stream ended before it took the stream (cancelled
+    /// or superseded while it waited its turn): close it now, so the
+    /// producer stops waiting, even while handles on that load (and so
+    /// this source) live on.
+    pub(crate) fn close_unloaded(&self, reason: Error) {
+        close_unattached(&self.shared, reason);
     }
 }
 
@@ -224,11 +241,14 @@ enum Current {
         declared: Option<u64>,
         bytes: Vec<u8>,
     },
-    /// The header is in: the load is allocating the tensors.
+    /// The header is in: the load is allocating the tensors. `ended`:
+    /// the producer called `end()` meanwhile (a file with no tensor data
+    /// ends with its header); checked once the buffers are in place.
     Allocating {
         name: String,
         declared: Option<u64>,
         bytes: Vec<u8>,
+        ended: bool,
     },
     /// The tensors' buffers, being filled.
     Body(Box<Body>),
@@ -407,33 +427,43 @@ impl StreamWriter {
                     bytes.len()
                 ),
             ),
-            Current::Allocating { name, .. } => {
-                stream_error(&name, "file is truncated: it ended right after its header")
+            Current::Allocating {
+                name,
+                declared,
+                bytes,
+                ended: false,
+            } => {
+                // Whether the file is complete is known once the load has
+                // parsed the header and placed the buffers.
+                inner.current = Current::Allocating {
+                    name,
+                    declared,
+                    bytes,
+                    ended: true,
+                };
+                return Ok(());
+            }
+            current @ Current::Allocating { ended: true, .. } => {
+                inner.current = current;
+                return Err(Error::InvalidArgument("end() called twice".into()));
             }
             Current::Done(body) => {
                 inner.current = Current::Done(body);
                 return Err(Error::InvalidArgument("end() called twice".into()));
             }
-            Current::Body(body) => {
-                let want = body.declared.unwrap_or(0).max(body.data_end());
-                if body.pos >= want {
-                    inner.current = Current::Done(body);
+            Current::Body(body) => match ended(body) {
+                (current, None) => {
+                    inner.current = current;
                     drop(inner);
                     self.shared.to_loader.notify_one();
                     return Ok(());
                 }
-                let name = body.file.path.display().to_string();
-                let error = stream_error(
-                    &name,
-                    format!(
-                        "file is truncated: it ended after {} of {want} bytes",
-                        body.pos
-                    ),
-                );
                 // The load frees the buffers as it ends.
-                inner.current = Current::Body(body);
-                error
-            }
+                (current, Some(error)) => {
+                    inner.current = current;
+                    error
+                }
+            },
         };
         Err(self.fail_locked(inner, error))
     }
@@ -507,12 +537,34 @@ impl Drop for StreamWriter {
     }
 }
 
+/// A weights file the producer has ended: `Done` when every byte of its
+/// tensor data (and of its declared length) arrived, else the file stays
+/// as it is and the error says it is truncated.
+fn ended(body: Box<Body>) -> (Current, Option<Error>) {
+    let want = body.declared.unwrap_or(0).max(body.data_end());
+    if body.pos >= want {
+        return (Current::Done(body), None);
+    }
+    let name = body.file.path.display().to_string();
+    let error = stream_error(
+        &name,
+        format!(
+            "file is truncated: it ended after {} of {want} bytes",
+            body.pos
+        ),
+    );
+    (Current::Body(body), Some(error))
+}
+
 /// The write itself, under the lock.
 fn write_locked(inner: &mut Inner, max: usize, fill: impl FnOnce(&mut [u8])) -> Result<usize> {
     match &mut inner.current {
         Current::None => Err(Error::InvalidArgument(
             "write() without a file begun".into(),
         )),
+        Current::Allocating { ended: true, .. } => {
+            Err(Error::InvalidArgument("write() after end()".into()))
+        }
         Current::Allocating { .. } | Current::Done(_) => Ok(0),
         Current::Small {
             name,
@@ -574,6 +626,7 @@ fn write_locked(inner: &mut Inner, max: usize, fill: impl FnOnce(&mut [u8])) -> 
                     name,
                     declared,
                     bytes,
+                    ended: false,
                 };
             }
             Ok(n)
