@@ -635,3 +635,44 @@ fn shutdown_blocking_from_a_plain_thread() {
     assert_eq!(pool.charged(), 0);
     assert!(matches!(pool.try_acquire("m0"), Err(Error::ShutDown)));
 }
+
+/// The admission timeout bounds the whole wait, counted from the request:
+/// loads queued behind one that waits for memory give up when it does
+/// (each a timeout after its own request), not one timeout later each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_loads_give_up_an_admission_timeout_after_their_request() {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let m = models(6);
+    let pool = Arc::new(pool(1).admission_timeout(TIMEOUT).build().unwrap());
+    add_all(&pool, &m);
+    let held = pool.acquire("m0").await.unwrap();
+    let start = tokio::time::Instant::now();
+    let mut waiters = Vec::new();
+    for i in 1..6 {
+        let pool = pool.clone();
+        waiters.push(tokio::spawn(async move {
+            let asked = tokio::time::Instant::now();
+            let outcome = pool.acquire(&format!("m{i}")).await.map(drop);
+            (outcome, asked.elapsed())
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for waiter in waiters {
+        let (outcome, waited) = waiter.await.unwrap();
+        match outcome {
+            Err(Error::MemoryBusy { blocked_by, .. }) => {
+                let ids: Vec<_> = blocked_by.iter().map(|b| b.id.as_str()).collect();
+                assert_eq!(ids, ["m0"], "what holds the memory is named");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(waited >= TIMEOUT, "gave up early: {waited:?}");
+    }
+    // One timeout each, from their own requests (about 2.1 s for the
+    // last); the old bound, one timeout per load ahead, took 10 s.
+    let all = start.elapsed();
+    assert!(all < TIMEOUT * 3, "the last waited {all:?}");
+    assert!(pool.snapshot().queued.is_empty());
+    drop(held);
+    pool.shutdown().await;
+}

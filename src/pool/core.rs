@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::keep_alive::KeepAlive;
-use super::lease::PoolLease;
+use super::lease::{PoolLease, Releases};
 use super::ledger::{Admission, Hold, Ledger, TrueUp};
 use super::rt::{self, Instant, Spawner};
 use super::status::{Metrics, ModelStatus, PoolEvent, PoolEventKind, PoolSnapshot, UnloadReason};
@@ -138,13 +138,15 @@ pub(crate) struct Core<P: Pipeline> {
 /// What one look at the queue decided for a load.
 enum Step {
     Admitted,
-    /// Not its turn yet (loads ahead in the queue, or every load slot
-    /// taken, or a stopped load of the same model still ending): bounded by
-    /// those loads, not by its own deadline.
+    /// Every load slot is taken, or a stopped load of the same model is
+    /// still ending: bounded by those loads, which end by themselves.
+    Slot,
+    /// Not its turn: a load ahead in the queue waits for memory.
     Turn,
-    /// Its turn, waiting for memory that these hold: bounded by the
-    /// admission timeout, counted from its first such wait.
-    Wait(Vec<Blocker>),
+    /// Its turn, waiting for memory that leases hold or that is being
+    /// freed. This wait and the one behind it (`Turn`) are bounded by the
+    /// admission timeout, counted from the request.
+    Wait,
     Fail(Error),
 }
 
@@ -195,6 +197,13 @@ impl<P: Pipeline> Core<P> {
     /// Wake whoever waits for memory or a deadline.
     fn bump(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A load leaves the queue without being admitted: the next in line
+    /// may have its turn now.
+    fn leave_queue(&self, key: &Key) {
+        self.lock().queue.retain(|k| k != key);
+        self.bump();
     }
 
     fn emit(&self, id: &Arc<str>, version: u64, kind: PoolEventKind) {
@@ -375,7 +384,7 @@ impl<P: Pipeline> Core<P> {
     }
 
     /// A lease of `version` of `id` was dropped.
-    pub(crate) fn released(&self, id: &str, version: u64) {
+    fn lease_released(&self, id: &str, version: u64) {
         let now = self.now();
         let mut inner = self.lock();
         inner.tick += 1;
@@ -512,9 +521,12 @@ impl<P: Pipeline> Core<P> {
         inner.queue.push_back((id.clone(), version));
         self.emit(&id, version, PoolEventKind::Queued);
         let core = self.clone();
+        let requested_at = Instant::now();
         self.spawner.spawn(async move {
             let key = (id, version);
-            let mut result = core.run_job(&key, source, reload, &cancel).await;
+            let mut result = core
+                .run_job(&key, source, reload, &cancel, requested_at)
+                .await;
             if result.is_err() && superseded.load(std::sync::atomic::Ordering::Relaxed) {
                 result = Err(Error::Superseded);
             }
@@ -530,6 +542,7 @@ impl<P: Pipeline> Core<P> {
         source: Arc<ModelSource>,
         reload: Option<ReloadPolicy>,
         cancel: &CancellationToken,
+        requested_at: Instant,
     ) -> Result<u64> {
         // The estimate: headers only, on a blocking thread.
         let estimate = {
@@ -543,16 +556,19 @@ impl<P: Pipeline> Core<P> {
         let estimate = match estimate {
             Ok(bytes) => bytes,
             Err(e) => {
-                self.lock().queue.retain(|k| k != key);
+                self.leave_queue(key);
                 return Err(e);
             }
         };
 
-        // Admission: first come first served; the wait for memory is
-        // bounded by the admission timeout from the moment it is this
-        // load's turn.
+        // Admission: first come first served. Waiting for memory, its own
+        // or that of the loads ahead of it, is bounded by the admission
+        // timeout counted from the request: a load queued behind others
+        // that wait for memory gives up a timeout after its request, not a
+        // timeout later each. Waiting for a load slot is bounded by the
+        // loads in flight, which end by themselves.
         let queued_at = Instant::now();
-        let mut deadline = None;
+        let deadline = rt::after(requested_at, self.config.admission_timeout);
         loop {
             let mut changed = self.changed.subscribe();
             changed.borrow_and_update();
@@ -560,35 +576,36 @@ impl<P: Pipeline> Core<P> {
                 let mut inner = self.lock();
                 self.admission_step(&mut inner, key, estimate, reload)
             };
-            let blocked_by = match step {
+            let memory_bound = match step {
                 Step::Admitted => break,
                 Step::Fail(e) => {
-                    self.lock().queue.retain(|k| k != key);
+                    self.leave_queue(key);
                     return Err(e);
                 }
-                Step::Turn => None,
-                Step::Wait(blocked_by) => {
-                    deadline.get_or_insert_with(|| {
-                        rt::after(Instant::now(), self.config.admission_timeout)
-                    });
-                    Some(blocked_by)
-                }
+                Step::Slot => false,
+                Step::Turn | Step::Wait => true,
             };
             let expiry = async {
-                match (deadline, &blocked_by) {
-                    (Some(at), Some(_)) => rt::sleep_until(at).await,
-                    _ => std::future::pending().await,
+                match memory_bound {
+                    true => rt::sleep_until(deadline).await,
+                    false => std::future::pending().await,
                 }
             };
             tokio::select! {
                 _ = changed.changed() => {}
                 () = expiry => {
-                    self.lock().queue.retain(|k| k != key);
-                    let blocked_by = blocked_by.unwrap_or_default();
+                    // What holds the memory holds this load too, whether it
+                    // waited for its turn or for the memory itself.
+                    let blocked_by = {
+                        let mut inner = self.lock();
+                        inner.queue.retain(|k| k != key);
+                        blockers(&inner)
+                    };
+                    self.bump();
                     return Err(Error::MemoryBusy { needed: estimate, blocked_by });
                 }
                 () = cancel.cancelled() => {
-                    self.lock().queue.retain(|k| k != key);
+                    self.leave_queue(key);
                     return Err(Error::Cancelled);
                 }
             }
@@ -618,14 +635,17 @@ impl<P: Pipeline> Core<P> {
         if inner.shut_down {
             return Step::Fail(Error::ShutDown);
         }
-        if inner.queue.front() != Some(key) || inner.loading >= self.config.concurrent_loads {
+        if inner.loading >= self.config.concurrent_loads {
+            return Step::Slot;
+        }
+        if inner.queue.front() != Some(key) {
             return Step::Turn;
         }
         let (id, version) = (key.0.clone(), key.1);
         if inner.entries.get(&id).is_some_and(|e| e.stopping > 0) {
             // A stopped load of this model is still freeing what it read:
             // never two loads of one model at once.
-            return Step::Turn;
+            return Step::Slot;
         }
         let now = self.now();
         self.refresh_holds(inner, now, reload.map(|_| &*id));
@@ -672,7 +692,7 @@ impl<P: Pipeline> Core<P> {
                             }
                         }
                         self.refresh_holds(inner, now, Some(&*id));
-                        return Step::Wait(blockers(inner));
+                        return Step::Wait;
                     }
                 }
             }
@@ -711,9 +731,9 @@ impl<P: Pipeline> Core<P> {
                 }
                 // Admitted once their memory is freed (`retire` bumps).
                 self.refresh_holds(inner, now, reload.map(|_| &*id));
-                Step::Wait(blockers(inner))
+                Step::Wait
             }
-            Admission::Wait => Step::Wait(blockers(inner)),
+            Admission::Wait => Step::Wait,
             Admission::Already => Step::Fail(Error::InvalidArgument(format!(
                 "{id:?} version {version} is already charged"
             ))),
@@ -1326,6 +1346,12 @@ fn entry_mut<'a, P: Pipeline>(inner: &'a mut Inner<P>, id: &str) -> Result<&'a m
 
 /// What holds the memory a waiting load needs: every charge that cannot be
 /// evicted now and is not pinned.
+impl<P: Pipeline> Releases for Core<P> {
+    fn released(&self, id: &str, version: u64) {
+        self.lease_released(id, version);
+    }
+}
+
 fn blockers<P: Pipeline>(inner: &Inner<P>) -> Vec<Blocker> {
     inner
         .ledger

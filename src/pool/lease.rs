@@ -3,8 +3,13 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use super::core::Core;
 use crate::{Lease, Pipeline, PipelineInfo, TensorPipeline};
+
+/// Told when a pool lease is released (the pool's core): the model's
+/// keep-alive clock and the loads waiting for memory look again.
+pub(crate) trait Releases: Send + Sync {
+    fn released(&self, id: &str, version: u64);
+}
 
 /// A lease on a model of a [`ModelPool`](super::ModelPool): the version it
 /// was taken on stays loaded (and is never evicted) until the lease is
@@ -14,13 +19,18 @@ use crate::{Lease, Pipeline, PipelineInfo, TensorPipeline};
 /// its last lease goes, and loads waiting for memory look again.
 pub struct PoolLease<P: Pipeline = TensorPipeline> {
     lease: Option<Lease<P>>,
-    core: Arc<Core<P>>,
+    core: Arc<dyn Releases>,
     id: Arc<str>,
     version: u64,
 }
 
 impl<P: Pipeline> PoolLease<P> {
-    pub(crate) fn new(lease: Lease<P>, core: Arc<Core<P>>, id: Arc<str>, version: u64) -> Self {
+    pub(crate) fn new(
+        lease: Lease<P>,
+        core: Arc<dyn Releases>,
+        id: Arc<str>,
+        version: u64,
+    ) -> Self {
         PoolLease {
             lease: Some(lease),
             core,

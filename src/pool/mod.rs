@@ -239,10 +239,13 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
         self
     }
 
-    /// How long a load waits for memory that leased or loading models
-    /// hold before failing with [`Error::MemoryBusy`] (default 60 s),
-    /// counted from its turn (waiting behind earlier loads is bounded by
-    /// those loads).
+    /// How long a load may wait for memory, counted from its request:
+    /// memory that leased or loading models hold, whether it waits for it
+    /// itself or behind earlier loads that do. Past it the load fails with
+    /// [`Error::MemoryBusy`] naming what holds the memory (default 60 s;
+    /// `Duration::MAX` waits without bound). Waiting for a load slot
+    /// ([`concurrent_loads`](Self::concurrent_loads)) is bounded by the
+    /// loads in flight, not by this timeout.
     pub fn admission_timeout(mut self, timeout: Duration) -> Self {
         self.config.admission_timeout = timeout;
         self
