@@ -9,6 +9,9 @@
 //! let err = Error::Cancelled;
 //! assert_eq!(err.code(), ErrorCode::Cancelled);
 //! assert_eq!(err.code() as u32, 3);
+//! assert_eq!(err.code().name(), "Cancelled");
+//! assert_eq!(ErrorCode::from_u32(3), Some(ErrorCode::Cancelled));
+//! assert!(ErrorCode::ALL.windows(2).all(|w| (w[0] as u32) < (w[1] as u32)));
 //! ```
 
 use std::path::PathBuf;
@@ -18,13 +21,40 @@ use crate::state::{Command, State};
 /// The result type used throughout model-manager.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Stable numeric identity of an [`Error`], shared with the C and JS bindings.
-///
-/// Values are explicit and never reused. `0` means success in the bindings.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorCode {
+/// Defines [`ErrorCode`] and its table ([`ErrorCode::ALL`], names,
+/// numbers) from one list, so that no binding types them again.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $name:ident = $value:literal,)*) => {
+        /// Stable numeric identity of an [`Error`], shared with the C and JS
+        /// bindings.
+        ///
+        /// Values are explicit and never reused. `0` means success in the
+        /// bindings. [`ErrorCode::ALL`] is the one table of codes: the C
+        /// binding's `mm_result` and the JavaScript `ErrorCode` object are
+        /// checked against it by their tests.
+        #[repr(u32)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $name = $value,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in numeric order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
+
+            /// The code's name, as every binding spells it
+            /// (`"InvalidModel"`).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
     /// An argument was invalid (empty path, bad option value, ...).
     InvalidArgument = 1,
     /// The command is not legal in the current state.
@@ -66,6 +96,19 @@ pub enum ErrorCode {
     QueueFull = 19,
     /// No model of that id in the pool.
     UnknownModel = 20,
+}
+
+impl ErrorCode {
+    /// The code with this number, if any.
+    pub fn from_u32(value: u32) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| *c as u32 == value)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Everything that can go wrong in model-manager.

@@ -147,6 +147,81 @@ pub enum PoolEventKind {
     },
 }
 
+impl UnloadReason {
+    /// Every reason's name, in declaration order: the one table the
+    /// bindings translate from.
+    pub const NAMES: &'static [&'static str] = &[
+        "evicted",
+        "expired",
+        "unloaded",
+        "replaced",
+        "madeRoomForReload",
+    ];
+
+    /// The reason's name (`"evicted"`, ...), one of [`NAMES`](Self::NAMES).
+    pub fn name(&self) -> &'static str {
+        match self {
+            UnloadReason::Evicted { .. } => "evicted",
+            UnloadReason::Expired => "expired",
+            UnloadReason::Unloaded => "unloaded",
+            UnloadReason::Replaced => "replaced",
+            UnloadReason::MadeRoomForReload => "madeRoomForReload",
+        }
+    }
+}
+
+impl PoolEventKind {
+    /// Every kind's name, in declaration order: the one table the bindings
+    /// translate from.
+    pub const NAMES: &'static [&'static str] =
+        &["queued", "loading", "ready", "failed", "unloading", "freed"];
+
+    /// The kind's name (`"queued"`, ...), one of [`NAMES`](Self::NAMES).
+    pub fn name(&self) -> &'static str {
+        match self {
+            PoolEventKind::Queued => "queued",
+            PoolEventKind::Loading { .. } => "loading",
+            PoolEventKind::Ready { .. } => "ready",
+            PoolEventKind::Failed { .. } => "failed",
+            PoolEventKind::Unloading { .. } => "unloading",
+            PoolEventKind::Freed { .. } => "freed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    /// `NAMES` lists every variant's `name()`, in declaration order.
+    #[test]
+    fn the_tables_list_every_variant_once() {
+        let reasons = [
+            UnloadReason::Evicted { for_id: "b".into() },
+            UnloadReason::Expired,
+            UnloadReason::Unloaded,
+            UnloadReason::Replaced,
+            UnloadReason::MadeRoomForReload,
+        ];
+        let names: Vec<_> = reasons.iter().map(UnloadReason::name).collect();
+        assert_eq!(names, UnloadReason::NAMES);
+        let kinds = [
+            PoolEventKind::Queued,
+            PoolEventKind::Loading { charged: 1 },
+            PoolEventKind::Ready { bytes: 1 },
+            PoolEventKind::Failed {
+                error: Error::Cancelled,
+            },
+            PoolEventKind::Unloading {
+                reason: UnloadReason::Expired,
+            },
+            PoolEventKind::Freed { bytes: 1 },
+        ];
+        let names: Vec<_> = kinds.iter().map(PoolEventKind::name).collect();
+        assert_eq!(names, PoolEventKind::NAMES);
+    }
+}
+
 /// One event of the pool: in order per model (and across the pool).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolEvent {

@@ -24,8 +24,8 @@
     clippy::panic
 )]
 
+use super::machine::input::{Input, Refusal, Verdict};
 use super::machine::typed::{Failed, Idle, Loading, Ready, Unloading};
-use super::machine::{Input, Refusal, Verdict};
 use super::State;
 
 pub(crate) fn idle(idle: Idle, input: &Input) -> Verdict<Idle> {

@@ -82,28 +82,11 @@ pub enum mm_result {
 }
 
 impl From<ErrorCode> for mm_result {
+    /// The same number: `1..100` are the core's codes, checked against
+    /// [`ErrorCode::ALL`] by this module's tests.
     fn from(code: ErrorCode) -> Self {
-        match code {
-            ErrorCode::InvalidArgument => mm_result::InvalidArgument,
-            ErrorCode::InvalidTransition => mm_result::InvalidTransition,
-            ErrorCode::Cancelled => mm_result::Cancelled,
-            ErrorCode::Superseded => mm_result::Superseded,
-            ErrorCode::NotReady => mm_result::NotReady,
-            ErrorCode::LeasesOutstanding => mm_result::LeasesOutstanding,
-            ErrorCode::Io => mm_result::Io,
-            ErrorCode::InvalidModel => mm_result::InvalidModel,
-            ErrorCode::InvalidConfig => mm_result::InvalidConfig,
-            ErrorCode::MissingFile => mm_result::MissingFile,
-            ErrorCode::PathEscape => mm_result::PathEscape,
-            ErrorCode::InsufficientMemory => mm_result::InsufficientMemory,
-            ErrorCode::UnsupportedDtype => mm_result::UnsupportedDtype,
-            ErrorCode::Device => mm_result::Device,
-            ErrorCode::ShutDown => mm_result::ShutDown,
-            ErrorCode::Assemble => mm_result::Assemble,
-            ErrorCode::Timeout => mm_result::Timeout,
-            ErrorCode::MemoryBusy => mm_result::MemoryBusy,
-            ErrorCode::QueueFull => mm_result::QueueFull,
-            ErrorCode::UnknownModel => mm_result::UnknownModel,
+        match mm_result::from_u32(code as u32) {
+            Some(r) if r != mm_result::Ok && (r as u32) < 100 => r,
             _ => mm_result::Unknown,
         }
     }
@@ -204,34 +187,36 @@ pub extern "C" fn mm_result_name(result: u32) -> *const c_char {
 mod tests {
     use super::*;
 
-    #[test]
-    fn core_codes_keep_their_numbers() {
-        let all = [
-            ErrorCode::InvalidArgument,
-            ErrorCode::InvalidTransition,
-            ErrorCode::Cancelled,
-            ErrorCode::Superseded,
-            ErrorCode::NotReady,
-            ErrorCode::LeasesOutstanding,
-            ErrorCode::Io,
-            ErrorCode::InvalidModel,
-            ErrorCode::InvalidConfig,
-            ErrorCode::MissingFile,
-            ErrorCode::PathEscape,
-            ErrorCode::InsufficientMemory,
-            ErrorCode::UnsupportedDtype,
-            ErrorCode::Device,
-            ErrorCode::ShutDown,
-            ErrorCode::Assemble,
-            ErrorCode::Timeout,
-            ErrorCode::MemoryBusy,
-            ErrorCode::QueueFull,
-            ErrorCode::UnknownModel,
-        ];
-        for (i, code) in all.into_iter().enumerate() {
-            assert_eq!(code as u32, i as u32 + 1);
-            assert_eq!(mm_result::from(code) as u32, code as u32, "{code:?}");
+    /// `InvalidModel` -> `MM_RESULT_INVALID_MODEL`.
+    fn c_name(core_name: &str) -> String {
+        let mut out = String::from("MM_RESULT_");
+        for (i, ch) in core_name.chars().enumerate() {
+            if ch.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_uppercase());
         }
+        out.push('\0');
+        out
+    }
+
+    /// `mm_result` holds exactly the core's codes below 100, with the
+    /// core's numbers and names (the header is cbindgen's rendering of
+    /// this enum, diffed by the C tests).
+    #[test]
+    fn core_codes_are_the_cores_table() {
+        for &code in ErrorCode::ALL {
+            let r = mm_result::from(code);
+            assert_eq!(r as u32, code as u32, "{code:?}");
+            assert_eq!(r.name(), c_name(code.name()), "{code:?}");
+        }
+        let ours: Vec<u32> = ALL
+            .into_iter()
+            .map(|r| r as u32)
+            .filter(|&v| v != 0 && v < 100)
+            .collect();
+        let core: Vec<u32> = ErrorCode::ALL.iter().map(|&c| c as u32).collect();
+        assert_eq!(ours, core, "mm_result lists a code the core does not have");
     }
 
     #[test]

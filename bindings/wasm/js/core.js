@@ -11,6 +11,10 @@ import {
   DEFAULT_STALL_TIMEOUT,
 } from './stream.js';
 
+import { ErrorCode, ModelManagerError } from './errors.js';
+
+export { ErrorCode, ModelManagerError };
+
 /** @type {typeof import('../pkg/model_manager_wasm.js') | null} */
 let raw = null;
 
@@ -18,47 +22,6 @@ let raw = null;
 export function install(module, pacer) {
   raw = module;
   raw.setPacer(pacer);
-}
-
-/**
- * Stable numeric error codes, the same values as the C API's `mm_result`.
- * Values are never reused.
- */
-export const ErrorCode = Object.freeze({
-  InvalidArgument: 1,
-  InvalidTransition: 2,
-  Cancelled: 3,
-  Superseded: 4,
-  NotReady: 5,
-  LeasesOutstanding: 6,
-  Io: 7,
-  InvalidModel: 8,
-  InvalidConfig: 9,
-  MissingFile: 10,
-  PathEscape: 11,
-  InsufficientMemory: 12,
-  UnsupportedDtype: 13,
-  Device: 14,
-  ShutDown: 15,
-  Assemble: 16,
-  Timeout: 17,
-  MemoryBusy: 18,
-  QueueFull: 19,
-  UnknownModel: 20,
-});
-
-const codeNames = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, k]));
-
-/** Every error this package throws or rejects with. */
-export class ModelManagerError extends Error {
-  constructor(message, code, options) {
-    super(message, options);
-    this.name = 'ModelManagerError';
-    /** The stable numeric code (see `ErrorCode`). */
-    this.code = code;
-    /** The code's name, such as `"InvalidModel"`. */
-    this.codeName = codeNames[code] ?? 'Unknown';
-  }
 }
 
 /** A raw error (a JS `Error` with a numeric `code`) as a ModelManagerError. */

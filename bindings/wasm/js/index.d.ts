@@ -18,6 +18,7 @@ export { init };
 /** The version of the wasm crate. */
 export function version(): string;
 
+// <tables: generated from the core, do not edit>
 /** Stable numeric error codes, the same values as the C API's `mm_result`. */
 export declare const ErrorCode: Readonly<{
   InvalidArgument: 1;
@@ -41,6 +42,11 @@ export declare const ErrorCode: Readonly<{
   QueueFull: 19;
   UnknownModel: 20;
 }>;
+export type State = 'idle' | 'loading' | 'ready' | 'unloading' | 'failed';
+export type Command = 'load' | 'finish' | 'cancel' | 'fail' | 'unload' | 'drain' | 'reset';
+export type PoolEventKind = 'queued' | 'loading' | 'ready' | 'failed' | 'unloading' | 'freed';
+export type UnloadReason = 'evicted' | 'expired' | 'unloaded' | 'replaced' | 'madeRoomForReload';
+// </tables>
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 export type ErrorCodeName = keyof typeof ErrorCode;
 
@@ -53,11 +59,6 @@ export declare class ModelManagerError extends Error {
   /** The code's name, such as `"InvalidModel"`. */
   readonly codeName: ErrorCodeName | 'Unknown';
 }
-
-export type State = 'idle' | 'loading' | 'ready' | 'unloading' | 'failed';
-
-/** What caused a transition. */
-export type Command = 'load' | 'finish' | 'cancel' | 'fail' | 'unload' | 'drain' | 'reset';
 
 export interface Progress {
   /** Bytes of tensor data read so far. */
@@ -416,8 +417,6 @@ export interface PoolSnapshot {
     failures: number;
   };
 }
-
-export type UnloadReason = 'evicted' | 'expired' | 'unloaded' | 'replaced' | 'madeRoomForReload';
 
 export type PoolEvent = { id: string; version: number } & (
   | { kind: 'queued' }

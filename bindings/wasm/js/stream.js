@@ -3,7 +3,7 @@
 // these. Each file's bytes are handed to the wasm stream chunk by chunk as
 // they arrive, and copied from there straight into their tensors: no file
 // is ever held whole in JS or copied twice in wasm memory.
-import { ModelManagerError, ErrorCode } from './core.js';
+import { ModelManagerError, ErrorCode } from './errors.js';
 
 const CACHE_NAME = 'model-manager-v1';
 /** Default for `stallTimeout`: a download that sends nothing this long fails. */

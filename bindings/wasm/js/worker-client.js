@@ -1,7 +1,7 @@
 // WorkerModelManager: the ModelManager API on the page, with the manager
 // (its wasm memory, its downloads, its loads) in a Web Worker, so that no
 // step of a load runs on the page's main thread.
-import { ModelManagerError, ErrorCode } from './core.js';
+import { ModelManagerError, ErrorCode } from './errors.js';
 
 const isA = (value, name) => typeof globalThis[name] === 'function' && value instanceof globalThis[name];
 

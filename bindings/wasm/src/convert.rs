@@ -9,8 +9,6 @@ use model_manager::{
 };
 use wasm_bindgen::prelude::*;
 
-use crate::error::code_name;
-
 /// A plain object built key by key.
 struct Obj(Object);
 
@@ -72,7 +70,7 @@ pub(crate) fn error(e: &Error) -> JsValue {
     let code: ErrorCode = e.code();
     Obj::new()
         .set("code", code as u32)
-        .set("codeName", code_name(code))
+        .set("codeName", code.name())
         .set("message", e.to_string())
         .done()
 }
@@ -251,28 +249,21 @@ pub(crate) fn pool_event(e: &PoolEvent) -> JsValue {
     let o = Obj::new()
         .set("id", e.id.as_str())
         .set("version", num(e.version));
+    let o = o.set("kind", e.kind.name());
     match &e.kind {
-        PoolEventKind::Queued => o.set("kind", "queued"),
-        PoolEventKind::Loading { charged } => {
-            o.set("kind", "loading").set("charged", num(*charged))
+        PoolEventKind::Loading { charged } => o.set("charged", num(*charged)),
+        PoolEventKind::Ready { bytes } | PoolEventKind::Freed { bytes } => {
+            o.set("bytes", num(*bytes))
         }
-        PoolEventKind::Ready { bytes } => o.set("kind", "ready").set("bytes", num(*bytes)),
-        PoolEventKind::Failed { error: e } => o.set("kind", "failed").set("error", error(e)),
+        PoolEventKind::Failed { error: e } => o.set("error", error(e)),
         PoolEventKind::Unloading { reason } => {
-            let o = o.set("kind", "unloading");
+            let o = o.set("reason", reason.name());
             match reason {
-                UnloadReason::Evicted { for_id } => {
-                    o.set("reason", "evicted").set("forId", for_id.as_str())
-                }
-                UnloadReason::Expired => o.set("reason", "expired"),
-                UnloadReason::Unloaded => o.set("reason", "unloaded"),
-                UnloadReason::Replaced => o.set("reason", "replaced"),
-                UnloadReason::MadeRoomForReload => o.set("reason", "madeRoomForReload"),
-                _ => o.set("reason", "unknown"),
+                UnloadReason::Evicted { for_id } => o.set("forId", for_id.as_str()),
+                _ => o,
             }
         }
-        PoolEventKind::Freed { bytes } => o.set("kind", "freed").set("bytes", num(*bytes)),
-        _ => o.set("kind", "unknown"),
+        _ => o,
     }
     .done()
 }

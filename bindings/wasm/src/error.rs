@@ -7,41 +7,12 @@ use js_sys::Reflect;
 use model_manager::{Error, ErrorCode};
 use wasm_bindgen::prelude::*;
 
-/// The name of a code, as the JS `ErrorCode` table spells it.
-pub(crate) fn code_name(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::InvalidArgument => "InvalidArgument",
-        ErrorCode::InvalidTransition => "InvalidTransition",
-        ErrorCode::Cancelled => "Cancelled",
-        ErrorCode::Superseded => "Superseded",
-        ErrorCode::NotReady => "NotReady",
-        ErrorCode::LeasesOutstanding => "LeasesOutstanding",
-        ErrorCode::Io => "Io",
-        ErrorCode::InvalidModel => "InvalidModel",
-        ErrorCode::InvalidConfig => "InvalidConfig",
-        ErrorCode::MissingFile => "MissingFile",
-        ErrorCode::PathEscape => "PathEscape",
-        ErrorCode::InsufficientMemory => "InsufficientMemory",
-        ErrorCode::UnsupportedDtype => "UnsupportedDtype",
-        ErrorCode::Device => "Device",
-        ErrorCode::ShutDown => "ShutDown",
-        ErrorCode::Assemble => "Assemble",
-        ErrorCode::Timeout => "Timeout",
-        ErrorCode::MemoryBusy => "MemoryBusy",
-        ErrorCode::QueueFull => "QueueFull",
-        ErrorCode::UnknownModel => "UnknownModel",
-        // ErrorCode is non-exhaustive: a code added to the core later still
-        // carries its number.
-        _ => "Unknown",
-    }
-}
-
 /// A JS `Error` with `code` and `codeName` set.
 pub(crate) fn js_error(code: ErrorCode, message: &str) -> JsValue {
     let error = js_sys::Error::new(message);
     // Setting a property on a fresh plain Error cannot fail.
     let _ = Reflect::set(&error, &"code".into(), &(code as u32).into());
-    let _ = Reflect::set(&error, &"codeName".into(), &code_name(code).into());
+    let _ = Reflect::set(&error, &"codeName".into(), &code.name().into());
     error.into()
 }
 
@@ -60,7 +31,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_code_has_a_name() {
+    fn names_and_numbers_are_the_cores() {
         let codes = [
             (Error::InvalidArgument(String::new()), "InvalidArgument", 1),
             (Error::Cancelled, "Cancelled", 3),
@@ -69,7 +40,7 @@ mod tests {
             (Error::Timeout, "Timeout", 17),
         ];
         for (error, name, value) in codes {
-            assert_eq!(code_name(error.code()), name);
+            assert_eq!(error.code().name(), name);
             assert_eq!(error.code() as u32, value);
         }
     }

@@ -44,6 +44,8 @@ mod pace;
 mod pool;
 mod source;
 mod stream;
+#[cfg(test)]
+mod tables;
 
 pub use lease::RawLease;
 pub use manager::{RawLoad, RawManager, RawSubscription};
