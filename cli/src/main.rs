@@ -47,8 +47,8 @@ enum Cmd {
         #[arg(long, value_parser = pool::parse_bytes)]
         budget: u64,
         /// How long a model stays resident once unused: 30s, 5m, forever.
-        #[arg(long, default_value = "forever", value_parser = pool::parse_duration)]
-        keep_alive: Option<std::time::Duration>,
+        #[arg(long, default_value = "forever", value_parser = pool::parse_keep_alive)]
+        keep_alive: pool::KeepAlive,
         /// Also print the counters in the Prometheus text format.
         #[arg(long)]
         metrics: bool,
@@ -116,5 +116,47 @@ async fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn keep_alive(args: &[&str]) -> pool::KeepAlive {
+        let mut argv = vec!["model-manager", "pool", "--budget", "1GiB"];
+        argv.extend_from_slice(args);
+        argv.push("a=model.safetensors");
+        match Cli::try_parse_from(argv)
+            .expect("the arguments parse")
+            .command
+        {
+            Cmd::Pool { keep_alive, .. } => keep_alive,
+            _ => unreachable!("a pool command"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keep_alive_parses_with_and_without_the_flag() {
+        assert_eq!(keep_alive(&[]), pool::KeepAlive(None));
+        assert_eq!(
+            keep_alive(&["--keep-alive", "forever"]),
+            pool::KeepAlive(None)
+        );
+        assert_eq!(
+            keep_alive(&["--keep-alive", "30s"]),
+            pool::KeepAlive(Some(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            keep_alive(&["--keep-alive", "5m"]),
+            pool::KeepAlive(Some(Duration::from_secs(300)))
+        );
     }
 }
