@@ -25,13 +25,14 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let number: f64 = number
         .parse()
         .map_err(|_| format!("{s:?} is not a size (examples: 512MiB, 2GiB, 1000000)"))?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+    let unit = unit.trim();
+    let scale = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1u64,
         "k" | "kib" | "kb" => 1 << 10,
         "m" | "mib" | "mb" => 1 << 20,
         "g" | "gib" | "gb" => 1 << 30,
         "t" | "tib" | "tb" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+        _ => return Err(format!("unknown size unit {unit:?} in {s:?}")),
     };
     let bytes = number * scale as f64;
     // `u64::MAX as f64` rounds up to 2^64, which no u64 holds.
@@ -57,8 +58,8 @@ impl std::fmt::Display for KeepAlive {
 
 /// `30s`, `500ms`, `5m`, `1h`, `forever` (or `never`).
 pub fn parse_keep_alive(s: &str) -> Result<KeepAlive, String> {
-    let t = s.trim().to_ascii_lowercase();
-    if t == "forever" || t == "never" {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("forever") || t.eq_ignore_ascii_case("never") {
         return Ok(KeepAlive(None));
     }
     let split = t
@@ -68,12 +69,13 @@ pub fn parse_keep_alive(s: &str) -> Result<KeepAlive, String> {
     let number: f64 = number
         .parse()
         .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 30s, 5m, forever)"))?;
-    let secs = match unit.trim() {
+    let unit = unit.trim();
+    let secs = match unit.to_ascii_lowercase().as_str() {
         "ms" => number / 1e3,
         "" | "s" => number,
         "m" | "min" => number * 60.0,
         "h" => number * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+        _ => return Err(format!("unknown duration unit {unit:?} in {s:?}")),
     };
     Duration::try_from_secs_f64(secs)
         .map(|d| KeepAlive(Some(d)))
@@ -162,14 +164,11 @@ pub async fn run(
         ids.push(id.to_string());
     }
     let mut events = pool.subscribe();
-    let mut failed = false;
+    // Each model that did not load, said once, in the one error line.
+    let mut failures = Vec::new();
     for id in &ids {
-        match pool.load(id).await {
-            Ok(_) => {}
-            Err(e) => {
-                failed = true;
-                eprintln!("{id}: {e}");
-            }
+        if let Err(e) = pool.load(id).await {
+            failures.push(format!("{id}: {e}"));
         }
         while let Ok(e) = events.try_recv() {
             println!("  {}", describe(&e));
@@ -187,8 +186,8 @@ pub async fn run(
         print!("{}", pool.metrics_text());
     }
     pool.shutdown().await;
-    if failed {
-        return Err("some models did not load".into());
+    if !failures.is_empty() {
+        return Err(failures.join("; ").into());
     }
     Ok(())
 }
