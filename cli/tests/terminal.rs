@@ -58,17 +58,22 @@ fn no_progress_bar_on_pipes() {
 }
 
 /// `script` (util-linux) runs the command on a pseudo-terminal; without
-/// it this half of the test has nothing to run on and says so.
+/// it, or without a pseudo-terminal to open, this half of the test has
+/// nothing to run on and says so.
 #[test]
 fn a_progress_bar_on_a_terminal() {
-    let has_script = std::process::Command::new("script")
-        .arg("--version")
+    let has_a_terminal = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", "true", "/dev/null"])
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !has_script {
-        eprintln!("skipped: no `script` (util-linux) to give the command a terminal");
+    if !has_a_terminal {
+        eprintln!(
+            "skipped: `script -qec true /dev/null` did not run (no util-linux `script`, \
+             or no pseudo-terminal to open), so there is no terminal to draw a bar on"
+        );
         return;
     }
     let s = Sandbox::new();
