@@ -25,6 +25,20 @@ pub async fn load(source: ModelSource, device: DeviceSpec, dtype: Option<DType>)
     if let Some(dtype) = dtype {
         builder = builder.dtype(dtype);
     }
+    // Ctrl-C is caught from before the load starts to its end: one
+    // listener for the whole load (a fresh `ctrl_c()` per turn could miss
+    // a signal between turns), installed now (a future polled for the
+    // first time only in the loop below would leave a signal that came
+    // before to the default action, which ends the process mid-load).
+    #[cfg(unix)]
+    let ctrl_c = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        async move { interrupt.recv().await }
+    };
+    #[cfg(not(unix))]
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let manager = builder.build()?;
     let started = Instant::now();
     let handle = manager.load(source.clone())?;
@@ -35,10 +49,6 @@ pub async fn load(source: ModelSource, device: DeviceSpec, dtype: Option<DType>)
         .progress_chars("=> "),
     );
     let mut progress = handle.progress_updates();
-    // One listener for the whole load: a fresh `ctrl_c()` per turn could
-    // miss a signal that arrives between turns.
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let outcome = loop {
         tokio::select! {
             outcome = handle.wait() => break outcome,

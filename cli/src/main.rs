@@ -47,8 +47,8 @@ enum Cmd {
         #[arg(long, value_parser = pool::parse_bytes)]
         budget: u64,
         /// How long a model stays resident once unused: 30s, 5m, forever.
-        #[arg(long, default_value = "forever", value_parser = pool::parse_duration)]
-        keep_alive: Option<std::time::Duration>,
+        #[arg(long, default_value = "forever", value_parser = pool::parse_keep_alive)]
+        keep_alive: pool::KeepAlive,
         /// Also print the counters in the Prometheus text format.
         #[arg(long)]
         metrics: bool,
@@ -81,9 +81,54 @@ fn parse_dtype(s: &str) -> Result<DType, String> {
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
+/// A message on one line: each line of `text`, trimmed, joined by `; `
+/// (or by a space after a line that ends with `:`).
+fn one_line<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for part in lines.into_iter().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// A command-line mistake as one line, `error: ...`: clap's message and
+/// its tips, without the usage and the pointer to `--help` it adds below.
+fn usage_error(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    one_line(
+        text.lines()
+            .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information")),
+    )
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A reader that goes away (`model-manager inspect --all ... | head`)
+    // ends the command quietly, as it does any Unix tool, instead of
+    // making the next print panic.
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of SIGPIPE before any
+    // output; no handler is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, and the help for `model-manager` alone.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error(&e));
+            return ExitCode::from(e.exit_code().clamp(1, 255) as u8);
+        }
+    };
     let result: CliResult = match cli.command {
         Cmd::Demo => demo::run().await,
         Cmd::Load {
@@ -113,8 +158,90 @@ async fn main() -> ExitCode {
             ExitCode::from(130)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(e.to_string().lines()));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn keep_alive(args: &[&str]) -> pool::KeepAlive {
+        let mut argv = vec!["model-manager", "pool", "--budget", "1GiB"];
+        argv.extend_from_slice(args);
+        argv.push("a=model.safetensors");
+        match Cli::try_parse_from(argv)
+            .expect("the arguments parse")
+            .command
+        {
+            Cmd::Pool { keep_alive, .. } => keep_alive,
+            _ => unreachable!("a pool command"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        let error = |argv: &[&str]| match Cli::try_parse_from(argv) {
+            Ok(_) => panic!("{argv:?} parsed"),
+            Err(e) => usage_error(&e),
+        };
+        assert_eq!(
+            error(&["model-manager", "pool", "--budget", "1GiB"]),
+            "error: the following required arguments were not provided: <MODELS>..."
+        );
+        let line = error(&["model-manager", "pool", "--budget", "12XB", "a=b"]);
+        assert!(line.starts_with("error: invalid value '12XB' for '--budget <BUDGET>'"));
+        assert!(line.contains(r#"unknown size unit "XB""#), "{line}");
+        let line = error(&["model-manager", "lod"]);
+        assert!(
+            line.starts_with("error: unrecognized subcommand 'lod'"),
+            "{line}"
+        );
+        for argv in [
+            &["model-manager", "frobnicate"][..],
+            &["model-manager", "load"],
+            &["model-manager", "load", "m", "--dtype"],
+            &[
+                "model-manager",
+                "pool",
+                "--keep-alive",
+                "soon",
+                "--budget",
+                "1G",
+                "a=b",
+            ],
+        ] {
+            let line = error(argv);
+            assert!(
+                line.starts_with("error: ") && !line.contains('\n'),
+                "{argv:?}: {line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keep_alive_parses_with_and_without_the_flag() {
+        assert_eq!(keep_alive(&[]), pool::KeepAlive(None));
+        assert_eq!(
+            keep_alive(&["--keep-alive", "forever"]),
+            pool::KeepAlive(None)
+        );
+        assert_eq!(
+            keep_alive(&["--keep-alive", "30s"]),
+            pool::KeepAlive(Some(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            keep_alive(&["--keep-alive", "5m"]),
+            pool::KeepAlive(Some(Duration::from_secs(300)))
+        );
     }
 }

@@ -25,22 +25,42 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let number: f64 = number
         .parse()
         .map_err(|_| format!("{s:?} is not a size (examples: 512MiB, 2GiB, 1000000)"))?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+    let unit = unit.trim();
+    let scale = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1u64,
         "k" | "kib" | "kb" => 1 << 10,
         "m" | "mib" | "mb" => 1 << 20,
         "g" | "gib" | "gb" => 1 << 30,
         "t" | "tib" | "tb" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+        _ => return Err(format!("unknown size unit {unit:?} in {s:?}")),
     };
-    Ok((number * scale as f64) as u64)
+    let bytes = number * scale as f64;
+    // `u64::MAX as f64` rounds up to 2^64, which no u64 holds.
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("{s:?} is larger than any memory"));
+    }
+    Ok(bytes as u64)
 }
 
-/// `30s`, `500ms`, `5m`, `1h`, `forever`.
-pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
-    let t = s.trim().to_ascii_lowercase();
-    if t == "forever" || t == "never" {
-        return Ok(None);
+/// How long a pool model stays resident once unused: a duration, or
+/// forever (`None`). One value of `--keep-alive`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepAlive(pub Option<Duration>);
+
+impl std::fmt::Display for KeepAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("forever"),
+            Some(d) => write!(f, "{:.1}s", d.as_secs_f64()),
+        }
+    }
+}
+
+/// `30s`, `500ms`, `5m`, `1h`, `forever` (or `never`).
+pub fn parse_keep_alive(s: &str) -> Result<KeepAlive, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("forever") || t.eq_ignore_ascii_case("never") {
+        return Ok(KeepAlive(None));
     }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -49,14 +69,17 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
     let number: f64 = number
         .parse()
         .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 30s, 5m, forever)"))?;
-    let secs = match unit {
+    let unit = unit.trim();
+    let secs = match unit.to_ascii_lowercase().as_str() {
         "ms" => number / 1e3,
         "" | "s" => number,
         "m" | "min" => number * 60.0,
         "h" => number * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+        _ => return Err(format!("unknown duration unit {unit:?} in {s:?}")),
     };
-    Ok(Some(Duration::from_secs_f64(secs)))
+    Duration::try_from_secs_f64(secs)
+        .map(|d| KeepAlive(Some(d)))
+        .map_err(|_| format!("{s:?} is too long a duration (use forever)"))
 }
 
 /// The pool's table: one row per model, then the totals and counters.
@@ -69,9 +92,7 @@ pub fn print_table(s: &PoolSnapshot) {
         let idle = m
             .idle_for
             .map_or("-".into(), |d| format!("{:.1}s", d.as_secs_f64()));
-        let keep = m
-            .keep_alive
-            .map_or("forever".into(), |d| format!("{:.1}s", d.as_secs_f64()));
+        let keep = KeepAlive(m.keep_alive).to_string();
         println!(
             "  {:<12} {:<9} {:>3} {:>6.1} MiB {:>6.1} MiB {:>6} {:>9} {:>10} {:>6}  {}",
             m.id,
@@ -126,13 +147,13 @@ fn describe(e: &PoolEvent) -> String {
 /// under the budget (evicting as it must), then print the table.
 pub async fn run(
     budget: u64,
-    keep_alive: Option<Duration>,
+    keep_alive: KeepAlive,
     models: &[String],
     metrics: bool,
 ) -> CliResult {
     let pool = ModelPool::builder()
         .memory_budget(budget)
-        .keep_alive(keep_alive)
+        .keep_alive(keep_alive.0)
         .build()?;
     let mut ids = Vec::new();
     for spec in models {
@@ -143,14 +164,11 @@ pub async fn run(
         ids.push(id.to_string());
     }
     let mut events = pool.subscribe();
-    let mut failed = false;
+    // Each model that did not load, said once, in the one error line.
+    let mut failures = Vec::new();
     for id in &ids {
-        match pool.load(id).await {
-            Ok(_) => {}
-            Err(e) => {
-                failed = true;
-                eprintln!("{id}: {e}");
-            }
+        if let Err(e) = pool.load(id).await {
+            failures.push(format!("{id}: {e}"));
         }
         while let Ok(e) = events.try_recv() {
             println!("  {}", describe(&e));
@@ -168,8 +186,8 @@ pub async fn run(
         print!("{}", pool.metrics_text());
     }
     pool.shutdown().await;
-    if failed {
-        return Err("some models did not load".into());
+    if !failures.is_empty() {
+        return Err(failures.join("; ").into());
     }
     Ok(())
 }
@@ -252,13 +270,24 @@ mod tests {
         assert_eq!(parse_bytes("1000"), Ok(1000));
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("5 parsecs").is_err());
-        assert_eq!(parse_duration("forever"), Ok(None));
+        assert!(parse_bytes("99999999999999999999TiB").is_err());
+        assert_eq!(parse_keep_alive("forever"), Ok(KeepAlive(None)));
         assert_eq!(
-            parse_duration("500ms"),
-            Ok(Some(Duration::from_millis(500)))
+            parse_keep_alive("500ms"),
+            Ok(KeepAlive(Some(Duration::from_millis(500))))
         );
-        assert_eq!(parse_duration("5m"), Ok(Some(Duration::from_secs(300))));
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(
+            parse_keep_alive("5m"),
+            Ok(KeepAlive(Some(Duration::from_secs(300))))
+        );
+        assert_eq!(
+            parse_keep_alive("5 m"),
+            Ok(KeepAlive(Some(Duration::from_secs(300))))
+        );
+        assert!(parse_keep_alive("soon").is_err());
+        assert!(parse_keep_alive("5 parsecs").is_err());
+        // Beyond what a Duration holds: an error, not a panic.
+        assert!(parse_keep_alive("99999999999999999999999h").is_err());
     }
 
     #[tokio::test]
@@ -270,14 +299,21 @@ mod tests {
         let b = format!("b={}", xl.display());
         let fits_b = model_manager::inspect(&xl.as_path().into()).unwrap().bytes;
         // A budget for the larger alone: loading b evicts a.
-        run(fits_b + 1024, None, &[a.clone(), b.clone()], true)
-            .await
-            .unwrap();
+        run(
+            fits_b + 1024,
+            KeepAlive(None),
+            &[a.clone(), b.clone()],
+            true,
+        )
+        .await
+        .unwrap();
         // A budget for neither: refused, and said so.
-        assert!(run(1024, None, &[a, b], false).await.is_err());
-        assert!(run(1 << 30, None, &["no-equals-sign".into()], false)
-            .await
-            .is_err());
+        assert!(run(1024, KeepAlive(None), &[a, b], false).await.is_err());
+        assert!(
+            run(1 << 30, KeepAlive(None), &["no-equals-sign".into()], false)
+                .await
+                .is_err()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
