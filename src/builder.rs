@@ -7,15 +7,31 @@ use std::time::Duration;
 use candle_core::DType;
 use tokio::runtime::Handle;
 
-use crate::loader::{
-    default_read_threads_for, LoaderConfig, LoaderService, ProgressHook, Runtime,
-    DEFAULT_CHUNK_SIZE,
-};
-use crate::manager::Parts;
+use crate::error::{Error, Result};
+use crate::io::loaded::TensorPipeline;
+use crate::io::progress::Progress;
+use crate::io::{default_read_threads_for, ProgressHook, DEFAULT_CHUNK_SIZE};
+use crate::loader::{LoaderConfig, LoaderService, Runtime};
+use crate::manager::{ModelManager, Parts};
 use crate::pipeline::{Pipeline, PipelineManager};
-use crate::resource::ResourceManager;
+use crate::resource::{DeviceSpec, ResourceManager};
 use crate::state::StateManager;
-use crate::{DeviceSpec, Error, ModelManager, Progress, Result, TensorPipeline};
+
+impl ModelManager {
+    /// A manager on the CPU with default settings.
+    ///
+    /// Its tasks run on a small runtime of its own, started by the first
+    /// load and joined on shutdown (or on the runtime given to
+    /// [`ModelManagerBuilder::runtime`]).
+    pub fn new() -> Result<Self> {
+        Self::builder().build()
+    }
+
+    /// Configure a manager.
+    pub fn builder() -> ModelManagerBuilder {
+        ModelManagerBuilder::default()
+    }
+}
 
 /// Settings for a [`ModelManager`].
 ///
@@ -38,7 +54,7 @@ pub struct ModelManagerBuilder<P: Pipeline = TensorPipeline> {
     hook: Option<ProgressHook>,
     runtime: Option<Handle>,
     drain_timeout: Duration,
-    pace: Option<crate::loader::Pace>,
+    pace: Option<crate::io::Pace>,
     trim_heap: bool,
     options: Arc<P::Options>,
     _pipeline: PhantomData<fn() -> P>,
@@ -88,7 +104,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     }
 
     /// Threads reading one file in parallel (default: the available cores,
-    /// at most 4; at most 8 on CUDA: [`default_read_threads_for`](crate::default_read_threads_for)).
+    /// at most 4; at most 8 on CUDA: [`default_read_threads_for`](crate::io::default_read_threads_for)).
     pub fn read_threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads.max(1));
         self
@@ -128,7 +144,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     /// How a load yields to the host between chunks on wasm32 (for example
     /// a `setTimeout(0)` or `MessageChannel` turn); by default, a yield to
     /// the async executor only.
-    pub fn pace(mut self, pace: crate::loader::Pace) -> Self {
+    pub fn pace(mut self, pace: crate::io::Pace) -> Self {
         self.pace = Some(pace);
         self
     }
@@ -156,7 +172,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     }
 
     /// Load into another pipeline type, giving its `assemble` these
-    /// options (see [`Assembly::options`](crate::Assembly::options)).
+    /// options (see [`Assembly::options`](crate::pipeline::Assembly::options)).
     pub fn pipeline_with<Q: Pipeline>(self, options: Q::Options) -> ModelManagerBuilder<Q> {
         self.pipeline_shared(Arc::new(options))
     }

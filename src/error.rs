@@ -16,7 +16,7 @@
 
 use std::path::PathBuf;
 
-use crate::state::{Command, State};
+use crate::lifecycle::{Command, State};
 
 /// The result type used throughout model-manager.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -38,12 +38,33 @@
 //! - **Events**: [`ModelManager::subscribe`] yields every transition, in
 //!   order, each with its [`Snapshot`].
 //! - **Shutdown** cancels, drains, unloads and joins every task and thread.
+//!
+//! ## Map
+//!
+//! From the ground up; each module imports only from those above it in
+//! this list (never from a later one, and never through this file's
+//! re-exports):
+//!
+//! | module | owns | may import |
+//! |---|---|---|
+//! | `lifecycle` | the states and commands, with the one table of their names | nothing |
+//! | `error` | [`Error`] and [`ErrorCode`] (`ErrorCode::ALL`: the one table of codes) | `lifecycle` |
+//! | `resource` | ResourceManager: the device, memory figures, the budget check, reservations, the device's free memory | `error` |
+//! | `io` | everything that reads weights: sources and streams, layouts, safetensors, the hub cache, the read engine (host, CUDA, stream) | `resource`, `error` |
+//! | `pipeline` | PipelineManager: the [`Pipeline`] trait, assembly, the resident pipeline and its [`Lease`]s | `io`, `resource`, `error` |
+//! | [`state`] | StateManager: the typed machine, the published snapshot, events, load tickets | `pipeline`, `io`, `resource`, `error`, `lifecycle` |
+//! | `loader` | LoaderService: commands (latest request wins), load and unload tasks, the runtime | all of the above |
+//! | `manager` | [`ModelManager`], the facade over the four | all of the above |
+//! | `builder` | [`ModelManagerBuilder`]: settings, and the four parts wired together | all of the above |
+//! | `pool` | [`ModelPool`]: several managers under one budget | `manager`, `builder`; the loader's runtime and `io::estimate` |
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod builder;
 mod error;
+mod io;
+mod lifecycle;
 mod loader;
 mod manager;
 mod pipeline;
@@ -53,18 +74,20 @@ pub mod state;
 
 pub use builder::ModelManagerBuilder;
 pub use error::{Blocker, Error, ErrorCode, Result};
-pub use loader::{
-    default_read_threads, default_read_threads_for, inspect, ComponentSummary, LoadHandle,
-    ModelSource, ModelSummary, Pace, ProgressHook, StreamSource, StreamWriter, TensorSummary,
+pub use io::loaded::{Component, PipelineInfo, TensorPipeline};
+pub use io::{
+    default_read_threads, default_read_threads_for, inspect, ComponentSummary, ModelSource,
+    ModelSummary, Pace, ProgressHook, StreamSource, StreamWriter, TensorSummary,
     DEFAULT_CHUNK_SIZE,
 };
 pub use manager::ModelManager;
-pub use pipeline::{Assembly, Component, Lease, Pipeline, PipelineInfo, TensorPipeline};
+pub use pipeline::{Assembly, Lease, Pipeline};
 pub use pool::{
     ModelOptions, ModelPool, ModelPoolBuilder, ModelStatus, PoolCounters, PoolEvent, PoolEventKind,
     PoolLease, PoolSnapshot, ReloadPolicy, UnloadReason,
 };
 pub use resource::{DeviceMemory, DeviceSpec};
+pub use state::ticket::LoadHandle;
 pub use state::{
     Command, LeaseReleases, Progress, RecvError, Snapshot, State, StateEvent, Subscription,
     TryRecvError,

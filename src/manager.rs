@@ -26,16 +26,17 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use crate::loader::LoaderService;
-use crate::pipeline::{Pipeline, PipelineInfo};
-use crate::resource::ResourceManager;
-use crate::state::{StateManager, Subscription};
 #[cfg(not(target_arch = "wasm32"))]
-use crate::Error;
-use crate::{
-    DeviceSpec, Lease, LoadHandle, ModelManagerBuilder, ModelSource, Progress, Result, Snapshot,
-    State, TensorPipeline,
-};
+use crate::error::Error;
+use crate::error::Result;
+use crate::io::loaded::{PipelineInfo, TensorPipeline};
+use crate::io::progress::Progress;
+use crate::io::ModelSource;
+use crate::loader::LoaderService;
+use crate::pipeline::{Lease, Pipeline};
+use crate::resource::{DeviceSpec, ResourceManager};
+use crate::state::ticket::LoadHandle;
+use crate::state::{Snapshot, State, StateManager, Subscription};
 
 /// The four parts behind the facade.
 pub(crate) struct Parts<P: Pipeline> {
@@ -51,22 +52,6 @@ pub(crate) struct Parts<P: Pipeline> {
 pub struct ModelManager<P: Pipeline = TensorPipeline> {
     parts: Parts<P>,
     shut_down: OnceCell<()>,
-}
-
-impl ModelManager {
-    /// A manager on the CPU with default settings.
-    ///
-    /// Its tasks run on a small runtime of its own, started by the first
-    /// load and joined on shutdown (or on the runtime given to
-    /// [`ModelManagerBuilder::runtime`]).
-    pub fn new() -> Result<Self> {
-        Self::builder().build()
-    }
-
-    /// Configure a manager.
-    pub fn builder() -> ModelManagerBuilder {
-        ModelManagerBuilder::default()
-    }
 }
 
 impl<P: Pipeline> ModelManager<P> {

@@ -1,4 +1,10 @@
-//! PipelineManager: storage of the loaded pipeline and its config, and leases.
+//! The pipeline: what a manager hands out under a lease. [`Pipeline`] (the
+//! application's model type, built from what was read), the
+//! [`PipelineManager`] that assembles it, and the resident pipeline with
+//! its leases ([`Installed`], [`Lease`]), which the state's store holds
+//! while `Ready`.
+//!
+//! May import: `io` (what a read produces), `resource`, `error`.
 //!
 //! The built-in [`TensorPipeline`] holds named candle-core tensors per
 //! component plus the parsed configs. A Rust application loads straight into
@@ -58,17 +64,16 @@
 //!
 //! `examples/embed/` runs this end to end.
 
-use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
-use serde_json::Value;
+use candle_core::{DType, Device};
 use tokio::sync::watch;
 
+use crate::error::{Error, Result};
+use crate::io::loaded::{PipelineInfo, TensorPipeline};
 use crate::resource::Reservation;
-use crate::{Error, Result};
 
 /// What a manager hands out under a lease: built from the loaded tensors.
 pub trait Pipeline: Sized + Send + Sync + 'static {
@@ -117,116 +122,6 @@ impl<'a, O> Assembly<'a, O> {
     pub fn options(&self) -> &'a O {
         self.options
     }
-}
-
-/// One component of a pipeline (the whole model, for a single-model source).
-#[derive(Debug, Clone)]
-pub struct Component {
-    pub(crate) name: String,
-    pub(crate) config: Option<Value>,
-    pub(crate) tensors: BTreeMap<String, Tensor>,
-}
-
-impl Component {
-    /// The component's name (`"model"` for a single-model source, else the
-    /// subfolder name such as `"unet"`).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The component's parsed `config.json`, if it has one.
-    pub fn config(&self) -> Option<&Value> {
-        self.config.as_ref()
-    }
-
-    /// A tensor by name.
-    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
-        self.tensors.get(name)
-    }
-
-    /// Every tensor, by name.
-    pub fn tensors(&self) -> impl Iterator<Item = (&str, &Tensor)> {
-        self.tensors.iter().map(|(k, v)| (k.as_str(), v))
-    }
-
-    /// Every tensor by name, as `candle-nn`'s `VarBuilder::from_tensors`
-    /// takes them. The tensors share the loaded buffers (a tensor clone is
-    /// a reference), so nothing is copied.
-    pub fn tensor_map(&self) -> HashMap<String, Tensor> {
-        self.tensors
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    /// The dtype of the component's floating-point tensors (of the first,
-    /// by name, if they differ); `None` if it has none.
-    pub fn float_dtype(&self) -> Option<DType> {
-        self.tensors
-            .values()
-            .map(Tensor::dtype)
-            .find(|d| d.is_float())
-    }
-}
-
-/// Named candle-core tensors per component, plus the parsed configs.
-#[derive(Debug, Clone)]
-pub struct TensorPipeline {
-    pub(crate) components: Vec<Component>,
-    pub(crate) info: PipelineInfo,
-}
-
-impl TensorPipeline {
-    /// The components, in load order.
-    pub fn components(&self) -> &[Component] {
-        &self.components
-    }
-
-    /// A component by name.
-    pub fn component(&self, name: &str) -> Option<&Component> {
-        self.components.iter().find(|c| c.name == name)
-    }
-
-    /// A tensor by name: `"name"` searches every component in order,
-    /// `"component/name"` one component.
-    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
-        if let Some((component, rest)) = name.split_once('/') {
-            if let Some(t) = self.component(component).and_then(|c| c.tensor(rest)) {
-                return Some(t);
-            }
-        }
-        self.components.iter().find_map(|c| c.tensor(name))
-    }
-
-    /// Every tensor as `(component, name, tensor)`.
-    pub fn tensors(&self) -> impl Iterator<Item = (&str, &str, &Tensor)> {
-        self.components
-            .iter()
-            .flat_map(|c| c.tensors().map(move |(n, t)| (c.name(), n, t)))
-    }
-
-    /// Number of tensors in all components.
-    pub fn tensor_count(&self) -> usize {
-        self.components.iter().map(|c| c.tensors.len()).sum()
-    }
-
-    /// The pipeline's config facts.
-    pub fn info(&self) -> &PipelineInfo {
-        &self.info
-    }
-}
-
-/// Config facts of a loaded pipeline, kept beside it whatever its type.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PipelineInfo {
-    /// The denoiser's `sample_size` (or the model's), when its config has one.
-    pub sample_size: Option<u64>,
-    /// The top-level config (`config.json` or `model_index.json`).
-    pub config: Option<Value>,
-    /// Bytes of tensor data.
-    pub bytes: u64,
-    /// Number of tensors.
-    pub tensors: u64,
 }
 
 /// A loaded pipeline with its config and the memory it holds.

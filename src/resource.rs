@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::Device;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Which device weights are loaded onto.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -167,13 +167,7 @@ impl ResourceManager {
     /// Free and total memory of the device, as its driver reports them
     /// (CUDA only; `None` elsewhere or if the query fails).
     pub(crate) fn device_memory(&self) -> Option<(u64, u64)> {
-        #[cfg(feature = "cuda")]
-        if let Device::Cuda(device) = &self.device {
-            return crate::loader::cuda_memory_info(device)
-                .map_err(|e| tracing::warn!(error = %e, "CUDA memory query failed"))
-                .ok();
-        }
-        None
+        device_memory(&self.device)
     }
 
     /// A load is about to allocate: note the device's free memory.
@@ -274,13 +268,7 @@ impl ResourceManager {
 
     /// Memory the device can still give, where it can be known.
     fn available_on_device(&self) -> Option<u64> {
-        match self.spec {
-            DeviceSpec::Cpu => mem_available(),
-            // The driver's figure (CUDA builds); candle exposes none for
-            // Metal, where the allocation itself reports a shortage.
-            DeviceSpec::Cuda(_) => self.device_memory().map(|(free, _)| free),
-            DeviceSpec::Metal => None,
-        }
+        free_memory(&self.device)
     }
 
     /// An empty reservation that counts bytes as they are allocated.
@@ -371,5 +359,33 @@ impl Drop for Reservation {
             &self.ledger.resident
         };
         counter.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Free and total memory of `device`, as its driver reports them (CUDA
+/// only; `None` elsewhere or if the query fails).
+pub(crate) fn device_memory(device: &Device) -> Option<(u64, u64)> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        let info = cuda.cuda_stream().context().mem_get_info();
+        return info
+            .map(|(free, total)| (free as u64, total as u64))
+            .map_err(|e| tracing::warn!(error = %e, "CUDA memory query failed"))
+            .ok();
+    }
+    let _ = device;
+    None
+}
+
+/// Memory `device` can still give, where it can be known: the kernel's
+/// `MemAvailable` for the CPU, the driver's free memory for CUDA; candle
+/// exposes none for Metal, where the allocation itself reports a shortage.
+/// The one reading of a device's free memory, for a manager's budget
+/// check and a pool's default budget alike.
+pub(crate) fn free_memory(device: &Device) -> Option<u64> {
+    match device {
+        Device::Cpu => mem_available(),
+        Device::Cuda(_) => device_memory(device).map(|(free, _)| free),
+        Device::Metal(_) => None,
     }
 }

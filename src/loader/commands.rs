@@ -6,13 +6,13 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::ticket::{CancelLoad, LoadHandle, LoadTicket};
 use super::{LoaderService, SHUTDOWN_GRACE};
+use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
 use crate::state::store::Txn;
+use crate::state::ticket::{CancelLoad, LoadHandle, LoadTicket};
 use crate::state::typed::ModelId;
 use crate::state::{Command, State};
-use crate::{Error, Result};
 
 /// What a caller of `unload` waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 use {
-    crate::{Error, Result},
+    crate::error::{Error, Result},
     once_cell::sync::OnceCell,
     std::sync::{Mutex, PoisonError},
     std::time::Duration,

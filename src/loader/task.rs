@@ -8,13 +8,15 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::plan::resolve;
-use super::read::{peak_bytes, read_plan, ReadContext};
-use super::ticket::LoadTicket;
 use super::LoaderService;
+use crate::error::{Error, Result};
+use crate::io::plan::resolve;
+use crate::io::read::stream::read_stream;
+use crate::io::read::{peak_bytes, read_plan, ReadContext};
+use crate::io::ModelSource;
 use crate::pipeline::{Installed, Pipeline, Resident};
 use crate::state::store::Txn;
-use crate::{Error, ModelSource, Result};
+use crate::state::ticket::LoadTicket;
 
 /// Ends a load whose task was dropped before it could: nothing was read (or
 /// what was read was dropped with the task), so the load ends as cancelled.
@@ -52,7 +54,7 @@ impl<P: Pipeline> LoaderService<P> {
         txn.start_load(&ticket)
             .map_err(|_| Error::InvalidTransition {
                 from: txn.state(),
-                event: crate::Command::Load,
+                event: crate::state::Command::Load,
             })?;
         let end = EndLoad {
             loader: self.clone(),
@@ -91,7 +93,12 @@ impl<P: Pipeline> LoaderService<P> {
             // checked file by file, as headers arrive.
             self.resources.note_load_start();
             let mut reservation = self.resources.reservation();
-            let loaded = super::stream::block_on(self.read_stream(stream, &ctx, &mut reservation));
+            let loaded = crate::io::read::stream::block_on(read_stream(
+                &self.resources,
+                stream,
+                &ctx,
+                &mut reservation,
+            ));
             (loaded, reservation)
         } else {
             let plan = resolve(&ticket.model)?;
@@ -131,7 +138,7 @@ impl<P: Pipeline> LoaderService<P> {
             // Paced by the producer: the load waits for its bytes.
             let mut reservation = self.resources.reservation();
             let ctx = self.read_context(ticket);
-            let loaded = self.read_stream(stream, &ctx, &mut reservation).await?;
+            let loaded = read_stream(&self.resources, stream, &ctx, &mut reservation).await?;
             return self.pipelines.assemble(
                 loaded,
                 self.resources.device(),
@@ -148,7 +155,7 @@ impl<P: Pipeline> LoaderService<P> {
         let mut reservation = self.resources.reservation();
         let ctx = self.read_context(ticket);
         // Without a pace from the host, yield to the executor between chunks.
-        let pace: super::Pace = self
+        let pace: crate::io::Pace = self
             .config
             .pace
             .clone()

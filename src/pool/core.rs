@@ -23,9 +23,12 @@ use super::ledger::{Admission, Hold, Ledger, TrueUp};
 use super::rt::{self, Instant, Spawner};
 use super::status::{Metrics, ModelStatus, PoolEvent, PoolEventKind, PoolSnapshot, UnloadReason};
 use super::{ModelOptions, PoolConfig, ReloadPolicy};
-use crate::error::Blocker;
+use crate::error::{Blocker, Error, Result};
+use crate::io::ModelSource;
 use crate::loader::Runtime;
-use crate::{Error, ModelManager, ModelSource, Pipeline, Result, State};
+use crate::manager::ModelManager;
+use crate::pipeline::Pipeline;
+use crate::state::State;
 
 /// A charge's key: a model id and its version.
 pub(crate) type Key = (Arc<str>, u64);
@@ -547,7 +550,7 @@ impl<P: Pipeline> Core<P> {
         // The estimate: headers only, on a blocking thread.
         let estimate = {
             let (source, dtype, device) = (source.clone(), self.config.dtype, self.device.clone());
-            let blocking = rt::blocking(move || crate::loader::estimate(&source, dtype, &device));
+            let blocking = rt::blocking(move || crate::io::estimate(&source, dtype, &device));
             tokio::select! {
                 r = blocking => r,
                 () = cancel.cancelled() => Err(Error::Cancelled),

@@ -3,7 +3,8 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::{Lease, Pipeline, PipelineInfo, TensorPipeline};
+use crate::io::loaded::{PipelineInfo, TensorPipeline};
+use crate::pipeline::{Lease, Pipeline};
 
 /// Told when a pool lease is released (the pool's core): the model's
 /// keep-alive clock and the loads waiting for memory look again.

@@ -1,5 +1,5 @@
 //! [`ModelPool`]: several models under one memory budget, each with the
-//! lifecycle a [`ModelManager`](crate::ModelManager) has (each loaded
+//! lifecycle a [`ModelManager`](crate::manager::ModelManager) has (each loaded
 //! version *is* a manager of its own), with size-aware eviction,
 //! keep-alive, pinning, loads on demand and zero-downtime reloads.
 //!
@@ -75,8 +75,12 @@ use std::time::Duration;
 use candle_core::DType;
 use tokio::sync::{broadcast, OnceCell};
 
-use crate::loader::{Pace, Runtime, DEFAULT_CHUNK_SIZE};
-use crate::{DeviceSpec, Error, ModelSource, Pipeline, Result, TensorPipeline};
+use crate::error::{Error, Result};
+use crate::io::loaded::TensorPipeline;
+use crate::io::{ModelSource, Pace, DEFAULT_CHUNK_SIZE};
+use crate::loader::Runtime;
+use crate::pipeline::Pipeline;
+use crate::resource::DeviceSpec;
 
 use self::core::Core;
 pub use lease::PoolLease;
@@ -193,7 +197,7 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
         self
     }
 
-    /// Bytes per read (see [`ModelManagerBuilder::chunk_size`](crate::ModelManagerBuilder::chunk_size)).
+    /// Bytes per read (see [`ModelManagerBuilder::chunk_size`](crate::builder::ModelManagerBuilder::chunk_size)).
     pub fn chunk_size(mut self, bytes: usize) -> Self {
         self.config.chunk_size = bytes.max(1);
         self
@@ -212,7 +216,7 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     }
 
     /// Return freed memory to the OS after each unload (default on; see
-    /// [`ModelManagerBuilder::return_memory_to_os`](crate::ModelManagerBuilder::return_memory_to_os)).
+    /// [`ModelManagerBuilder::return_memory_to_os`](crate::builder::ModelManagerBuilder::return_memory_to_os)).
     pub fn return_memory_to_os(mut self, enabled: bool) -> Self {
         self.config.return_memory_to_os = enabled;
         self
@@ -268,7 +272,7 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     }
 
     /// How loads yield to the host between chunks on wasm32 (see
-    /// [`ModelManagerBuilder::pace`](crate::ModelManagerBuilder::pace)).
+    /// [`ModelManagerBuilder::pace`](crate::builder::ModelManagerBuilder::pace)).
     pub fn pace(mut self, pace: Pace) -> Self {
         self.config.pace = Some(pace);
         self
@@ -322,7 +326,7 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
         let device = config.device.open()?;
         config.budget = match self.budget {
             Some(bytes) => bytes,
-            None => default_budget(config.device, &device)?,
+            None => default_budget(&device)?,
         };
         #[cfg(not(target_arch = "wasm32"))]
         let (runtime, spawner) = {
@@ -339,19 +343,8 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     }
 }
 
-fn default_budget(spec: DeviceSpec, device: &candle_core::Device) -> Result<u64> {
-    let _ = device;
-    let budget = match spec {
-        DeviceSpec::Cpu => crate::resource::mem_available(),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(_) => match device {
-            candle_core::Device::Cuda(cuda) => crate::loader::cuda_memory_info(cuda)
-                .ok()
-                .map(|(free, _)| free),
-            _ => None,
-        },
-        _ => None,
-    };
+fn default_budget(device: &candle_core::Device) -> Result<u64> {
+    let budget = crate::resource::free_memory(device);
     budget.ok_or_else(|| {
         Error::InvalidArgument(
             "the device's free memory is unknown here: give the pool a memory_budget".into(),

@@ -45,11 +45,11 @@ impl Spawner {
 /// Run `f` where blocking is allowed (a blocking thread natively).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
-) -> crate::Result<T> {
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> crate::error::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or(Err(crate::Error::ShutDown))
+        .unwrap_or(Err(crate::error::Error::ShutDown))
 }
 
 /// Far enough to mean "never", near enough to add to any instant.
@@ -188,7 +188,9 @@ mod js {
 
     /// No threads: run `f` here (an in-memory model's headers are in
     /// memory already).
-    pub(crate) async fn blocking<T>(f: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
+    pub(crate) async fn blocking<T>(
+        f: impl FnOnce() -> crate::error::Result<T>,
+    ) -> crate::error::Result<T> {
         f()
     }
 }

@@ -11,7 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::{Error, ModelSource, State};
+use crate::error::Error;
+use crate::io::ModelSource;
+use crate::state::State;
 
 /// One model of a [`ModelPool`](super::ModelPool), as it is now.
 #[derive(Debug, Clone)]

@@ -91,7 +91,8 @@ mod tests {
 
     use super::super::machine::{Input, Machine, Refusal};
     use super::super::{Command, State};
-    use crate::{Error, ModelSource};
+    use crate::error::Error;
+    use crate::io::ModelSource;
 
     /// DESIGN.md's transition table, and nothing else.
     const TABLE: [(State, Command, State); 8] = [

@@ -15,12 +15,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, watch};
 
 use super::machine::{Input, Machine, Refusal};
+use super::ticket::LoadTicket;
 use super::typed::ModelId;
 use super::{Command, ProgressCounters, Snapshot, State, StateEvent};
-use crate::loader::LoadTicket;
-use crate::pipeline::{Installed, Lease, LeaseCount, Pipeline, PipelineInfo};
+use crate::error::{Error, Result};
+use crate::io::loaded::PipelineInfo;
+use crate::pipeline::{Installed, Lease, LeaseCount, Pipeline};
 use crate::resource::Ledger;
-use crate::{Error, Result};
 
 /// How many transitions a subscriber may fall behind before it is told it
 /// missed some.

@@ -3,9 +3,10 @@
 //! handlers (`crate::state::handlers`), so that neither imports the other's
 //! file.
 
-use super::super::{Command, State};
+// Through the parent module (the lifecycle's tests compile these files
+// beside handlers of their own, where the parent is their crate root).
+use super::super::{Command, Error, State};
 use super::typed::{ModelId, Step};
-use crate::Error;
 
 /// An input to the runtime machine: a user command, or the result of a
 /// background operation (tagged with the generation it belongs to).

@@ -21,8 +21,7 @@ pub(crate) mod typed;
 pub(crate) use self::input::{Input, Refusal, Verdict};
 use self::typed::{Failed, Idle, Loading, ModelId, Node, Ready, Unloading};
 use super::handlers;
-use super::State;
-use crate::Error;
+use super::{Error, State};
 
 /// The machine: its current typed state.
 #[derive(Debug)]

@@ -18,7 +18,9 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::{Error, ModelSource};
+// Through the parent modules (the lifecycle's tests compile these files
+// beside handlers of their own, where the grandparent is their crate root).
+use super::super::{Error, ModelSource};
 
 /// Identity of a model: what was asked to be loaded.
 pub type ModelId = Arc<ModelSource>;

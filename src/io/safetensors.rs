@@ -26,7 +26,7 @@ use safetensors::Dtype;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The reference parser's cap on the header size.
 pub(crate) const MAX_HEADER: u64 = 100_000_000;

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::plan::resolve;
 use super::source::ModelSource;
-use crate::Result;
+use crate::error::Result;
 
 /// One tensor as its file's header describes it.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,20 +4,20 @@
 /// Part of a read that belongs to one tensor: copied from `src` in the
 /// staging buffer to `dst` in its group's device buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Segment {
-    pub(super) tensor: usize,
-    pub(super) group: usize,
-    pub(super) src: usize,
-    pub(super) dst: u64,
-    pub(super) len: usize,
+pub(crate) struct Segment {
+    pub(crate) tensor: usize,
+    pub(crate) group: usize,
+    pub(crate) src: usize,
+    pub(crate) dst: u64,
+    pub(crate) len: usize,
 }
 
 /// One read: `len` bytes of the file from `offset`, and where they go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Job {
-    pub(super) offset: u64,
-    pub(super) len: usize,
-    pub(super) segments: Vec<Segment>,
+pub(crate) struct Job {
+    pub(crate) offset: u64,
+    pub(crate) len: usize,
+    pub(crate) segments: Vec<Segment>,
 }
 
 /// Split tensors (`spans`: file offset and length of each; `placement`: its
@@ -26,7 +26,7 @@ pub(super) struct Job {
 /// and one staging buffer; a large one spans several reads); a read never
 /// spans a gap between tensors. `None` if the lists disagree or a length
 /// does not fit in memory.
-pub(super) fn jobs(
+pub(crate) fn jobs(
     spans: &[(u64, u64)],
     placement: &[(usize, u64)],
     chunk: usize,

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 
 use super::files::{read_capped, MAX_REF_BYTES};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The hub cache folder.
 pub(crate) fn cache_dir() -> Option<PathBuf> {

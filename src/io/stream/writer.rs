@@ -1,67 +1,4 @@
-//! Models that arrive over time (a download): a [`ModelSource::Stream`]
-//! and its [`StreamWriter`], which a producer (a `fetch`, a socket, a
-//! decompressor) feeds file by file while the load runs.
-//!
-//! The bytes of a weights file go straight into their final place: once a
-//! file's header has arrived, the load parses it, checks the budget,
-//! allocates the file's tensor buffers (fallibly), and from then on every
-//! write copies the producer's bytes directly into those buffers
-//! ([`StreamWriter::write_with`] hands the producer the destination). No
-//! copy of the file is kept beside the tensors: a streamed model needs its
-//! size in memory, plus its headers and small (JSON) files.
-//!
-//! Files may arrive in any order (configs, indexes, shards, a diffusers
-//! `model_index.json` and its components, named as in the folder:
-//! `unet/config.json`); the layout is resolved, as for a folder, once the
-//! producer calls [`StreamWriter::finish`]. A weights file the layout does
-//! not use is freed then.
-//!
-//! Progress counts tensor bytes and tensors as they are written; its
-//! totals grow as each weights file's header arrives (a stream does not
-//! know the model's size up front; a producer that knows its files'
-//! lengths can report the download against them). The memory budget is
-//! checked file by file, before each file's buffers are allocated.
-//!
-//! Lifecycle and errors are those of any load: progress at every write,
-//! cancel at any moment (the load frees what it holds, then is `Idle`),
-//! and a producer's failure ([`StreamWriter::abort`], or a file that ends
-//! short) ends the load in `Failed` with that error. Every wait on either
-//! side ends when the other side ends: a write or [`StreamWriter::writable`]
-//! after the load ended returns the load's error; a load waiting for bytes
-//! ends on cancel, or on the writer's abort or drop. How long to wait for a
-//! stalled producer is the producer's decision (a timeout, then `abort`).
-//!
-//! ```
-//! use model_manager::{ModelManager, ModelSource};
-//! # fn file() -> Vec<u8> {
-//! #     let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
-//! #     let mut f = (header.len() as u64).to_le_bytes().to_vec();
-//! #     f.extend_from_slice(header);
-//! #     f.extend_from_slice(&[0u8; 8]);
-//! #     f
-//! # }
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), model_manager::Error> {
-//! let manager = ModelManager::new()?;
-//! let (source, writer) = ModelSource::stream();
-//! let load = manager.load(source)?;
-//!
-//! let bytes = file(); // what arrives, in pieces of any size
-//! writer.begin("model.safetensors", Some(bytes.len() as u64))?;
-//! let mut rest = &bytes[..];
-//! while !rest.is_empty() {
-//!     let n = writer.write(rest)?;
-//!     if n == 0 {
-//!         writer.writable().await?; // the load is allocating the tensors
-//!     }
-//!     rest = &rest[n..];
-//! }
-//! writer.end()?;
-//! writer.finish()?;
-//! load.await?;
-//! # manager.shutdown().await;
-//! # Ok(()) }
-//! ```
+//! The producer's end of a stream: [`StreamWriter`].
 
 #![deny(
     clippy::unwrap_used,
@@ -71,87 +8,16 @@
     clippy::arithmetic_side_effects
 )]
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::files::{FilePlan, Root, MAX_JSON_BYTES};
-use super::read::Prepared;
-use super::safetensors::MAX_HEADER;
-use crate::{Error, Result};
-
-mod load;
-#[cfg(not(target_arch = "wasm32"))]
-pub(super) use load::block_on;
-
-/// The load's end of a stream: what [`ModelSource::Stream`] holds. Two
-/// stream sources are the same model only if they are the same stream.
-///
-/// [`ModelSource::Stream`]: super::ModelSource::Stream
-#[derive(Clone)]
-pub struct StreamSource {
-    shared: Arc<Shared>,
-    /// Shared by every clone: when the last goes and no load ever took
-    /// the stream (a queued load dropped, a source never loaded), the
-    /// stream closes, so the producer stops waiting and what it had
-    /// written is freed.
-    _unloaded: Arc<CloseUnloaded>,
-}
-
-struct CloseUnloaded {
-    shared: Arc<Shared>,
-}
-
-impl Drop for CloseUnloaded {
-    fn drop(&mut self) {
-        close_unattached(&self.shared, Error::Cancelled);
-    }
-}
-
-/// Close a stream that no load took, with `reason` as what the producer's
-/// next call reports, and free what it had written. A no-op once a load
-/// has taken the stream (that load closes it as it ends).
-fn close_unattached(shared: &Shared, reason: Error) {
-    let mut inner = shared.lock();
-    if inner.attached || inner.closed {
-        return;
-    }
-    inner.closed = true;
-    inner.failed.get_or_insert(reason);
-    let held = (
-        std::mem::take(&mut inner.current),
-        std::mem::take(&mut inner.small),
-    );
-    drop(inner);
-    drop(held);
-    shared.to_loader.notify_one();
-    shared.to_writer.notify_one();
-}
-
-impl StreamSource {
-    /// The load of this stream ended before it took the stream (cancelled
-    /// or superseded while it waited its turn): close it now, so the
-    /// producer stops waiting, even while handles on that load (and so
-    /// this source) live on.
-    pub(crate) fn close_unloaded(&self, reason: Error) {
-        close_unattached(&self.shared, reason);
-    }
-}
-
-impl PartialEq for StreamSource {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
-    }
-}
-
-impl fmt::Debug for StreamSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StreamSource")
-    }
-}
+use super::shared::{stream_error, Body, CloseUnloaded, Current, Inner, Shared, StreamSource};
+use crate::error::{Error, Result};
+use crate::io::files::{Root, MAX_JSON_BYTES};
+use crate::io::safetensors::MAX_HEADER;
 
 /// The producer's end of a stream: feeds the files of a model to the load
 /// of its [`StreamSource`], one file at a time: [`begin`](Self::begin),
@@ -186,112 +52,6 @@ pub(crate) fn channel() -> (StreamSource, StreamWriter) {
         },
         StreamWriter { shared },
     )
-}
-
-struct Shared {
-    inner: Mutex<Inner>,
-    /// Something changed for the load (bytes, a header, a file, the end).
-    to_loader: Notify,
-    /// The stream can take bytes again (or is over).
-    to_writer: Notify,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[derive(Default)]
-struct Inner {
-    current: Current,
-    /// Completed small files (JSON), by relative name.
-    small: BTreeMap<String, Arc<[u8]>>,
-    /// Names of every file begun, to refuse a name twice.
-    names: Vec<String>,
-    /// Tensor bytes written (the load publishes the difference).
-    written: u64,
-    /// Tensors whose last byte was written.
-    tensors_done: u64,
-    /// The producer called `finish`.
-    finished: bool,
-    /// Why the stream is over early: the producer failed, or the load ended.
-    failed: Option<Error>,
-    /// A load took this stream (a stream is loaded once).
-    attached: bool,
-    /// The load ended: nothing more is taken.
-    closed: bool,
-}
-
-#[derive(Default)]
-enum Current {
-    /// Between files.
-    #[default]
-    None,
-    /// A small file (not `.safetensors`), held whole; `declared`: its
-    /// length when the producer knew it (checked against what arrives).
-    Small {
-        name: String,
-        declared: Option<u64>,
-        bytes: Vec<u8>,
-    },
-    /// A weights file's first bytes: the 8-byte length, then the header.
-    Header {
-        name: String,
-        declared: Option<u64>,
-        bytes: Vec<u8>,
-    },
-    /// The header is in: the load is allocating the tensors. `ended`:
-    /// the producer called `end()` meanwhile (a file with no tensor data
-    /// ends with its header); checked once the buffers are in place.
-    Allocating {
-        name: String,
-        declared: Option<u64>,
-        bytes: Vec<u8>,
-        ended: bool,
-    },
-    /// The tensors' buffers, being filled.
-    Body(Box<Body>),
-    /// A weights file complete: the load cuts it into tensors.
-    Done(Box<Body>),
-}
-
-struct Body {
-    file: FilePlan,
-    prepared: Prepared,
-    declared: Option<u64>,
-    /// Bytes of the file received so far (header included).
-    pos: u64,
-    /// The first tensor not yet complete.
-    cursor: usize,
-}
-
-impl Body {
-    /// The end of the tensor data.
-    fn data_end(&self) -> u64 {
-        self.file
-            .header
-            .tensors
-            .last()
-            .map_or(0, |t| t.offset.saturating_add(t.len))
-    }
-
-    /// Skip over complete (and empty) tensors; returns how many.
-    fn advance_cursor(&mut self) -> u64 {
-        let mut done = 0u64;
-        while let Some(t) = self.file.header.tensors.get(self.cursor) {
-            if self.pos < t.offset.saturating_add(t.len) {
-                break;
-            }
-            self.cursor = self.cursor.saturating_add(1);
-            done = done.saturating_add(1);
-        }
-        done
-    }
-}
-
-fn stream_error(name: &str, problem: impl Into<String>) -> Error {
-    Error::invalid_model(PathBuf::from(name), problem)
 }
 
 impl StreamWriter {
@@ -540,7 +300,7 @@ impl Drop for StreamWriter {
 /// A weights file the producer has ended: `Done` when every byte of its
 /// tensor data (and of its declared length) arrived, else the file stays
 /// as it is and the error says it is truncated.
-fn ended(body: Box<Body>) -> (Current, Option<Error>) {
+pub(crate) fn ended(body: Box<Body>) -> (Current, Option<Error>) {
     let want = body.declared.unwrap_or(0).max(body.data_end());
     if body.pos >= want {
         return (Current::Done(body), None);
@@ -557,7 +317,11 @@ fn ended(body: Box<Body>) -> (Current, Option<Error>) {
 }
 
 /// The write itself, under the lock.
-fn write_locked(inner: &mut Inner, max: usize, fill: impl FnOnce(&mut [u8])) -> Result<usize> {
+pub(crate) fn write_locked(
+    inner: &mut Inner,
+    max: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Result<usize> {
     match &mut inner.current {
         Current::None => Err(Error::InvalidArgument(
             "write() without a file begun".into(),
@@ -654,7 +418,12 @@ fn write_locked(inner: &mut Inner, max: usize, fill: impl FnOnce(&mut [u8])) -> 
 }
 
 /// Append `n` bytes, filled by `fill`, to a small buffer (fallibly).
-fn append(bytes: &mut Vec<u8>, n: usize, fill: impl FnOnce(&mut [u8]), name: &str) -> Result<()> {
+pub(crate) fn append(
+    bytes: &mut Vec<u8>,
+    n: usize,
+    fill: impl FnOnce(&mut [u8]),
+    name: &str,
+) -> Result<()> {
     if bytes.try_reserve(n).is_err() {
         return Err(Error::InsufficientMemory {
             needed: n as u64,
@@ -672,7 +441,11 @@ fn append(bytes: &mut Vec<u8>, n: usize, fill: impl FnOnce(&mut [u8]), name: &st
 }
 
 /// Copy up to `max` bytes into the tensor the file position is in.
-fn write_body(body: &mut Body, max: usize, fill: impl FnOnce(&mut [u8])) -> Result<usize> {
+pub(crate) fn write_body(
+    body: &mut Body,
+    max: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Result<usize> {
     let data_end = body.data_end();
     if body.pos >= data_end {
         // Trailing bytes after the tensor data: taken, dropped.

@@ -19,22 +19,22 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use candle_core::cuda_backend::cudarc::driver::{
-    result, CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtrMut, DriverError,
-    PinnedHostSlice, SyncOnDrop,
+    result, CudaSlice, CudaStream, DevicePtrMut, SyncOnDrop,
 };
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{DType, Storage, Tensor};
 
-use super::chunks::{jobs, Job};
-use super::files::read_exact_at;
-use super::plan::FilePlan;
-use super::read::{cut, internal, layout, read_error, too_large, ReadContext};
+use super::context::{internal, read_error, too_large, ReadContext};
+use super::place::{cut, layout};
+use super::staging::{driver, Staging};
+use crate::error::{Error, Result};
+use crate::io::chunks::{jobs, Job};
+use crate::io::files::{read_exact_at, FilePlan};
 use crate::resource::Reservation;
-use crate::{Error, Result};
 
 /// The host memory a CUDA load of `threads` threads stages through, which
 /// its budget counts: two pinned buffers of one chunk per thread.
@@ -42,20 +42,6 @@ pub(crate) fn staging_bytes(chunk_size: usize, threads: usize) -> u64 {
     (chunk_size.max(1) as u64)
         .saturating_mul(2)
         .saturating_mul(threads.max(1) as u64)
-}
-
-/// Free and total memory of `device`, in bytes, as the driver reports them.
-pub(crate) fn memory_info(device: &CudaDevice) -> Result<(u64, u64)> {
-    let (free, total) = device
-        .cuda_stream()
-        .context()
-        .mem_get_info()
-        .map_err(driver)?;
-    Ok((free as u64, total as u64))
-}
-
-fn driver(e: DriverError) -> Error {
-    Error::Device(format!("CUDA: {e}"))
 }
 
 /// A typed device buffer: one per dtype per file.
@@ -147,85 +133,6 @@ impl DeviceBuffer {
 /// Pinned staging buffers, kept for the manager's life and reused by every
 /// load: page-locking memory costs about as much as copying it, so a
 /// buffer pinned per load would cost a load a good part of its time.
-/// Freed when the manager is dropped.
-#[derive(Default)]
-pub(crate) struct StagingPool {
-    free: Mutex<Vec<PinnedHostSlice<u8>>>,
-}
-
-impl StagingPool {
-    /// A buffer of at least `bytes` (the chunk size is fixed per manager;
-    /// a smaller buffer left in the pool is freed).
-    fn take(&self, context: &Arc<CudaContext>, bytes: usize) -> Result<PinnedHostSlice<u8>> {
-        loop {
-            let popped = self
-                .free
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
-            match popped {
-                Some(buffer) if buffer.len() >= bytes => return Ok(buffer),
-                Some(_) => continue,
-                // Plain page-locked memory (not write-combined: the kernel's
-                // copy from the page cache writes it through the CPU caches).
-                // SAFETY: the memory is uninitialised; it is only read by
-                // copies of the bytes a read has just written into it.
-                None => {
-                    return unsafe { context.alloc_pinned_with_flags::<u8>(bytes, 0) }
-                        .map_err(driver)
-                }
-            }
-        }
-    }
-
-    fn give(&self, buffer: PinnedHostSlice<u8>) {
-        self.free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(buffer);
-    }
-}
-
-/// A staging buffer on loan from the pool, and the event recorded after the
-/// copies out of it; dropping it waits for those copies, then returns the
-/// buffer to the pool.
-struct Staging<'p> {
-    buffer: Option<PinnedHostSlice<u8>>,
-    copied: CudaEvent,
-    pool: &'p StagingPool,
-}
-
-impl<'p> Staging<'p> {
-    fn new(pool: &'p StagingPool, context: &Arc<CudaContext>, bytes: usize) -> Result<Self> {
-        let buffer = pool.take(context, bytes)?;
-        let copied = context.new_event(None).map_err(driver)?;
-        Ok(Staging {
-            buffer: Some(buffer),
-            copied,
-            pool,
-        })
-    }
-}
-
-impl Drop for Staging<'_> {
-    fn drop(&mut self) {
-        // The copies queued from this buffer must finish before it is reused
-        // or freed; if waiting fails, the buffer is leaked rather than
-        // handed out (or freed) under a copy that may still read it.
-        match self.copied.synchronize() {
-            Ok(()) => {
-                if let Some(buffer) = self.buffer.take() {
-                    self.pool.give(buffer);
-                }
-            }
-            Err(e) => {
-                tracing::warn!("CUDA: waiting for staging copies failed: {e}");
-                std::mem::forget(self.buffer.take());
-            }
-        }
-    }
-}
-
 /// Read one file's tensors onto `device` (see the module docs).
 pub(super) fn read_file(
     file: &FilePlan,

@@ -23,7 +23,7 @@ use serde_json::Value;
 pub(crate) use super::files::FilePlan;
 use super::files::{join_rel, open_file, open_memory, Root};
 use super::source::ModelSource;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// One component: its config and its weights files (none for components
 /// such as a scheduler or tokenizer, which are recorded, not loaded).
@@ -103,7 +103,7 @@ fn single(file: FilePlan) -> Plan {
 
 /// A folder (on disk or in memory): a diffusers pipeline, a model folder, or
 /// a folder holding a single weights file.
-pub(super) fn resolve_root(root: &Root) -> Result<Plan> {
+pub(crate) fn resolve_root(root: &Root) -> Result<Plan> {
     if let Some(index) = root.read_json("model_index.json")? {
         return resolve_pipeline(root, &index);
     }

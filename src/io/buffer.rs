@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 
 /// A typed buffer, read as bytes, handed to candle without a copy.
-pub(super) enum Buffer {
+pub(crate) enum Buffer {
     U8(Vec<u8>),
     U32(Vec<u32>),
     I16(Vec<i16>),
@@ -36,7 +36,7 @@ impl Buffer {
     /// Zeroed allocations of this size come straight from the OS as
     /// untouched pages: the read is the first and only write to them.
     /// `None` when the allocator refuses (never a panic or an abort).
-    pub(super) fn alloc(dtype: DType, bytes: usize) -> Option<Buffer> {
+    pub(crate) fn alloc(dtype: DType, bytes: usize) -> Option<Buffer> {
         fn zeroed<T: bytemuck::Zeroable + Copy>(n: usize) -> Option<Vec<T>> {
             bytemuck::allocation::try_zeroed_vec(n).ok()
         }
@@ -54,22 +54,22 @@ impl Buffer {
         })
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         each_buffer!(self, v => v.len())
     }
 
-    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         each_buffer!(self, v => bytemuck::cast_slice_mut(v.as_mut_slice()))
     }
 
-    pub(super) fn into_tensor(self, shape: &[usize]) -> candle_core::Result<Tensor> {
+    pub(crate) fn into_tensor(self, shape: &[usize]) -> candle_core::Result<Tensor> {
         each_buffer!(self, v => Tensor::from_vec(v, shape, &Device::Cpu))
     }
 }
 
 /// Ask the kernel to back `bytes` with huge pages (Linux, transparent huge
 /// pages in `madvise` mode). Advice only: nothing changes if it is refused.
-pub(super) fn advise_huge_pages(bytes: &mut [u8]) {
+pub(crate) fn advise_huge_pages(bytes: &mut [u8]) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;

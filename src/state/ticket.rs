@@ -9,9 +9,10 @@ use std::sync::{Arc, OnceLock, Weak};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::typed::ModelId;
-use crate::state::{Progress, ProgressCounters, Snapshot};
-use crate::{Error, Result};
+use super::typed::ModelId;
+use super::Snapshot;
+use crate::error::{Error, Result};
+use crate::io::progress::{Progress, ProgressCounters};
 
 /// Cancels one load if it is still the current one.
 pub(crate) trait CancelLoad: Send + Sync {
@@ -72,7 +73,7 @@ impl LoadTicket {
     /// Publish the outcome (only the first one counts) and end the load's
     /// progress stream.
     pub(crate) fn resolve(&self, outcome: Result<Snapshot>) {
-        if let (Err(reason), crate::ModelSource::Stream(stream)) = (&outcome, &*self.model) {
+        if let (Err(reason), crate::io::ModelSource::Stream(stream)) = (&outcome, &*self.model) {
             // A stream this load never took would keep its producer
             // waiting for as long as a handle on the load lives.
             stream.close_unloaded(reason.clone());

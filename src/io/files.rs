@@ -31,7 +31,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::safetensors::{parse_header, Header};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The largest JSON file (config, shard index, `model_index.json`) a load
 /// reads: 64 MiB. A larger one fails the load with an

@@ -1,0 +1,82 @@
+//! Everything that reads weights: what a source names ([`ModelSource`],
+//! streams), how its files are laid out ([`plan`]), safetensors headers,
+//! the hub cache, and the read engine that fills the tensors' buffers. It
+//! knows nothing of the lifecycle: a read is handed a cancellation token,
+//! progress counters and a memory reservation, and returns the tensors
+//! (a [`TensorPipeline`](loaded::TensorPipeline)) or an error, having freed
+//! what it read.
+//!
+//! May import: `resource` (reservations, budgets), `error`. Nothing from
+//! `state`, `pipeline`, `loader`, `manager` or `pool`.
+//!
+//! Nothing here may panic on what a file or a caller hands it: unwrapping,
+//! `expect` and unchecked indexing are denied in the whole layer.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+pub(crate) mod buffer;
+// Used by the CUDA path; tested on every build.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod chunks;
+pub(crate) mod files;
+mod hub;
+mod inspect;
+pub(crate) mod loaded;
+pub(crate) mod plan;
+pub(crate) mod progress;
+pub(crate) mod read;
+pub(crate) mod safetensors;
+pub(crate) mod source;
+pub(crate) mod stream;
+
+pub use inspect::{inspect, ComponentSummary, ModelSummary, TensorSummary};
+pub use read::ProgressHook;
+pub use source::ModelSource;
+pub use stream::{StreamSource, StreamWriter};
+
+/// Default size of one read: progress and cancellation are checked this often.
+pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
+
+/// Default number of threads reading one file into host memory: the
+/// available cores, at most 4 (always 1 on wasm32, which has no threads).
+pub fn default_read_threads() -> usize {
+    default_read_threads_for(crate::resource::DeviceSpec::Cpu)
+}
+
+/// Default number of threads reading one file for a device: the available
+/// cores, at most 4 for host memory, at most 8 for CUDA, where each thread
+/// also feeds copies to the device (8 was the fastest on an H200: the sweep
+/// is in BENCHMARKS.md, "On a GPU"). Always 1 on wasm32, which has no
+/// threads.
+pub fn default_read_threads_for(device: crate::resource::DeviceSpec) -> usize {
+    if cfg!(target_arch = "wasm32") {
+        return 1;
+    }
+    let most = match device {
+        crate::resource::DeviceSpec::Cuda(_) => 8,
+        crate::resource::DeviceSpec::Cpu | crate::resource::DeviceSpec::Metal => 4,
+    };
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(most))
+}
+
+/// Yields to the host's event loop between chunks (wasm32): returns a future
+/// that completes once the host has had a turn.
+pub type Pace = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + Sync,
+>;
+
+/// The bytes a load of `source` holds at its peak (its tensors, plus the
+/// conversion to `dtype` and any staging on `device`), read from headers
+/// only: what a pool charges a load when it admits it. Blocking (file I/O).
+pub(crate) fn estimate(
+    source: &ModelSource,
+    dtype: Option<candle_core::DType>,
+    device: &candle_core::Device,
+) -> crate::error::Result<u64> {
+    read::peak_bytes(&plan::resolve(source)?, dtype, device)
+}

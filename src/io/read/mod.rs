@@ -1,0 +1,121 @@
+//! The read engine: tensors read in chunks, straight into their final
+//! buffers, checking cancellation and publishing progress at every chunk.
+//!
+//! Each file gets one buffer per dtype, allocated up front (counted at once
+//! in the reservation, and advised to use huge pages, which cuts page faults
+//! on fresh memory 512-fold); every tensor is a view into it. The chunks are
+//! read by up to `read_threads` threads, interleaved so the file is still
+//! read roughly in order.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod context;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+mod host;
+pub(crate) mod place;
+#[cfg(feature = "cuda")]
+pub(crate) mod staging;
+pub(crate) mod stream;
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device};
+
+pub use self::context::ProgressHook;
+pub(crate) use self::context::ReadContext;
+use self::context::{candle_dtype, file_label, target_dtype, unsupported};
+use self::host::read_chunks;
+use self::place::{finish, plan_info, prepare};
+use crate::error::Result;
+use crate::io::loaded::{Component, TensorPipeline};
+use crate::io::plan::Plan;
+use crate::io::Pace;
+use crate::resource::Reservation;
+
+/// Whether tensors are read straight into memory of `device` (the CPU, or
+/// CUDA through pinned staging), rather than read on the host and copied.
+fn reads_to(device: &Device) -> bool {
+    device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda())
+}
+
+/// The most bytes the load of `plan` holds at once, which the budget must
+/// cover; checks every dtype is loadable, before anything is allocated.
+///
+/// Files are read one after another. While a file is finished, its buffers
+/// at the stored dtype live beside the tensors converted (or copied to the
+/// device) from them; then the buffers whose every tensor was replaced are
+/// freed. So the peak is the largest, over files, of: what earlier files
+/// hold, plus this file's buffers, plus its replaced tensors.
+pub(crate) fn peak_bytes(plan: &Plan, target: Option<DType>, device: &Device) -> Result<u64> {
+    let mut held = 0u64;
+    let mut peak = 0u64;
+    for file in plan.files() {
+        let (mut stored, mut kept, mut replaced) = (0u64, 0u64, 0u64);
+        for t in &file.header.tensors {
+            let dtype = candle_dtype(t.dtype).ok_or_else(|| unsupported(file, t))?;
+            let elems = t.len / dtype.size_in_bytes() as u64;
+            let final_dtype = target_dtype(dtype, target);
+            stored = stored.saturating_add(t.len);
+            if final_dtype == dtype && reads_to(device) {
+                kept = kept.saturating_add(t.len);
+            } else {
+                let bytes = elems.saturating_mul(final_dtype.size_in_bytes() as u64);
+                replaced = replaced.saturating_add(bytes);
+            }
+        }
+        peak = peak.max(held.saturating_add(stored).saturating_add(replaced));
+        held = held.saturating_add(kept).saturating_add(replaced);
+    }
+    Ok(peak.max(held))
+}
+
+/// Read every tensor of `plan`: the one load loop. Each buffer is counted in
+/// `reservation` the moment it is allocated and uncounted when it is freed;
+/// on any error or cancel, everything read so far is dropped before
+/// returning.
+///
+/// `pace`, on the JS event loop, yields to the host after every chunk (one
+/// chunk at a time). Without it the chunks of a file are read by
+/// `ctx.threads` threads and the future completes without suspending.
+pub(crate) async fn read_plan(
+    plan: Plan,
+    ctx: &ReadContext<'_>,
+    reservation: &mut Reservation,
+    pace: Option<&Pace>,
+) -> Result<TensorPipeline> {
+    ctx.progress.set_totals(plan.bytes(), plan.tensor_count());
+    ctx.checkpoint()?;
+    let info = plan_info(&plan);
+    let mut components = Vec::with_capacity(plan.components.len());
+    for component in plan.components {
+        let mut tensors = BTreeMap::new();
+        for file in &component.files {
+            ctx.progress.set_current(file_label(&component.name, file));
+            #[cfg(feature = "cuda")]
+            if let (Device::Cuda(device), None) = (ctx.device, pace) {
+                // Straight to the device through pinned staging buffers.
+                for (name, tensor) in cuda::read_file(file, ctx, device, reservation)? {
+                    tensors.insert(name, tensor);
+                }
+                continue;
+            }
+            let mut prepared = prepare(file, reservation)?;
+            read_chunks(file, ctx, &mut prepared, pace).await?;
+            for (name, tensor) in finish(file, prepared, ctx, reservation)? {
+                tensors.insert(name, tensor);
+            }
+        }
+        components.push(Component {
+            name: component.name,
+            config: component.config,
+            tensors,
+        });
+    }
+    Ok(TensorPipeline { components, info })
+}

@@ -1,0 +1,162 @@
+//! Where a file's tensors go: one buffer per dtype, allocated up front
+//! and counted at once ([`prepare`]); once read, the buffers are handed to
+//! candle and cut into the tensors, converted or moved to the device where
+//! asked ([`finish`], [`cut`]).
+
+use candle_core::{DType, Tensor};
+
+use super::context::{candle_dtype, internal, target_dtype, too_large, unsupported, ReadContext};
+use crate::error::{Error, Result};
+use crate::io::buffer::{advise_huge_pages, Buffer};
+use crate::io::files::FilePlan;
+use crate::io::loaded::PipelineInfo;
+use crate::io::plan::Plan;
+use crate::resource::Reservation;
+
+/// A file's buffers, allocated, and where each tensor goes in them.
+pub(crate) struct Prepared {
+    /// Per buffer: its dtype and size in bytes.
+    pub(crate) groups: Vec<(DType, u64)>,
+    /// Per tensor: its buffer and byte offset in it.
+    pub(crate) placement: Vec<(usize, u64)>,
+    pub(crate) buffers: Vec<Buffer>,
+}
+
+/// Where each of a file's tensors goes: one buffer per dtype (its dtype and
+/// size in bytes), and per tensor its buffer and byte offset in it.
+pub(crate) type Layout = (Vec<(DType, u64)>, Vec<(usize, u64)>);
+
+/// The file's tensors grouped by dtype, in file order within each group.
+pub(crate) fn layout(file: &FilePlan) -> Result<Layout> {
+    let entries = &file.header.tensors;
+    let mut groups: Vec<(DType, u64)> = Vec::new();
+    let mut placement = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let dtype = candle_dtype(entry.dtype).ok_or_else(|| unsupported(file, entry))?;
+        let group = match groups.iter().position(|(d, _)| *d == dtype) {
+            Some(g) => g,
+            None => {
+                groups.push((dtype, 0));
+                groups.len() - 1
+            }
+        };
+        let Some((_, size)) = groups.get_mut(group) else {
+            return Err(internal(file));
+        };
+        placement.push((group, *size));
+        *size = size.saturating_add(entry.len);
+    }
+    Ok((groups, placement))
+}
+
+/// One buffer per dtype for the whole file: one allocation, straight from
+/// the OS (so it goes straight back on free, whatever the allocator's
+/// heuristics), advised to use huge pages; each tensor becomes a view into it.
+pub(crate) fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
+    let (groups, placement) = layout(file)?;
+    let mut buffers = Vec::with_capacity(groups.len());
+    for &(dtype, bytes) in &groups {
+        let bytes = usize::try_from(bytes).map_err(|_| too_large(file))?;
+        let mut buffer = Buffer::alloc(dtype, bytes).ok_or(Error::InsufficientMemory {
+            needed: bytes as u64,
+            available: 0,
+            pinned: 0,
+        })?;
+        advise_huge_pages(buffer.bytes_mut());
+        reservation.grow(bytes as u64);
+        buffers.push(buffer);
+    }
+    Ok(Prepared {
+        groups,
+        placement,
+        buffers,
+    })
+}
+
+/// Hand the read buffers to candle and cut them into the file's tensors.
+pub(crate) fn finish(
+    file: &FilePlan,
+    prepared: Prepared,
+    ctx: &ReadContext<'_>,
+    reservation: &mut Reservation,
+) -> Result<Vec<(String, Tensor)>> {
+    let Prepared {
+        groups,
+        placement,
+        buffers,
+    } = prepared;
+    let whole: Vec<Tensor> = buffers
+        .into_iter()
+        .map(|b| {
+            let n = b.len();
+            b.into_tensor(&[n])
+        })
+        .collect::<candle_core::Result<_>>()?;
+    cut(file, (groups, placement), whole, ctx, reservation)
+}
+
+/// Cut a file's buffers (`whole`, one 1-D tensor per group of `layout`)
+/// into its tensors, converting dtypes and moving to the device where
+/// asked. A tensor that is replaced (converted or moved) is counted when it
+/// is made; a buffer all of whose tensors were replaced is uncounted once
+/// it is freed, at the end.
+pub(crate) fn cut(
+    file: &FilePlan,
+    (groups, placement): Layout,
+    whole: Vec<Tensor>,
+    ctx: &ReadContext<'_>,
+    reservation: &mut Reservation,
+) -> Result<Vec<(String, Tensor)>> {
+    // Per buffer: whether a view of it is kept (it then stays allocated).
+    let mut kept = vec![false; groups.len()];
+    let entries = &file.header.tensors;
+    let mut tensors = Vec::with_capacity(entries.len());
+    for (entry, &(group, offset)) in entries.iter().zip(&placement) {
+        let (Some(&(dtype, _)), Some(base)) = (groups.get(group), whole.get(group)) else {
+            return Err(internal(file));
+        };
+        let size = dtype.size_in_bytes() as u64;
+        let view = base
+            .narrow(0, (offset / size) as usize, (entry.len / size) as usize)?
+            .reshape(entry.shape.as_slice())?;
+        let target = target_dtype(view.dtype(), ctx.dtype);
+        let on_device = view.device().same_device(ctx.device);
+        let tensor = if target == view.dtype() && on_device {
+            if let Some(k) = kept.get_mut(group) {
+                *k = true;
+            }
+            view
+        } else {
+            let converted = if target == view.dtype() {
+                view
+            } else {
+                view.to_dtype(target)?
+            };
+            let moved = if on_device {
+                converted
+            } else {
+                converted.to_device(ctx.device)?
+            };
+            reservation.grow(moved.elem_count() as u64 * target.size_in_bytes() as u64);
+            moved
+        };
+        tensors.push((entry.name.clone(), tensor));
+    }
+    // Free the buffers no tensor views any more, then stop counting them.
+    drop(whole);
+    for (&(_, bytes), kept) in groups.iter().zip(kept) {
+        if !kept {
+            reservation.shrink(bytes);
+        }
+    }
+    Ok(tensors)
+}
+
+pub(crate) fn plan_info(plan: &Plan) -> PipelineInfo {
+    PipelineInfo {
+        sample_size: plan.sample_size,
+        config: plan.config.clone(),
+        bytes: plan.bytes(),
+        tensors: plan.tensor_count(),
+    }
+}
