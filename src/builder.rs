@@ -46,23 +46,31 @@ impl ModelManager {
 /// # Ok::<(), model_manager::Error>(())
 /// ```
 pub struct ModelManagerBuilder<P: Pipeline = TensorPipeline> {
-    device: DeviceSpec,
-    budget: Option<u64>,
-    chunk_size: usize,
-    threads: Option<usize>,
-    dtype: Option<DType>,
-    hook: Option<ProgressHook>,
-    runtime: Option<Handle>,
-    drain_timeout: Duration,
-    pace: Option<crate::io::Pace>,
-    trim_heap: bool,
+    settings: Settings,
     options: Arc<P::Options>,
     _pipeline: PhantomData<fn() -> P>,
 }
 
-impl Default for ModelManagerBuilder {
+/// A manager's settings: what [`ModelManagerBuilder`] sets, and what a
+/// pool hands the manager of each model it loads. One struct, so that
+/// neither builder copies the other's fields one by one.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) device: DeviceSpec,
+    pub(crate) budget: Option<u64>,
+    pub(crate) chunk_size: usize,
+    pub(crate) threads: Option<usize>,
+    pub(crate) dtype: Option<DType>,
+    pub(crate) hook: Option<ProgressHook>,
+    pub(crate) runtime: Option<Handle>,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) pace: Option<crate::io::Pace>,
+    pub(crate) trim_heap: bool,
+}
+
+impl Default for Settings {
     fn default() -> Self {
-        ModelManagerBuilder {
+        Settings {
             device: DeviceSpec::Cpu,
             budget: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
@@ -73,16 +81,44 @@ impl Default for ModelManagerBuilder {
             drain_timeout: Duration::from_secs(5),
             pace: None,
             trim_heap: true,
-            options: Arc::new(()),
-            _pipeline: PhantomData,
         }
     }
 }
 
+impl Settings {
+    /// Refuse what no load could honour (the one check of a target dtype,
+    /// for a manager and a pool alike).
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.dtype {
+            Some(dtype) if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) => {
+                Err(Error::InvalidArgument(format!(
+                    "target dtype must be f32, f16 or bf16, not {dtype:?}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Default for ModelManagerBuilder {
+    fn default() -> Self {
+        ModelManagerBuilder::with_settings(Settings::default(), Arc::new(()))
+    }
+}
+
 impl<P: Pipeline> ModelManagerBuilder<P> {
+    /// A builder holding `settings` (a pool's, for one of its models).
+    pub(crate) fn with_settings(settings: Settings, options: Arc<P::Options>) -> Self {
+        ModelManagerBuilder {
+            settings,
+            options,
+            _pipeline: PhantomData,
+        }
+    }
+
     /// The device to load onto (default: CPU).
     pub fn device(mut self, device: DeviceSpec) -> Self {
-        self.device = device;
+        self.settings.device = device;
         self
     }
 
@@ -92,28 +128,28 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     /// CUDA, the driver's free memory; on Metal, no check: the allocation
     /// reports a shortage).
     pub fn memory_budget(mut self, bytes: u64) -> Self {
-        self.budget = Some(bytes);
+        self.settings.budget = Some(bytes);
         self
     }
 
     /// Bytes per read: progress and cancellation are checked this often
     /// (default 4 MiB).
     pub fn chunk_size(mut self, bytes: usize) -> Self {
-        self.chunk_size = bytes.max(1);
+        self.settings.chunk_size = bytes.max(1);
         self
     }
 
     /// Threads reading one file in parallel (default: the available cores,
     /// at most 4; at most 8 on CUDA: [`default_read_threads_for`](crate::io::default_read_threads_for)).
     pub fn read_threads(mut self, threads: usize) -> Self {
-        self.threads = Some(threads.max(1));
+        self.settings.threads = Some(threads.max(1));
         self
     }
 
     /// Convert floating-point tensors to `dtype` while loading (F32, F16 or
     /// BF16); integer tensors keep their dtype.
     pub fn dtype(mut self, dtype: DType) -> Self {
-        self.dtype = Some(dtype);
+        self.settings.dtype = Some(dtype);
         self
     }
 
@@ -121,7 +157,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     /// blocking pool, never on the async runtime; calls never overlap and
     /// each sees more bytes done than the last; a slow hook slows the load.
     pub fn on_progress(mut self, hook: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
-        self.hook = Some(Arc::new(hook));
+        self.settings.hook = Some(Arc::new(hook));
         self
     }
 
@@ -130,14 +166,14 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     /// never adopts the runtime it happens to be created in, which could be
     /// shut down under a load. A runtime given here must outlive the loads.
     pub fn runtime(mut self, handle: Handle) -> Self {
-        self.runtime = Some(handle);
+        self.settings.runtime = Some(handle);
         self
     }
 
     /// How long shutdown waits for leases before giving up on them
     /// (default 5 s). Memory held by a lease is freed when it is dropped.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
+        self.settings.drain_timeout = timeout;
         self
     }
 
@@ -145,7 +181,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     /// a `setTimeout(0)` or `MessageChannel` turn); by default, a yield to
     /// the async executor only.
     pub fn pace(mut self, pace: crate::io::Pace) -> Self {
-        self.pace = Some(pace);
+        self.settings.pace = Some(pace);
         self
     }
 
@@ -158,7 +194,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     /// mmap threshold. Turn it off if the application manages its allocator
     /// itself.
     pub fn return_memory_to_os(mut self, enabled: bool) -> Self {
-        self.trim_heap = enabled;
+        self.settings.trim_heap = enabled;
         self
     }
 
@@ -183,52 +219,39 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
         self,
         options: Arc<Q::Options>,
     ) -> ModelManagerBuilder<Q> {
-        ModelManagerBuilder {
-            device: self.device,
-            budget: self.budget,
-            chunk_size: self.chunk_size,
-            threads: self.threads,
-            dtype: self.dtype,
-            hook: self.hook,
-            runtime: self.runtime,
-            drain_timeout: self.drain_timeout,
-            pace: self.pace,
-            trim_heap: self.trim_heap,
-            options,
-            _pipeline: PhantomData,
-        }
+        ModelManagerBuilder::with_settings(self.settings, options)
     }
 
     /// Create the manager.
     pub fn build(self) -> Result<ModelManager<P>> {
-        if let Some(dtype) = self.dtype {
-            if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
-                return Err(Error::InvalidArgument(format!(
-                    "target dtype must be f32, f16 or bf16, not {dtype:?}"
-                )));
-            }
-        }
-        let resources = Arc::new(ResourceManager::new(
-            self.device,
-            self.budget,
-            self.trim_heap,
-        )?);
+        self.settings.check()?;
+        let Settings {
+            device,
+            budget,
+            chunk_size,
+            threads,
+            dtype,
+            hook,
+            runtime,
+            drain_timeout,
+            pace,
+            trim_heap,
+        } = self.settings;
+        let resources = Arc::new(ResourceManager::new(device, budget, trim_heap)?);
         let state = Arc::new(StateManager::new(resources.ledger().clone()));
         let pipelines = Arc::new(PipelineManager::new(self.options));
         let loader = Arc::new(LoaderService::new(
             state.clone(),
             resources.clone(),
             pipelines,
-            Runtime::new(self.runtime),
+            Runtime::new(runtime),
             LoaderConfig {
-                chunk_size: self.chunk_size,
-                threads: self
-                    .threads
-                    .unwrap_or_else(|| default_read_threads_for(self.device)),
-                dtype: self.dtype,
-                hook: self.hook,
-                drain_timeout: self.drain_timeout,
-                pace: self.pace,
+                chunk_size,
+                threads: threads.unwrap_or_else(|| default_read_threads_for(device)),
+                dtype,
+                hook,
+                drain_timeout,
+                pace,
             },
         ));
         Ok(ModelManager::from_parts(Parts {

@@ -30,6 +30,7 @@ use tokio::sync::OnceCell;
 use crate::error::Error;
 use crate::error::Result;
 use crate::io::loaded::{PipelineInfo, TensorPipeline};
+use crate::io::plan::Plan;
 use crate::io::progress::Progress;
 use crate::io::ModelSource;
 use crate::loader::LoaderService;
@@ -70,12 +71,14 @@ impl<P: Pipeline> ModelManager<P> {
     /// (waiting for its leases). Loading the model that is already ready,
     /// loading or waiting its turn returns a handle on that load.
     pub fn load(&self, source: impl Into<ModelSource>) -> Result<LoadHandle> {
-        self.parts.loader.load(Arc::new(source.into()))
+        self.parts.loader.load(Arc::new(source.into()), None)
     }
 
-    /// [`load`](Self::load) of a shared source (a pool's).
-    pub(crate) fn load_shared(&self, source: Arc<ModelSource>) -> Result<LoadHandle> {
-        self.parts.loader.load(source)
+    /// [`load`](Self::load) of a shared source whose layout the caller has
+    /// resolved (a pool, for its estimate): the load reads that plan
+    /// instead of parsing every header again.
+    pub(crate) fn load_planned(&self, source: Arc<ModelSource>, plan: Plan) -> Result<LoadHandle> {
+        self.parts.loader.load(source, Some(plan))
     }
 
     /// Cancel the load in flight (and forget the one waiting its turn). The

@@ -676,3 +676,50 @@ async fn queued_loads_give_up_an_admission_timeout_after_their_request() {
     drop(held);
     pool.shutdown().await;
 }
+
+/// Whether this process holds `path` open.
+#[cfg(target_os = "linux")]
+fn holds_open(path: &std::path::Path) -> bool {
+    let want = std::fs::canonicalize(path).unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|target| target == want)
+}
+
+/// The pool loads what it estimated: the layout resolved for the estimate
+/// (its files open) is the one the model's manager reads, not a second
+/// resolution of the source. Replacing the file while the load waits for
+/// memory changes nothing: the charged bytes are the estimate and the data
+/// are the estimated file's.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_reads_the_plan_it_was_charged_for() {
+    let m = models(2);
+    let pool = Arc::new(pool(1).build().unwrap());
+    add_all(&pool, &m);
+    let held = pool.acquire("m0").await.unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire("m1").await })
+    };
+    let file = m.paths[1].join("model.safetensors");
+    for _ in 0..2_000 {
+        if holds_open(&file) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(holds_open(&file), "the estimate resolved the layout");
+    // A bigger model (twice the tensors) replaces the file on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let bigger = write_model(dir.path(), "bigger", 9, 8, 16_384);
+    std::fs::rename(bigger.join("model.safetensors"), &file).unwrap();
+    drop(held);
+    let lease = waiter.await.unwrap().unwrap();
+    verify(&lease, 1);
+    assert_eq!(lease.tensor_count(), 4);
+    assert_eq!(pool.snapshot().charged, MODEL);
+    drop(lease);
+    pool.shutdown().await;
+}

@@ -70,13 +70,16 @@ pub type Pace = std::sync::Arc<
     dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + Sync,
 >;
 
-/// The bytes a load of `source` holds at its peak (its tensors, plus the
-/// conversion to `dtype` and any staging on `device`), read from headers
-/// only: what a pool charges a load when it admits it. Blocking (file I/O).
+/// The layout of `source` and the bytes its load holds at its peak (its
+/// tensors, plus the conversion to `dtype` and any staging on `device`),
+/// read from headers only: what a pool charges a load when it admits it,
+/// and the plan the load then reads. Blocking (file I/O).
 pub(crate) fn estimate(
     source: &ModelSource,
     dtype: Option<candle_core::DType>,
     device: &candle_core::Device,
-) -> crate::error::Result<u64> {
-    read::peak_bytes(&plan::resolve(source)?, dtype, device)
+) -> crate::error::Result<(plan::Plan, u64)> {
+    let plan = plan::resolve(source)?;
+    let peak = read::peak_bytes(&plan, dtype, device)?;
+    Ok((plan, peak))
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::{LoaderService, SHUTDOWN_GRACE};
 use crate::error::{Error, Result};
+use crate::io::plan::Plan;
 use crate::pipeline::Pipeline;
 use crate::state::store::Txn;
 use crate::state::ticket::{CancelLoad, LoadHandle, LoadTicket};
@@ -66,7 +67,10 @@ impl<P: Pipeline> LoaderService<P> {
     }
 
     /// `load(source)`: latest request wins.
-    pub(crate) fn load(self: &Arc<Self>, model: ModelId) -> Result<LoadHandle> {
+    /// `load(source)`, with its layout when the caller resolved it already
+    /// (used by a load that starts now; a joined or queued load resolves
+    /// its own when it runs).
+    pub(crate) fn load(self: &Arc<Self>, model: ModelId, plan: Option<Plan>) -> Result<LoadHandle> {
         if self.state.lock().is_closed() {
             return Err(Error::ShutDown);
         }
@@ -81,6 +85,9 @@ impl<P: Pipeline> LoaderService<P> {
         match txn.state() {
             State::Idle | State::Failed => {
                 let ticket = self.new_ticket(model);
+                if let Some(plan) = plan {
+                    ticket.set_plan(plan);
+                }
                 self.start(&mut txn, ticket.clone())?;
                 Ok(ticket.handle())
             }

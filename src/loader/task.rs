@@ -101,7 +101,10 @@ impl<P: Pipeline> LoaderService<P> {
             ));
             (loaded, reservation)
         } else {
-            let plan = resolve(&ticket.model)?;
+            let plan = match ticket.take_plan() {
+                Some(plan) => plan,
+                None => resolve(&ticket.model)?,
+            };
             // Device memory only: the CUDA path's pinned staging is host
             // memory, pooled for the manager's life.
             let needed = peak_bytes(&plan, self.config.dtype, self.resources.device())?;
@@ -146,7 +149,10 @@ impl<P: Pipeline> LoaderService<P> {
                 reservation,
             );
         }
-        let plan = resolve(&ticket.model)?;
+        let plan = match ticket.take_plan() {
+            Some(plan) => plan,
+            None => resolve(&ticket.model)?,
+        };
         self.resources.check_budget(peak_bytes(
             &plan,
             self.config.dtype,

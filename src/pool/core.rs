@@ -23,7 +23,9 @@ use super::ledger::{Admission, Hold, Ledger, TrueUp};
 use super::rt::{self, Instant, Spawner};
 use super::status::{Metrics, ModelStatus, PoolEvent, PoolEventKind, PoolSnapshot, UnloadReason};
 use super::{ModelOptions, PoolConfig, ReloadPolicy};
+use crate::builder::{ModelManagerBuilder, Settings};
 use crate::error::{Blocker, Error, Result};
+use crate::io::plan::Plan;
 use crate::io::ModelSource;
 use crate::loader::Runtime;
 use crate::manager::ModelManager;
@@ -547,17 +549,22 @@ impl<P: Pipeline> Core<P> {
         cancel: &CancellationToken,
         requested_at: Instant,
     ) -> Result<u64> {
-        // The estimate: headers only, on a blocking thread.
+        // The estimate: headers only, on a blocking thread; the plan it
+        // resolves is the one the load reads.
         let estimate = {
-            let (source, dtype, device) = (source.clone(), self.config.dtype, self.device.clone());
+            let (source, dtype, device) = (
+                source.clone(),
+                self.config.manager.dtype,
+                self.device.clone(),
+            );
             let blocking = rt::blocking(move || crate::io::estimate(&source, dtype, &device));
             tokio::select! {
                 r = blocking => r,
                 () = cancel.cancelled() => Err(Error::Cancelled),
             }
         };
-        let estimate = match estimate {
-            Ok(bytes) => bytes,
+        let (plan, estimate) = match estimate {
+            Ok(planned) => planned,
             Err(e) => {
                 self.leave_queue(key);
                 return Err(e);
@@ -618,7 +625,9 @@ impl<P: Pipeline> Core<P> {
             .observe(queued_at.elapsed().as_secs_f64());
 
         // Charged: load, on a manager of its own, within the charge.
-        let result = self.load_admitted(key, source, estimate, cancel).await;
+        let result = self
+            .load_admitted(key, source, plan, estimate, cancel)
+            .await;
         {
             let mut inner = self.lock();
             inner.loading = inner.loading.saturating_sub(1);
@@ -784,6 +793,7 @@ impl<P: Pipeline> Core<P> {
         self: &Arc<Self>,
         key: &Key,
         source: Arc<ModelSource>,
+        plan: Plan,
         estimate: u64,
         cancel: &CancellationToken,
     ) -> Result<u64> {
@@ -811,7 +821,7 @@ impl<P: Pipeline> Core<P> {
             }
         }
         self.metrics.loads.inc();
-        let outcome = match version.manager.load_shared(source.clone()) {
+        let outcome = match version.manager.load_planned(source.clone(), plan) {
             Ok(handle) => {
                 tokio::select! {
                     r = handle.wait() => r,
@@ -908,28 +918,13 @@ impl<P: Pipeline> Core<P> {
     }
 
     fn build_manager(&self, budget: u64) -> Result<ModelManager<P>> {
-        let c = &self.config;
-        let mut builder = ModelManager::builder()
-            .device(c.device)
-            .memory_budget(budget)
-            .chunk_size(c.chunk_size)
-            .drain_timeout(c.drain_timeout)
-            .return_memory_to_os(c.return_memory_to_os)
-            .pipeline_shared::<P>(c.options.clone());
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            builder = builder.runtime(self.spawner.handle().clone());
-        }
-        if let Some(pace) = &c.pace {
-            builder = builder.pace(pace.clone());
-        }
-        if let Some(threads) = c.read_threads {
-            builder = builder.read_threads(threads);
-        }
-        if let Some(dtype) = c.dtype {
-            builder = builder.dtype(dtype);
-        }
-        builder.build()
+        let settings = Settings {
+            budget: Some(budget),
+            #[cfg(not(target_arch = "wasm32"))]
+            runtime: Some(self.spawner.handle().clone()),
+            ..self.config.manager.clone()
+        };
+        ModelManagerBuilder::with_settings(settings, self.config.options.clone()).build()
     }
 
     /// The job for `key` ended: record how, for the model's table.

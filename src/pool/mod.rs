@@ -75,9 +75,10 @@ use std::time::Duration;
 use candle_core::DType;
 use tokio::sync::{broadcast, OnceCell};
 
+use crate::builder::Settings;
 use crate::error::{Error, Result};
 use crate::io::loaded::TensorPipeline;
-use crate::io::{ModelSource, Pace, DEFAULT_CHUNK_SIZE};
+use crate::io::{ModelSource, Pace};
 use crate::loader::Runtime;
 use crate::pipeline::Pipeline;
 use crate::resource::DeviceSpec;
@@ -126,18 +127,14 @@ impl ModelOptions {
 
 pub(crate) struct PoolConfig<O> {
     pub(crate) budget: u64,
-    pub(crate) device: DeviceSpec,
-    pub(crate) dtype: Option<DType>,
-    pub(crate) chunk_size: usize,
-    pub(crate) read_threads: Option<usize>,
-    pub(crate) drain_timeout: Duration,
-    pub(crate) return_memory_to_os: bool,
+    /// What each model's manager is built with (its budget and runtime
+    /// are the pool's to give).
+    pub(crate) manager: Settings,
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) max_queue: usize,
     pub(crate) concurrent_loads: usize,
     pub(crate) admission_timeout: Duration,
     pub(crate) retry_cooldown: Duration,
-    pub(crate) pace: Option<Pace>,
     pub(crate) options: Arc<O>,
 }
 
@@ -154,18 +151,12 @@ impl Default for ModelPoolBuilder {
         ModelPoolBuilder {
             config: PoolConfig {
                 budget: 0,
-                device: DeviceSpec::Cpu,
-                dtype: None,
-                chunk_size: DEFAULT_CHUNK_SIZE,
-                read_threads: None,
-                drain_timeout: Duration::from_secs(5),
-                return_memory_to_os: true,
+                manager: Settings::default(),
                 keep_alive: None,
                 max_queue: 64,
                 concurrent_loads: 1,
                 admission_timeout: Duration::from_secs(60),
                 retry_cooldown: Duration::from_secs(5),
-                pace: None,
                 options: Arc::new(()),
             },
             budget: None,
@@ -187,38 +178,38 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     /// The device every model loads onto (default: CPU). One pool per
     /// device: the budget is that device's.
     pub fn device(mut self, device: DeviceSpec) -> Self {
-        self.config.device = device;
+        self.config.manager.device = device;
         self
     }
 
     /// Convert floating-point tensors to `dtype` while loading.
     pub fn dtype(mut self, dtype: DType) -> Self {
-        self.config.dtype = Some(dtype);
+        self.config.manager.dtype = Some(dtype);
         self
     }
 
     /// Bytes per read (see [`ModelManagerBuilder::chunk_size`](crate::builder::ModelManagerBuilder::chunk_size)).
     pub fn chunk_size(mut self, bytes: usize) -> Self {
-        self.config.chunk_size = bytes.max(1);
+        self.config.manager.chunk_size = bytes.max(1);
         self
     }
 
     /// Threads reading one file in parallel.
     pub fn read_threads(mut self, threads: usize) -> Self {
-        self.config.read_threads = Some(threads.max(1));
+        self.config.manager.threads = Some(threads.max(1));
         self
     }
 
     /// How long shutdown waits for leases (default 5 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.config.drain_timeout = timeout;
+        self.config.manager.drain_timeout = timeout;
         self
     }
 
     /// Return freed memory to the OS after each unload (default on; see
     /// [`ModelManagerBuilder::return_memory_to_os`](crate::builder::ModelManagerBuilder::return_memory_to_os)).
     pub fn return_memory_to_os(mut self, enabled: bool) -> Self {
-        self.config.return_memory_to_os = enabled;
+        self.config.manager.trim_heap = enabled;
         self
     }
 
@@ -274,7 +265,7 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     /// How loads yield to the host between chunks on wasm32 (see
     /// [`ModelManagerBuilder::pace`](crate::builder::ModelManagerBuilder::pace)).
     pub fn pace(mut self, pace: Pace) -> Self {
-        self.config.pace = Some(pace);
+        self.config.manager.pace = Some(pace);
         self
     }
 
@@ -284,18 +275,12 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
         ModelPoolBuilder {
             config: PoolConfig {
                 budget: c.budget,
-                device: c.device,
-                dtype: c.dtype,
-                chunk_size: c.chunk_size,
-                read_threads: c.read_threads,
-                drain_timeout: c.drain_timeout,
-                return_memory_to_os: c.return_memory_to_os,
+                manager: c.manager,
                 keep_alive: c.keep_alive,
                 max_queue: c.max_queue,
                 concurrent_loads: c.concurrent_loads,
                 admission_timeout: c.admission_timeout,
                 retry_cooldown: c.retry_cooldown,
-                pace: c.pace,
                 options: Arc::new(options),
             },
             budget: self.budget,
@@ -316,14 +301,8 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     /// Create the pool.
     pub fn build(self) -> Result<ModelPool<P>> {
         let mut config = self.config;
-        if let Some(dtype) = config.dtype {
-            if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
-                return Err(Error::InvalidArgument(format!(
-                    "target dtype must be f32, f16 or bf16, not {dtype:?}"
-                )));
-            }
-        }
-        let device = config.device.open()?;
+        config.manager.check()?;
+        let device = config.manager.device.open()?;
         config.budget = match self.budget {
             Some(bytes) => bytes,
             None => default_budget(&device)?,
@@ -512,7 +491,7 @@ impl<P: Pipeline> ModelPool<P> {
         self.shut_down
             .get_or_init(|| async {
                 let versions = self.core.begin_shutdown();
-                let drain = self.core.config().drain_timeout;
+                let drain = self.core.config().manager.drain_timeout;
                 let bound = drain.saturating_add(Duration::from_secs(2));
                 // Every manager at once, natively; on wasm32 (one thread,
                 // nothing to join) one after the other.

@@ -4,7 +4,7 @@
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::typed::ModelId;
 use super::Snapshot;
 use crate::error::{Error, Result};
+use crate::io::plan::Plan;
 use crate::io::progress::{Progress, ProgressCounters};
 
 /// Cancels one load if it is still the current one.
@@ -27,6 +28,9 @@ pub(crate) struct LoadTicket {
     pub(crate) progress: Arc<ProgressCounters>,
     outcome: watch::Sender<Option<Result<Snapshot>>>,
     canceller: Weak<dyn CancelLoad>,
+    /// The source's layout, when the caller resolved it already (a pool,
+    /// for its estimate): the load reads it instead of resolving again.
+    plan: Mutex<Option<Plan>>,
 }
 
 impl LoadTicket {
@@ -43,7 +47,21 @@ impl LoadTicket {
             progress: Arc::default(),
             outcome: watch::Sender::new(None),
             canceller,
+            plan: Mutex::new(None),
         })
+    }
+
+    /// Hand the load a layout resolved beforehand.
+    pub(crate) fn set_plan(&self, plan: Plan) {
+        *self.plan.lock().unwrap_or_else(PoisonError::into_inner) = Some(plan);
+    }
+
+    /// The layout resolved beforehand, if any (taken once).
+    pub(crate) fn take_plan(&self) -> Option<Plan> {
+        self.plan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     pub(crate) fn set_generation(&self, generation: u64) {
