@@ -1,0 +1,333 @@
+//! Loads' admission: the queue, first come first served, waiting for
+//! memory (bounded by the admission timeout) and evicting to make room.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{blockers, entry_mut, Core, Inner, Job, Key, Outcome};
+use crate::error::{Error, Result};
+use crate::io::ModelSource;
+use crate::pipeline::Pipeline;
+use crate::pool::ledger::{Admission, Hold};
+use crate::pool::options::ReloadPolicy;
+use crate::pool::rt;
+use crate::pool::rt::Instant;
+use crate::pool::status::{PoolEventKind, UnloadReason};
+
+impl<P: Pipeline> Core<P> {
+    pub(super) fn start_job(
+        self: &Arc<Self>,
+        inner: &mut Inner<P>,
+        id: &str,
+        source: Arc<ModelSource>,
+        reload: Option<ReloadPolicy>,
+    ) -> Result<watch::Receiver<Outcome>> {
+        if inner.queue.len() >= self.config.max_queue {
+            return Err(Error::QueueFull {
+                limit: self.config.max_queue,
+            });
+        }
+        let id = entry_mut(inner, id)?.id.clone();
+        // The pool's one counter per id: it goes on across remove and add.
+        let version = inner.versions.get(&id).map_or(1, |v| v + 1);
+        inner.versions.insert(id.clone(), version);
+        let entry = entry_mut(inner, &id)?;
+        let cancel = self.stop.child_token();
+        let superseded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = watch::channel(None);
+        entry.job = Some(Job {
+            version,
+            cancel: cancel.clone(),
+            superseded: superseded.clone(),
+            outcome: rx.clone(),
+            loading: None,
+        });
+        inner.queue.push_back((id.clone(), version));
+        self.emit(&id, version, PoolEventKind::Queued);
+        let core = self.clone();
+        let requested_at = Instant::now();
+        self.spawner.spawn(async move {
+            let key = (id, version);
+            let mut result = core
+                .run_job(&key, source, reload, &cancel, requested_at)
+                .await;
+            if result.is_err() && superseded.load(std::sync::atomic::Ordering::Relaxed) {
+                result = Err(Error::Superseded);
+            }
+            core.finish_job(&key, &result, reload.is_some());
+            let _ = tx.send(Some(result));
+        });
+        Ok(rx)
+    }
+
+    pub(super) async fn run_job(
+        self: &Arc<Self>,
+        key: &Key,
+        source: Arc<ModelSource>,
+        reload: Option<ReloadPolicy>,
+        cancel: &CancellationToken,
+        requested_at: Instant,
+    ) -> Result<u64> {
+        // The estimate: headers only, on a blocking thread; the plan it
+        // resolves is the one the load reads.
+        let estimate = {
+            let (source, dtype, device) = (
+                source.clone(),
+                self.config.manager.dtype,
+                self.device.clone(),
+            );
+            let blocking = rt::blocking(move || crate::io::estimate(&source, dtype, &device));
+            tokio::select! {
+                r = blocking => r,
+                () = cancel.cancelled() => Err(Error::Cancelled),
+            }
+        };
+        let (plan, estimate) = match estimate {
+            Ok(planned) => planned,
+            Err(e) => {
+                self.leave_queue(key);
+                return Err(e);
+            }
+        };
+
+        // Admission: first come first served. Waiting for memory, its own
+        // or that of the loads ahead of it, is bounded by the admission
+        // timeout counted from the request: a load queued behind others
+        // that wait for memory gives up a timeout after its request, not a
+        // timeout later each. Waiting for a load slot is bounded by the
+        // loads in flight, which end by themselves.
+        let queued_at = Instant::now();
+        let deadline = rt::after(requested_at, self.config.admission_timeout);
+        loop {
+            let mut changed = self.changed.subscribe();
+            changed.borrow_and_update();
+            let step = {
+                let mut inner = self.lock();
+                self.admission_step(&mut inner, key, estimate, reload)
+            };
+            let memory_bound = match step {
+                Step::Admitted => break,
+                Step::Fail(e) => {
+                    self.leave_queue(key);
+                    return Err(e);
+                }
+                Step::Slot => false,
+                Step::Turn | Step::Wait => true,
+            };
+            let expiry = async {
+                match memory_bound {
+                    true => rt::sleep_until(deadline).await,
+                    false => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = changed.changed() => {}
+                () = expiry => {
+                    // What holds the memory holds this load too, whether it
+                    // waited for its turn or for the memory itself.
+                    let blocked_by = {
+                        let mut inner = self.lock();
+                        inner.queue.retain(|k| k != key);
+                        blockers(&inner)
+                    };
+                    self.bump();
+                    return Err(Error::MemoryBusy { needed: estimate, blocked_by });
+                }
+                () = cancel.cancelled() => {
+                    self.leave_queue(key);
+                    return Err(Error::Cancelled);
+                }
+            }
+        }
+        self.metrics
+            .queue_wait
+            .observe(queued_at.elapsed().as_secs_f64());
+
+        // Charged: load, on a manager of its own, within the charge.
+        let result = self
+            .load_admitted(key, source, plan, estimate, cancel)
+            .await;
+        {
+            let mut inner = self.lock();
+            inner.loading = inner.loading.saturating_sub(1);
+        }
+        self.bump();
+        result
+    }
+
+    /// One look at the queue for `key`, under the lock.
+    pub(super) fn admission_step(
+        self: &Arc<Self>,
+        inner: &mut Inner<P>,
+        key: &Key,
+        estimate: u64,
+        reload: Option<ReloadPolicy>,
+    ) -> Step {
+        if inner.shut_down {
+            return Step::Fail(Error::ShutDown);
+        }
+        if inner.loading >= self.config.concurrent_loads {
+            return Step::Slot;
+        }
+        if inner.queue.front() != Some(key) {
+            return Step::Turn;
+        }
+        let (id, version) = (key.0.clone(), key.1);
+        if inner.entries.get(&id).is_some_and(|e| e.stopping > 0) {
+            // A stopped load of this model is still freeing what it read:
+            // never two loads of one model at once.
+            return Step::Slot;
+        }
+        let now = self.now();
+        self.refresh_holds(inner, now, reload.map(|_| &*id));
+        if let Some(policy) = reload {
+            // The new version must fit beside the serving one and the
+            // pinned models, or the caller's policy decides. (Older
+            // versions still draining their leases are on their way out:
+            // admission waits for them.)
+            let own = inner
+                .entries
+                .get(&id)
+                .and_then(|e| e.serving.as_ref())
+                .and_then(|v| inner.ledger.get(&(id.clone(), v.number)))
+                .map_or(0, |c| c.bytes);
+            let pinned_others: u64 = inner
+                .ledger
+                .iter()
+                .filter(|(k, c)| k.0 != id && c.hold == Hold::Pinned)
+                .map(|(_, c)| c.bytes)
+                .sum();
+            let budget = inner.ledger.budget();
+            if estimate.saturating_add(pinned_others) > budget {
+                // It could never fit, even alone: refuse before anything
+                // is taken out of service.
+                return Step::Fail(Error::InsufficientMemory {
+                    needed: estimate,
+                    available: budget.saturating_sub(pinned_others),
+                    pinned: pinned_others,
+                });
+            }
+            if own > 0 && estimate.saturating_add(own).saturating_add(pinned_others) > budget {
+                match policy {
+                    ReloadPolicy::KeepServing => {
+                        return Step::Fail(Error::InsufficientMemory {
+                            needed: estimate,
+                            available: budget.saturating_sub(own.saturating_add(pinned_others)),
+                            pinned: pinned_others,
+                        })
+                    }
+                    ReloadPolicy::UnloadFirst => {
+                        if let Some(entry) = inner.entries.get_mut(&id) {
+                            if let Some(old) = entry.serving.take() {
+                                self.retire(entry, old, UnloadReason::MadeRoomForReload);
+                            }
+                        }
+                        self.refresh_holds(inner, now, Some(&*id));
+                        return Step::Wait;
+                    }
+                }
+            }
+        }
+        let tick = inner.tick;
+        match inner.ledger.admit(key, estimate, tick) {
+            Admission::Fits => {
+                inner.queue.pop_front();
+                inner.loading += 1;
+                self.emit(&id, version, PoolEventKind::Loading { charged: estimate });
+                if !inner.queue.is_empty() {
+                    // The next in line may have a slot now.
+                    self.bump();
+                }
+                Step::Admitted
+            }
+            Admission::Evict(victims) => {
+                for victim in victims {
+                    if let Some(entry) = inner.entries.get_mut(&victim.0) {
+                        match entry.serving.take() {
+                            Some(old) if old.number == victim.1 => {
+                                self.metrics.evictions.inc();
+                                if let Some(at) = entry.last_used_at {
+                                    self.metrics
+                                        .evicted_idle
+                                        .observe(at.elapsed().as_secs_f64());
+                                }
+                                let reason = UnloadReason::Evicted {
+                                    for_id: id.to_string(),
+                                };
+                                self.retire(entry, old, reason);
+                            }
+                            other => entry.serving = other,
+                        }
+                    }
+                }
+                // Admitted once their memory is freed (`retire` bumps).
+                self.refresh_holds(inner, now, reload.map(|_| &*id));
+                Step::Wait
+            }
+            Admission::Wait => Step::Wait,
+            Admission::Already => Step::Fail(Error::InvalidArgument(format!(
+                "{id:?} version {version} is already charged"
+            ))),
+            Admission::Refuse {
+                needed,
+                available,
+                pinned,
+            } => Step::Fail(Error::InsufficientMemory {
+                needed,
+                available,
+                pinned,
+            }),
+        }
+    }
+
+    /// Bring the ledger's view of every charge up to date: a serving
+    /// version of a model not in use (no lease on any of its versions, no
+    /// caller waiting to lease it) and not pinned is evictable (unless
+    /// `reloading` is its id: a reload never evicts the version it
+    /// replaces); a pinned one is pinned; a version unloading with no lease
+    /// is freeing; everything else (in use, loading) is busy.
+    pub(super) fn refresh_holds(
+        &self,
+        inner: &mut Inner<P>,
+        now: Duration,
+        reloading: Option<&str>,
+    ) {
+        for key in inner.ledger.keys() {
+            let Some(entry) = inner.entries.get(&key.0) else {
+                continue;
+            };
+            let serving = entry.serving.as_ref().filter(|v| v.number == key.1);
+            let retiring = entry.retiring.iter().find(|v| v.number == key.1);
+            // In use: a lease on any version, or a caller waiting to lease
+            // it (a model just loaded for a waiter is not taken from it
+            // before it gets its lease).
+            let in_use = entry.leases() > 0 || entry.waiters > 0;
+            let hold = match (serving, retiring) {
+                (Some(_), _) if entry.pinned => Hold::Pinned,
+                (Some(_), _) if !in_use && reloading != Some(&*key.0) => Hold::Evictable,
+                (None, Some(v)) if v.manager.outstanding_leases() == 0 => Hold::Freeing,
+                _ => Hold::Busy,
+            };
+            let (last_used, expired) = (entry.last_used, entry.keep_alive.expired(now));
+            inner.ledger.set_hold(&key, hold, last_used, expired);
+        }
+    }
+}
+
+/// What one look at the queue decided for a load.
+pub(super) enum Step {
+    Admitted,
+    /// Every load slot is taken, or a stopped load of the same model is
+    /// still ending: bounded by those loads, which end by themselves.
+    Slot,
+    /// Not its turn: a load ahead in the queue waits for memory.
+    Turn,
+    /// Its turn, waiting for memory that leases hold or that is being
+    /// freed. This wait and the one behind it (`Turn`) are bounded by the
+    /// admission timeout, counted from the request.
+    Wait,
+    Fail(Error),
+}

@@ -1,0 +1,294 @@
+//! The pool's core: its entries, the ledger and the queue under one lock,
+//! and the tasks that act on the ledger's decisions (loads, evictions,
+//! keep-alive expiries).
+//!
+//! Every decision is taken under `inner`'s lock, from facts read there: a
+//! model's leases are its manager's count (read under the lock, never
+//! copied), and every event is sent under the lock, so the event stream is
+//! in decision order. Nothing awaits under the lock. Whatever may let a
+//! waiting load in (a lease released, memory freed, a load ended, a pin
+//! removed) bumps `changed`, which waiting loads and the keep-alive task
+//! watch: no polling.
+
+mod acquire;
+mod admit;
+mod install;
+mod models;
+mod report;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::keep_alive::KeepAlive;
+use super::ledger::{Hold, Ledger};
+use super::options::PoolConfig;
+use super::rt::{Instant, Spawner};
+use super::status::{Metrics, PoolEvent, PoolEventKind};
+use crate::error::{Blocker, Error, Result};
+use crate::io::ModelSource;
+use crate::loader::Runtime;
+use crate::manager::ModelManager;
+use crate::pipeline::Pipeline;
+use crate::state::State;
+
+/// A charge's key: a model id and its version.
+pub(crate) type Key = (Arc<str>, u64);
+
+/// What a load ended with, shared with everyone waiting for it.
+pub(crate) type Outcome = Option<Result<u64>>;
+
+/// One loaded (or loading) version of a model: a manager of its own, with
+/// the lifecycle every manager has.
+pub(crate) struct Version<P: Pipeline> {
+    pub(crate) number: u64,
+    pub(crate) manager: ModelManager<P>,
+    pub(crate) source: Arc<ModelSource>,
+}
+
+/// A load in flight for a model.
+struct Job<P: Pipeline> {
+    version: u64,
+    cancel: CancellationToken,
+    /// Set when a newer request (a reload) replaced it: its waiters join
+    /// the newer load instead of failing.
+    superseded: Arc<std::sync::atomic::AtomicBool>,
+    outcome: watch::Receiver<Outcome>,
+    /// Its manager, once admitted.
+    loading: Option<Arc<Version<P>>>,
+}
+
+struct Entry<P: Pipeline> {
+    id: Arc<str>,
+    /// What a load on demand loads: the serving version's source.
+    source: Arc<ModelSource>,
+    serving: Option<Arc<Version<P>>>,
+    job: Option<Job<P>>,
+    retiring: Vec<Arc<Version<P>>>,
+    keep_alive: KeepAlive,
+    pinned: bool,
+    /// The pool's logical clock at the last acquire or release.
+    last_used: u64,
+    last_used_at: Option<Instant>,
+    last_error: Option<Error>,
+    /// Until then an acquire answers `last_error` instead of loading.
+    retry_at: Option<Instant>,
+    waiters: usize,
+    /// Loads of it stopped (cancelled, replaced) but not yet ended: a new
+    /// load of it waits for them, so it is never loaded twice at once.
+    stopping: usize,
+    /// `remove` has begun: no new command reaches it.
+    removing: bool,
+    /// Its first version: lower ones belong to a model removed before it
+    /// was added again under the same id.
+    first_version: u64,
+}
+
+impl<P: Pipeline> Entry<P> {
+    /// Leases on every version of it: the model is in use while any is
+    /// held (its keep-alive stops, it is not evicted).
+    fn leases(&self) -> usize {
+        self.serving
+            .iter()
+            .chain(&self.retiring)
+            .map(|v| v.manager.outstanding_leases())
+            .sum()
+    }
+
+    /// Take its load in flight out (it stops, and frees what it read
+    /// before it ends); whether there was one.
+    fn stop_job(&mut self, queue: &mut VecDeque<Key>, superseded: bool) -> bool {
+        match self.job.take() {
+            Some(job) => {
+                job.superseded
+                    .store(superseded, std::sync::atomic::Ordering::Relaxed);
+                job.cancel.cancel();
+                queue.retain(|k| !(k.0 == self.id && k.1 == job.version));
+                self.stopping += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+struct Inner<P: Pipeline> {
+    ledger: Ledger<Key>,
+    entries: BTreeMap<Arc<str>, Entry<P>>,
+    /// Loads waiting for memory, first come first served.
+    queue: VecDeque<Key>,
+    /// Loads admitted and running.
+    loading: usize,
+    /// The logical clock of recency.
+    tick: u64,
+    /// The last version number of every id ever added: a model removed and
+    /// added again goes on counting, so no two loads share a key.
+    versions: BTreeMap<Arc<str>, u64>,
+    shut_down: bool,
+}
+
+pub(crate) struct Core<P: Pipeline> {
+    config: PoolConfig<P::Options>,
+    device: candle_core::Device,
+    pub(crate) runtime: Runtime,
+    pub(crate) spawner: Spawner,
+    inner: Mutex<Inner<P>>,
+    changed: watch::Sender<u64>,
+    events: broadcast::Sender<PoolEvent>,
+    pub(crate) metrics: Metrics,
+    pub(crate) stop: CancellationToken,
+    origin: Instant,
+}
+
+impl<P: Pipeline> Core<P> {
+    pub(crate) fn new(
+        config: PoolConfig<P::Options>,
+        device: candle_core::Device,
+        runtime: Runtime,
+        spawner: Spawner,
+    ) -> Arc<Self> {
+        let core = Arc::new(Core {
+            inner: Mutex::new(Inner {
+                ledger: Ledger::new(config.budget),
+                entries: BTreeMap::new(),
+                queue: VecDeque::new(),
+                loading: 0,
+                tick: 0,
+                versions: BTreeMap::new(),
+                shut_down: false,
+            }),
+            config,
+            device,
+            runtime,
+            spawner,
+            changed: watch::Sender::new(0),
+            events: broadcast::Sender::new(4096),
+            metrics: Metrics::new(),
+            stop: CancellationToken::new(),
+            origin: Instant::now(),
+        });
+        core.spawner
+            .spawn(Core::keep_alive_task(Arc::downgrade(&core)));
+        core
+    }
+
+    pub(crate) fn config(&self) -> &PoolConfig<P::Options> {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<P>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.origin)
+    }
+
+    /// Wake whoever waits for memory or a deadline.
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A load leaves the queue without being admitted: the next in line
+    /// may have its turn now.
+    fn leave_queue(&self, key: &Key) {
+        self.lock().queue.retain(|k| k != key);
+        self.bump();
+    }
+
+    fn emit(&self, id: &Arc<str>, version: u64, kind: PoolEventKind) {
+        // No subscriber is not an error.
+        let _ = self.events.send(PoolEvent {
+            id: id.to_string(),
+            version,
+            kind,
+        });
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// A pool loads a model again on demand: a stream, which can be read only
+/// once, cannot be one of its sources.
+fn refuse_stream(source: &ModelSource) -> Result<()> {
+    match source {
+        ModelSource::Stream(_) => Err(Error::InvalidArgument(
+            "a pool loads its models again on demand: give it files or bytes, not a stream \
+             (which can be read only once)"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The entry of `id`, for a command: after shutdown, every command is
+/// refused with `ShutDown`.
+fn entry_mut<'a, P: Pipeline>(inner: &'a mut Inner<P>, id: &str) -> Result<&'a mut Entry<P>> {
+    if inner.shut_down {
+        return Err(Error::ShutDown);
+    }
+    inner
+        .entries
+        .get_mut(id)
+        .filter(|e| !e.removing)
+        .ok_or_else(|| Error::UnknownModel(id.to_owned()))
+}
+
+/// What holds the memory a waiting load needs: every charge that cannot be
+/// evicted now and is not pinned.
+fn blockers<P: Pipeline>(inner: &Inner<P>) -> Vec<Blocker> {
+    inner
+        .ledger
+        .iter()
+        .filter_map(|(key, charge)| {
+            if !matches!(charge.hold, Hold::Busy | Hold::Freeing) {
+                return None;
+            }
+            let entry = inner.entries.get(&key.0)?;
+            let (state, leases) = match &entry.serving {
+                Some(v) if v.number == key.1 => (State::Ready, v.manager.outstanding_leases()),
+                _ => match entry.retiring.iter().find(|v| v.number == key.1) {
+                    Some(v) => (State::Unloading, v.manager.outstanding_leases()),
+                    None => (State::Loading, 0),
+                },
+            };
+            Some(Blocker {
+                id: key.0.to_string(),
+                bytes: charge.bytes,
+                leases,
+                state,
+            })
+        })
+        .collect()
+}
+
+async fn wait_outcome(outcome: &mut watch::Receiver<Outcome>) -> Result<u64> {
+    match outcome.wait_for(Option::is_some).await {
+        Ok(outcome) => outcome.clone().unwrap_or(Err(Error::ShutDown)),
+        Err(_) => Err(Error::ShutDown),
+    }
+}
+
+pub(crate) async fn wait_reload(mut outcome: watch::Receiver<Outcome>) -> Result<u64> {
+    wait_outcome(&mut outcome).await
+}
+
+/// The state a model's status shows.
+fn status_state<P: Pipeline>(entry: &Entry<P>) -> State {
+    if entry.serving.is_some() {
+        State::Ready
+    } else if entry.job.is_some() {
+        State::Loading
+    } else if !entry.retiring.is_empty() {
+        State::Unloading
+    } else if entry.retry_at.is_some() {
+        State::Failed
+    } else {
+        State::Idle
+    }
+}
