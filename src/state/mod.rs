@@ -29,6 +29,7 @@
 // The typestate holds only in safe code: no `unsafe` may forge a state.
 #![forbid(unsafe_code)]
 
+mod events;
 mod handlers;
 pub(crate) mod machine;
 pub(crate) mod store;
@@ -41,8 +42,8 @@ pub(crate) use machine::typed;
 pub use crate::io::progress::Progress;
 pub(crate) use crate::io::progress::ProgressCounters;
 pub use crate::lifecycle::{Command, State};
+pub use events::{LeaseReleases, RecvError, Subscription, TryRecvError};
 pub(crate) use store::StateManager;
-pub use store::{LeaseReleases, RecvError, Subscription, TryRecvError};
 
 use crate::error::Error;
 use crate::io::ModelSource;

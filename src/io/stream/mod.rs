@@ -63,6 +63,7 @@
 //! # Ok(()) }
 //! ```
 
+mod fill;
 mod shared;
 mod writer;
 
