@@ -1,6 +1,7 @@
-//! [`ModelManager`], the facade. It holds no logic of its own: each method
-//! delegates to the lifecycle (StateManager), the resources, the pipeline
-//! store or the loader.
+//! [`ModelManager`], the facade. It holds no logic of its own: commands
+//! go to the LoaderService (which assembles pipelines through the
+//! PipelineManager it owns), reads to the StateManager's published
+//! snapshot, device facts to the ResourceManager.
 //!
 //! ```no_run
 //! use model_manager::{ModelManager, State};
@@ -39,7 +40,8 @@ use crate::resource::{DeviceSpec, ResourceManager};
 use crate::state::ticket::LoadHandle;
 use crate::state::{Snapshot, State, StateManager, Subscription};
 
-/// The four parts behind the facade.
+/// The parts the facade calls (the fourth, the PipelineManager, is the
+/// LoaderService's: only a load assembles a pipeline).
 pub(crate) struct Parts<P: Pipeline> {
     pub(crate) state: Arc<StateManager<P>>,
     pub(crate) resources: Arc<ResourceManager>,
