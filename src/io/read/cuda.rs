@@ -18,8 +18,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::cuda_backend::cudarc::driver::{
     result, CudaSlice, CudaStream, DevicePtrMut, SyncOnDrop,
@@ -29,6 +28,7 @@ use candle_core::op::BackpropOp;
 use candle_core::{DType, Storage, Tensor};
 
 use super::context::{internal, read_error, too_large, ReadContext};
+use super::deal::{deal, Stop};
 use super::place::{cut, layout};
 use super::staging::{driver, Staging};
 use crate::error::{Error, Result};
@@ -223,17 +223,9 @@ fn copy_all(
         }
     }
 
-    let mut dealt: Vec<Vec<Job>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, job) in jobs.into_iter().enumerate() {
-        if let Some(d) = dealt.get_mut(i % threads) {
-            d.push(job);
-        }
-    }
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let copy_jobs = |jobs: Vec<Job>, staging: &mut [Staging<'_>; 2]| -> Result<()> {
+    let copy_jobs = |jobs: Vec<Job>, staging: &mut [Staging<'_>; 2], stop: &Stop| -> Result<()> {
         for (n, job) in jobs.into_iter().enumerate() {
-            if failed.load(Ordering::Acquire) {
+            if stop.is_set() {
                 return Ok(());
             }
             let Some(stage) = staging.get_mut(n % 2) else {
@@ -287,13 +279,15 @@ fn copy_all(
         }
         Ok(())
     };
-    let worker = |jobs: Vec<Job>| -> Result<()> {
+    // Each thread of the engine's worker pool binds the context and owns
+    // two staging buffers.
+    let worker = |jobs: Vec<Job>, stop: &Stop| -> Result<()> {
         context.bind_to_thread().map_err(driver)?;
         let mut staging = [
             Staging::new(ctx.staging, &context, chunk)?,
             Staging::new(ctx.staging, &context, chunk)?,
         ];
-        let copied = copy_jobs(jobs, &mut staging);
+        let copied = copy_jobs(jobs, &mut staging, stop);
         if copied.is_err() {
             // A failure may leave copies queued that no event covers: wait
             // for every copy this thread queued (its stream) before its
@@ -305,31 +299,10 @@ fn copy_all(
         }
         copied
     };
-    let run = |jobs: Vec<Job>| {
-        if let Err(e) = worker(jobs) {
-            failed.store(true, Ordering::Release);
-            first_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get_or_insert(e);
-        }
-    };
-    if threads == 1 {
-        dealt.into_iter().for_each(run);
-    } else {
-        let run = &run;
-        std::thread::scope(|scope| {
-            for jobs in dealt {
-                scope.spawn(move || run(jobs));
-            }
-        });
-    }
+    let outcome = deal(jobs, threads, worker);
     drop(guards);
-    match first_error
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-    {
-        Some(e) => {
+    match outcome {
+        Err(e) => {
             // Nothing may still be copying into buffers about to be freed
             // (each reader thread waited for its own copies; this waits for
             // the whole context, whatever stream anything was queued on).
@@ -338,6 +311,6 @@ fn copy_all(
             }
             Err(e)
         }
-        None => Ok(()),
+        Ok(()) => Ok(()),
     }
 }

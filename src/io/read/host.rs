@@ -2,12 +2,12 @@
 //! by up to `threads` threads (or one chunk at a time, yielding to the
 //! host's event loop between chunks, on wasm32).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::context::{internal, read_error, too_large, ReadContext};
+use super::deal::deal;
 use super::place::Prepared;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::io::buffer::Buffer;
 use crate::io::files::{read_exact_at, FilePlan};
 use crate::io::Pace;
@@ -80,59 +80,13 @@ pub(crate) async fn read_chunks(
         }
         return Ok(());
     }
-    read_parallel(chunks, ctx.threads, &read_one)
-}
-
-/// Read `chunks` on up to `threads` threads, dealt round-robin (thread k
-/// reads chunks k, k+n, ...) so the file is still read roughly in order;
-/// the first error stops every thread at its next chunk.
-fn read_parallel<'b>(
-    chunks: Vec<Chunk<'b>>,
-    threads: usize,
-    read_one: &(dyn Fn(Chunk<'b>) -> Result<()> + Sync),
-) -> Result<()> {
-    // No threads on wasm32.
-    let threads = if cfg!(target_arch = "wasm32") {
-        1
-    } else {
-        threads.clamp(1, chunks.len().max(1))
-    };
-    if threads == 1 {
-        return chunks.into_iter().try_for_each(read_one);
-    }
-    let mut groups: Vec<Vec<Chunk<'_>>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        if let Some(group) = groups.get_mut(i % threads) {
-            group.push(chunk);
+    deal(chunks, ctx.threads, |share, stop| {
+        for chunk in share {
+            if stop.is_set() {
+                return Ok(());
+            }
+            read_one(chunk)?;
         }
-    }
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for group in groups {
-            let (failed, first_error) = (&failed, &first_error);
-            scope.spawn(move || {
-                for chunk in group {
-                    if failed.load(Ordering::Acquire) {
-                        return;
-                    }
-                    if let Err(e) = read_one(chunk) {
-                        failed.store(true, Ordering::Release);
-                        first_error
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match first_error
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-    {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+        Ok(())
+    })
 }

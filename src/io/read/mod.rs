@@ -17,6 +17,7 @@
 mod context;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+mod deal;
 mod host;
 pub(crate) mod place;
 #[cfg(feature = "cuda")]
