@@ -278,17 +278,30 @@ pub(crate) async fn wait_reload(mut outcome: watch::Receiver<Outcome>) -> Result
     wait_outcome(&mut outcome).await
 }
 
-/// The state a model's status shows.
+/// The state a model's status shows: derived, whenever it is asked for,
+/// from the managers of its versions (the serving one's state; else the
+/// admitted load's, or `Loading` while it waits in the queue; else
+/// `Unloading` while old versions drain), else from its last load's
+/// outcome. Never stored beside them.
 fn status_state<P: Pipeline>(entry: &Entry<P>) -> State {
-    if entry.serving.is_some() {
-        State::Ready
-    } else if entry.job.is_some() {
-        State::Loading
-    } else if !entry.retiring.is_empty() {
-        State::Unloading
-    } else if entry.retry_at.is_some() {
-        State::Failed
-    } else {
-        State::Idle
+    if let Some(serving) = &entry.serving {
+        return serving.manager.current_state();
+    }
+    if let Some(job) = &entry.job {
+        return job
+            .loading
+            .as_ref()
+            .map_or(State::Loading, |v| match v.manager.current_state() {
+                // Between its manager's Ready and the version's install.
+                State::Ready | State::Idle => State::Loading,
+                state => state,
+            });
+    }
+    if !entry.retiring.is_empty() {
+        return State::Unloading;
+    }
+    match entry.retry_at {
+        Some(_) => State::Failed,
+        None => State::Idle,
     }
 }
