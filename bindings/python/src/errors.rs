@@ -51,13 +51,13 @@ fn details<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyDict>> {
         Error::NotReady(state) => d.set_item("state", state.name())?,
         Error::LeasesOutstanding { count } => d.set_item("count", count)?,
         Error::Io { path, kind, .. } => {
-            d.set_item("path", path)?;
+            d.set_item("path", path.to_string_lossy())?;
             d.set_item("kind", format!("{kind:?}"))?;
         }
         Error::InvalidModel { path, .. }
         | Error::InvalidConfig { path, .. }
         | Error::MissingFile { path }
-        | Error::PathEscape { path } => d.set_item("path", path)?,
+        | Error::PathEscape { path } => d.set_item("path", path.to_string_lossy())?,
         Error::InsufficientMemory {
             needed,
             available,
@@ -72,7 +72,7 @@ fn details<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyDict>> {
             tensor,
             dtype,
         } => {
-            d.set_item("path", path)?;
+            d.set_item("path", path.to_string_lossy())?;
             d.set_item("tensor", tensor)?;
             d.set_item("dtype", dtype)?;
         }
