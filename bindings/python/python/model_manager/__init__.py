@@ -12,6 +12,7 @@ from __future__ import annotations
 from . import _model_manager
 from ._api import (
     ComponentInfo,
+    EventStream,
     Hub,
     Lease,
     ModelInfo,
@@ -56,6 +57,7 @@ __all__ = [
     "POOL_EVENT_KINDS",
     "UNLOAD_REASONS",
     "ComponentInfo",
+    "EventStream",
     "Hub",
     "Lease",
     "ModelInfo",
