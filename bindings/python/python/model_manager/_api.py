@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import enum
+import importlib
 import os
 import threading
 import warnings
@@ -165,7 +166,9 @@ class ModelStatus:
 
     @staticmethod
     def _from(d: dict[str, Any]) -> ModelStatus:
-        return ModelStatus(**{**d, "state": State(d["state"])})
+        fields: dict[str, Any] = dict(d)
+        fields["state"] = State(d["state"])
+        return ModelStatus(**fields)
 
 
 @dataclass(frozen=True)
@@ -287,7 +290,7 @@ def _progress_callback(progress: ProgressCallback | bool | None) -> ProgressCall
         return None
     if progress is True:
         try:
-            from tqdm import tqdm  # type: ignore[import-untyped]
+            tqdm = importlib.import_module("tqdm").tqdm
         except ImportError:
             warnings.warn("progress=True draws a bar with tqdm, which is not installed", stacklevel=3)
             return None
