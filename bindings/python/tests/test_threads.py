@@ -30,7 +30,7 @@ def test_threads_load_acquire_and_unload_at_once(tmp_path: Path) -> None:
         rng = random.Random(seed)
         try:
             for _ in range(40):
-                action = rng.choice(["load", "acquire", "unload"])
+                action = rng.choices(["load", "acquire", "unload"], weights=[4, 5, 1])[0]
                 try:
                     if action == "load":
                         i = rng.randrange(3)
@@ -59,7 +59,8 @@ def test_threads_load_acquire_and_unload_at_once(tmp_path: Path) -> None:
         t.join(60)
     assert not any(t.is_alive() for t in threads)
     assert not failures, failures
-    assert counts["loaded"] > 0 and counts["leased"] > 0 and counts["unloaded"] > 0, counts
+    # Which commands won the races varies; loads and unloads always get through.
+    assert counts["loaded"] > 0 and counts["unloaded"] > 0, counts
     # Whatever state the race left: back to Idle (an unload with a timeout
     # may still be finishing, so a command can meet a state that just moved).
     for _ in range(100):
@@ -74,5 +75,29 @@ def test_threads_load_acquire_and_unload_at_once(tmp_path: Path) -> None:
         except mm.InvalidTransition:
             pass
     assert manager.current_state is State.IDLE
+    assert manager.snapshot().resident_bytes == 0
+
+    # Then every thread leases the same ready model at once.
+    manager.load_model(paths[1])
+    barrier = threading.Barrier(6)
+    pointers: list[int] = []
+
+    def lease() -> None:
+        barrier.wait()
+        with manager.acquire() as lease:
+            t = lease.tensor("model", "w")
+            a = np.from_dlpack(t)
+            assert a[0] == 1.0
+            with lock:
+                pointers.append(a.ctypes.data)
+            del a
+
+    threads = [threading.Thread(target=lease) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(pointers) == 6 and len(set(pointers)) == 1, "one buffer, shared"
+    manager.unload_model(timeout=10)
     assert manager.snapshot().resident_bytes == 0
     assert manager.shutdown(timeout=10)
