@@ -5,7 +5,7 @@ page cache) is in memory and usable from Python: model-manager
 every page when torch is installed. One run of each after a warm-up read;
 the figures are the best of `--repeat` runs.
 
-    pip install safetensors numpy        # the baseline
+    pip install safetensors==0.8.0 numpy==2.4.6   # the baseline
     python bench.py [--mib 1024] [--repeat 3] [--file PATH]
 
 Build the package in release (`pip install ./bindings/python`) for figures
