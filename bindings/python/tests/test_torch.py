@@ -1,0 +1,89 @@
+"""torch and diffusers interop: state_dict shares the manager's memory, and
+diffusers components built from a lease compute what from_pretrained's do.
+Skipped, with the reason shown, when torch (or diffusers) is not installed;
+`test.sh --with-torch` installs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import model_manager as mm
+
+torch = pytest.importorskip("torch", reason="torch is not installed (bindings/python/test.sh --with-torch)")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_state_dict_shares_the_lease_memory(model_file: Path) -> None:
+    with mm.ModelManager() as manager:
+        manager.load_model(model_file)
+        with manager.acquire() as lease:
+            sd = lease.state_dict("model")
+            for name, t in sd.items():
+                assert t.data_ptr() == lease.tensor("model", name).data_ptr
+        del sd
+        manager.unload_model(timeout=5)
+
+
+def test_bf16_and_f16_reach_torch(tmp_path: Path) -> None:
+    import numpy as np
+
+    from conftest import safetensors_bytes, write
+
+    bits = np.array([0x3F80, 0x4000], dtype=np.uint16)
+    path = write(
+        tmp_path / "m.safetensors",
+        safetensors_bytes({"bf": ("BF16", [2], bits.tobytes()), "h": np.ones(2, np.float16)}),
+    )
+    with mm.ModelManager() as manager:
+        manager.load_model(path)
+        with manager.acquire() as lease:
+            sd = lease.state_dict("model")
+            assert sd["bf"].dtype == torch.bfloat16 and sd["bf"].tolist() == [1.0, 2.0]
+            assert sd["h"].dtype == torch.float16
+            del sd
+
+
+def test_diffusers_components_from_a_lease_match_from_pretrained(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers", reason="diffusers is not installed (bindings/python/test.sh --with-torch)")
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import diffusers_from_lease as example
+    finally:
+        sys.path.pop(0)
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    folder = example.tiny_pipeline(tmp_path / "pipe")
+    ref_unet = UNet2DConditionModel.from_pretrained(folder / "unet").eval()
+    ref_vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    text = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(2))
+    with mm.ModelManager() as manager:
+        manager.load_model(folder)
+        with manager.acquire() as lease:
+            unet, vae = example.unet_from(lease), example.vae_from(lease)
+            for name, p in unet.named_parameters():
+                assert p.data_ptr() == lease.tensor("unet", name).data_ptr, name
+            for name, p in vae.named_parameters():
+                assert p.data_ptr() == lease.tensor("vae", name).data_ptr, name
+            with torch.no_grad():
+                assert torch.equal(
+                    unet(latents, 10, encoder_hidden_states=text).sample,
+                    ref_unet(latents, 10, encoder_hidden_states=text).sample,
+                )
+                assert torch.equal(vae.decode(latents).sample, ref_vae.decode(latents).sample)
+            del unet, vae
+        manager.unload_model(timeout=10)
+
+
+def test_the_diffusers_example_runs() -> None:
+    pytest.importorskip("diffusers", reason="diffusers is not installed (bindings/python/test.sh --with-torch)")
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "diffusers_from_lease.py")], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "weights shared" in out.stdout
