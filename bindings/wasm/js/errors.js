@@ -1,5 +1,6 @@
-// The one error class of the package, and its codes (the core's table,
-// generated into tables.js).
+// The one error class of the package, its codes (the core's table,
+// generated into tables.js), and how raw errors and callback errors are
+// handled.
 import { ErrorCode } from './tables.js';
 
 export { ErrorCode };
@@ -16,4 +17,32 @@ export class ModelManagerError extends Error {
     /** The code's name, such as `"InvalidModel"`. */
     this.codeName = codeNames[code] ?? 'Unknown';
   }
+}
+
+/** A raw error (a JS `Error` with a numeric `code`) as a ModelManagerError. */
+export function wrap(error, options) {
+  if (error instanceof ModelManagerError) return error;
+  if (error && typeof error.code === 'number') {
+    return new ModelManagerError(error.message, error.code, options);
+  }
+  return error;
+}
+
+/** Run `f`, re-throwing raw errors as ModelManagerError. */
+export function call(f) {
+  try {
+    return f();
+  } catch (error) {
+    throw wrap(error);
+  }
+}
+
+export function invalid(message) {
+  return new ModelManagerError(`invalid argument: ${message}`, ErrorCode.InvalidArgument);
+}
+
+/** Report an exception thrown by a user callback without stopping anything. */
+export function report(error) {
+  if (typeof globalThis.reportError === 'function') globalThis.reportError(error);
+  else console.error('model-manager: a callback threw:', error);
 }
