@@ -64,9 +64,11 @@
 //! ```
 
 mod shared;
+mod write;
 mod writer;
 
 pub use shared::StreamSource;
 pub(crate) use shared::{Body, Current, Shared};
+pub(crate) use write::ended;
+pub(crate) use writer::channel;
 pub use writer::StreamWriter;
-pub(crate) use writer::{channel, ended};
