@@ -176,7 +176,20 @@ pub enum Error {
         /// The missing file.
         path: PathBuf,
     },
-    /// A file name points outside the model folder.
+    /// Nothing to load where a source points, with what was found there
+    /// and the way out: a folder without weights (the layouts looked for,
+    /// the files seen), a repo or revision not in the hub cache (the
+    /// command that fetches it), a missing path that looks like a repo id.
+    /// Its code is [`ErrorCode::MissingFile`], as for [`Error::MissingFile`].
+    #[error("{path}: {problem}", path = .path.display())]
+    NotFound {
+        /// The folder, file or cache entry looked in.
+        path: PathBuf,
+        /// What was found, and what to do.
+        problem: String,
+    },
+    /// A file name points outside the model folder. The path is the name
+    /// as the model writes it, joined to the model folder when relative.
     #[error("{path}: points outside the model folder", path = .path.display())]
     PathEscape {
         /// The offending path, as written in the model.
@@ -279,7 +292,7 @@ impl Error {
             Error::Io { .. } => ErrorCode::Io,
             Error::InvalidModel { .. } => ErrorCode::InvalidModel,
             Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,
-            Error::MissingFile { .. } => ErrorCode::MissingFile,
+            Error::MissingFile { .. } | Error::NotFound { .. } => ErrorCode::MissingFile,
             Error::PathEscape { .. } => ErrorCode::PathEscape,
             Error::InsufficientMemory { .. } => ErrorCode::InsufficientMemory,
             Error::UnsupportedDtype { .. } => ErrorCode::UnsupportedDtype,
@@ -307,13 +320,25 @@ impl Error {
     }
 
     /// The I/O error kind, for [`Error::Io`] (and `NotFound` for
-    /// [`Error::MissingFile`]).
+    /// [`Error::MissingFile`] and [`Error::NotFound`]).
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {
             Error::Io { kind, .. } => Some(*kind),
-            Error::MissingFile { .. } => Some(std::io::ErrorKind::NotFound),
+            Error::MissingFile { .. } | Error::NotFound { .. } => {
+                Some(std::io::ErrorKind::NotFound)
+            }
             _ => None,
         }
+    }
+
+    /// A device this build cannot open: `feature` (`cuda`, `metal`) was
+    /// not enabled when model-manager was built.
+    pub(crate) fn device_not_built(device: &str, feature: &str) -> Self {
+        Error::Device(format!(
+            "{device}: model-manager was built without the `{feature}` feature; build with \
+             `cargo build --features {feature}` (the command line: \
+             `cargo run -p model-manager-cli --features {feature} -- ...`)"
+        ))
     }
 
     pub(crate) fn invalid_model(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {

@@ -74,6 +74,12 @@ impl DeviceSpec {
     pub fn open(self) -> Result<Device> {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(_) if !cfg!(feature = "cuda") => {
+                Err(Error::device_not_built(&self.to_string(), "cuda"))
+            }
+            DeviceSpec::Metal if !cfg!(feature = "metal") => {
+                Err(Error::device_not_built("metal", "metal"))
+            }
             DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(Error::from),
             DeviceSpec::Metal => Device::new_metal(0).map_err(Error::from),
         }

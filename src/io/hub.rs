@@ -1,7 +1,8 @@
 //! Offline resolution of Hugging Face hub cache entries:
 //! `models--ORG--NAME/snapshots/REV/`, with branches and tags resolved
 //! through `refs/`. Honours `HF_HUB_CACHE` and `HF_HOME`; never touches the
-//! network.
+//! network: a repo or revision not in the cache is an error that names the
+//! command that fetches it and the revisions the cache holds.
 
 #![deny(
     clippy::unwrap_used,
@@ -11,24 +12,68 @@
     clippy::arithmetic_side_effects
 )]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::files::{read_capped, MAX_REF_BYTES};
+use super::hint;
 use crate::error::{Error, Result};
 
-/// The hub cache folder.
-pub(crate) fn cache_dir() -> Option<PathBuf> {
+/// The hub cache folder, and what chose it (for the errors to say).
+pub(crate) fn cache_dir() -> Option<(PathBuf, &'static str)> {
     if let Some(dir) = std::env::var_os("HF_HUB_CACHE").filter(|d| !d.is_empty()) {
-        return Some(dir.into());
+        return Some((dir.into(), "set by HF_HUB_CACHE"));
     }
     if let Some(home) = std::env::var_os("HF_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(home).join("hub"));
+        return Some((PathBuf::from(home).join("hub"), "set by HF_HOME"));
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("huggingface").join("hub"))
+    let (base, chosen) = match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        Some(dir) => (PathBuf::from(dir), "under XDG_CACHE_HOME"),
+        None => (
+            PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
+            "the default",
+        ),
+    };
+    Some((base.join("huggingface").join("hub"), chosen))
+}
+
+/// The names in `dir`, sorted (folders end with `/`); none if unreadable.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                format!("{name}/")
+            } else {
+                name
+            }
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The revisions of a repo the cache holds: its refs and snapshots.
+fn cached_revisions(repo_dir: &Path) -> String {
+    let refs = names_in(&repo_dir.join("refs"));
+    let snapshots = names_in(&repo_dir.join("snapshots"));
+    if refs.is_empty() && snapshots.is_empty() {
+        return "the cache holds no revision of it".into();
+    }
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            hint::names(names)
+        }
+    };
+    format!(
+        "the cache holds refs: {}; snapshots: {}",
+        list(&refs),
+        list(&snapshots)
+    )
 }
 
 fn valid_part(s: &str) -> bool {
@@ -61,19 +106,30 @@ pub(crate) fn snapshot(repo: &str, revision: Option<&str>) -> Result<(PathBuf, P
             "{revision:?} is not a valid revision"
         )));
     }
-    let cache = cache_dir().ok_or_else(|| {
-        Error::InvalidArgument("no hub cache folder: set HF_HUB_CACHE or HF_HOME".into())
-    })?;
+    let Some((cache, chosen)) = cache_dir() else {
+        return Err(Error::InvalidArgument(
+            "no hub cache folder: set HF_HUB_CACHE or HF_HOME".into(),
+        ));
+    };
     let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let fetch = hint::download(repo, revision);
     if !repo_dir.is_dir() {
-        return Err(Error::MissingFile { path: repo_dir });
+        return Err(Error::NotFound {
+            problem: format!(
+                "the hub repo {repo} is not in the cache at {} ({chosen}); model-manager \
+                 reads the cache and downloads nothing: fetch it with {fetch}, or set \
+                 HF_HUB_CACHE (or HF_HOME) to the cache that holds it",
+                cache.display()
+            ),
+            path: repo_dir,
+        });
     }
     let refs = repo_dir.join("refs").join(revision);
     // A ref holds one commit hash: read without blocking, only if a
     // regular file, and only its first few bytes.
-    let commit = match read_capped(&refs, &refs, MAX_REF_BYTES)? {
-        Some(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
-        None => revision.to_string(),
+    let (commit, named) = match read_capped(&refs, &refs, MAX_REF_BYTES)? {
+        Some(bytes) => (String::from_utf8_lossy(&bytes).trim().to_string(), true),
+        None => (revision.to_string(), false),
     };
     if !valid_part(&commit) {
         return Err(Error::InvalidConfig {
@@ -83,7 +139,18 @@ pub(crate) fn snapshot(repo: &str, revision: Option<&str>) -> Result<(PathBuf, P
     }
     let snapshot = repo_dir.join("snapshots").join(&commit);
     if !snapshot.is_dir() {
-        return Err(Error::MissingFile { path: snapshot });
+        let what = if named {
+            format!("refs/{revision} of {repo} names commit {commit}, whose snapshot is not in the cache")
+        } else {
+            format!("revision {revision} of {repo} is not in the hub cache")
+        };
+        return Err(Error::NotFound {
+            problem: format!(
+                "{what} ({}); model-manager downloads nothing: fetch it with {fetch}",
+                cached_revisions(&repo_dir)
+            ),
+            path: snapshot,
+        });
     }
     Ok((snapshot, repo_dir))
 }

@@ -24,12 +24,14 @@ pub(crate) mod buffer;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 mod chunks;
 pub(crate) mod files;
+mod hint;
 mod hub;
 mod inspect;
 pub(crate) mod loaded;
 pub(crate) mod plan;
 pub(crate) mod progress;
 pub(crate) mod read;
+pub(crate) mod root;
 pub(crate) mod safetensors;
 pub(crate) mod source;
 pub(crate) mod stream;

@@ -16,12 +16,14 @@
 )]
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 pub(crate) use super::files::FilePlan;
-use super::files::{join_rel, open_file, open_memory, Root};
+use super::files::{open_file, open_memory};
+use super::hint;
+use super::root::{join_rel, Root};
 use super::source::ModelSource;
 use crate::error::{Error, Result};
 
@@ -66,7 +68,7 @@ pub(crate) fn resolve(source: &ModelSource) -> Result<Plan> {
             if path.as_os_str().is_empty() {
                 return Err(Error::InvalidArgument("empty model path".into()));
             }
-            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, &e))?;
+            let meta = std::fs::metadata(path).map_err(|e| missing_path(path, &e))?;
             if meta.is_dir() {
                 resolve_root(&Root::dir(path.clone(), path.clone()))
             } else {
@@ -89,6 +91,33 @@ pub(crate) fn resolve(source: &ModelSource) -> Result<Plan> {
     }
 }
 
+/// The error for a path that cannot be read: a missing relative path that
+/// reads as a hub repo id (`org/name`, `org/name@rev`) says how to load the
+/// repo instead.
+fn missing_path(path: &Path, err: &std::io::Error) -> Error {
+    let text = path.to_str().unwrap_or_default();
+    let (repo, revision) = text.split_once('@').unwrap_or((text, ""));
+    let repo_like = err.kind() == std::io::ErrorKind::NotFound
+        && path.is_relative()
+        && !text.starts_with('.')
+        && super::hub::is_repo_id(repo);
+    if !repo_like {
+        return Error::io(path, err);
+    }
+    let hub = if revision.is_empty() {
+        format!("ModelSource::hub({repo:?})")
+    } else {
+        format!("ModelSource::hub_revision({repo:?}, {revision:?})")
+    };
+    Error::NotFound {
+        path: path.into(),
+        problem: format!(
+            "no such file or folder (a path: to load the hub repo {repo} from the local \
+             cache, use {hub})"
+        ),
+    }
+}
+
 fn single(file: FilePlan) -> Plan {
     Plan {
         components: vec![ComponentPlan {
@@ -108,7 +137,7 @@ pub(crate) fn resolve_root(root: &Root) -> Result<Plan> {
         return resolve_pipeline(root, &index);
     }
     let config = root.read_json("config.json")?;
-    let files = weights_in(root, "")?;
+    let files = weights_in(root, "")?.ok_or_else(|| no_weights(root, ""))?;
     let sample_size = config.as_ref().and_then(sample_size_of);
     Ok(Plan {
         components: vec![ComponentPlan {
@@ -143,11 +172,8 @@ fn resolve_pipeline(root: &Root, index: &Value) -> Result<Plan> {
             Some(c) => Some(c),
             None => root.read_json(&format!("{dir}/scheduler_config.json"))?,
         };
-        let files = match weights_in(root, &dir) {
-            Ok(files) => files,
-            Err(Error::MissingFile { .. }) if !root.has_any_weights(&dir) => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        // A component without weights (a scheduler) is recorded.
+        let files = weights_in(root, &dir)?.unwrap_or_default();
         components.push(ComponentPlan {
             name: name.clone(),
             config,
@@ -157,7 +183,7 @@ fn resolve_pipeline(root: &Root, index: &Value) -> Result<Plan> {
     if components.iter().all(|c| c.files.is_empty()) {
         return Err(Error::invalid_model(
             index_path,
-            "the pipeline has no component with weights",
+            no_component(root, &components),
         ));
     }
     let denoiser = ["unet", "transformer"]
@@ -176,25 +202,56 @@ fn resolve_pipeline(root: &Root, index: &Value) -> Result<Plan> {
 
 /// The weights of one model folder (`dir` relative to the root, `""` for the
 /// root itself): shards listed in an index, a single file with a standard
-/// name, or the folder's only `.safetensors` file.
-fn weights_in(root: &Root, dir: &str) -> Result<Vec<FilePlan>> {
+/// name, or the folder's only `.safetensors` file; `None` if it holds no
+/// `.safetensors` file at all.
+fn weights_in(root: &Root, dir: &str) -> Result<Option<Vec<FilePlan>>> {
     for stem in ["model", "diffusion_pytorch_model"] {
         let index = join_rel(dir, &format!("{stem}.safetensors.index.json"));
         if let Some(json) = root.read_json(&index)? {
-            return shards(root, dir, &index, &json);
+            return shards(root, dir, &index, &json).map(Some);
         }
         let single = join_rel(dir, &format!("{stem}.safetensors"));
         if root.has_file(&single) {
-            return Ok(vec![root.open_weights(&single)?]);
+            return Ok(Some(vec![root.open_weights(&single)?]));
         }
     }
-    let found = root.safetensors_in(dir);
-    if let [only] = found.as_slice() {
-        return Ok(vec![root.open_weights(&join_rel(dir, only))?]);
+    match root.safetensors_in(dir).as_slice() {
+        [] => Ok(None),
+        [only] => Ok(Some(vec![root.open_weights(&join_rel(dir, only))?])),
+        _ => Err(no_weights(root, dir)),
     }
-    Err(Error::MissingFile {
-        path: root.display(&join_rel(dir, "model.safetensors")),
-    })
+}
+
+/// A folder with nothing to load: the layouts looked for, what it holds.
+fn no_weights(root: &Root, dir: &str) -> Error {
+    Error::NotFound {
+        path: root.folder(dir),
+        problem: hint::no_weights(&root.entries_in(dir)),
+    }
+}
+
+/// Why no component of a pipeline has weights: where they were looked
+/// for, and PyTorch weights found instead.
+fn no_component(root: &Root, components: &[ComponentPlan]) -> String {
+    if components.is_empty() {
+        return "the pipeline lists no component".into();
+    }
+    let looked: Vec<String> = components.iter().map(|c| format!("{}/", c.name)).collect();
+    let mut text = format!(
+        "the pipeline has no component with weights: looked in {} for \
+         model.safetensors or diffusion_pytorch_model.safetensors (or their sharded \
+         .safetensors.index.json) or a single .safetensors file",
+        hint::names(&looked)
+    );
+    let pickle = components.iter().find_map(|c| {
+        let found = root.entries_in(&c.name);
+        let name = found.into_iter().find(|n| hint::is_pytorch_name(n))?;
+        Some(join_rel(&c.name, &name))
+    });
+    if let Some(pickle) = pickle {
+        text.push_str(&format!("; {pickle}: {}", hint::pytorch(&pickle)));
+    }
+    text
 }
 
 /// The shards a `*.safetensors.index.json` lists (each opened once, however

@@ -26,6 +26,7 @@ use safetensors::Dtype;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::hint;
 use crate::error::{Error, Result};
 
 /// The reference parser's cap on the header size.
@@ -43,7 +44,45 @@ const MAX_RANK: usize = 64;
 struct RawEntry {
     dtype: String,
     shape: Shape,
-    data_offsets: (usize, usize),
+    data_offsets: (Offset, Offset),
+}
+
+/// A byte offset: a whole number that fits in `usize`, refused with words
+/// that say so (serde's own would be "invalid type: floating point").
+struct Offset(usize);
+
+impl<'de> Deserialize<'de> for Offset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Bytes;
+        impl Visitor<'_> for Bytes {
+            type Value = Offset;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a byte offset (a whole number from 0 to {})", usize::MAX)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Offset, E> {
+                usize::try_from(v)
+                    .map(Offset)
+                    .map_err(|_| E::custom(format!("data offset {v} is beyond {}", usize::MAX)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Offset, E> {
+                u64::try_from(v).map_or_else(
+                    |_| {
+                        Err(E::custom(format!(
+                            "data offset {v} is not a valid byte offset"
+                        )))
+                    },
+                    |v| self.visit_u64(v),
+                )
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Offset, E> {
+                Err(E::custom(format!(
+                    "data offset {v} is not a valid byte offset (a whole number from 0 to {})",
+                    usize::MAX
+                )))
+            }
+        }
+        d.deserialize_u64(Bytes)
+    }
 }
 
 struct Shape(Vec<usize>);
@@ -143,29 +182,60 @@ pub(crate) fn parse_header(
     mut read: impl FnMut(u64, usize) -> std::io::Result<Vec<u8>>,
 ) -> Result<Header> {
     let bad = |problem: String| Error::invalid_model(path, problem);
-    if file_len < 8 {
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
+    // What the first bytes look like, for a file that is not safetensors
+    // (`known`: the bytes read so far, all there is if no more can be read).
+    let looks_like = |read: &mut dyn FnMut(u64, usize) -> std::io::Result<Vec<u8>>,
+                      known: &[u8]| {
+        let more = read(0, usize::try_from(file_len.min(32)).unwrap_or(32));
+        hint::looks_like(&name, more.as_deref().unwrap_or(known))
+    };
+    let short =
+        read(0, usize::try_from(file_len.min(8)).unwrap_or(8)).map_err(|e| Error::io(path, &e))?;
+    let Some(prefix) = short.get(..8).and_then(|p| <[u8; 8]>::try_from(p).ok()) else {
+        let what = if short.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", looks_like(&mut read, &short))
+        };
         return Err(bad(format!(
-            "not a safetensors file: {file_len} bytes, too short for a header"
+            "not a safetensors file: {file_len} bytes, too short for a header{what}"
+        )));
+    };
+    let n = u64::from_le_bytes(prefix);
+    // A header is a JSON object: what follows its length is `{` (or
+    // whitespace before it).
+    let first = if n > 0 && file_len > 8 {
+        read(8, 1).map_err(|e| Error::io(path, &e))?
+    } else {
+        Vec::new()
+    };
+    if first
+        .first()
+        .is_some_and(|b| !matches!(b, b'{' | b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        let known: Vec<u8> = short.iter().chain(&first).copied().collect();
+        return Err(bad(format!(
+            "not a safetensors file (one begins with an 8-byte header length and a JSON \
+             header): {}",
+            looks_like(&mut read, &known)
         )));
     }
-    let prefix = read(0, 8).map_err(|e| Error::io(path, &e))?;
-    let prefix: [u8; 8] = prefix
-        .get(..8)
-        .and_then(|p| p.try_into().ok())
-        .ok_or_else(|| {
-            bad("not a safetensors file: the 8-byte header length is cut short".into())
-        })?;
-    let n = u64::from_le_bytes(prefix);
     if n > MAX_HEADER {
         return Err(bad(format!(
-            "header length {n} exceeds the {MAX_HEADER}-byte limit"
+            "not a safetensors file: its first 8 bytes give a header length of {n}, beyond \
+             the {MAX_HEADER}-byte limit"
         )));
     }
     // `file_len >= 8` was checked above.
     let after_prefix = file_len.saturating_sub(8);
     if n > after_prefix {
         return Err(bad(format!(
-            "header length {n} is larger than the file ({file_len} bytes)"
+            "the file is cut short: its header length {n} is larger than the file \
+             ({file_len} bytes)"
         )));
     }
     let header_len =
@@ -185,21 +255,23 @@ pub(crate) fn parse_header(
                 dtype: entry.dtype,
             });
         };
+        let (Offset(start), Offset(end)) = entry.data_offsets;
         let info = TensorInfo {
             dtype,
             shape: entry.shape.0,
-            data_offsets: entry.data_offsets,
+            data_offsets: (start, end),
         };
         infos.push((name, info));
     }
     infos.sort_by_key(|(_, info)| info.data_offsets);
     // n <= file_len - 8, so neither overflows.
     let data_start = n.saturating_add(8);
+    let available = file_len.saturating_sub(data_start);
     // Validate offsets, overlaps and sizes with the reference implementation.
     let metadata = Metadata::new(None, infos.clone()).map_err(|e| {
         bad(match e {
             safetensors::SafeTensorError::InvalidOffset(t) => {
-                format!("tensor {t:?}: data offsets overlap, leave a gap or are out of order")
+                offsets_problem(&infos, &t, available)
             }
             safetensors::SafeTensorError::TensorInvalidInfo => {
                 "a tensor's data offsets do not match its shape and dtype".into()
@@ -209,7 +281,6 @@ pub(crate) fn parse_header(
         })
     })?;
     let data_len = metadata.data_len() as u64;
-    let available = file_len.saturating_sub(data_start);
     if data_len > available {
         return Err(bad(format!(
             "file is truncated: the header describes {data_len} bytes of data, the file holds {available}"
@@ -236,4 +307,21 @@ pub(crate) fn parse_header(
         });
     }
     Ok(Header { tensors })
+}
+
+/// What is wrong with tensor `name`'s offsets, which the reference
+/// validation refused: beyond the file's `available` bytes of data, or
+/// overlapping, leaving a gap or out of order.
+fn offsets_problem(infos: &[(String, TensorInfo)], name: &str, available: u64) -> String {
+    let offsets = infos
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, info)| info.data_offsets);
+    match offsets {
+        Some((start, end)) if start as u64 > available || end as u64 > available => format!(
+            "tensor {name:?}: data offsets [{start}, {end}] are out of range: beyond the end \
+             of the file, which holds {available} bytes of data after its header"
+        ),
+        _ => format!("tensor {name:?}: data offsets overlap, leave a gap or are out of order"),
+    }
 }

@@ -203,6 +203,9 @@ impl fmt::Display for ModelSource {
     }
 }
 
+/// A path, never a hub repo id (that is [`ModelSource::hub`], or
+/// [`ModelSource::guess`] for a command-line argument): a missing path that
+/// reads as `org/name` fails with an error that says so.
 impl From<&str> for ModelSource {
     fn from(s: &str) -> Self {
         ModelSource::path(s)

@@ -63,11 +63,12 @@
 //! # Ok(()) }
 //! ```
 
-mod fill;
 mod shared;
+mod write;
 mod writer;
 
 pub use shared::StreamSource;
 pub(crate) use shared::{Body, Current, Shared};
+pub(crate) use write::ended;
+pub(crate) use writer::channel;
 pub use writer::StreamWriter;
-pub(crate) use writer::{channel, ended};

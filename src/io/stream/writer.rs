@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::fill::write_locked;
-use super::shared::{stream_error, Body, CloseUnloaded, Current, Inner, Shared, StreamSource};
+use super::shared::{stream_error, CloseUnloaded, Current, Inner, Shared, StreamSource};
+use super::write::{ended, write_locked};
 use crate::error::{Error, Result};
-use crate::io::files::{Root, MAX_JSON_BYTES};
+use crate::io::files::MAX_JSON_BYTES;
+use crate::io::root::Root;
 use crate::io::safetensors::MAX_HEADER;
 
 /// The producer's end of a stream: feeds the files of a model to the load
@@ -296,23 +297,4 @@ impl Drop for StreamWriter {
             let _ = self.fail_locked(inner, error);
         }
     }
-}
-
-/// A weights file the producer has ended: `Done` when every byte of its
-/// tensor data (and of its declared length) arrived, else the file stays
-/// as it is and the error says it is truncated.
-pub(crate) fn ended(body: Box<Body>) -> (Current, Option<Error>) {
-    let want = body.declared.unwrap_or(0).max(body.data_end());
-    if body.pos >= want {
-        return (Current::Done(body), None);
-    }
-    let name = body.file.path.display().to_string();
-    let error = stream_error(
-        &name,
-        format!(
-            "file is truncated: it ended after {} of {want} bytes",
-            body.pos
-        ),
-    );
-    (Current::Body(body), Some(error))
 }

@@ -1,6 +1,5 @@
-//! A write, under the stream's lock: a small file's bytes appended, a
-//! weights file's header gathered, its tensor data copied straight into
-//! the tensors' buffers.
+//! The write itself, under the stream's lock: bytes into the small file,
+//! header or tensor that the producer's file is at; and the end of a file.
 
 #![deny(
     clippy::unwrap_used,
@@ -16,6 +15,25 @@ use super::shared::{stream_error, Body, Current, Inner};
 use crate::error::{Error, Result};
 use crate::io::files::MAX_JSON_BYTES;
 use crate::io::safetensors::MAX_HEADER;
+
+/// A weights file the producer has ended: `Done` when every byte of its
+/// tensor data (and of its declared length) arrived, else the file stays
+/// as it is and the error says it is truncated.
+pub(crate) fn ended(body: Box<Body>) -> (Current, Option<Error>) {
+    let want = body.declared.unwrap_or(0).max(body.data_end());
+    if body.pos >= want {
+        return (Current::Done(body), None);
+    }
+    let name = body.file.path.display().to_string();
+    let error = stream_error(
+        &name,
+        format!(
+            "file is truncated: it ended after {} of {want} bytes",
+            body.pos
+        ),
+    );
+    (Current::Body(body), Some(error))
+}
 
 /// The write itself, under the lock.
 pub(crate) fn write_locked(

@@ -1,0 +1,219 @@
+//! The words of the errors that say what was found where a model was
+//! expected, and the way out: the layouts a folder is searched for, the
+//! names seen in it, what a file that is not safetensors looks like, how to
+//! convert PyTorch weights, how to fill the hub cache.
+//!
+//! Imports nothing of the crate: every module that reads input may use it.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
+/// The most names an error lists; the rest are counted.
+const MAX_NAMES: usize = 8;
+
+/// The layouts a model folder is searched for, in order.
+pub(crate) const LAYOUTS: &str = "a diffusers pipeline's model_index.json, \
+     model.safetensors or diffusion_pytorch_model.safetensors (or their sharded \
+     .safetensors.index.json), or a single .safetensors file";
+
+/// `a, b, c` or `a, b, c and 3 more`, at most [`MAX_NAMES`] names.
+pub(crate) fn names(list: &[String]) -> String {
+    let shown: Vec<&str> = list.iter().take(MAX_NAMES).map(String::as_str).collect();
+    let mut text = shown.join(", ");
+    let more = list.len().saturating_sub(MAX_NAMES);
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
+/// Whether a file name is one PyTorch saves its weights under (a pickle,
+/// or the zip archive of pickles PyTorch writes since 1.6).
+pub(crate) fn is_pytorch_name(name: &str) -> bool {
+    [".bin", ".pt", ".pth"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+/// What to do about PyTorch weights in `name`: convert them to the
+/// safetensors file a folder's layout looks for
+/// (`pytorch_model.bin` to `model.safetensors`, `x.pt` to `x.safetensors`).
+pub(crate) fn pytorch(name: &str) -> String {
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    let out = match stem.strip_suffix("pytorch_model") {
+        Some(dir) if !dir.ends_with("diffusion_") => format!("{dir}model.safetensors"),
+        _ => format!("{stem}.safetensors"),
+    };
+    format!(
+        "PyTorch weights are not supported yet; convert to safetensors (e.g. in Python: \
+         `safetensors.torch.save_file(torch.load(\"{name}\"), \"{out}\")`)"
+    )
+}
+
+/// Why a folder holding `entries` (folders end with `/`) has nothing to
+/// load: the layouts looked for, the names seen, and what to do.
+pub(crate) fn no_weights(entries: &[String]) -> String {
+    let seen = if entries.is_empty() {
+        "the folder is empty".to_string()
+    } else {
+        format!("the folder holds {}", names(entries))
+    };
+    let mut text = format!("no weights found: looked for {LAYOUTS}; {seen}");
+    let safetensors = entries
+        .iter()
+        .filter(|n| n.ends_with(".safetensors"))
+        .count();
+    if safetensors > 1 {
+        text.push_str(
+            "; with several .safetensors files and no model.safetensors.index.json \
+             to list them, give the path of the one to load",
+        );
+    }
+    if let Some(pickle) = entries.iter().find(|n| is_pytorch_name(n)) {
+        text.push_str(&format!("; {pickle}: {}", pytorch(pickle)));
+    }
+    text
+}
+
+/// What the first bytes of a file that cannot be safetensors look like
+/// (`name` is the file's name, for the PyTorch advice).
+pub(crate) fn looks_like(name: &str, head: &[u8]) -> String {
+    let pickle = head.first() == Some(&0x80) && head.get(1).is_some_and(|v| (2..=5).contains(v));
+    if head.starts_with(b"PK\x03\x04") {
+        return format!(
+            "it is a zip archive, as PyTorch saves weights (.bin, .pt, .pth): {}",
+            pytorch(name)
+        );
+    }
+    if pickle {
+        return format!(
+            "it is a Python pickle, as older PyTorch saves weights: {}",
+            pytorch(name)
+        );
+    }
+    if head.starts_with(b"GGUF") {
+        return "it is a GGUF file (llama.cpp's format), which model-manager does not read".into();
+    }
+    if let Some(text) = text_of(head) {
+        return format!("it begins with text: {text:?}");
+    }
+    let hex: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("its first bytes are {}", hex.join(" "))
+}
+
+/// `head` as text, if it reads as text (a multi-byte character cut at the
+/// end allowed), at most 24 characters of it.
+fn text_of(head: &[u8]) -> Option<String> {
+    let valid = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        Err(e) if head.len().saturating_sub(e.valid_up_to()) < 4 && e.error_len().is_none() => {
+            std::str::from_utf8(head.get(..e.valid_up_to())?).ok()?
+        }
+        Err(_) => return None,
+    };
+    let plain = |c: char| !c.is_control() || matches!(c, '\n' | '\r' | '\t');
+    if valid.is_empty() || !valid.chars().all(plain) {
+        return None;
+    }
+    let mut text: String = valid.chars().take(24).collect();
+    if valid.chars().nth(24).is_some() {
+        text.push('…');
+    }
+    Some(text)
+}
+
+/// The command that fills the hub cache with `repo` (at `revision`, when
+/// not `main`).
+pub(crate) fn download(repo: &str, revision: &str) -> String {
+    let rev = if revision == "main" {
+        String::new()
+    } else {
+        format!(" --revision {revision}")
+    };
+    format!("`hf download {repo}{rev}` (or `huggingface-cli download {repo}{rev}`)")
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_capped() {
+        let list: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+        assert_eq!(names(&list[..2]), "f0, f1");
+        assert_eq!(names(&list), "f0, f1, f2, f3, f4, f5, f6, f7 and 2 more");
+    }
+
+    #[test]
+    fn first_bytes_are_described() {
+        assert!(looks_like("a.bin", b"PK\x03\x04rest").contains("zip archive"));
+        assert!(looks_like("a.pt", b"\x80\x02}q\x00").contains("pickle"));
+        assert!(looks_like("a.pt", b"\x80\x02}q\x00").contains("torch.load(\"a.pt\")"));
+        assert!(looks_like("m.gguf", b"GGUF\x03\x00").contains("GGUF"));
+        assert_eq!(
+            looks_like("n.txt", b"These are not the weights you are looking for."),
+            "it begins with text: \"These are not the weight…\""
+        );
+        // A character cut at the end of what was read is still text.
+        assert!(
+            looks_like("n.txt", &"héllo wörld".as_bytes()[..9]).starts_with("it begins with text")
+        );
+        assert_eq!(
+            looks_like("x", &[0, 1, 2, 0xff, 4, 5, 6, 7, 8, 9]),
+            "its first bytes are 00 01 02 ff 04 05 06 07"
+        );
+    }
+
+    #[test]
+    fn a_folder_without_weights_is_explained() {
+        let empty = no_weights(&[]);
+        assert!(empty.contains("the folder is empty"), "{empty}");
+        assert!(empty.contains("model_index.json"), "{empty}");
+        let bin = no_weights(&["config.json".into(), "pytorch_model.bin".into()]);
+        assert!(
+            bin.contains("holds config.json, pytorch_model.bin"),
+            "{bin}"
+        );
+        assert!(
+            bin.contains("PyTorch weights are not supported yet"),
+            "{bin}"
+        );
+        let two = no_weights(&["a.safetensors".into(), "b.safetensors".into()]);
+        assert!(two.contains("give the path of the one to load"), "{two}");
+    }
+
+    #[test]
+    fn pytorch_weights_convert_to_the_name_looked_for() {
+        for (name, out) in [
+            ("pytorch_model.bin", "model.safetensors"),
+            (
+                "unet/diffusion_pytorch_model.bin",
+                "unet/diffusion_pytorch_model.safetensors",
+            ),
+            (
+                "text_encoder/pytorch_model.bin",
+                "text_encoder/model.safetensors",
+            ),
+            ("weights.pt", "weights.safetensors"),
+        ] {
+            let text = pytorch(name);
+            let call = format!("save_file(torch.load(\"{name}\"), \"{out}\")");
+            assert!(text.contains(&call), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_download_command() {
+        assert_eq!(
+            download("acme/tiny", "main"),
+            "`hf download acme/tiny` (or `huggingface-cli download acme/tiny`)"
+        );
+        assert!(download("acme/tiny", "v2").contains("hf download acme/tiny --revision v2"));
+    }
+}
