@@ -373,14 +373,20 @@ impl Drop for Reservation {
 pub(crate) fn device_memory(device: &Device) -> Option<(u64, u64)> {
     #[cfg(feature = "cuda")]
     if let Device::Cuda(cuda) = device {
-        let info = cuda.cuda_stream().context().mem_get_info();
-        return info
-            .map(|(free, total)| (free as u64, total as u64))
-            .map_err(|e| tracing::warn!(error = %e, "CUDA memory query failed"))
-            .ok();
+        return cuda_memory(cuda);
     }
     let _ = device;
     None
+}
+
+/// Free and total memory of a CUDA device, as its driver reports them
+/// (`None` if the query fails).
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_memory(device: &candle_core::cuda_backend::CudaDevice) -> Option<(u64, u64)> {
+    let info = device.cuda_stream().context().mem_get_info();
+    info.map(|(free, total)| (free as u64, total as u64))
+        .map_err(|e| tracing::warn!(error = %e, "CUDA memory query failed"))
+        .ok()
 }
 
 /// Memory `device` can still give, where it can be known: the kernel's

@@ -71,7 +71,7 @@ pub(crate) struct LoaderService<P: Pipeline> {
     pub(crate) config: LoaderConfig,
     /// Pinned staging buffers of the CUDA path, kept for the manager's life.
     #[cfg(feature = "cuda")]
-    pub(crate) staging: crate::io::read::cuda::StagingPool,
+    pub(crate) staging: crate::io::read::staging::StagingPool,
 }
 
 impl<P: Pipeline> LoaderService<P> {
@@ -91,7 +91,7 @@ impl<P: Pipeline> LoaderService<P> {
             stopping: CancellationToken::new(),
             shutting_down: std::sync::Mutex::new(()),
             #[cfg(feature = "cuda")]
-            staging: crate::io::read::cuda::StagingPool::default(),
+            staging: crate::io::read::staging::StagingPool::default(),
             config,
         }
     }

@@ -34,7 +34,7 @@ use super::staging::{driver, Staging};
 use crate::error::{Error, Result};
 use crate::io::chunks::{jobs, Job};
 use crate::io::files::{read_exact_at, FilePlan};
-use crate::resource::Reservation;
+use crate::resource::{cuda_memory, Reservation};
 
 /// The host memory a CUDA load of `threads` threads stages through, which
 /// its budget counts: two pinned buffers of one chunk per thread.
@@ -102,7 +102,7 @@ impl DeviceBuffer {
             }
         };
         buffer.map_err(|e| {
-            let available = memory_info(device).map_or(0, |(free, _)| free);
+            let available = cuda_memory(device).map_or(0, |(free, _)| free);
             tracing::debug!("CUDA allocation of {bytes} bytes failed: {e}");
             Error::InsufficientMemory {
                 needed: bytes as u64,
