@@ -405,3 +405,44 @@ async fn cancel_then_acquire_loads_the_same_model_twice_at_once() {
     );
     pool.shutdown().await;
 }
+
+/// The admission clock stops while a load waits for a load slot: a load
+/// that waited behind a slow load longer than the admission timeout still
+/// has its time for memory once it gets its turn (it gave up at once with
+/// MemoryBusy, after having evicted the model it waited behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_wait_does_not_use_up_the_wait_for_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = write_model(dir.path(), "c", 0, 4, 16_384); // 256 KiB
+    let b = write_model(dir.path(), "b", 1, 4, 16_384); // 256 KiB
+    let a = write_model(dir.path(), "a", 2, 4, 262_144); // 4 MiB, slow in 16-byte reads
+    const SMALL: u64 = 4 * 16_384 * 4;
+    const SLOW: u64 = 4 * 262_144 * 4;
+    let pool = Arc::new(
+        ModelPool::builder()
+            .memory_budget(SLOW + SMALL + SMALL / 2)
+            .chunk_size(16)
+            .read_threads(1)
+            .admission_timeout(Duration::from_millis(100))
+            .runtime(tokio::runtime::Handle::current())
+            .build()
+            .unwrap(),
+    );
+    pool.add("a", a.as_path()).unwrap();
+    pool.add("b", b.as_path()).unwrap();
+    pool.add("c", c.as_path()).unwrap();
+    drop(pool.acquire("c").await.unwrap()); // c ready and evictable
+    let slow = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.load("a").await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let queued = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.load("b").await })
+    };
+    slow.await.unwrap().unwrap();
+    let outcome = queued.await.unwrap();
+    assert!(outcome.is_ok(), "{outcome:?}");
+    pool.shutdown().await;
+}

@@ -706,3 +706,32 @@ async fn a_weights_file_without_tensor_data_streams() {
     assert_eq!(manager.acquire().unwrap().tensor_count(), 1);
     manager.shutdown().await;
 }
+
+/// The documented producer pattern (`end()` then `finish()` at once) on a
+/// file that ends with its header: `finish` is not refused while the load
+/// is still allocating that file's (empty) buffers.
+#[tokio::test]
+async fn end_then_finish_at_once_on_a_file_without_tensor_data() {
+    let header = br#"{"empty":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    for _ in 0..20 {
+        let manager = ModelManager::new().unwrap();
+        let (source, writer) = ModelSource::stream();
+        let load = manager.load(source).unwrap();
+        writer
+            .begin("model.safetensors", Some(bytes.len() as u64))
+            .unwrap();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let n = writer.write(rest).unwrap();
+            assert!(n > 0);
+            rest = &rest[n..];
+        }
+        writer.end().unwrap();
+        writer.finish().unwrap();
+        load.await.unwrap();
+        assert_eq!(manager.acquire().unwrap().tensor_count(), 1);
+        manager.shutdown().await;
+    }
+}

@@ -49,6 +49,10 @@ mod result;
 
 mod types;
 
+mod tensors;
+
+mod callbacks;
+
 mod manager;
 
 mod subscription;
@@ -62,11 +66,13 @@ pub mod ffi;
 #[cfg(test)]
 mod tests;
 
+pub use callbacks::*;
 pub use lease::*;
 pub use manager::*;
 pub use pool::*;
 pub use result::*;
 pub use subscription::*;
+pub use tensors::*;
 pub use types::*;
 
 use ffi::{boundary_quiet, copy_str_out, last_error, Failure};

@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use model_manager::{RecvError, Subscription, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
+use crate::callbacks::mm_event_callback;
 use crate::ffi::{
     borrow, boundary, boundary_void, free_handle, into_handle, CallbackGuard, Failure, Out,
     UserData,
 };
 use crate::manager::mm_manager;
 use crate::mm_result;
-use crate::types::{mm_event, mm_event_callback};
+use crate::types::mm_event;
 
 /// A subscription to a manager's transitions. Opaque; end it with
 /// `mm_subscription_unsubscribe`.

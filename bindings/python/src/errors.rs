@@ -57,6 +57,7 @@ fn details<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyDict>> {
         Error::InvalidModel { path, .. }
         | Error::InvalidConfig { path, .. }
         | Error::MissingFile { path }
+        | Error::NotFound { path, .. }
         | Error::PathEscape { path } => d.set_item("path", path.to_string_lossy())?,
         Error::InsufficientMemory {
             needed,

@@ -172,21 +172,36 @@ impl Events {
         py: Python<'py>,
         timeout: Option<f64>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let timeout = seconds(timeout)?.unwrap_or(Duration::MAX);
+        let deadline = seconds(timeout)?.and_then(|t| std::time::Instant::now().checked_add(t));
         let closed = self.closed.clone();
-        let item = crate::rt::detached(py, || {
-            let mut guard = self.source.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(source) = guard.as_mut() else {
-                return Err("the event stream is read by an event loop");
+        // In slices, so that Ctrl-C (a signal handler's exception) stops
+        // the wait between two of them.
+        let item = loop {
+            let slice = Duration::from_millis(50);
+            let slice = match deadline {
+                Some(d) => slice.min(d.saturating_duration_since(std::time::Instant::now())),
+                None => slice,
             };
-            Ok(runtime().block_on(async {
-                tokio::time::timeout(timeout, closed.next(source))
-                    .await
-                    .ok()
-                    .flatten()
-            }))
-        });
-        match item.map_err(PyRuntimeError::new_err)? {
+            let waited = crate::rt::detached(py, || {
+                let mut guard = self.source.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(source) = guard.as_mut() else {
+                    return Err("the event stream is read by an event loop");
+                };
+                Ok(runtime().block_on(async {
+                    tokio::time::timeout(slice, closed.next(source)).await.ok()
+                }))
+            });
+            match waited.map_err(PyRuntimeError::new_err)? {
+                Some(item) => break Ok::<_, PyErr>(item),
+                None => {
+                    py.check_signals()?;
+                    if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                        break Ok(None);
+                    }
+                }
+            }
+        };
+        match item? {
             Some(item) => Ok(Some(item.to_py(py)?)),
             None => Ok(None),
         }

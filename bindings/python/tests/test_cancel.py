@@ -96,6 +96,33 @@ def test_ctrl_c_cancels_a_blocking_load(slow_file: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_ctrl_c_stops_waiting_for_events() -> None:
+    code = _script(
+        """
+        import model_manager as mm, sys
+        m = mm.ModelManager()
+        print("start", flush=True)
+        try:
+            for event in m.events():
+                print(event, flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(0)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env()
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "start"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip() == "interrupted", (out, err)
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("how", ["asyncio", "thread"])
 def test_a_process_that_exits_mid_load_exits_cleanly(slow_file: Path, how: str) -> None:
     if how == "asyncio":

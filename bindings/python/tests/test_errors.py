@@ -161,7 +161,7 @@ CASES: list[Case] = [
     ("a tensor in two shards", lambda d: folder(d, {"a.safetensors": raw(GOOD, 16), "b.safetensors": raw('{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"x":{"dtype":"F32","shape":[4],"data_offsets":[16,32]}}', 32), "model.safetensors.index.json": b'{"weight_map":{"w":"a.safetensors","x":"b.safetensors"}}'}), mm.InvalidModel, "also in another file", "b.safetensors"),
     ("config.json invalid", lambda d: folder(d, {"model.safetensors": raw(GOOD, 16), "config.json": b'{"sample_size": 64,'}), mm.InvalidConfig, "invalid config", "config.json"),
     ("index.json invalid", lambda d: folder(d, {"model.safetensors.index.json": b"[1,2,3]"}), mm.InvalidConfig, "weight_map", "model.safetensors.index.json"),
-    ("a folder with no weights", lambda d: folder(d, {"config.json": b"{}"}), mm.MissingFile, "no such file", "model.safetensors"),
+    ("a folder with no weights", lambda d: folder(d, {"config.json": b"{}"}), mm.MissingFile, "no weights found", "config.json"),
     ("a pipeline component that leaves the folder", lambda d: folder(d, {"model_index.json": b'{"_class_name":"X","../unet":["diffusers","UNet"]}'}), mm.PathEscape, "outside the model folder", "../unet"),
     ("a pipeline with no weights", lambda d: folder(d, {"model_index.json": b'{"scheduler":["diffusers","DDIM"]}', "scheduler/scheduler_config.json": b"{}"}), mm.InvalidModel, "no component with weights", "model_index.json"),
     ("model_index.json invalid", lambda d: folder(d, {"model_index.json": b'{"unet": '}), mm.InvalidConfig, "invalid config", "model_index.json"),
@@ -232,3 +232,7 @@ def test_errors_carry_plain_details(manager: mm.ModelManager, tmp_path: Path) ->
     assert err.value.details["path"].endswith("nothing.safetensors")
     assert "MissingFile" in repr(err.value)
     assert json.dumps(err.value.details)
+    # A folder with nothing to load names the folder too.
+    with pytest.raises(mm.MissingFile) as err:
+        manager.load_model(tmp_path)
+    assert err.value.details["path"] == str(tmp_path)

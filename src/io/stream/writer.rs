@@ -233,7 +233,13 @@ impl StreamWriter {
     /// Every file is in: the load resolves the model's layout from them.
     pub fn finish(&self) -> Result<()> {
         let mut inner = self.open()?;
-        if !matches!(inner.current, Current::None | Current::Done(_)) {
+        // A file ended while the load allocates its buffers is ended: the
+        // load checks it is complete once they are in place.
+        let ended = matches!(
+            inner.current,
+            Current::None | Current::Done(_) | Current::Allocating { ended: true, .. }
+        );
+        if !ended {
             return Err(Error::InvalidArgument(
                 "finish() while a file is still open: end() it first".into(),
             ));

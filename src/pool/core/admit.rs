@@ -97,10 +97,16 @@ impl<P: Pipeline> Core<P> {
         // or that of the loads ahead of it, is bounded by the admission
         // timeout counted from the request: a load queued behind others
         // that wait for memory gives up a timeout after its request, not a
-        // timeout later each. Waiting for a load slot is bounded by the
-        // loads in flight, which end by themselves.
+        // timeout later each. The clock stops while the load waits for a
+        // load slot (bounded by the loads in flight, which end by
+        // themselves), and a load never gives up while the memory it waits
+        // for is only being freed (an eviction made for it): that ends by
+        // itself too.
         let queued_at = Instant::now();
-        let deadline = rt::after(requested_at, self.config.admission_timeout);
+        let mut deadline = rt::after(requested_at, self.config.admission_timeout);
+        let mut slot_since: Option<Instant> = None;
+        // After a deadline found only memory being freed: wait for a change.
+        let mut freeing = false;
         loop {
             let mut changed = self.changed.subscribe();
             changed.borrow_and_update();
@@ -117,22 +123,36 @@ impl<P: Pipeline> Core<P> {
                 Step::Slot => false,
                 Step::Turn | Step::Wait => true,
             };
+            match (memory_bound, slot_since) {
+                (false, None) => slot_since = Some(Instant::now()),
+                (true, Some(since)) => {
+                    deadline = rt::after(deadline, since.elapsed());
+                    slot_since = None;
+                }
+                _ => {}
+            }
             let expiry = async {
-                match memory_bound {
+                match memory_bound && !freeing {
                     true => rt::sleep_until(deadline).await,
                     false => std::future::pending().await,
                 }
             };
             tokio::select! {
-                _ = changed.changed() => {}
+                _ = changed.changed() => freeing = false,
                 () = expiry => {
                     // What holds the memory holds this load too, whether it
                     // waited for its turn or for the memory itself.
-                    let blocked_by = {
-                        let mut inner = self.lock();
-                        inner.queue.retain(|k| k != key);
-                        blockers(&inner)
-                    };
+                    let mut inner = self.lock();
+                    let held = inner.ledger.iter().any(|(_, c)| c.hold == Hold::Busy);
+                    if !held {
+                        // Nothing holds memory: it is being freed (or the
+                        // loads ahead are about to be admitted).
+                        freeing = true;
+                        continue;
+                    }
+                    inner.queue.retain(|k| k != key);
+                    let blocked_by = blockers(&inner);
+                    drop(inner);
                     self.bump();
                     return Err(Error::MemoryBusy { needed: estimate, blocked_by });
                 }

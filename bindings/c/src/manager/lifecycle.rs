@@ -11,12 +11,13 @@ use tokio_util::task::TaskTracker;
 
 use super::mm_manager;
 use super::progress::ProgressCalls;
+use crate::callbacks::mm_manager_options;
 use crate::ffi::{
     block_on, borrow, boundary, cstr, free_handle, into_handle, refuse_in_callback, set_last_error,
     Failure, FfiResult, Out, UserData,
 };
 use crate::mm_result;
-use crate::types::{mm_dtype, mm_manager_options, MM_DTYPE_KEEP};
+use crate::types::{mm_dtype, MM_DTYPE_KEEP};
 
 /// How long destroy waits for the binding's own tasks (load and event
 /// callbacks in flight), and then for the runtime's threads.

@@ -9,11 +9,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{mm_manager, LastLoad};
+use crate::callbacks::mm_load_callback;
 use crate::ffi::{
     block_on, borrow, boundary, cstr, refuse_in_callback, set_last_error, CallbackGuard, Failure,
     Out, UserData,
 };
-use crate::types::{mm_load_callback, mm_snapshot, mm_state};
+use crate::types::{mm_snapshot, mm_state};
 use crate::{mm_result, MM_TIMEOUT_INFINITE};
 
 /// `None` for `MM_TIMEOUT_INFINITE`.

@@ -1,8 +1,9 @@
 //! `mm_manager_options_init`: the defaults of the options struct.
 
+use crate::callbacks::mm_manager_options;
 use crate::ffi::{boundary, Out};
 use crate::mm_result;
-use crate::types::{mm_manager_options, MM_DTYPE_KEEP};
+use crate::types::MM_DTYPE_KEEP;
 
 /// Fill `*options` with the defaults: device `"cpu"`, the default memory
 /// budget, 4 MiB chunks, the default read threads, dtypes kept, 5 s drain
