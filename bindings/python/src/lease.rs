@@ -308,10 +308,10 @@ unsafe extern "C" fn delete_versioned(managed: *mut DLManagedTensorVersioned) {
 unsafe extern "C" fn capsule_legacy(capsule: *mut pyo3::ffi::PyObject) {
     // SAFETY: called by Python with our capsule.
     unsafe {
-        let ptr = pyo3::ffi::PyCapsule_GetPointer(capsule, NAME_LEGACY.as_ptr());
-        if ptr.is_null() {
-            pyo3::ffi::PyErr_Clear();
-        } else {
+        // A consumed capsule was renamed: checked without raising (an
+        // exception may be pending while capsules are freed).
+        if pyo3::ffi::PyCapsule_IsValid(capsule, NAME_LEGACY.as_ptr()) == 1 {
+            let ptr = pyo3::ffi::PyCapsule_GetPointer(capsule, NAME_LEGACY.as_ptr());
             delete_legacy(ptr.cast());
         }
     }
@@ -320,10 +320,10 @@ unsafe extern "C" fn capsule_legacy(capsule: *mut pyo3::ffi::PyObject) {
 unsafe extern "C" fn capsule_versioned(capsule: *mut pyo3::ffi::PyObject) {
     // SAFETY: called by Python with our capsule.
     unsafe {
-        let ptr = pyo3::ffi::PyCapsule_GetPointer(capsule, NAME_VERSIONED.as_ptr());
-        if ptr.is_null() {
-            pyo3::ffi::PyErr_Clear();
-        } else {
+        // A consumed capsule was renamed: checked without raising (an
+        // exception may be pending while capsules are freed).
+        if pyo3::ffi::PyCapsule_IsValid(capsule, NAME_VERSIONED.as_ptr()) == 1 {
+            let ptr = pyo3::ffi::PyCapsule_GetPointer(capsule, NAME_VERSIONED.as_ptr());
             delete_versioned(ptr.cast());
         }
     }
