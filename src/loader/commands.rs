@@ -66,10 +66,9 @@ impl<P: Pipeline> LoaderService<P> {
         ticket.handle()
     }
 
-    /// `load(source)`: latest request wins.
-    /// `load(source)`, with its layout when the caller resolved it already
-    /// (used by a load that starts now; a joined or queued load resolves
-    /// its own when it runs).
+    /// `load(source)`: latest request wins. `plan`: the source's layout when
+    /// the caller resolved it already (used by a load that starts now; a
+    /// joined or queued load resolves its own when it runs).
     pub(crate) fn load(self: &Arc<Self>, model: ModelId, plan: Option<Plan>) -> Result<LoadHandle> {
         if self.state.lock().is_closed() {
             return Err(Error::ShutDown);

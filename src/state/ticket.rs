@@ -91,6 +91,8 @@ impl LoadTicket {
     /// Publish the outcome (only the first one counts) and end the load's
     /// progress stream.
     pub(crate) fn resolve(&self, outcome: Result<Snapshot>) {
+        // A plan the load never took holds its files open: close them.
+        drop(self.take_plan());
         if let (Err(reason), crate::io::ModelSource::Stream(stream)) = (&outcome, &*self.model) {
             // A stream this load never took would keep its producer
             // waiting for as long as a handle on the load lives.
