@@ -4,7 +4,8 @@ import { ErrorCode, ModelManagerError, wrap, call, invalid, report } from './err
 import { optionalNumber } from './options.js';
 import { rawSource } from './sources.js';
 import { listen, disposeSymbol, asyncDisposeSymbol } from './events.js';
-import { isStreamSource, streamFiles, pump, clearCache as clearStreamCache, forgetCached, DEFAULT_STALL_TIMEOUT } from './stream.js';
+import { isStreamSource, streamFiles, streamProgress, pump, forgetCached, DEFAULT_STALL_TIMEOUT } from './stream.js';
+import { clearCache as clearStreamCache } from './stream.js';
 import { Lease } from './lease.js';
 
 /**
@@ -201,17 +202,7 @@ export class ModelManager {
     signal?.addEventListener('abort', onAbort, { once: true });
     let latest = null;
     const emit = (files, final) => {
-      const p = handle.progress;
-      const totals = files.map((f) => f.bytesTotal);
-      const progress = {
-        bytesDone: files.reduce((sum, f) => sum + f.bytesDone, 0),
-        bytesTotal: totals.includes(null) ? null : totals.reduce((a, b) => a + b, 0),
-        tensorsDone: p.tensorsDone,
-        tensorsTotal: p.tensorsTotal,
-        file: p.file,
-        files: files.map((f) => ({ ...f })),
-      };
-      if (final) progress.bytesTotal = progress.bytesDone;
+      const progress = streamProgress(files, handle.progress, final);
       if (typeof onProgress === 'function') {
         try {
           onProgress(progress);

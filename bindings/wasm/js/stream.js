@@ -12,6 +12,25 @@ export const DEFAULT_STALL_TIMEOUT = 30_000;
 const has = (name) => typeof globalThis[name] === 'function';
 const isA = (value, name) => has(name) && value instanceof globalThis[name];
 
+/**
+ * A streamed load's progress: the files' bytes (downloaded against their
+ * lengths, when every length is known; at the end, what arrived), and the
+ * core's tensors and current file (`core`: the load's raw progress).
+ */
+export function streamProgress(files, core, final) {
+  const totals = files.map((f) => f.bytesTotal);
+  const progress = {
+    bytesDone: files.reduce((sum, f) => sum + f.bytesDone, 0),
+    bytesTotal: totals.includes(null) ? null : totals.reduce((a, b) => a + b, 0),
+    tensorsDone: core.tensorsDone,
+    tensorsTotal: core.tensorsTotal,
+    file: core.file,
+    files: files.map((f) => ({ ...f })),
+  };
+  if (final) progress.bytesTotal = progress.bytesDone;
+  return progress;
+}
+
 /** One streamed file's origin: a URL, a Request, a Response, a stream, a Blob. */
 /** A chunk a stream yielded, as bytes: a Uint8Array, any other view, an
  * ArrayBuffer; anything else fails the load with code 1. */
