@@ -101,8 +101,8 @@ def test_ctrl_c_stops_waiting_for_events() -> None:
         """
         import model_manager as mm, sys
         m = mm.ModelManager()
-        print("start", flush=True)
         try:
+            print("start", flush=True)
             for event in m.events():
                 print(event, flush=True)
         except KeyboardInterrupt:
