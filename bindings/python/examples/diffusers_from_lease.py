@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel  # type: ignore[import-untyped]
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from model_manager import Lease, ModelManager
 
