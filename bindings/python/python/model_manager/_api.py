@@ -8,20 +8,26 @@ the core, and every outcome (a state, an error) is the core's.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import enum
-import importlib
-import os
-import threading
-import warnings
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Union
+from collections.abc import AsyncIterator
+from typing import Any
 
 from . import _model_manager as _mm
 from ._model_manager import Hub, Lease, ModelManagerError, Pending, Tensor
+from ._records import (
+    ComponentInfo,
+    ModelInfo,
+    ModelStatus,
+    PoolCounters,
+    PoolEvent,
+    PoolSnapshot,
+    Progress,
+    Snapshot,
+    Source,
+    State,
+    StateEvent,
+)
+from ._ops import ProgressCallback, _await, _dtype_name, _Owner, _progress_callback, _Stream, _wait
 
 __all__ = [
     "ComponentInfo",
@@ -42,371 +48,12 @@ __all__ = [
     "Tensor",
 ]
 
-# The lifecycle's states, from the core's table: `State.READY.value == "ready"`.
-State = enum.Enum(  # type: ignore[misc]
-    "State", [(name.upper(), name) for name in _mm.STATES], module="model_manager"
-)
-
-Source = Union[str, "os.PathLike[str]", bytes, bytearray, dict[str, bytes], Hub]
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far a load has come."""
-
-    bytes_done: int
-    bytes_total: int
-    tensors_done: int
-    tensors_total: int
-    current: str | None
-
-    @property
-    def fraction(self) -> float:
-        """Fraction done in [0, 1], by bytes (1.0 for an empty model)."""
-        return 1.0 if self.bytes_total == 0 else self.bytes_done / self.bytes_total
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The manager at one instant (the core's `Snapshot`)."""
-
-    state: Any
-    generation: int
-    model: str | None
-    progress: Progress
-    error: ModelManagerError | None
-    resident_bytes: int
-    unreclaimed_bytes: int
-
-    @staticmethod
-    def _from(d: dict[str, Any]) -> Snapshot:
-        return Snapshot(
-            state=State(d["state"]),
-            generation=d["generation"],
-            model=d["model"],
-            progress=Progress(**d["progress"]),
-            error=d["error"],
-            resident_bytes=d["resident_bytes"],
-            unreclaimed_bytes=d["unreclaimed_bytes"],
-        )
-
-
-@dataclass(frozen=True)
-class StateEvent:
-    """One transition: `from_state -> to_state` caused by `command`."""
-
-    from_state: Any
-    to_state: Any
-    command: str
-    snapshot: Snapshot
-    missed: int
-    """Events dropped before this one because the reader fell behind."""
-
-    @staticmethod
-    def _from(d: dict[str, Any]) -> StateEvent:
-        return StateEvent(
-            from_state=State(d["from_state"]),
-            to_state=State(d["to_state"]),
-            command=d["command"],
-            snapshot=Snapshot._from(d["snapshot"]),
-            missed=d["missed"],
-        )
-
-
-@dataclass(frozen=True)
-class ComponentInfo:
-    """One component of a loaded model."""
-
-    config: Any
-    tensors: int
-    bytes: int
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a load produced."""
-
-    snapshot: Snapshot
-    sample_size: int | None
-    config: Any
-    bytes: int
-    tensors: int
-    components: dict[str, ComponentInfo]
-
-    @staticmethod
-    def _from(d: dict[str, Any]) -> ModelInfo:
-        return ModelInfo(
-            snapshot=Snapshot._from(d["snapshot"]),
-            sample_size=d["sample_size"],
-            config=d["config"],
-            bytes=d["bytes"],
-            tensors=d["tensors"],
-            components={k: ComponentInfo(**v) for k, v in d["components"].items()},
-        )
-
-
-@dataclass(frozen=True)
-class ModelStatus:
-    """One model of a pool (the core's `ModelStatus`)."""
-
-    id: str
-    state: Any
-    version: int | None
-    loading_version: int | None
-    source: str
-    charged_bytes: int
-    resident_bytes: int
-    leases: int
-    waiters: int
-    idle_for: float | None
-    keep_alive: float | None
-    expires_in: float | None
-    pinned: bool
-    last_error: ModelManagerError | None
-
-    @staticmethod
-    def _from(d: dict[str, Any]) -> ModelStatus:
-        fields: dict[str, Any] = dict(d)
-        fields["state"] = State(d["state"])
-        return ModelStatus(**fields)
-
-
-@dataclass(frozen=True)
-class PoolCounters:
-    loads: int
-    hits: int
-    misses: int
-    evictions: int
-    expirations: int
-    failures: int
-
-
-@dataclass(frozen=True)
-class PoolSnapshot:
-    """Every model's status, the charges and the counters."""
-
-    budget: int
-    charged: int
-    queued: list[tuple[str, int]]
-    unreclaimed_bytes: int
-    models: list[ModelStatus]
-    counters: PoolCounters
-
-    def model(self, id: str) -> ModelStatus | None:
-        return next((m for m in self.models if m.id == id), None)
-
-    @staticmethod
-    def _from(d: dict[str, Any]) -> PoolSnapshot:
-        return PoolSnapshot(
-            budget=d["budget"],
-            charged=d["charged"],
-            queued=list(d["queued"]),
-            unreclaimed_bytes=d["unreclaimed_bytes"],
-            models=[ModelStatus._from(m) for m in d["models"]],
-            counters=PoolCounters(**d["counters"]),
-        )
-
-
-@dataclass(frozen=True)
-class PoolEvent:
-    """What happened to a model of a pool; `kind` is one of the core's
-    `PoolEventKind::NAMES`, `reason` one of `UnloadReason::NAMES`."""
-
-    id: str
-    version: int
-    kind: str
-    bytes: int | None
-    error: ModelManagerError | None
-    reason: str | None
-    for_id: str | None
-    missed: int
-
-
-# -- operations in flight -----------------------------------------------------
-
-
-def _take(pending: Pending) -> Any:
-    """The result of a finished operation, a lease left unclaimed released."""
-    try:
-        value = pending.result()
-    except BaseException:
-        return None
-    if isinstance(value, Lease):
-        value.release()
-    return None
-
-
-async def _await(pending: Pending) -> Any:
-    """Await a core operation. Cancelling the awaiting task cancels it as
-    the core defines (a load stops and frees what it read; a wait stops)
-    and waits for that to be done before the cancellation propagates."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-
-    def wake(future: asyncio.Future[None] = done) -> None:
-        if not future.done():
-            future.set_result(None)
-
-    pending.notify(loop, wake)
-    try:
-        await done
-    except asyncio.CancelledError:
-        pending.cancel()
-        settled = loop.create_future()
-        pending.notify(loop, lambda: None if settled.done() else settled.set_result(None))
-        try:
-            await settled
-        except asyncio.CancelledError:
-            pass
-        if pending.done():
-            _take(pending)
-        raise
-    return pending.result()
-
-
-def _wait(pending: Pending, on_tick: Callable[[], None] | None = None) -> Any:
-    """Wait for a core operation from a thread, the GIL released. Ctrl-C
-    (KeyboardInterrupt) cancels it as `_await` does, then propagates."""
-    try:
-        while not pending.wait(0.05):
-            if on_tick is not None:
-                on_tick()
-    except KeyboardInterrupt:
-        pending.cancel()
-        pending.wait(30.0)
-        if pending.done():
-            _take(pending)
-        raise
-    if on_tick is not None:
-        on_tick()
-    return pending.result()
-
-
-ProgressCallback = Callable[[Progress], object]
-
-
-def _progress_callback(progress: ProgressCallback | bool | None) -> ProgressCallback | None:
-    if progress is None or progress is False:
-        return None
-    if progress is True:
-        try:
-            tqdm = importlib.import_module("tqdm").tqdm
-        except ImportError:
-            warnings.warn("progress=True draws a bar with tqdm, which is not installed", stacklevel=3)
-            return None
-        bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc="loading")
-
-        def draw(p: Progress) -> None:
-            if bar.total != p.bytes_total:
-                bar.total = p.bytes_total
-            bar.update(p.bytes_done - bar.n)
-            if p.bytes_total and p.bytes_done >= p.bytes_total:
-                bar.close()
-
-        return draw
-    if not callable(progress):
-        raise TypeError("progress must be a callable, True (a tqdm bar) or None")
-    return progress
-
-
-# -- event streams ----------------------------------------------------------
-
-
-class _Stream:
-    """An event stream: `async for` on an event loop, or `for` / `next()`
-    from a thread."""
-
-    def __init__(self, events: _mm.Events, convert: Callable[[dict[str, Any]], Any]) -> None:
-        self._events = events
-        self._convert = convert
-        self._queue: asyncio.Queue[dict[str, Any] | None] | None = None
-        self._ended = False
-
-    def __aiter__(self) -> _Stream:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._ended:
-            raise StopAsyncIteration
-        if self._queue is None:
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-            self._events.start(loop, queue.put_nowait)
-            self._queue = queue
-        item = await self._queue.get()
-        if item is None:
-            self._ended = True
-            raise StopAsyncIteration
-        return self._convert(item)
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            item = self.next()
-            if item is None:
-                return
-            yield item
-
-    def next(self, timeout: float | None = None) -> Any:
-        """The next event from a thread (GIL released), waiting at most
-        `timeout` seconds; `None` if none came or the stream ended."""
-        if self._ended:
-            return None
-        d = self._events.next(timeout)
-        return None if d is None else self._convert(d)
-
-    def close(self) -> None:
-        """End the stream after the events already published."""
-        self._events.close()
-
-    async def aclose(self) -> None:
-        self.close()
-
-
-# -- exit -------------------------------------------------------------------
-
-_live: weakref.WeakSet[ModelManager | ModelPool] = weakref.WeakSet()
-
-
-def _shutdown_all() -> None:
-    """At exit, before threads are joined: shut every manager and pool down
-    (bounded by the core), so that no load outlives the program."""
-    for owner in list(_live):
-        try:
-            owner.shutdown()
-        except BaseException:
-            pass
-
-
-def _quiesce() -> None:
-    """Last, at exit: no thread of the extension enters Python any more."""
-    _shutdown_all()
-    _mm.quiesce(2.0)
-
-
-_register = getattr(threading, "_register_atexit", None)
-if _register is not None:
-    _register(_shutdown_all)
-atexit.register(_quiesce)
-
-
-def _dtype_name(dtype: object) -> str | None:
-    """`"f16"`, `"float16"`, `torch.float16`, `numpy.float16`: the core's name."""
-    if dtype is None:
-        return None
-    name = str(getattr(dtype, "__name__", dtype)).rsplit(".", 1)[-1].lower()
-    return {
-        "float32": "f32",
-        "float": "f32",
-        "float16": "f16",
-        "half": "f16",
-        "bfloat16": "bf16",
-    }.get(name, name)
 
 
 # -- the manager ------------------------------------------------------------
 
 
-class ModelManager:
+class ModelManager(_Owner):
     """Owns the life of one model at a time: load, lease, unload, shutdown.
 
     A thin translation of the core's `ModelManager`: latest request wins,
@@ -434,8 +81,7 @@ class ModelManager:
             drain_timeout=drain_timeout,
             return_memory_to_os=return_memory_to_os,
         )
-        self._streams: weakref.WeakSet[_Stream] = weakref.WeakSet()
-        _live.add(self)
+        super().__init__(self._inner)
 
     # -- state ---------------------------------------------------------------
 
@@ -539,53 +185,7 @@ class ModelManager:
     def events(self) -> _Stream:
         """Every transition from now on, in order: `async for event in
         manager.events()` (or `for`, from a thread). Ends at shutdown."""
-        stream = _Stream(self._inner.subscribe(), StateEvent._from)
-        self._streams.add(stream)
-        return stream
-
-    def shutdown(self, timeout: float | None = None) -> bool:
-        """Cancel any load, drain leases (bounded by `drain_timeout`),
-        unload and join the manager's threads; every later command raises
-        ShutDown. Idempotent; blocks with the GIL released, bounded like
-        the core (drain_timeout + 1.5 s). With `timeout`, returns False if
-        it has not finished by then (it goes on)."""
-        pending = self._inner.shutdown()
-        try:
-            finished = pending.wait(timeout)
-        finally:
-            if pending.done():
-                self._end_streams()
-        return finished
-
-    async def shutdown_async(self) -> None:
-        await _await(self._inner.shutdown())
-        self._end_streams()
-
-    def _end_streams(self) -> None:
-        for stream in list(self._streams):
-            stream.close()
-
-    def __enter__(self) -> ModelManager:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.shutdown()
-
-    async def __aenter__(self) -> ModelManager:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.shutdown_async()
+        return self._stream(self._inner.subscribe(), StateEvent._from)
 
     def __repr__(self) -> str:
         return f"ModelManager(state={self._inner.current_state()!r}, device={self.device!r})"
@@ -598,7 +198,7 @@ class _Default(enum.Enum):
 # -- the pool ---------------------------------------------------------------
 
 
-class ModelPool:
+class ModelPool(_Owner):
     """Several models under one memory budget, by ids the application
     chooses (the core's `ModelPool`): a leased model is never evicted, a
     pinned one never; a load that cannot fit waits, bounded by
@@ -635,8 +235,7 @@ class ModelPool:
             read_threads=read_threads,
             return_memory_to_os=return_memory_to_os,
         )
-        self._streams: weakref.WeakSet[_Stream] = weakref.WeakSet()
-        _live.add(self)
+        super().__init__(self._inner)
 
     def add(
         self,
@@ -735,48 +334,7 @@ class ModelPool:
 
     def events(self) -> _Stream:
         """Every model's events from now on, in decision order."""
-        stream = _Stream(self._inner.subscribe(), lambda d: PoolEvent(**d))
-        self._streams.add(stream)
-        return stream
-
-    def shutdown(self, timeout: float | None = None) -> bool:
-        """Stop every load, drain every model's leases (bounded), free them
-        and join the pool's threads. Idempotent."""
-        pending = self._inner.shutdown()
-        try:
-            finished = pending.wait(timeout)
-        finally:
-            if pending.done():
-                for stream in list(self._streams):
-                    stream.close()
-        return finished
-
-    async def shutdown_async(self) -> None:
-        await _await(self._inner.shutdown())
-        for stream in list(self._streams):
-            stream.close()
-
-    def __enter__(self) -> ModelPool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.shutdown()
-
-    async def __aenter__(self) -> ModelPool:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.shutdown_async()
+        return self._stream(self._inner.subscribe(), lambda d: PoolEvent(**d))
 
 
 # Used by `async for` type hints in the stubs.
