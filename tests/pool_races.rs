@@ -446,3 +446,47 @@ async fn a_slot_wait_does_not_use_up_the_wait_for_memory() {
     assert!(outcome.is_ok(), "{outcome:?}");
     pool.shutdown().await;
 }
+
+/// A pipeline whose memory takes a while to be freed (its drop sleeps).
+struct SlowToFree(#[allow(dead_code)] model_manager::TensorPipeline);
+
+impl Drop for SlowToFree {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(600));
+    }
+}
+
+impl model_manager::Pipeline for SlowToFree {
+    type Options = ();
+    fn assemble(
+        loaded: model_manager::TensorPipeline,
+        _: &model_manager::Assembly<'_, ()>,
+    ) -> model_manager::Result<Self> {
+        Ok(SlowToFree(loaded))
+    }
+}
+
+/// A load waiting only for memory on its way back (a model evicted for it,
+/// slow to free) does not give up at the admission timeout, even while an
+/// unrelated model is leased: it gave up with MemoryBusy naming the leased
+/// model, which held none of the memory it waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_waiting_for_memory_being_freed_does_not_time_out() {
+    let (_d, p) = models(3);
+    let pool = Arc::new(
+        pool(2)
+            .admission_timeout(Duration::from_millis(100))
+            .pipeline::<SlowToFree>()
+            .build()
+            .unwrap(),
+    );
+    for (i, path) in p.iter().enumerate() {
+        pool.add(&format!("m{i}"), path.as_path()).unwrap();
+    }
+    let held = pool.acquire("m0").await.unwrap();
+    drop(pool.acquire("m1").await.unwrap()); // ready, evictable
+    let lease = pool.acquire("m2").await; // evicts m1, waits for its free
+    assert!(lease.is_ok(), "{:?}", lease.err());
+    drop((held, lease));
+    pool.shutdown().await;
+}

@@ -119,6 +119,19 @@ impl<Id: Ord + Clone> Ledger<Id> {
         self.charges.get(id)
     }
 
+    /// Whether memory already on its way back (models unloading with no
+    /// lease left) is enough for a load of `id` needing `needed` bytes: its
+    /// wait then ends by itself, without anyone releasing anything.
+    pub(crate) fn freeing_covers(&self, id: &Id, needed: u64) -> bool {
+        let free = self.budget.saturating_sub(self.charged());
+        let freeing = self
+            .charges
+            .iter()
+            .filter(|(other, c)| *other != id && c.hold == Hold::Freeing)
+            .fold(0u64, |sum, (_, c)| sum.saturating_add(c.bytes));
+        needed > free && needed <= free.saturating_add(freeing)
+    }
+
     /// May a load of `id` needing `needed` bytes start? Charges it when it
     /// fits now. A model already charged is not admitted twice.
     pub(crate) fn admit(&mut self, id: &Id, needed: u64, last_used: u64) -> Admission<Id> {
@@ -149,7 +162,7 @@ impl<Id: Ord + Clone> Ledger<Id> {
         // Memory already on its way back is not evicted for twice: wait
         // for it, and evict only for what it will not cover.
         let freeing = held_by(Hold::Freeing);
-        if needed <= free.saturating_add(freeing) {
+        if self.freeing_covers(id, needed) {
             return Admission::Wait;
         }
         let shortfall = needed - free - freeing;

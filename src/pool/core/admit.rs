@@ -99,14 +99,11 @@ impl<P: Pipeline> Core<P> {
         // that wait for memory gives up a timeout after its request, not a
         // timeout later each. The clock stops while the load waits for a
         // load slot (bounded by the loads in flight, which end by
-        // themselves), and a load never gives up while the memory it waits
-        // for is only being freed (an eviction made for it): that ends by
-        // itself too.
+        // themselves) or for memory being freed that is enough for it (the
+        // ledger says which): those waits end by themselves.
         let queued_at = Instant::now();
         let mut deadline = rt::after(requested_at, self.config.admission_timeout);
-        let mut slot_since: Option<Instant> = None;
-        // After a deadline found only memory being freed: wait for a change.
-        let mut freeing = false;
+        let mut paused_since: Option<Instant> = None;
         loop {
             let mut changed = self.changed.subscribe();
             changed.borrow_and_update();
@@ -120,36 +117,29 @@ impl<P: Pipeline> Core<P> {
                     self.leave_queue(key);
                     return Err(e);
                 }
-                Step::Slot => false,
+                Step::Slot | Step::Freeing => false,
                 Step::Turn | Step::Wait => true,
             };
-            match (memory_bound, slot_since) {
-                (false, None) => slot_since = Some(Instant::now()),
+            match (memory_bound, paused_since) {
+                (false, None) => paused_since = Some(Instant::now()),
                 (true, Some(since)) => {
                     deadline = rt::after(deadline, since.elapsed());
-                    slot_since = None;
+                    paused_since = None;
                 }
                 _ => {}
             }
             let expiry = async {
-                match memory_bound && !freeing {
+                match memory_bound {
                     true => rt::sleep_until(deadline).await,
                     false => std::future::pending().await,
                 }
             };
             tokio::select! {
-                _ = changed.changed() => freeing = false,
+                _ = changed.changed() => {}
                 () = expiry => {
                     // What holds the memory holds this load too, whether it
                     // waited for its turn or for the memory itself.
                     let mut inner = self.lock();
-                    let held = inner.ledger.iter().any(|(_, c)| c.hold == Hold::Busy);
-                    if !held {
-                        // Nothing holds memory: it is being freed (or the
-                        // loads ahead are about to be admitted).
-                        freeing = true;
-                        continue;
-                    }
                     inner.queue.retain(|k| k != key);
                     let blocked_by = blockers(&inner);
                     drop(inner);
@@ -285,8 +275,12 @@ impl<P: Pipeline> Core<P> {
                 }
                 // Admitted once their memory is freed (`retire` bumps).
                 self.refresh_holds(inner, now, reload.map(|_| &*id));
-                Step::Wait
+                match inner.ledger.freeing_covers(key, estimate) {
+                    true => Step::Freeing,
+                    false => Step::Wait,
+                }
             }
+            Admission::Wait if inner.ledger.freeing_covers(key, estimate) => Step::Freeing,
             Admission::Wait => Step::Wait,
             Admission::Already => Step::Fail(Error::InvalidArgument(format!(
                 "{id:?} version {version} is already charged"
@@ -345,9 +339,13 @@ pub(super) enum Step {
     Slot,
     /// Not its turn: a load ahead in the queue waits for memory.
     Turn,
-    /// Its turn, waiting for memory that leases hold or that is being
-    /// freed. This wait and the one behind it (`Turn`) are bounded by the
-    /// admission timeout, counted from the request.
+    /// Its turn, waiting for memory that leases or loads hold. This wait
+    /// and the one behind it (`Turn`) are bounded by the admission timeout,
+    /// counted from the request.
     Wait,
+    /// Its turn, waiting for memory on its way back (models unloading with
+    /// no lease left, evicted for it or not) that is enough for it: ends by
+    /// itself, so, like `Slot`, not bounded by the admission timeout.
+    Freeing,
     Fail(Error),
 }
