@@ -1,0 +1,251 @@
+//! `Tensor`: one tensor of a lease, exported through DLPack without a copy.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use model_manager::candle_core::DType;
+use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+
+use super::dlpack::{
+    capsule_legacy, capsule_versioned, delete_legacy, delete_versioned, dl_dtype, host_bytes,
+    Context, DLDevice, DLManagedTensor, DLManagedTensorVersioned, DLPackVersion, DLTensor, DL_CPU,
+    FLAG_IS_COPIED, FLAG_READ_ONLY, NAME_LEGACY, NAME_VERSIONED,
+};
+use super::held::{tensor, Cell, Held};
+
+/// One tensor of a lease. `numpy.from_dlpack(t)` and `torch.from_dlpack(t)`
+/// share its memory; it holds nothing itself and fails once the lease is
+/// released.
+#[pyclass(frozen, module = "model_manager._model_manager")]
+pub struct Tensor {
+    cell: Arc<Cell>,
+    component: String,
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Export as unsigned integers of the element's width.
+    bits: bool,
+}
+
+impl Tensor {
+    /// Tensor `name` of `component` of the lease in `cell`.
+    pub(super) fn new(
+        cell: Arc<Cell>,
+        component: &str,
+        name: &str,
+        dtype: DType,
+        shape: Vec<usize>,
+    ) -> Self {
+        Tensor {
+            cell,
+            component: component.to_owned(),
+            name: name.to_owned(),
+            dtype,
+            shape,
+            bits: false,
+        }
+    }
+}
+
+impl Tensor {
+    fn located(&self) -> PyResult<(Arc<Held>, *const u8, usize)> {
+        let held = self.cell.get()?;
+        let (ptr, len) = host_bytes(tensor(&held, &self.component, &self.name)?)?;
+        Ok((held, ptr, len))
+    }
+
+    fn export(&self, py: Python<'_>, versioned: bool, copy: bool) -> PyResult<PyObject> {
+        let (held, ptr, len) = self.located()?;
+        let dtype = dl_dtype(self.dtype, self.bits)?;
+        let shape: Vec<i64> = self.shape.iter().map(|&d| d as i64).collect();
+        let mut strides = vec![1i64; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * shape[i + 1].max(1);
+        }
+        let (data, held, copied) = if copy {
+            let mut buf = vec![0u64; len.div_ceil(8)];
+            // SAFETY: `ptr` is valid for `len` bytes while `held` lives; the
+            // buffer holds at least `len` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(ptr, buf.as_mut_ptr().cast::<u8>(), len) };
+            drop(held);
+            (buf.as_mut_ptr().cast::<c_void>(), None, Some(buf))
+        } else {
+            (ptr as *mut c_void, Some(held), None)
+        };
+        let mut ctx = Box::new(Context {
+            _held: held,
+            _copy: copied,
+            shape,
+            strides,
+        });
+        let dl_tensor = DLTensor {
+            data,
+            device: DLDevice {
+                device_type: DL_CPU,
+                device_id: 0,
+            },
+            ndim: ctx.shape.len() as i32,
+            dtype,
+            shape: ctx.shape.as_mut_ptr(),
+            strides: ctx.strides.as_mut_ptr(),
+            byte_offset: 0,
+        };
+        let ctx = Box::into_raw(ctx).cast::<c_void>();
+        // SAFETY: each pointer is a fresh box handed to the capsule, which
+        // deletes it unless a consumer takes it (and then deletes it).
+        unsafe {
+            let capsule = if versioned {
+                let managed = Box::into_raw(Box::new(DLManagedTensorVersioned {
+                    version: DLPackVersion { major: 1, minor: 1 },
+                    manager_ctx: ctx,
+                    deleter: Some(delete_versioned),
+                    flags: if copy { FLAG_IS_COPIED } else { FLAG_READ_ONLY },
+                    dl_tensor,
+                }));
+                let capsule = pyo3::ffi::PyCapsule_New(
+                    managed.cast(),
+                    NAME_VERSIONED.as_ptr(),
+                    Some(capsule_versioned),
+                );
+                if capsule.is_null() {
+                    delete_versioned(managed);
+                }
+                capsule
+            } else {
+                let managed = Box::into_raw(Box::new(DLManagedTensor {
+                    dl_tensor,
+                    manager_ctx: ctx,
+                    deleter: Some(delete_legacy),
+                }));
+                let capsule = pyo3::ffi::PyCapsule_New(
+                    managed.cast(),
+                    NAME_LEGACY.as_ptr(),
+                    Some(capsule_legacy),
+                );
+                if capsule.is_null() {
+                    delete_legacy(managed);
+                }
+                capsule
+            };
+            Bound::from_owned_ptr_or_err(py, capsule).map(Bound::unbind)
+        }
+    }
+}
+
+#[pymethods]
+impl Tensor {
+    /// The DLPack capsule. With `max_version` of 1 or more, a versioned
+    /// capsule flagged read-only (the manager's memory); else the legacy
+    /// capsule. `copy=True` exports a copy; `dl_device` must be this
+    /// tensor's device.
+    #[pyo3(signature = (*, stream=None, max_version=None, dl_device=None, copy=None))]
+    fn __dlpack__(
+        &self,
+        py: Python<'_>,
+        stream: Option<Bound<'_, PyAny>>,
+        max_version: Option<(u32, u32)>,
+        dl_device: Option<(i32, i32)>,
+        copy: Option<bool>,
+    ) -> PyResult<PyObject> {
+        // Host memory: there is no stream to synchronize with.
+        let _ = stream;
+        if let Some(device) = dl_device {
+            if device != (DL_CPU, 0) {
+                return Err(PyBufferError::new_err(format!(
+                    "the tensor is in host memory, not on DLPack device {device:?}"
+                )));
+            }
+        }
+        let versioned = max_version.is_some_and(|(major, _)| major >= 1);
+        self.export(py, versioned, copy == Some(true))
+    }
+
+    fn __dlpack_device__(&self) -> (i32, i32) {
+        (DL_CPU, 0)
+    }
+
+    /// The same memory seen as unsigned integers of the element's width
+    /// (bf16 as uint16): for consumers without the dtype (numpy has no
+    /// bfloat16).
+    fn bits(&self) -> Tensor {
+        Tensor {
+            cell: self.cell.clone(),
+            component: self.component.clone(),
+            name: self.name.clone(),
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            bits: true,
+        }
+    }
+
+    /// The dtype's name as candle spells it (`"f32"`, `"bf16"`, ...), or
+    /// its bits' (`"u16"`) for `bits()`.
+    #[getter]
+    fn dtype(&self) -> String {
+        if self.bits {
+            match self.dtype.size_in_bytes() {
+                1 => "u8".into(),
+                2 => "u16".into(),
+                4 => "u32".into(),
+                _ => "u64".into(),
+            }
+        } else {
+            self.dtype.as_str().to_owned()
+        }
+    }
+
+    #[getter]
+    fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.shape)
+    }
+
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size_in_bytes()
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[getter]
+    fn component(&self) -> &str {
+        &self.component
+    }
+
+    /// The address of the first element in the manager's memory.
+    #[getter]
+    fn data_ptr(&self) -> PyResult<usize> {
+        Ok(self.located()?.1 as usize)
+    }
+
+    #[getter]
+    fn device(&self) -> &'static str {
+        "cpu"
+    }
+
+    /// The element values as a flat list of Python numbers (a copy; for
+    /// small tensors and checks).
+    fn tolist<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let held = self.cell.get()?;
+        let t = tensor(&held, &self.component, &self.name)?
+            .flatten_all()
+            .and_then(|t| t.to_dtype(DType::F64))
+            .and_then(|t| t.to_vec1::<f64>())
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        PyList::new(py, t)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Tensor({}/{}, dtype={}, shape={:?})",
+            self.component,
+            self.name,
+            self.dtype(),
+            self.shape
+        )
+    }
+}
