@@ -116,8 +116,10 @@ impl StreamWriter {
     /// fill it whole; returns how many that was. `Ok(0)` means the stream
     /// cannot take bytes now (the load is allocating the file's tensors):
     /// await [`writable`](Self::writable), then write again. Bytes past the
-    /// end of a file's tensor data are taken and dropped (`fill` is not
-    /// called for them).
+    /// end of a file's tensor data, up to the length given to
+    /// [`begin`](Self::begin), are taken and dropped (`fill` is not called
+    /// for them); bytes past that length (past the data, when no length was
+    /// given) fail the load: more arrived than the file holds.
     pub fn write_with(&self, max: usize, fill: impl FnOnce(&mut [u8])) -> Result<usize> {
         let mut inner = self.open()?;
         let outcome = write_locked(&mut inner, max, fill);

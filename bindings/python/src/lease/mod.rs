@@ -94,7 +94,8 @@ impl Lease {
 
     /// `{name: torch.Tensor}` for a component, sharing the lease's memory
     /// (`torch.from_dlpack` of every tensor); for `load_state_dict(...,
-    /// assign=True)`. Needs torch.
+    /// assign=True)`. Needs torch. torch has no read-only tensors: an
+    /// in-place operation on them writes the model every lease shares.
     fn state_dict<'py>(&self, py: Python<'py>, component: &str) -> PyResult<Bound<'py, PyDict>> {
         let from_dlpack = py.import("torch")?.getattr("from_dlpack")?;
         let out = PyDict::new(py);
