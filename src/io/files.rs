@@ -54,6 +54,16 @@ pub(crate) struct FilePlan {
 }
 
 /// Positioned read of exactly `buf.len()` bytes.
+impl Reader {
+    /// The length of what it reads, where it can be known.
+    pub(crate) fn len(&self) -> Option<u64> {
+        match self {
+            Reader::Memory(bytes) => Some(bytes.len() as u64),
+            Reader::File(file) => file.metadata().ok().map(|m| m.len()),
+        }
+    }
+}
+
 pub(crate) fn read_exact_at(reader: &Reader, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     match reader {
         Reader::Memory(bytes) => {

@@ -20,9 +20,6 @@
 )]
 
 pub(crate) mod buffer;
-// Used by the CUDA path; tested on every build.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-mod chunks;
 pub(crate) mod files;
 mod hint;
 mod hub;

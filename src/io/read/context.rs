@@ -8,6 +8,7 @@ use candle_core::{DType, Device};
 use safetensors::Dtype;
 use tokio_util::sync::CancellationToken;
 
+use super::jobs::Job;
 use crate::error::{Error, Result};
 use crate::io::files::FilePlan;
 use crate::io::progress::{Progress, ProgressCounters};
@@ -104,6 +105,19 @@ pub(crate) fn read_error(file: &FilePlan, entry: Option<&TensorEntry>, e: std::i
         ),
         _ => Error::io(&file.path, &e),
     }
+}
+
+/// A failed read of `job`: a truncated file names the first tensor of the
+/// read that ends past the file's end (where its length is known).
+pub(crate) fn job_error(file: &FilePlan, job: &Job, e: std::io::Error) -> Error {
+    let len = file.reader.len();
+    let culprit = job
+        .segments
+        .iter()
+        .find(|s| len.is_some_and(|len| job.offset + (s.src + s.len) as u64 > len))
+        .or(job.segments.first())
+        .and_then(|s| file.header.tensors.get(s.tensor));
+    read_error(file, culprit, e)
 }
 
 pub(crate) fn unsupported(file: &FilePlan, entry: &TensorEntry) -> Error {

@@ -18,8 +18,6 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use candle_core::cuda_backend::cudarc::driver::{
     result, CudaSlice, CudaStream, DevicePtrMut, SyncOnDrop,
 };
@@ -27,12 +25,12 @@ use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{DType, Storage, Tensor};
 
-use super::context::{internal, read_error, too_large, ReadContext};
-use super::deal::{deal, Stop};
+use super::context::{internal, job_error, too_large, ReadContext};
+use super::engine::{run, Target};
+use super::jobs::{jobs, Job};
 use super::place::{cut, layout};
 use super::staging::{driver, Staging};
 use crate::error::{Error, Result};
-use crate::io::chunks::{jobs, Job};
 use crate::io::files::{read_exact_at, FilePlan};
 use crate::resource::{cuda_memory, Reservation};
 
@@ -130,11 +128,8 @@ impl DeviceBuffer {
     }
 }
 
-/// Pinned staging buffers, kept for the manager's life and reused by every
-/// load: page-locking memory costs about as much as copying it, so a
-/// buffer pinned per load would cost a load a good part of its time.
 /// Read one file's tensors onto `device` (see the module docs).
-pub(super) fn read_file(
+pub(super) async fn read_file(
     file: &FilePlan,
     ctx: &ReadContext<'_>,
     device: &CudaDevice,
@@ -171,7 +166,7 @@ pub(super) fn read_file(
         .clamp(1, chunk);
     let staging = staging_bytes(staging_size, threads);
     reservation.grow(staging);
-    let copied = copy_all(file, ctx, device, &mut buffers, jobs, threads, staging_size);
+    let copied = copy_all(file, ctx, device, &mut buffers, jobs, staging_size).await;
     reservation.shrink(staging);
     copied?;
     let whole = buffers.into_iter().map(|b| b.into_tensor(device)).collect();
@@ -184,14 +179,99 @@ pub(super) fn read_file(
     Ok(tensors)
 }
 
-/// Read every job and queue its copies, on `threads` threads.
-fn copy_all(
+/// The CUDA target of the read engine: each read lands in one of its
+/// thread's two pinned staging buffers, and its segments are copied from
+/// there to the group buffers' device addresses (`bases`) on `stream`.
+struct Cuda<'a> {
+    file: &'a FilePlan,
+    ctx: &'a ReadContext<'a>,
+    stream: &'a CudaStream,
+    bases: Vec<u64>,
+    chunk: usize,
+}
+
+/// A reading thread's two staging buffers, used in turn, and how many
+/// reads it has done.
+struct Stages<'a> {
+    buffers: [Staging<'a>; 2],
+    reads: usize,
+}
+
+impl<'a> Target for Cuda<'a> {
+    type Read = Job;
+    type Worker = Stages<'a>;
+
+    fn job(read: &Job) -> &Job {
+        read
+    }
+
+    fn worker(&self) -> Result<Stages<'a>> {
+        let context = self.stream.context();
+        context.bind_to_thread().map_err(driver)?;
+        Ok(Stages {
+            buffers: [
+                Staging::new(self.ctx.staging, context, self.chunk)?,
+                Staging::new(self.ctx.staging, context, self.chunk)?,
+            ],
+            reads: 0,
+        })
+    }
+
+    fn read(&self, stages: &mut Stages<'a>, job: &mut Job) -> Result<()> {
+        let file = self.file;
+        let Some(stage) = stages.buffers.get_mut(stages.reads % 2) else {
+            return Err(internal(file));
+        };
+        stages.reads += 1;
+        // Wait for the copies out of this buffer two reads ago.
+        stage.copied.synchronize().map_err(driver)?;
+        let Some(pinned) = stage.buffer.as_mut() else {
+            return Err(internal(file));
+        };
+        let host = pinned.as_mut_slice().map_err(driver)?;
+        let Some(dest) = host.get_mut(..job.len) else {
+            return Err(internal(file));
+        };
+        read_exact_at(&file.reader, dest, job.offset).map_err(|e| job_error(file, job, e))?;
+        for segment in &job.segments {
+            let (Some(&base), Some(src)) = (
+                self.bases.get(segment.group),
+                dest.get(segment.src..segment.src + segment.len),
+            ) else {
+                return Err(internal(file));
+            };
+            // SAFETY: `base + dst .. + len` lies inside the group's device
+            // buffer (the layout tiles it with its tensors, and the segment
+            // is part of one tensor), whose allocation completed before the
+            // reader threads started, and which is dropped only after every
+            // reader thread has waited for its own copies (the events of its
+            // staging buffers, or its stream after a failure). `src` is
+            // pinned memory that is not written again before `copied`,
+            // recorded after this copy, has completed, and not reused or
+            // freed before this thread has waited for its copies.
+            unsafe { result::memcpy_htod_async(base + segment.dst, src, self.stream.cu_stream()) }
+                .map_err(driver)?;
+        }
+        stage.copied.record(self.stream).map_err(driver)
+    }
+
+    fn failed(&self, _: &mut Stages<'a>) {
+        // A failure may leave copies queued that no event covers: wait for
+        // every copy this thread queued (its stream) before its staging
+        // buffers go back to the pool or the device buffers are freed.
+        if let Err(e) = self.stream.synchronize() {
+            tracing::warn!("CUDA: waiting for a failed load's copies failed: {e}");
+        }
+    }
+}
+
+/// Read every job and queue its copies, through the read engine.
+async fn copy_all(
     file: &FilePlan,
     ctx: &ReadContext<'_>,
     device: &CudaDevice,
     buffers: &mut [DeviceBuffer],
     jobs: Vec<Job>,
-    threads: usize,
     chunk: usize,
 ) -> Result<()> {
     let stream = device.cuda_stream();
@@ -205,101 +285,14 @@ fn copy_all(
         bases.push(ptr);
         guards.push(guard);
     }
-    // Per tensor: reads left before it is complete (progress counts it then).
-    let remaining: Vec<AtomicUsize> = (0..file.header.tensors.len())
-        .map(|_| AtomicUsize::new(0))
-        .collect();
-    for job in &jobs {
-        for segment in &job.segments {
-            if let Some(r) = remaining.get(segment.tensor) {
-                r.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-    for r in &remaining {
-        if r.load(Ordering::Relaxed) == 0 {
-            // An empty tensor is complete as soon as it exists.
-            ctx.progress.tensor_done();
-        }
-    }
-
-    let copy_jobs = |jobs: Vec<Job>, staging: &mut [Staging<'_>; 2], stop: &Stop| -> Result<()> {
-        for (n, job) in jobs.into_iter().enumerate() {
-            if stop.is_set() {
-                return Ok(());
-            }
-            let Some(stage) = staging.get_mut(n % 2) else {
-                return Err(internal(file));
-            };
-            // Wait for the copies out of this buffer two reads ago.
-            stage.copied.synchronize().map_err(driver)?;
-            let Some(pinned) = stage.buffer.as_mut() else {
-                return Err(internal(file));
-            };
-            let host = pinned.as_mut_slice().map_err(driver)?;
-            let Some(dest) = host.get_mut(..job.len) else {
-                return Err(internal(file));
-            };
-            let entry = job
-                .segments
-                .first()
-                .and_then(|s| file.header.tensors.get(s.tensor));
-            read_exact_at(&file.reader, dest, job.offset)
-                .map_err(|e| read_error(file, entry, e))?;
-            for segment in &job.segments {
-                let (Some(&base), Some(src)) = (
-                    bases.get(segment.group),
-                    dest.get(segment.src..segment.src + segment.len),
-                ) else {
-                    return Err(internal(file));
-                };
-                // SAFETY: `base + dst .. + len` lies inside the group's
-                // device buffer (the layout tiles it with its tensors, and
-                // the segment is part of one tensor), whose allocation
-                // completed before the reader threads started, and which is
-                // dropped only after every reader thread has waited for its
-                // own copies (the events of its staging buffers, or its
-                // stream after a failure). `src` is pinned memory that is
-                // not written again before `copied`, recorded after this
-                // copy, has completed, and not reused or freed before this
-                // thread has waited for its copies.
-                unsafe { result::memcpy_htod_async(base + segment.dst, src, stream.cu_stream()) }
-                    .map_err(driver)?;
-            }
-            stage.copied.record(&stream).map_err(driver)?;
-            for segment in &job.segments {
-                if remaining
-                    .get(segment.tensor)
-                    .is_some_and(|r| r.fetch_sub(1, Ordering::AcqRel) == 1)
-                {
-                    ctx.progress.tensor_done();
-                }
-            }
-            ctx.advance(job.len as u64)?;
-        }
-        Ok(())
+    let target = Cuda {
+        file,
+        ctx,
+        stream: &stream,
+        bases,
+        chunk,
     };
-    // Each thread of the engine's worker pool binds the context and owns
-    // two staging buffers.
-    let worker = |jobs: Vec<Job>, stop: &Stop| -> Result<()> {
-        context.bind_to_thread().map_err(driver)?;
-        let mut staging = [
-            Staging::new(ctx.staging, &context, chunk)?,
-            Staging::new(ctx.staging, &context, chunk)?,
-        ];
-        let copied = copy_jobs(jobs, &mut staging, stop);
-        if copied.is_err() {
-            // A failure may leave copies queued that no event covers: wait
-            // for every copy this thread queued (its stream) before its
-            // staging buffers go back to the pool or the device buffers are
-            // freed.
-            if let Err(e) = stream.synchronize() {
-                tracing::warn!("CUDA: waiting for a failed load's copies failed: {e}");
-            }
-        }
-        copied
-    };
-    let outcome = deal(jobs, threads, worker);
+    let outcome = run(&target, jobs, file.header.tensors.len(), ctx, None).await;
     drop(guards);
     match outcome {
         Err(e) => {

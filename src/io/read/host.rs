@@ -1,92 +1,110 @@
-//! The read into host memory: a file's chunks, straight into its buffers,
-//! by up to `threads` threads (or one chunk at a time, yielding to the
-//! host's event loop between chunks, on wasm32).
+//! The host target of the read engine: each read goes straight from the
+//! file into the file's buffers (one per dtype), with no copy between.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::marker::PhantomData;
 
-use super::context::{internal, read_error, too_large, ReadContext};
-use super::deal::deal;
+use super::context::{internal, job_error, too_large, ReadContext};
+use super::engine::{run, Target};
+use super::jobs::{jobs, Job};
 use super::place::Prepared;
 use crate::error::Result;
-use crate::io::buffer::Buffer;
 use crate::io::files::{read_exact_at, FilePlan};
 use crate::io::Pace;
 
-/// One chunk to read: where from, where to, and which tensor it completes.
-struct Chunk<'b> {
-    offset: u64,
-    dest: &'b mut [u8],
-    tensor: usize,
+/// A read and where its bytes go: runs of it (its offset in the read, the
+/// slice of a buffer) that are contiguous in both the file and a buffer,
+/// each read with one call. Tensors of one dtype are laid out in file
+/// order, so a read of several small tensors is usually one run.
+pub(super) struct HostRead<'b> {
+    job: Job,
+    runs: Vec<(usize, &'b mut [u8])>,
 }
 
-/// Read the file's chunks into its buffers.
-pub(crate) async fn read_chunks(
+/// Reads into buffers borrowed for `'b`.
+struct Host<'f, 'b> {
+    file: &'f FilePlan,
+    buffers: PhantomData<&'b mut [u8]>,
+}
+
+impl<'b> Target for Host<'_, 'b> {
+    type Read = HostRead<'b>;
+    type Worker = ();
+
+    fn job<'r>(read: &'r HostRead<'b>) -> &'r Job {
+        &read.job
+    }
+
+    fn worker(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn read(&self, (): &mut (), read: &mut HostRead<'b>) -> Result<()> {
+        for (at, dest) in &mut read.runs {
+            read_exact_at(&self.file.reader, dest, read.job.offset + *at as u64)
+                .map_err(|e| job_error(self.file, &read.job, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Read the file's tensors into `prepared`'s buffers.
+pub(crate) async fn read_file(
     file: &FilePlan,
     ctx: &ReadContext<'_>,
     prepared: &mut Prepared,
     pace: Option<&Pace>,
 ) -> Result<()> {
-    let entries = &file.header.tensors;
-    let chunk_size = ctx.chunk_size.max(1);
-    // Carve each group's buffer into its tensors' slices, in file order.
-    let mut rest: Vec<&mut [u8]> = prepared.buffers.iter_mut().map(Buffer::bytes_mut).collect();
-    let mut chunks = Vec::new();
-    let mut remaining = Vec::with_capacity(entries.len());
-    for (tensor, (entry, &(group, _))) in entries.iter().zip(&prepared.placement).enumerate() {
-        let Some(slot) = rest.get_mut(group) else {
-            return Err(internal(file));
-        };
-        let len = usize::try_from(entry.len).map_err(|_| too_large(file))?;
-        if len > slot.len() {
-            return Err(internal(file));
-        }
-        let (dest, tail) = std::mem::take(slot).split_at_mut(len);
-        *slot = tail;
-        let n = dest.len().div_ceil(chunk_size);
-        for (i, dest) in dest.chunks_mut(chunk_size).enumerate() {
-            chunks.push(Chunk {
-                offset: entry.offset + (i * chunk_size) as u64,
-                dest,
-                tensor,
-            });
-        }
-        if n == 0 {
-            // An empty tensor is complete as soon as it exists.
-            ctx.progress.tensor_done();
-        }
-        remaining.push(AtomicUsize::new(n));
-    }
-    chunks.sort_by_key(|c| c.offset);
-
-    let read_one = |chunk: Chunk<'_>| -> Result<()> {
-        let entry = entries.get(chunk.tensor);
-        read_exact_at(&file.reader, chunk.dest, chunk.offset)
-            .map_err(|e| read_error(file, entry, e))?;
-        if remaining
-            .get(chunk.tensor)
-            .is_some_and(|r| r.fetch_sub(1, Ordering::AcqRel) == 1)
-        {
-            ctx.progress.tensor_done();
-        }
-        ctx.advance(chunk.dest.len() as u64)
-    };
-
-    if let Some(pace) = pace {
-        // On the host's event loop: one chunk, then the host's turn.
-        for chunk in chunks {
-            read_one(chunk)?;
-            pace().await;
-            ctx.checkpoint()?;
-        }
-        return Ok(());
-    }
-    deal(chunks, ctx.threads, |share, stop| {
-        for chunk in share {
-            if stop.is_set() {
-                return Ok(());
+    let spans: Vec<(u64, u64)> = file
+        .header
+        .tensors
+        .iter()
+        .map(|t| (t.offset, t.len))
+        .collect();
+    let planned =
+        jobs(&spans, &prepared.placement, ctx.chunk_size).ok_or_else(|| too_large(file))?;
+    // Carve the buffers into each read's runs, in order: per buffer, the
+    // reads' segments come in the order of their place in it.
+    let mut rest: Vec<(u64, &mut [u8])> = prepared
+        .buffers
+        .iter_mut()
+        .map(|b| (0, b.bytes_mut()))
+        .collect();
+    let mut reads = Vec::with_capacity(planned.len());
+    for job in planned {
+        let mut runs = Vec::new();
+        let mut segments = job.segments.iter().peekable();
+        while let Some(first) = segments.next() {
+            let mut len = first.len;
+            while let Some(next) = segments.next_if(|s| {
+                s.group == first.group
+                    && s.src == first.src + len
+                    && s.dst == first.dst.saturating_add(len as u64)
+            }) {
+                len += next.len;
             }
-            read_one(chunk)?;
+            let Some((at, slot)) = rest.get_mut(first.group) else {
+                return Err(internal(file));
+            };
+            let skip = first
+                .dst
+                .checked_sub(*at)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| internal(file))?;
+            let (_, tail) = std::mem::take(slot)
+                .split_at_mut_checked(skip)
+                .ok_or_else(|| internal(file))?;
+            let (dest, tail) = tail
+                .split_at_mut_checked(len)
+                .ok_or_else(|| internal(file))?;
+            *slot = tail;
+            *at = first.dst.saturating_add(len as u64);
+            runs.push((first.src, dest));
         }
-        Ok(())
-    })
+        reads.push(HostRead { job, runs });
+    }
+    let host = Host {
+        file,
+        buffers: PhantomData,
+    };
+    run(&host, reads, spans.len(), ctx, pace).await
 }

@@ -3,9 +3,13 @@
 //!
 //! Each file gets one buffer per dtype, allocated up front (counted at once
 //! in the reservation, and advised to use huge pages, which cuts page faults
-//! on fresh memory 512-fold); every tensor is a view into it. The chunks are
-//! read by up to `read_threads` threads, interleaved so the file is still
-//! read roughly in order.
+//! on fresh memory 512-fold); every tensor is a view into it (`place`). One
+//! planner splits the file's data into reads (`jobs`), and one loop deals
+//! them to up to `read_threads` threads, interleaved so the file is still
+//! read roughly in order, or paces them on wasm's event loop (`engine`).
+//! CPU, CUDA and wasm are configurations of that loop: its target puts a
+//! read's bytes straight into host buffers (`host`), or copies them to the
+//! device through pinned staging (`cuda`, `staging`).
 
 #![deny(
     clippy::unwrap_used,
@@ -17,8 +21,9 @@
 mod context;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
-mod deal;
+mod engine;
 mod host;
+mod jobs;
 pub(crate) mod place;
 #[cfg(feature = "cuda")]
 pub(crate) mod staging;
@@ -31,7 +36,6 @@ use candle_core::{DType, Device};
 pub use self::context::ProgressHook;
 pub(crate) use self::context::ReadContext;
 use self::context::{candle_dtype, file_label, target_dtype, unsupported};
-use self::host::read_chunks;
 use self::place::{finish, plan_info, prepare};
 use crate::error::Result;
 use crate::io::loaded::{Component, TensorPipeline};
@@ -101,13 +105,13 @@ pub(crate) async fn read_plan(
             #[cfg(feature = "cuda")]
             if let (Device::Cuda(device), None) = (ctx.device, pace) {
                 // Straight to the device through pinned staging buffers.
-                for (name, tensor) in cuda::read_file(file, ctx, device, reservation)? {
+                for (name, tensor) in cuda::read_file(file, ctx, device, reservation).await? {
                     tensors.insert(name, tensor);
                 }
                 continue;
             }
             let mut prepared = prepare(file, reservation)?;
-            read_chunks(file, ctx, &mut prepared, pace).await?;
+            host::read_file(file, ctx, &mut prepared, pace).await?;
             for (name, tensor) in finish(file, prepared, ctx, reservation)? {
                 tensors.insert(name, tensor);
             }

@@ -1,8 +1,9 @@
-//! How a file's tensor data is split into reads for the CUDA path: pure, so
-//! that it is tested here, on any machine.
+//! The read engine's one chunk planner: how a file's tensor data is split
+//! into reads, for every target (host memory, CUDA through staging, wasm).
+//! Pure, so that it is tested here, on any machine.
 
-/// Part of a read that belongs to one tensor: copied from `src` in the
-/// staging buffer to `dst` in its group's device buffer.
+/// Part of a read that belongs to one tensor: the bytes at `src` in the
+/// read go to `dst` in its group's buffer (host or device).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Segment {
     pub(crate) tensor: usize,

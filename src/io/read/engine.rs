@@ -1,0 +1,200 @@
+//! The read engine's one loop, over a host or a device target.
+//!
+//! A file's tensor data is split into reads by the one planner
+//! ([`jobs`](super::jobs::jobs)); [`run`] deals the reads round-robin to up
+//! to `threads` threads (thread k takes reads k, k+n, ..., so a file is
+//! still read roughly in order), or, with a pace (wasm32, on the host's
+//! event loop), reads them one at a time on the caller's thread and yields
+//! to the host between two. After every read it publishes progress and
+//! checks cancellation; the first error stops every thread before its next
+//! read and is what the read returns. Where the bytes of a read go is the
+//! [`Target`]'s: straight into host buffers, or through pinned staging to a
+//! CUDA device.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use super::context::ReadContext;
+use super::jobs::Job;
+use crate::error::{Error, Result};
+use crate::io::Pace;
+
+/// Where a file's reads go: host memory, or a device through staging.
+pub(crate) trait Target: Sync {
+    /// One read as the target places it: the planner's [`Job`] and what the
+    /// target needs beside it (the host's destination slices).
+    type Read: Send;
+    /// What one reading thread holds (CUDA: its two staging buffers).
+    type Worker;
+
+    fn job(read: &Self::Read) -> &Job;
+    /// Called once on each reading thread, before its first read.
+    fn worker(&self) -> Result<Self::Worker>;
+    /// Read `read`'s bytes from the file and put them in place.
+    fn read(&self, worker: &mut Self::Worker, read: &mut Self::Read) -> Result<()>;
+    /// After a thread's read failed: settle what it may have left in
+    /// flight before the buffers are freed.
+    fn failed(&self, _worker: &mut Self::Worker) {}
+}
+
+/// Read every one of `reads` (planned for a file of `tensors` tensors) into
+/// `target`: the one load loop, for every target (see the module docs).
+pub(crate) async fn run<T: Target>(
+    target: &T,
+    reads: Vec<T::Read>,
+    tensors: usize,
+    ctx: &ReadContext<'_>,
+    pace: Option<&Pace>,
+) -> Result<()> {
+    // Per tensor: reads left before it is complete (progress counts it then).
+    let remaining: Vec<AtomicUsize> = (0..tensors).map(|_| AtomicUsize::new(0)).collect();
+    for read in &reads {
+        for segment in &T::job(read).segments {
+            if let Some(r) = remaining.get(segment.tensor) {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    for r in &remaining {
+        if r.load(Ordering::Relaxed) == 0 {
+            // An empty tensor is complete as soon as it exists.
+            ctx.progress.tensor_done();
+        }
+    }
+    let one = |worker: &mut T::Worker, mut read: T::Read| -> Result<()> {
+        target.read(worker, &mut read)?;
+        let job = T::job(&read);
+        for segment in &job.segments {
+            if remaining
+                .get(segment.tensor)
+                .is_some_and(|r| r.fetch_sub(1, Ordering::AcqRel) == 1)
+            {
+                ctx.progress.tensor_done();
+            }
+        }
+        ctx.advance(job.len as u64)
+    };
+
+    if let Some(pace) = pace {
+        // On the host's event loop: one read, then the host's turn.
+        let mut worker = target.worker()?;
+        for read in reads {
+            one(&mut worker, read)?;
+            pace().await;
+            ctx.checkpoint()?;
+        }
+        return Ok(());
+    }
+    deal(reads, ctx.threads, |share, stop| {
+        let mut worker = target.worker()?;
+        for read in share {
+            if stop.is_set() {
+                return Ok(());
+            }
+            if let Err(e) = one(&mut worker, read) {
+                target.failed(&mut worker);
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Set once any thread has failed: the others stop before their next item.
+struct Stop(AtomicBool);
+
+impl Stop {
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Run `work` over `items`, dealt to up to `threads` threads; each call
+/// gets one thread's share, in order, and checks `Stop` between items.
+fn deal<T: Send>(
+    items: Vec<T>,
+    threads: usize,
+    work: impl Fn(Vec<T>, &Stop) -> Result<()> + Sync,
+) -> Result<()> {
+    let threads = if cfg!(target_arch = "wasm32") {
+        1
+    } else {
+        threads.clamp(1, items.len().max(1))
+    };
+    let mut shares: Vec<Vec<T>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        if let Some(share) = shares.get_mut(i % threads) {
+            share.push(item);
+        }
+    }
+    let stop = Stop(AtomicBool::new(false));
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let run = |share: Vec<T>| {
+        if let Err(e) = work(share, &stop) {
+            stop.0.store(true, Ordering::Release);
+            first_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(e);
+        }
+    };
+    if threads == 1 {
+        shares.into_iter().for_each(run);
+    } else {
+        let run = &run;
+        std::thread::scope(|scope| {
+            for share in shares {
+                scope.spawn(move || run(share));
+            }
+        });
+    }
+    match first_error
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_item_is_worked_once_and_in_order_within_a_share() {
+        for threads in [1, 2, 3, 8, 100] {
+            let seen = Mutex::new(Vec::new());
+            deal((0..50).collect(), threads, |share: Vec<u32>, _| {
+                assert!(share.windows(2).all(|w| w[0] < w[1]));
+                seen.lock().unwrap().extend(share);
+                Ok(())
+            })
+            .unwrap();
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort();
+            assert_eq!(seen, (0..50).collect::<Vec<_>>(), "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn the_first_error_stops_the_others() {
+        let worked = std::sync::atomic::AtomicUsize::new(0);
+        let outcome = deal((0..10_000).collect(), 4, |share: Vec<u32>, stop| {
+            for item in share {
+                if stop.is_set() {
+                    return Ok(());
+                }
+                if item == 7 {
+                    return Err(Error::Cancelled);
+                }
+                worked.fetch_add(1, Ordering::Relaxed);
+                std::thread::yield_now();
+            }
+            Ok(())
+        });
+        assert_eq!(outcome, Err(Error::Cancelled));
+        assert!(worked.into_inner() < 10_000);
+    }
+}
