@@ -18,9 +18,6 @@ export class ModelManager {
   #leases = new Set();
   /** Listeners' raw subscriptions (kept referenced while subscribed). */
   #subscriptions = new Set();
-  /** The JS object and RawSource of the model loading or ready. */
-  #current = null;
-  #watcher;
   #closed = null;
 
   /**
@@ -40,14 +37,6 @@ export class ModelManager {
       throw invalid('dtype must be "f32", "f16" or "bf16"');
     }
     this.#raw = call(() => new raw.RawManager(chunk, dtype ?? null, budget));
-    // Forget the current source once nothing is loading or loaded, so its
-    // copy in wasm memory is freed with the model.
-    this.#watcher = this.#raw.subscribe(({ to }) => {
-      if ((to === 'idle' || to === 'failed') && this.#raw !== null) {
-        const state = this.#raw.state;
-        if (state === 'idle' || state === 'failed') this.#forgetSource();
-      }
-    });
   }
 
   #live() {
@@ -58,22 +47,6 @@ export class ModelManager {
       );
     }
     return this.#raw;
-  }
-
-  #forgetSource() {
-    this.#current?.source.free();
-    this.#current = null;
-  }
-
-  /** The source to hand the core: the same RawSource for the same object
-   * while it is loading or loaded, so that loading it again is no reload. */
-  #sourceFor(source) {
-    const current = this.#current;
-    if (current !== null && current.key === source) {
-      const state = this.#raw.state;
-      if (state === 'loading' || state === 'ready' || state === 'unloading') return current.source;
-    }
-    return rawSource(source);
   }
 
   /**
@@ -100,17 +73,11 @@ export class ModelManager {
           cause: signal.reason,
         });
       }
-      const rawSrc = this.#sourceFor(source);
-      try {
-        handle = call(() => manager.load(rawSrc));
-      } catch (error) {
-        if (rawSrc !== this.#current?.source) rawSrc.free();
-        throw error;
-      }
-      if (rawSrc !== this.#current?.source) {
-        this.#forgetSource();
-        this.#current = { key: source, source: rawSrc };
-      }
+      // The same object while it is loading or loaded: the core's decision
+      // (no copy, no reload); else a copy in wasm memory, which the manager
+      // takes.
+      handle =
+        call(() => manager.join(source)) ?? call(() => manager.loadFrom(source, rawSource(source)));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -171,25 +138,18 @@ export class ModelManager {
         });
       }
       files = streamFiles(source);
-      const current = this.#current;
-      const state = manager.state;
-      if (current !== null && current.key === source && (state === 'loading' || state === 'ready' || state === 'unloading')) {
-        // The same source (object, or URL string) is not loaded again.
-        handle = call(() => manager.load(current.source));
-      } else {
+      // The same source (object, or URL string) while it is loading or
+      // loaded joins that load (the core's decision); else a new stream.
+      handle = call(() => manager.join(source));
+      if (handle === undefined) {
         const rawSrc = call(() => raw.RawSource.stream());
         writer = rawSrc.takeWriter();
         try {
-          handle = call(() => manager.load(rawSrc));
+          handle = call(() => manager.loadFrom(source, rawSrc));
         } catch (error) {
           writer.free();
-          rawSrc.free();
           throw error;
         }
-        this.#forgetSource();
-        // A stream is read once: a cancelled or unloaded stream load is
-        // never joined again (see cancel() and unload()).
-        this.#current = { key: source, source: rawSrc, stream: true };
       }
     } catch (error) {
       return Promise.reject(error);
@@ -269,9 +229,7 @@ export class ModelManager {
    * it read (at its next chunk); then it is `idle` and the load's promise
    * rejects with code 3. */
   cancel() {
-    const cancelled = this.#live().cancel();
-    if (this.#current?.stream) this.#forgetSource();
-    return cancelled;
+    return this.#live().cancel();
   }
 
   /** Unload the model, starting in this call: resolves once every lease is
@@ -282,7 +240,6 @@ export class ModelManager {
     let promise;
     try {
       promise = this.#live().unload();
-      if (this.#current?.stream) this.#forgetSource();
     } catch (error) {
       return Promise.reject(wrap(error));
     }
@@ -371,12 +328,11 @@ export class ModelManager {
     this.#raw = null;
     for (const lease of [...this.#leases]) lease.release();
     this.#leases.clear();
-    for (const subscription of [this.#watcher, ...this.#subscriptions]) {
+    for (const subscription of this.#subscriptions) {
       subscription.close();
       subscription.free();
     }
     this.#subscriptions.clear();
-    this.#forgetSource();
     // Cancels a load and starts the unload at once; the rest finishes in
     // the background.
     const done = manager.shutdown();

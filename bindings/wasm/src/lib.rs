@@ -28,7 +28,8 @@
 //! # fn f(bytes: js_sys::Uint8Array) -> Result<(), wasm_bindgen::JsValue> {
 //! let manager = RawManager::new(Some(1048576.0), None, None)?;
 //! let source = RawSource::from_bytes(&bytes)?;
-//! let load = manager.load(&source)?;
+//! // `bytes` is the key: loading it again joins this load (`join`).
+//! let load = manager.load_from(bytes.clone().into(), source)?;
 //! let _promise = load.wait(None); // resolves to the Ready snapshot
 //! # Ok(()) }
 //! ```
@@ -39,6 +40,8 @@
 mod convert;
 mod error;
 mod lease;
+mod listen;
+mod load;
 mod manager;
 mod pace;
 mod pool;
@@ -48,7 +51,9 @@ mod stream;
 mod tables;
 
 pub use lease::RawLease;
-pub use manager::{RawLoad, RawManager, RawSubscription};
+pub use listen::RawSubscription;
+pub use load::RawLoad;
+pub use manager::RawManager;
 pub use pace::set_pacer;
 pub use pool::{RawAcquire, RawPool};
 pub use source::RawSource;

@@ -1,21 +1,23 @@
 //! [`RawManager`], [`RawLoad`] and [`RawSubscription`]: the manager, one
 //! load, and one state-change listener, as wasm-bindgen classes.
 
+use std::cell::RefCell;
 use std::future::Future;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::str::FromStr;
 use std::task::{Context, Poll, Waker};
 
-use js_sys::{Function, Promise};
+use js_sys::{Function, Object, Promise};
 use model_manager::candle_core::DType;
-use model_manager::{ErrorCode, LoadHandle, ModelManager, ModelSource, RecvError};
-use tokio_util::sync::CancellationToken;
+use model_manager::{ErrorCode, ModelManager, ModelSource, State};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use wasm_bindgen_futures::future_to_promise;
 
 use crate::convert;
-use crate::error::{js, js_error, to_js};
+use crate::error::{js, js_error};
 use crate::lease::RawLease;
+use crate::listen::{listen, listen_with, RawSubscription};
+use crate::load::RawLoad;
 use crate::pace::pace;
 use crate::source::{ensure_room, RawSource};
 
@@ -54,11 +56,6 @@ fn source_bytes(source: &ModelSource) -> u64 {
     }
 }
 
-/// Call a JS callback; what it throws is the JS wrapper's to report.
-fn call(callback: &Function, value: &JsValue) {
-    let _ = callback.call1(&JsValue::UNDEFINED, value);
-}
-
 /// The manager. The JS wrapper's `free()` calls [`shutdown`](Self::shutdown)
 /// and then drops this (wasm-bindgen's `free()`); dropping the last
 /// reference without a shutdown also closes the manager (the core's `Drop`).
@@ -68,6 +65,42 @@ pub struct RawManager {
     /// Shared with the futures behind the promises this returns (an
     /// `unload()` in flight keeps it alive until it settles).
     manager: Rc<ModelManager>,
+    /// The model loading, ready or unloading, and the JS value it was
+    /// loaded from. Cleared once the manager is idle or failed, so that the
+    /// source's copy in wasm memory is freed with the model.
+    current: Rc<RefCell<Option<Current>>>,
+    /// Clears `current` (see [`forget_when_idle`]).
+    _watcher: RawSubscription,
+}
+
+/// The source of the model loading or loaded, and the JS value (object or
+/// URL string) it came from.
+struct Current {
+    key: JsValue,
+    source: ModelSource,
+    /// A stream is read once: after a cancel or unload it is never joined.
+    read_once: bool,
+}
+
+/// Clear `current` whenever the manager settles in idle or failed: nothing
+/// of its model is held then, and its source's bytes need not be either.
+fn forget_when_idle(
+    manager: &Rc<ModelManager>,
+    current: &Rc<RefCell<Option<Current>>>,
+) -> RawSubscription {
+    let current: Weak<RefCell<Option<Current>>> = Rc::downgrade(current);
+    let watched = Rc::downgrade(manager);
+    let events = manager.subscribe();
+    listen_with(events, move |event| {
+        if matches!(event.to, State::Idle | State::Failed) {
+            let settled = watched
+                .upgrade()
+                .is_some_and(|m| matches!(m.current_state(), State::Idle | State::Failed));
+            if let (true, Some(current)) = (settled, current.upgrade()) {
+                current.borrow_mut().take();
+            }
+        }
+    })
 }
 
 #[wasm_bindgen]
@@ -112,14 +145,56 @@ impl RawManager {
             }
             builder = builder.memory_budget(n as u64);
         }
+        let manager = Rc::new(js(builder.build())?);
+        let current = Rc::new(RefCell::new(None));
+        let _watcher = forget_when_idle(&manager, &current);
         Ok(RawManager {
-            manager: Rc::new(js(builder.build())?),
+            manager,
+            current,
+            _watcher,
         })
     }
 
-    /// Start loading `source`; returns at once. Latest request wins: the
-    /// load it replaces rejects with code 4 (Superseded).
-    pub fn load(&self, source: &RawSource) -> Result<RawLoad, JsValue> {
+    /// Loading `key` (a JS object, or a URL string) again: if it is the
+    /// value the model loading, ready or unloading came from, a load of that
+    /// same source (no copy, no reload: the core sees the same model), else
+    /// `undefined`, and the caller makes a source and calls
+    /// [`load_from`](Self::load_from).
+    pub fn join(&self, key: JsValue) -> Result<Option<RawLoad>, JsValue> {
+        let source = match &*self.current.borrow() {
+            Some(current)
+                if Object::is(&current.key, &key)
+                    && matches!(
+                        self.manager.current_state(),
+                        State::Loading | State::Ready | State::Unloading
+                    ) =>
+            {
+                current.source.clone()
+            }
+            _ => return Ok(None),
+        };
+        let handle = js(self.manager.load(source))?;
+        Ok(Some(RawLoad { handle }))
+    }
+
+    /// Start loading `source`, made from the JS value `key`; returns at
+    /// once. Takes the source (it is freed with the model, or at once if the
+    /// load is refused). Latest request wins: the load it replaces rejects
+    /// with code 4 (Superseded).
+    #[wasm_bindgen(js_name = loadFrom)]
+    pub fn load_from(&self, key: JsValue, source: RawSource) -> Result<RawLoad, JsValue> {
+        let load = self.load(&source)?;
+        *self.current.borrow_mut() = Some(Current {
+            key,
+            read_once: source.is_stream(),
+            source: source.source,
+        });
+        Ok(load)
+    }
+}
+
+impl RawManager {
+    fn load(&self, source: &RawSource) -> Result<RawLoad, JsValue> {
         // The tensors need about as many bytes as the source holds (more
         // when `dtype` widens them: that case is not probed). A model held
         // now is freed before the new one is read (latest request wins).
@@ -135,12 +210,26 @@ impl RawManager {
         Ok(RawLoad { handle })
     }
 
+    /// A stream is read once: a cancelled or unloaded stream load is never
+    /// joined again.
+    fn forget_stream(&self) {
+        let mut current = self.current.borrow_mut();
+        if current.as_ref().is_some_and(|c| c.read_once) {
+            current.take();
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl RawManager {
     /// Cancel the load in flight (or waiting for an unload); returns whether
     /// there was one. The state stays `"loading"` until the load has freed
     /// what it read (at its next chunk), then becomes `"idle"`; the load's
     /// promise rejects then.
     pub fn cancel(&self) -> bool {
-        self.manager.cancel().is_ok()
+        let cancelled = self.manager.cancel().is_ok();
+        self.forget_stream();
+        cancelled
     }
 
     /// Unload, in this call (`"ready"` becomes `"unloading"`; a load is
@@ -149,10 +238,12 @@ impl RawManager {
     /// with code 2 when there is nothing to unload, 15 after shutdown.
     pub fn unload(&self) -> Promise {
         let manager = self.manager.clone();
-        eager(async move {
+        let unload = eager(async move {
             js(manager.unload().await)?;
             Ok(JsValue::UNDEFINED)
-        })
+        });
+        self.forget_stream();
+        unload
     }
 
     /// `Failed --reset--> Idle`.
@@ -220,142 +311,5 @@ impl RawManager {
             manager.shutdown().await;
             Ok(JsValue::UNDEFINED)
         })
-    }
-}
-
-/// One requested load.
-#[wasm_bindgen]
-pub struct RawLoad {
-    handle: LoadHandle,
-}
-
-#[wasm_bindgen]
-impl RawLoad {
-    /// Resolves to the snapshot once the model is ready; rejects with the
-    /// load's error (code 3 when cancelled, 4 when superseded). Calls
-    /// `on_progress` with `{ bytesDone, bytesTotal, tensorsDone,
-    /// tensorsTotal, file }` as chunks are read (monotonic), and once more
-    /// with the final totals when the load succeeds.
-    pub fn wait(&self, on_progress: Option<Function>) -> Promise {
-        let handle = self.handle.clone();
-        future_to_promise(async move {
-            let outcome = match on_progress {
-                None => handle.wait().await,
-                Some(callback) => {
-                    let mut updates = handle.progress_updates();
-                    let mut last = None;
-                    // The stream starts from the progress now, as already
-                    // seen: the load's task runs before this one and may
-                    // have read a chunk already. Report it, or that chunk
-                    // would never be.
-                    let now = updates.borrow_and_update().clone();
-                    if now.bytes_done > 0 {
-                        call(&callback, &convert::progress(&now));
-                        last = Some(now);
-                    }
-                    let wait = handle.wait();
-                    tokio::pin!(wait);
-                    let outcome = loop {
-                        tokio::select! {
-                            biased;
-                            outcome = &mut wait => break outcome,
-                            changed = updates.changed() => {
-                                if changed.is_err() {
-                                    break wait.await;
-                                }
-                                let progress = updates.borrow_and_update().clone();
-                                call(&callback, &convert::progress(&progress));
-                                last = Some(progress);
-                            }
-                        }
-                    };
-                    if let Ok(snapshot) = &outcome {
-                        if last.as_ref() != Some(&snapshot.progress) {
-                            call(&callback, &convert::progress(&snapshot.progress));
-                        }
-                    }
-                    outcome
-                }
-            };
-            outcome
-                .map(|snapshot| convert::snapshot(&snapshot))
-                .map_err(|e| to_js(&e))
-        })
-    }
-
-    /// Cancel this load if it is still the current (or pending) one; a
-    /// no-op once it has finished or been replaced.
-    pub fn cancel(&self) {
-        self.handle.cancel();
-    }
-
-    /// Progress so far.
-    #[wasm_bindgen(getter)]
-    pub fn progress(&self) -> JsValue {
-        convert::progress(&self.handle.progress())
-    }
-}
-
-/// One `subscribe` listener; `close()` stops it.
-#[wasm_bindgen]
-pub struct RawSubscription {
-    closed: CancellationToken,
-}
-
-/// A stream of events a listener forwards to JS: the next one as a JS
-/// value, `Err(n)` when `n` were missed, `None` once no more can come.
-pub(crate) trait Events: 'static {
-    /// What a listener that fell behind is called in the console.
-    const WHAT: &'static str;
-    async fn next(&mut self) -> Option<Result<JsValue, u64>>;
-}
-
-impl Events for model_manager::Subscription {
-    const WHAT: &'static str = "state";
-    async fn next(&mut self) -> Option<Result<JsValue, u64>> {
-        match self.recv().await {
-            Ok(event) => Some(Ok(convert::event(&event))),
-            Err(RecvError::Lagged(n)) => Some(Err(n)),
-            Err(RecvError::Closed) => None,
-        }
-    }
-}
-
-/// Call `callback` with every event of `events`, in order, until the
-/// returned subscription is closed (or no more events can come).
-pub(crate) fn listen<E: Events>(mut events: E, callback: Function) -> RawSubscription {
-    let closed = CancellationToken::new();
-    let stop = closed.clone();
-    spawn_local(async move {
-        loop {
-            let event = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                event = events.next() => event,
-            };
-            match event {
-                Some(Ok(value)) => call(&callback, &value),
-                Some(Err(n)) => crate::console_error(&format!(
-                    "model-manager: a {} listener fell behind and missed {n} events",
-                    E::WHAT
-                )),
-                None => break,
-            }
-        }
-    });
-    RawSubscription { closed }
-}
-
-#[wasm_bindgen]
-impl RawSubscription {
-    /// Stop calling the listener (no call happens after this returns).
-    pub fn close(&self) {
-        self.closed.cancel();
-    }
-}
-
-impl Drop for RawSubscription {
-    fn drop(&mut self) {
-        self.closed.cancel();
     }
 }

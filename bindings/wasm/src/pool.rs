@@ -17,7 +17,7 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::convert;
 use crate::error::{js, js_error, to_js};
 use crate::lease::RawLease;
-use crate::manager::{listen, Events, RawSubscription};
+use crate::listen::{listen, Events, RawSubscription};
 use crate::pace::pace;
 use crate::source::RawSource;
 
@@ -286,6 +286,7 @@ impl RawAcquire {
 }
 
 impl Events for broadcast::Receiver<PoolEvent> {
+    type Item = JsValue;
     const WHAT: &'static str = "pool";
     async fn next(&mut self) -> Option<Result<JsValue, u64>> {
         match self.recv().await {

@@ -2,9 +2,9 @@
 //! in-memory [`ModelSource`].
 //!
 //! The core identifies an in-memory model by its buffer (an `Arc`), so one
-//! `RawSource` is one model: loading the same `RawSource` again while it is
-//! loading or ready is not a reload. The JS wrapper keeps the `RawSource`
-//! of the current model to give JS objects the same identity.
+//! `RawSource` is one model. `RawManager` keeps the source of the current
+//! model with the JS value it came from, so that loading the same JS object
+//! (or URL) again is no reload (`RawManager::join`).
 
 use std::sync::Arc;
 
@@ -130,5 +130,10 @@ impl RawSource {
     /// Bytes held in wasm memory.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Whether the source is a stream (read once).
+    pub(crate) fn is_stream(&self) -> bool {
+        matches!(self.source, ModelSource::Stream(_))
     }
 }

@@ -524,10 +524,17 @@ test('raw layer: after shutdown commands fail with code 15, reads work; a lease 
     return 'no error';
   };
   const m = new raw.RawManager(null, null, null);
-  const source = raw.RawSource.fromBytes(f32Model(2, 16));
-  const load = m.load(source);
+  const bytesIn = f32Model(2, 16);
+  assert.equal(m.join(bytesIn), undefined); // nothing loaded from it yet
+  const load = m.loadFrom(bytesIn, raw.RawSource.fromBytes(bytesIn));
   const ready = await load.wait(null);
   load.free();
+  // The same JS object joins the ready model (the core's decision, no copy);
+  // an equal but different object does not.
+  const joined = m.join(bytesIn);
+  assert.equal((await joined.wait(null)).state, 'ready');
+  joined.free();
+  assert.equal(m.join(f32Model(2, 16)), undefined);
   assert.equal(ready.state, 'ready');
   assert.equal(ready.unreclaimedBytes, 0);
   const bytes = m.residentBytes;
@@ -542,8 +549,8 @@ test('raw layer: after shutdown commands fail with code 15, reads work; a lease 
   assert.equal(after.unreclaimedBytes, bytes);
   assert.equal(lease.tensor('t1').data[0], 16); // still readable
   // Commands answer ShutDown (15), from the core; nothing crashes.
-  const other = raw.RawSource.fromBytes(f32Model(1, 4));
-  assert.equal(codeOf(() => m.load(other)), ErrorCode.ShutDown);
+  const other = f32Model(1, 4);
+  assert.equal(codeOf(() => m.loadFrom(other, raw.RawSource.fromBytes(other))), ErrorCode.ShutDown);
   assert.equal(codeOf(() => m.acquire()), ErrorCode.ShutDown);
   assert.equal(codeOf(() => m.reset()), ErrorCode.ShutDown);
   assert.equal(m.cancel(), false);
@@ -553,8 +560,6 @@ test('raw layer: after shutdown commands fail with code 15, reads work; a lease 
   lease.free();
   assert.equal(m.snapshot.unreclaimedBytes, 0);
   m.free();
-  source.free();
-  other.free();
 });
 
 test('options: chunkSize, dtype conversion, memory budget; invalid arguments', async () => {
