@@ -1,6 +1,6 @@
 //! The JavaScript package's tables (error codes, states, commands, pool
 //! event kinds, unload reasons), rendered from the core's own tables. The
-//! committed `js/tables.js` and the marked block of `js/index.d.ts` are
+//! committed `js/tables.js` and the marked block of `js/types/tables.d.ts` are
 //! these renderings: a test fails when either differs from the core, and
 //! `MM_BLESS=1 cargo test -p model-manager-wasm tables` writes them anew.
 
@@ -10,7 +10,7 @@ use model_manager::{Command, ErrorCode, PoolEventKind, State, UnloadReason};
 
 use crate::convert::command_name;
 
-/// The line that opens and closes the generated block of `index.d.ts`.
+/// The line that opens and closes the generated block of `js/types/tables.d.ts`.
 const DTS_BEGIN: &str = "// <tables: generated from the core, do not edit>";
 const DTS_END: &str = "// </tables>";
 
@@ -72,7 +72,7 @@ fn tables_js() -> String {
     out
 }
 
-/// The generated block of `js/index.d.ts`, markers included.
+/// The generated block of `js/types/tables.d.ts`, markers included.
 fn index_dts_block() -> String {
     let mut out = format!("{DTS_BEGIN}\n");
     out.push_str(
@@ -130,10 +130,10 @@ mod tests {
         );
     }
 
-    /// The declarations of `js/index.d.ts` are the core's tables, rendered.
+    /// The declarations of `js/types/tables.d.ts` are the core's tables, rendered.
     #[test]
     fn tables_in_index_dts_are_the_cores() {
-        let path = js_dir().join("index.d.ts");
+        let path = js_dir().join("types").join("tables.d.ts");
         let text = std::fs::read_to_string(&path).unwrap();
         let (Some(begin), Some(end)) = (text.find(DTS_BEGIN), text.find(DTS_END)) else {
             panic!("{} lacks the generated block's markers", path.display());
