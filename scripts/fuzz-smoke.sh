@@ -8,7 +8,7 @@
 #
 # Environment:
 #   MM_FUZZ=0            skip (prints a message, exits 0)
-#   MM_FUZZ_SECONDS=N    seconds per target (default 25)
+#   MM_FUZZ_SECONDS=N    seconds per target (default 15)
 #   MM_FUZZ_TOOLCHAIN=T  the nightly toolchain to use (default nightly)
 #   CARGO_TARGET_DIR     the build goes to $CARGO_TARGET_DIR/fuzz (default
 #                        target/fuzz), beside the rest of the build
@@ -24,8 +24,8 @@ fi
 
 CARGO_FUZZ_VERSION=0.13.2
 TOOLCHAIN=${MM_FUZZ_TOOLCHAIN:-nightly}
-SECONDS_PER_TARGET=${MM_FUZZ_SECONDS:-25}
-TARGETS=(header folder inspect_path stream c_api)
+SECONDS_PER_TARGET=${MM_FUZZ_SECONDS:-15}
+TARGETS=(header folder inspect_path stream c_api pytorch)
 target_root=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target_root"
 FUZZ_TARGET_DIR="$(cd "$target_root" && pwd)/fuzz"

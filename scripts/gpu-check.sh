@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The device check, in two halves:
 #
-#   scripts/gpu-check.sh build        # here: needs Rust, no GPU
+#   scripts/gpu-check.sh build [-p CRATE ...]  # here: needs Rust, no GPU
 #   scripts/gpu-check.sh run [ARGS]   # there: needs an NVIDIA GPU, no Rust
 #
 # `build` installs the CUDA 13.0 toolchain from PyPI wheels
 # (scripts/cuda-toolchain.sh), builds tools/gpu-check with the `cuda`
 # feature (release), and strips it to target/gpu-check/gpu_check: one
 # binary (about 45 MB, most of it candle's kernels), the only file the GPU
-# machine needs besides this script.
+# machine needs besides this script. Arguments after `build` go to cargo
+# (scripts/test.sh adds `-p model-manager-c`, so that the C library is
+# built with the cuda feature in the same build).
 #
 # `run` finds the CUDA runtime libraries the binary links (libcudart,
 # libcublas, libcublasLt, libcurand) in the Python packages of the machine
@@ -35,7 +37,7 @@ case "$mode" in
 build)
     toolchain=$(bash scripts/cuda-toolchain.sh)
     eval "$toolchain"
-    cargo build --release -p model-manager-gpu-check --features cuda
+    cargo build --release -p model-manager-gpu-check --features cuda "$@"
     mkdir -p "$(dirname "$bin")"
     strip -o "$bin" "${CARGO_TARGET_DIR:-target}/release/gpu_check"
     ls -l "$bin"

@@ -54,12 +54,18 @@ extract() {
 extract quickstart.c > "$work/quickstart.c"
 diff -u bindings/c/examples/quickstart.c "$work/quickstart.c"
 
-step "rustfmt, clippy"
-cargo fmt -p model-manager-c -- --check
-cargo clippy -q -p model-manager-c --all-targets -- -D warnings
+# scripts/test.sh has run fmt, clippy and the tests over the whole workspace
+# (this crate included) when it sets MM_WORKSPACE_CHECKED=1: not again.
+if [ "${MM_WORKSPACE_CHECKED:-0}" = 1 ]; then
+    step "rustfmt, clippy, cargo test: done by scripts/test.sh for the workspace"
+else
+    step "rustfmt, clippy"
+    cargo fmt -p model-manager-c -- --check
+    cargo clippy -q -p model-manager-c --all-targets -- -D warnings
 
-step "cargo test -p model-manager-c"
-cargo test -q -p model-manager-c
+    step "cargo test -p model-manager-c"
+    cargo test -q -p model-manager-c
+fi
 
 step "miri: pointer and string helpers, result codes, struct translation"
 # Miri interprets the tests that need no threads, files or candle kernels:
