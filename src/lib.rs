@@ -50,7 +50,7 @@
 //! | `lifecycle` | the states and commands, with the one table of their names | nothing |
 //! | `error` | [`Error`] and [`ErrorCode`] (`ErrorCode::ALL`: the one table of codes) | `lifecycle` |
 //! | `resource` | ResourceManager: the device, memory figures, the budget check, reservations, the device's free memory | `error` |
-//! | `io` | everything that reads weights: sources and streams, layouts, safetensors, the hub cache, the read engine (host, CUDA, stream) | `resource`, `error` |
+//! | `io` | everything that reads weights: sources and streams, layouts, safetensors, the hub cache, the read engine (one chunk planner and one loop over a host or CUDA target; streams) | `resource`, `error` |
 //! | `pipeline` | PipelineManager: the [`Pipeline`] trait, assembly, the resident pipeline and its [`Lease`]s | `io`, `resource`, `error` |
 //! | [`state`] | StateManager: the typed machine, the published snapshot, events, load tickets | `pipeline`, `io`, `resource`, `error`, `lifecycle` |
 //! | `loader` | LoaderService: commands (latest request wins), load and unload tasks, the runtime | all of the above |

@@ -246,6 +246,18 @@ pub(crate) fn open_memory(path: PathBuf, bytes: Arc<[u8]>) -> Result<FilePlan> {
 }
 
 pub(crate) fn open_reader(path: PathBuf, reader: Reader, len: u64) -> Result<FilePlan> {
+    // A zip archive is PyTorch's (`torch.save`); anything else is read as
+    // safetensors, whose parser says what a file that is neither looks like.
+    let mut head = [0u8; 4];
+    if len >= 4 && read_exact_at(&reader, &mut head, 0).is_ok() && super::pytorch::is_archive(&head)
+    {
+        let header = super::pytorch::parse(&path, &reader, len)?;
+        return Ok(FilePlan {
+            path,
+            reader,
+            header,
+        });
+    }
     let header = parse_header(&path, len, |offset, n| {
         let mut buf = vec![0u8; n];
         read_exact_at(&reader, &mut buf, offset)?;

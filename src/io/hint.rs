@@ -1,7 +1,7 @@
 //! The words of the errors that say what was found where a model was
 //! expected, and the way out: the layouts a folder is searched for, the
-//! names seen in it, what a file that is not safetensors looks like, how to
-//! convert PyTorch weights, how to fill the hub cache.
+//! names seen in it, what a file that is not safetensors looks like, what
+//! to do about PyTorch's pre-1.6 pickles, how to fill the hub cache.
 //!
 //! Imports nothing of the crate: every module that reads input may use it.
 
@@ -19,7 +19,21 @@ const MAX_NAMES: usize = 8;
 /// The layouts a model folder is searched for, in order.
 pub(crate) const LAYOUTS: &str = "a diffusers pipeline's model_index.json, \
      model.safetensors or diffusion_pytorch_model.safetensors (or their sharded \
-     .safetensors.index.json), or a single .safetensors file";
+     .safetensors.index.json), a single .safetensors file, PyTorch's \
+     pytorch_model.bin or diffusion_pytorch_model.bin (or their .bin.index.json), \
+     or a single .bin, .pt or .pth file";
+
+/// The files a pipeline component's folder is searched for.
+pub(crate) const COMPONENT_LAYOUTS: &str = "model.safetensors or \
+     diffusion_pytorch_model.safetensors (or their sharded .safetensors.index.json) \
+     or a single .safetensors file, or PyTorch's pytorch_model.bin or \
+     diffusion_pytorch_model.bin (or their .bin.index.json) or a single .bin, .pt \
+     or .pth file";
+
+/// Whether a file name is a safetensors file's.
+pub(crate) fn is_safetensors_name(name: &str) -> bool {
+    name.ends_with(".safetensors")
+}
 
 /// `a, b, c` or `a, b, c and 3 more`, at most [`MAX_NAMES`] names.
 pub(crate) fn names(list: &[String]) -> String {
@@ -40,18 +54,14 @@ pub(crate) fn is_pytorch_name(name: &str) -> bool {
         .any(|ext| name.ends_with(ext))
 }
 
-/// What to do about PyTorch weights in `name`: convert them to the
-/// safetensors file a folder's layout looks for
-/// (`pytorch_model.bin` to `model.safetensors`, `x.pt` to `x.safetensors`).
-pub(crate) fn pytorch(name: &str) -> String {
-    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
-    let out = match stem.strip_suffix("pytorch_model") {
-        Some(dir) if !dir.ends_with("diffusion_") => format!("{dir}model.safetensors"),
-        _ => format!("{stem}.safetensors"),
-    };
+/// What to do about a pickle PyTorch wrote before 1.6 (or with
+/// `_use_new_zipfile_serialization=False`): re-save it in the zip format
+/// PyTorch writes since 1.6, which model-manager reads.
+pub(crate) fn legacy_pickle(name: &str) -> String {
     format!(
-        "PyTorch weights are not supported yet; convert to safetensors (e.g. in Python: \
-         `safetensors.torch.save_file(torch.load(\"{name}\"), \"{out}\")`)"
+        "model-manager reads the zip archives PyTorch writes since 1.6, not this older \
+         format (PyTorch before 1.6, or torch.save with _use_new_zipfile_serialization=False); \
+         re-save it in Python with `torch.save(torch.load(\"{name}\"), \"{name}\")`"
     )
 }
 
@@ -64,18 +74,17 @@ pub(crate) fn no_weights(entries: &[String]) -> String {
         format!("the folder holds {}", names(entries))
     };
     let mut text = format!("no weights found: looked for {LAYOUTS}; {seen}");
-    let safetensors = entries
-        .iter()
-        .filter(|n| n.ends_with(".safetensors"))
-        .count();
-    if safetensors > 1 {
+    let several = |kind: fn(&str) -> bool| entries.iter().filter(|n| kind(n)).count() > 1;
+    if several(is_safetensors_name) {
         text.push_str(
             "; with several .safetensors files and no model.safetensors.index.json \
              to list them, give the path of the one to load",
         );
-    }
-    if let Some(pickle) = entries.iter().find(|n| is_pytorch_name(n)) {
-        text.push_str(&format!("; {pickle}: {}", pytorch(pickle)));
+    } else if several(is_pytorch_name) {
+        text.push_str(
+            "; with several PyTorch weights files and no pytorch_model.bin.index.json \
+             to list them, give the path of the one to load",
+        );
     }
     text
 }
@@ -85,15 +94,14 @@ pub(crate) fn no_weights(entries: &[String]) -> String {
 pub(crate) fn looks_like(name: &str, head: &[u8]) -> String {
     let pickle = head.first() == Some(&0x80) && head.get(1).is_some_and(|v| (2..=5).contains(v));
     if head.starts_with(b"PK\x03\x04") {
-        return format!(
-            "it is a zip archive, as PyTorch saves weights (.bin, .pt, .pth): {}",
-            pytorch(name)
-        );
+        return "it is a zip archive, as PyTorch saves weights (.bin, .pt, .pth): those load \
+                from a file, a folder or bytes, not from a stream"
+            .into();
     }
     if pickle {
         return format!(
-            "it is a Python pickle, as older PyTorch saves weights: {}",
-            pytorch(name)
+            "it is a bare Python pickle, as PyTorch before 1.6 saves weights: {}",
+            legacy_pickle(name)
         );
     }
     if head.starts_with(b"GGUF") {
@@ -154,7 +162,8 @@ mod tests {
     fn first_bytes_are_described() {
         assert!(looks_like("a.bin", b"PK\x03\x04rest").contains("zip archive"));
         assert!(looks_like("a.pt", b"\x80\x02}q\x00").contains("pickle"));
-        assert!(looks_like("a.pt", b"\x80\x02}q\x00").contains("torch.load(\"a.pt\")"));
+        assert!(looks_like("a.pt", b"\x80\x02}q\x00")
+            .contains("torch.save(torch.load(\"a.pt\"), \"a.pt\")"));
         assert!(looks_like("m.gguf", b"GGUF\x03\x00").contains("GGUF"));
         assert_eq!(
             looks_like("n.txt", b"These are not the weights you are looking for."),
@@ -175,37 +184,11 @@ mod tests {
         let empty = no_weights(&[]);
         assert!(empty.contains("the folder is empty"), "{empty}");
         assert!(empty.contains("model_index.json"), "{empty}");
-        let bin = no_weights(&["config.json".into(), "pytorch_model.bin".into()]);
-        assert!(
-            bin.contains("holds config.json, pytorch_model.bin"),
-            "{bin}"
-        );
-        assert!(
-            bin.contains("PyTorch weights are not supported yet"),
-            "{bin}"
-        );
+        assert!(empty.contains("pytorch_model.bin"), "{empty}");
         let two = no_weights(&["a.safetensors".into(), "b.safetensors".into()]);
         assert!(two.contains("give the path of the one to load"), "{two}");
-    }
-
-    #[test]
-    fn pytorch_weights_convert_to_the_name_looked_for() {
-        for (name, out) in [
-            ("pytorch_model.bin", "model.safetensors"),
-            (
-                "unet/diffusion_pytorch_model.bin",
-                "unet/diffusion_pytorch_model.safetensors",
-            ),
-            (
-                "text_encoder/pytorch_model.bin",
-                "text_encoder/model.safetensors",
-            ),
-            ("weights.pt", "weights.safetensors"),
-        ] {
-            let text = pytorch(name);
-            let call = format!("save_file(torch.load(\"{name}\"), \"{out}\")");
-            assert!(text.contains(&call), "{text}");
-        }
+        let bins = no_weights(&["a.pt".into(), "b.bin".into()]);
+        assert!(bins.contains("several PyTorch weights files"), "{bins}");
     }
 
     #[test]

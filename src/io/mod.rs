@@ -27,6 +27,7 @@ mod inspect;
 pub(crate) mod loaded;
 pub(crate) mod plan;
 pub(crate) mod progress;
+mod pytorch;
 pub(crate) mod read;
 pub(crate) mod root;
 pub(crate) mod safetensors;

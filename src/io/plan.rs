@@ -181,10 +181,7 @@ fn resolve_pipeline(root: &Root, index: &Value) -> Result<Plan> {
         });
     }
     if components.iter().all(|c| c.files.is_empty()) {
-        return Err(Error::invalid_model(
-            index_path,
-            no_component(root, &components),
-        ));
+        return Err(Error::invalid_model(index_path, no_component(&components)));
     }
     let denoiser = ["unet", "transformer"]
         .iter()
@@ -201,21 +198,46 @@ fn resolve_pipeline(root: &Root, index: &Value) -> Result<Plan> {
 }
 
 /// The weights of one model folder (`dir` relative to the root, `""` for the
-/// root itself): shards listed in an index, a single file with a standard
-/// name, or the folder's only `.safetensors` file; `None` if it holds no
-/// `.safetensors` file at all.
+/// root itself), safetensors first, as diffusers and transformers prefer
+/// it: shards listed in an index, a single file with a standard name, or
+/// the folder's only `.safetensors` file; then the same for PyTorch's
+/// weights (`pytorch_model.bin`, `diffusion_pytorch_model.bin`, their
+/// `.bin.index.json`, or the only `.bin`/`.pt`/`.pth` file). `None` if it
+/// holds neither.
 fn weights_in(root: &Root, dir: &str) -> Result<Option<Vec<FilePlan>>> {
     for stem in ["model", "diffusion_pytorch_model"] {
-        let index = join_rel(dir, &format!("{stem}.safetensors.index.json"));
-        if let Some(json) = root.read_json(&index)? {
-            return shards(root, dir, &index, &json).map(Some);
-        }
-        let single = join_rel(dir, &format!("{stem}.safetensors"));
-        if root.has_file(&single) {
-            return Ok(Some(vec![root.open_weights(&single)?]));
+        if let Some(files) = named_weights(root, dir, &format!("{stem}.safetensors"))? {
+            return Ok(Some(files));
         }
     }
-    match root.safetensors_in(dir).as_slice() {
+    if let Some(files) = only_one(root, dir, hint::is_safetensors_name)? {
+        return Ok(Some(files));
+    }
+    for name in ["pytorch_model.bin", "diffusion_pytorch_model.bin"] {
+        if let Some(files) = named_weights(root, dir, name)? {
+            return Ok(Some(files));
+        }
+    }
+    only_one(root, dir, hint::is_pytorch_name)
+}
+
+/// The weights file `name` in `dir`, or the shards its `NAME.index.json`
+/// lists.
+fn named_weights(root: &Root, dir: &str, name: &str) -> Result<Option<Vec<FilePlan>>> {
+    let index = join_rel(dir, &format!("{name}.index.json"));
+    if let Some(json) = root.read_json(&index)? {
+        return shards(root, dir, &index, &json).map(Some);
+    }
+    let single = join_rel(dir, name);
+    if root.has_file(&single) {
+        return Ok(Some(vec![root.open_weights(&single)?]));
+    }
+    Ok(None)
+}
+
+/// The folder's only weights file of a kind; an error if it holds several.
+fn only_one(root: &Root, dir: &str, kind: fn(&str) -> bool) -> Result<Option<Vec<FilePlan>>> {
+    match root.files_in(dir, kind).as_slice() {
         [] => Ok(None),
         [only] => Ok(Some(vec![root.open_weights(&join_rel(dir, only))?])),
         _ => Err(no_weights(root, dir)),
@@ -231,30 +253,20 @@ fn no_weights(root: &Root, dir: &str) -> Error {
 }
 
 /// Why no component of a pipeline has weights: where they were looked
-/// for, and PyTorch weights found instead.
-fn no_component(root: &Root, components: &[ComponentPlan]) -> String {
+/// for.
+fn no_component(components: &[ComponentPlan]) -> String {
     if components.is_empty() {
         return "the pipeline lists no component".into();
     }
     let looked: Vec<String> = components.iter().map(|c| format!("{}/", c.name)).collect();
-    let mut text = format!(
-        "the pipeline has no component with weights: looked in {} for \
-         model.safetensors or diffusion_pytorch_model.safetensors (or their sharded \
-         .safetensors.index.json) or a single .safetensors file",
-        hint::names(&looked)
-    );
-    let pickle = components.iter().find_map(|c| {
-        let found = root.entries_in(&c.name);
-        let name = found.into_iter().find(|n| hint::is_pytorch_name(n))?;
-        Some(join_rel(&c.name, &name))
-    });
-    if let Some(pickle) = pickle {
-        text.push_str(&format!("; {pickle}: {}", hint::pytorch(&pickle)));
-    }
-    text
+    format!(
+        "the pipeline has no component with weights: looked in {} for {}",
+        hint::names(&looked),
+        hint::COMPONENT_LAYOUTS
+    )
 }
 
-/// The shards a `*.safetensors.index.json` lists (each opened once, however
+/// The shards a `*.safetensors.index.json` (or `*.bin.index.json`) lists (each opened once, however
 /// its name is spelled: `a.safetensors` and `./a.safetensors` are one file),
 /// checked to hold every tensor the index places in them, and no tensor
 /// twice.

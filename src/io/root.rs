@@ -145,7 +145,7 @@ impl Root {
 
     /// The `.safetensors` entries directly in `dir` (relative names), folders
     /// excepted. Lists names only: nothing is opened.
-    pub(crate) fn safetensors_in(&self, dir: &str) -> Vec<String> {
+    pub(crate) fn files_in(&self, dir: &str, wanted: fn(&str) -> bool) -> Vec<String> {
         let mut found: Vec<String> = match self {
             Root::Dir { dir: root, .. } => std::fs::read_dir(root.join(dir))
                 .into_iter()
@@ -153,7 +153,7 @@ impl Root {
                 .flatten()
                 .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.ends_with(".safetensors"))
+                .filter(|n| wanted(n))
                 .collect(),
             Root::Memory(files) | Root::Arrived { files, .. } => {
                 let prefix = join_rel(dir, "");
@@ -165,7 +165,7 @@ impl Root {
                     .map(|(k, _)| k)
                     .take_while(|k| k.starts_with(&prefix))
                     .filter_map(|k| k.strip_prefix(&prefix))
-                    .filter(|n| !n.contains('/') && n.ends_with(".safetensors"))
+                    .filter(|n| !n.contains('/') && wanted(n))
                     .map(str::to_string)
                     .collect()
             }

@@ -177,19 +177,17 @@ pub(super) fn cases() -> Vec<Case> {
             name: "PyTorch weights: a zip archive",
             build: |d| file(d, "pytorch_model.bin", b"PK\x03\x04\x14\x00\x00\x00archive/data.pkl"),
             code: ErrorCode::InvalidModel,
-            says: &[
-                "not a safetensors file",
-                "it is a zip archive, as PyTorch saves weights",
-                "PyTorch weights are not supported yet; convert to safetensors",
-                "torch.load(\"pytorch_model.bin\")",
-            ],
+            says: &["not a readable PyTorch archive (a zip)"],
             names: "pytorch_model.bin",
         },
         Case {
             name: "PyTorch weights: a pickle",
             build: |d| file(d, "weights.pt", b"\x80\x02\x8a\x0alz\xfc\x9cF\xf9 j\xa8P\x19."),
             code: ErrorCode::InvalidModel,
-            says: &["it is a Python pickle", "PyTorch weights are not supported yet"],
+            says: &[
+                "it is a bare Python pickle, as PyTorch before 1.6 saves weights",
+                "torch.save(torch.load(\"weights.pt\"), \"weights.pt\")",
+            ],
             names: "weights.pt",
         },
         Case {

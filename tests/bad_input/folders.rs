@@ -38,7 +38,9 @@ pub(super) fn cases() -> Vec<Case> {
             says: &[
                 "/model: no weights found: looked for a diffusers pipeline's model_index.json, \
                  model.safetensors or diffusion_pytorch_model.safetensors (or their sharded \
-                 .safetensors.index.json), or a single .safetensors file",
+                 .safetensors.index.json), a single .safetensors file, PyTorch's \
+                 pytorch_model.bin or diffusion_pytorch_model.bin (or their .bin.index.json), \
+                 or a single .bin, .pt or .pth file",
                 "the folder holds config.json",
             ],
             names: "model",
@@ -110,20 +112,19 @@ pub(super) fn cases() -> Vec<Case> {
             name: "an empty folder",
             build: |d| folder(d, &[]),
             code: ErrorCode::MissingFile,
-            says: &["no weights found", "model_index.json", "the folder is empty"],
+            says: &[
+                "no weights found",
+                "model_index.json",
+                "the folder is empty",
+            ],
             names: "model",
         },
         Case {
-            name: "a folder with only PyTorch weights",
+            name: "a folder with only PyTorch weights, damaged",
             build: |d| folder(d, &[("pytorch_model.bin", b"PK\x03\x04 not safetensors")]),
-            code: ErrorCode::MissingFile,
-            says: &[
-                "no weights found",
-                "the folder holds pytorch_model.bin",
-                "pytorch_model.bin: PyTorch weights are not supported yet; convert to \
-                 safetensors (e.g. in Python: `safetensors.torch.save_file(torch.load(\"pytorch_model.bin\"), \"model.safetensors\")`)",
-            ],
-            names: "model",
+            code: ErrorCode::InvalidModel,
+            says: &["not a readable PyTorch archive (a zip)"],
+            names: "pytorch_model.bin",
         },
         Case {
             name: "a folder of many files, none weights",
@@ -136,7 +137,10 @@ pub(super) fn cases() -> Vec<Case> {
             },
             code: ErrorCode::MissingFile,
             // Folders end with `/`; eight names, the rest counted.
-            says: &["the folder holds a/, f0.json, f1.json,", "f6.json and 3 more"],
+            says: &[
+                "the folder holds a/, f0.json, f1.json,",
+                "f6.json and 3 more",
+            ],
             names: "model",
         },
         Case {
@@ -158,7 +162,7 @@ pub(super) fn cases() -> Vec<Case> {
             names: "model",
         },
         Case {
-            name: "a pipeline whose weights are PyTorch's",
+            name: "a pipeline whose PyTorch weights are damaged",
             build: |d| {
                 folder(
                     d,
@@ -170,11 +174,8 @@ pub(super) fn cases() -> Vec<Case> {
                 )
             },
             code: ErrorCode::InvalidModel,
-            says: &[
-                "no component with weights: looked in unet/",
-                "unet/diffusion_pytorch_model.bin: PyTorch weights are not supported yet",
-            ],
-            names: "model_index.json",
+            says: &["not a readable PyTorch archive (a zip)"],
+            names: "diffusion_pytorch_model.bin",
         },
         Case {
             name: "a path that reads as a hub repo id",

@@ -106,3 +106,31 @@ def test_the_diffusers_example_runs() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "weights shared" in out.stdout
+
+
+def test_pytorch_checkpoints_written_by_torch_load_with_their_values(tmp_path: Path) -> None:
+    """A state dict torch.save wrote (a module's, every float dtype, a tied
+    view), as a file and as a folder's pytorch_model.bin, loads with torch's
+    values."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.LayerNorm(4))
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    state["half"] = torch.randn(3, 5).half()
+    state["bf16"] = torch.randn(7).bfloat16()
+    state["tied"] = state["0.weight"][1]
+    state["steps"] = torch.tensor([1, 2, 3])
+    path = tmp_path / "weights.pt"
+    torch.save(state, path)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    torch.save(state, folder / "pytorch_model.bin")
+    for source in (path, folder):
+        with mm.ModelManager() as manager:
+            manager.load_model(source)
+            with manager.acquire() as lease:
+                got = lease.state_dict("model")
+                assert sorted(got) == sorted(state)
+                for name, want in state.items():
+                    assert got[name].dtype == want.dtype, name
+                    assert torch.equal(got[name], want), name
+                del got

@@ -37,12 +37,11 @@ pub(super) fn models() -> Vec<Model> {
             inspect_refuses: true,
         },
         Model {
-            name: "folder with only pytorch_model.bin",
+            name: "folder with only a damaged pytorch_model.bin",
             build: |d| folder(d, &[("pytorch_model.bin", b"PK\x03\x04 not safetensors")]),
             says: &[
-                "no weights found",
-                "the folder holds pytorch_model.bin",
-                "PyTorch weights are not supported yet; convert to safetensors",
+                "pytorch_model.bin",
+                "not a readable PyTorch archive (a zip)",
             ],
             inspect_refuses: true,
         },
