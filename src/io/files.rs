@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+pub(crate) use super::reader::{read_exact_at, Reader};
 use super::safetensors::{parse_header, Header};
 use crate::error::{Error, Result};
 
@@ -38,74 +39,12 @@ pub(crate) const MAX_JSON_BYTES: u64 = 64 << 20;
 /// The largest hub `refs/` file read (it holds one commit hash).
 pub(crate) const MAX_REF_BYTES: u64 = 4096;
 
-/// The bytes of one weights file.
-#[derive(Debug)]
-pub(crate) enum Reader {
-    File(File),
-    Memory(Arc<[u8]>),
-}
-
 /// One weights file, opened, with its validated header.
 #[derive(Debug)]
 pub(crate) struct FilePlan {
     pub(crate) path: PathBuf,
     pub(crate) reader: Reader,
     pub(crate) header: Header,
-}
-
-/// Positioned read of exactly `buf.len()` bytes.
-impl Reader {
-    /// The length of what it reads, where it can be known.
-    pub(crate) fn len(&self) -> Option<u64> {
-        match self {
-            Reader::Memory(bytes) => Some(bytes.len() as u64),
-            Reader::File(file) => file.metadata().ok().map(|m| m.len()),
-        }
-    }
-}
-
-pub(crate) fn read_exact_at(reader: &Reader, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    match reader {
-        Reader::Memory(bytes) => {
-            let src = usize::try_from(offset)
-                .ok()
-                .and_then(|start| bytes.get(start..start.checked_add(buf.len())?))
-                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-            buf.copy_from_slice(src);
-            Ok(())
-        }
-        Reader::File(file) => file_read_exact_at(file, buf, offset),
-    }
-}
-
-fn file_read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        let (mut buf, mut offset) = (buf, offset);
-        while !buf.is_empty() {
-            match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
-                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    buf = buf.get_mut(n..).ok_or(std::io::ErrorKind::InvalidData)?;
-                    offset = offset
-                        .checked_add(n as u64)
-                        .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-    #[cfg(not(any(unix, windows)))]
-    {
-        let _ = (file, buf, offset);
-        Err(std::io::ErrorKind::Unsupported.into())
-    }
 }
 
 /// `O_NONBLOCK`: opening a FIFO returns at once instead of waiting for a

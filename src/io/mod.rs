@@ -29,6 +29,7 @@ pub(crate) mod plan;
 pub(crate) mod progress;
 mod pytorch;
 pub(crate) mod read;
+mod reader;
 pub(crate) mod root;
 pub(crate) mod safetensors;
 pub(crate) mod source;

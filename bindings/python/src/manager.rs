@@ -14,7 +14,7 @@ use crate::convert::{self, json_opt};
 use crate::errors::IntoPy;
 use crate::events::Events;
 use crate::lease::{Held, Lease};
-use crate::rt::{call_python, schedule, seconds, Cancel, Outcome, Pending};
+use crate::rt::{call_python, schedule, seconds, Cancel, Outcome, Pending, ToPython};
 
 /// The target dtype from its name (`"f32"`, `"f16"`, `"bf16"`).
 pub fn dtype(name: Option<&str>) -> Result<Option<DType>, Error> {
@@ -32,6 +32,12 @@ pub struct Loaded {
     info: Option<PipelineInfo>,
     /// `(name, config, tensors, bytes)` per component.
     components: Vec<(String, Option<Value>, usize, u64)>,
+}
+
+impl ToPython for Loaded {
+    fn to_python(self: Box<Self>, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(self.to_py(py)?.into_any().unbind())
+    }
 }
 
 impl Loaded {
@@ -173,7 +179,7 @@ impl Manager {
             };
             let outcome = async {
                 let snapshot = h.wait().await?;
-                Ok(Outcome::Loaded(Box::new(Loaded::read(&manager, snapshot))))
+                Ok(Outcome::Value(Box::new(Loaded::read(&manager, snapshot))))
             };
             let ((), outcome) = tokio::join!(relay, outcome);
             outcome

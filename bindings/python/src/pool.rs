@@ -114,7 +114,7 @@ impl Pool {
                     Some(t) => pool.acquire_timeout(&id, t).await?,
                     None => pool.acquire(&id).await?,
                 };
-                Ok(Outcome::Lease(Box::new(Held::Pool(lease))))
+                Ok(Outcome::Value(Box::new(Held::Pool(lease))))
             },
             Cancel::Stop(Arc::new(Notify::new())),
         ))

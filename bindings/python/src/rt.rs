@@ -106,17 +106,22 @@ pub fn seconds(value: Option<f64>) -> PyResult<Option<Duration>> {
 /// that takes it.
 pub enum Outcome {
     Unit,
-    Loaded(Box<crate::manager::Loaded>),
-    Lease(Box<crate::lease::Held>),
+    /// A value the layer above converts (a finished load, a lease): the
+    /// runtime only hands it over.
+    Value(Box<dyn ToPython>),
     Version(u64),
+}
+
+/// A Rust value made into a Python object once the GIL is held.
+pub trait ToPython: Send {
+    fn to_python(self: Box<Self>, py: Python<'_>) -> PyResult<PyObject>;
 }
 
 impl Outcome {
     fn into_py(self, py: Python<'_>) -> PyResult<PyObject> {
         Ok(match self {
             Outcome::Unit => py.None(),
-            Outcome::Loaded(loaded) => loaded.to_py(py)?.into_any().unbind(),
-            Outcome::Lease(held) => Py::new(py, crate::lease::Lease::new(*held))?.into_any(),
+            Outcome::Value(value) => value.to_python(py)?,
             Outcome::Version(v) => v.into_pyobject(py)?.into_any().unbind(),
         })
     }

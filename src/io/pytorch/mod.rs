@@ -29,7 +29,7 @@ use std::path::Path;
 use safetensors::Dtype;
 
 use self::unpickle::{unpickle, Id, Pickle, Value};
-use super::files::{read_exact_at, Reader};
+use super::reader::{read_exact_at, Reader};
 use super::safetensors::{Header, TensorEntry};
 use crate::error::{Error, Result};
 

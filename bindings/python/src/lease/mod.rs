@@ -31,6 +31,14 @@ pub struct Lease {
     version: Option<u64>,
 }
 
+/// A lease taken in the background (a pool's acquire) becomes a Python
+/// `Lease` once the GIL is held.
+impl crate::rt::ToPython for Held {
+    fn to_python(self: Box<Self>, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(Py::new(py, Lease::new(*self))?.into_any())
+    }
+}
+
 impl Lease {
     pub fn new(held: Held) -> Self {
         let (id, version) = match &held {
