@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use model_manager::candle_core::{DType, Device, Tensor};
 use model_manager::{Error, ErrorCode, ModelManager, ModelSource, State};
 
+mod common;
+use common::Gate;
+
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/pytorch")
@@ -237,5 +240,65 @@ async fn damaged_archives_are_errors_never_panics() {
             }
         }
     }
+    manager.shutdown().await;
+}
+
+/// A `torch.save` archive of one f32 tensor `w` of `n` elements (`w[i] =
+/// i`), written as PyTorch lays it out: `archive/data.pkl` (protocol 2)
+/// and the storage `archive/data/0`, stored uncompressed.
+fn write_archive(path: &Path, n: u32) {
+    use std::io::Write;
+    let mut pkl = b"\x80\x02}(X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ".to_vec();
+    pkl.extend_from_slice(&n.to_le_bytes());
+    pkl.extend_from_slice(b"tQK\x00J");
+    pkl.extend_from_slice(&n.to_le_bytes());
+    pkl.extend_from_slice(b"\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRu.");
+    let file = std::fs::File::create(path).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let stored = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    zip.start_file("archive/data.pkl", stored).unwrap();
+    zip.write_all(&pkl).unwrap();
+    zip.start_file("archive/byteorder", stored).unwrap();
+    zip.write_all(b"little").unwrap();
+    zip.start_file("archive/data/0", stored).unwrap();
+    let data: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    zip.write_all(&data).unwrap();
+    zip.finish().unwrap();
+}
+
+#[tokio::test]
+async fn a_pytorch_load_reports_progress_and_cancels_at_any_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.pt");
+    write_archive(&path, 1 << 20); // 4 MiB
+    let gate = Gate::new();
+    let manager = ModelManager::builder()
+        .chunk_size(64 * 1024)
+        .read_threads(1)
+        .on_progress(gate.hook())
+        .build()
+        .unwrap();
+    for pause_at in [1, 9, 63] {
+        gate.close_at(pause_at);
+        let handle = manager.load(path.as_path()).unwrap();
+        gate.paused().await;
+        assert_eq!(handle.progress().bytes_done, pause_at * 64 * 1024);
+        assert_eq!(handle.progress().bytes_total, 4 << 20);
+        assert!(manager.resident_bytes() > 0);
+        manager.cancel().unwrap();
+        gate.open();
+        assert_eq!(handle.await.unwrap_err(), Error::Cancelled);
+        common::eventually(|| manager.current_state() == State::Idle).await;
+        assert_eq!(manager.resident_bytes(), 0, "cancelled at chunk {pause_at}");
+    }
+    // And uncancelled, every value is where PyTorch put it.
+    manager.load(path.as_path()).unwrap().await.unwrap();
+    let lease = manager.acquire().unwrap();
+    let w = lease.tensors().next().unwrap().2.to_vec1::<f32>().unwrap();
+    assert_eq!(w.len(), 1 << 20);
+    assert!(w.iter().enumerate().all(|(i, v)| *v == i as f32));
+    drop(lease);
     manager.shutdown().await;
 }
