@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 use crate::error::{Error, Result};
 use crate::io::loaded::TensorPipeline;
 use crate::io::progress::Progress;
-use crate::io::{default_read_threads_for, ProgressHook, DEFAULT_CHUNK_SIZE};
+use crate::io::{default_read_threads_for, PageCache, ProgressHook, DEFAULT_CHUNK_SIZE};
 use crate::loader::{LoaderConfig, LoaderService, Runtime};
 use crate::manager::{ModelManager, Parts};
 use crate::pipeline::{Pipeline, PipelineManager};
@@ -66,6 +66,7 @@ pub(crate) struct Settings {
     pub(crate) drain_timeout: Duration,
     pub(crate) pace: Option<crate::io::Pace>,
     pub(crate) trim_heap: bool,
+    pub(crate) page_cache: PageCache,
 }
 
 impl Default for Settings {
@@ -81,6 +82,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(5),
             pace: None,
             trim_heap: true,
+            page_cache: PageCache::Auto,
         }
     }
 }
@@ -143,6 +145,15 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
     /// at most 4; at most 8 on CUDA: [`default_read_threads_for`](crate::io::default_read_threads_for)).
     pub fn read_threads(mut self, threads: usize) -> Self {
         self.settings.threads = Some(threads.max(1));
+        self
+    }
+
+    /// What a load leaves in the page cache (default [`PageCache::Auto`]:
+    /// the pages of a file read cold are dropped as they are read, so a
+    /// cold load leaves no second copy of the model in memory; a warm
+    /// file's stay).
+    pub fn page_cache(mut self, policy: PageCache) -> Self {
+        self.settings.page_cache = policy;
         self
     }
 
@@ -236,6 +247,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
             drain_timeout,
             pace,
             trim_heap,
+            page_cache,
         } = self.settings;
         let resources = Arc::new(ResourceManager::new(device, budget, trim_heap)?);
         let state = Arc::new(StateManager::new(resources.ledger().clone()));
@@ -251,6 +263,7 @@ impl<P: Pipeline> ModelManagerBuilder<P> {
                 dtype,
                 hook,
                 drain_timeout,
+                page_cache,
                 pace,
             },
         ));

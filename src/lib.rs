@@ -77,7 +77,7 @@ pub use error::{Blocker, Error, ErrorCode, Result};
 pub use io::loaded::{Component, PipelineInfo, TensorPipeline};
 pub use io::{
     default_read_threads, default_read_threads_for, inspect, ComponentSummary, ModelSource,
-    ModelSummary, Pace, ProgressHook, StreamSource, StreamWriter, TensorSummary,
+    ModelSummary, Pace, PageCache, ProgressHook, StreamSource, StreamWriter, TensorSummary,
     DEFAULT_CHUNK_SIZE,
 };
 pub use manager::ModelManager;

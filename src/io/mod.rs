@@ -20,6 +20,7 @@
 )]
 
 pub(crate) mod buffer;
+pub(crate) mod cache;
 pub(crate) mod files;
 mod hint;
 mod hub;
@@ -29,12 +30,13 @@ pub(crate) mod plan;
 pub(crate) mod progress;
 mod pytorch;
 pub(crate) mod read;
-mod reader;
+pub(crate) mod reader;
 pub(crate) mod root;
 pub(crate) mod safetensors;
 pub(crate) mod source;
 pub(crate) mod stream;
 
+pub use cache::PageCache;
 pub use inspect::{inspect, ComponentSummary, ModelSummary, TensorSummary};
 pub use read::ProgressHook;
 pub use source::ModelSource;

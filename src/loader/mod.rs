@@ -48,6 +48,7 @@ pub(crate) struct LoaderConfig {
     pub(crate) dtype: Option<candle_core::DType>,
     pub(crate) hook: Option<crate::io::ProgressHook>,
     pub(crate) drain_timeout: Duration,
+    pub(crate) page_cache: crate::io::PageCache,
     /// How loads yield between chunks on wasm32.
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) pace: Option<crate::io::Pace>,

@@ -186,6 +186,7 @@ impl<P: Pipeline> LoaderService<P> {
             hook_lock: Default::default(),
             device: self.resources.device(),
             dtype: config.dtype,
+            page_cache: config.page_cache,
             #[cfg(feature = "cuda")]
             staging: &self.staging,
         }

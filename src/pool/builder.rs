@@ -86,6 +86,13 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
         self
     }
 
+    /// What a load leaves in the page cache (see
+    /// [`ModelManagerBuilder::page_cache`](crate::builder::ModelManagerBuilder::page_cache)).
+    pub fn page_cache(mut self, policy: crate::io::PageCache) -> Self {
+        self.config.manager.page_cache = policy;
+        self
+    }
+
     /// How long shutdown waits for leases (default 5 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.config.manager.drain_timeout = timeout;

@@ -28,6 +28,8 @@ pub(crate) struct ReadContext<'a> {
     pub(crate) hook_lock: Mutex<()>,
     pub(crate) device: &'a Device,
     pub(crate) dtype: Option<DType>,
+    /// What the load leaves in the page cache.
+    pub(crate) page_cache: crate::io::PageCache,
     /// The CUDA path's pinned staging buffers.
     #[cfg(feature = "cuda")]
     pub(crate) staging: &'a super::staging::StagingPool,

@@ -31,7 +31,9 @@ use super::jobs::{jobs, Job};
 use super::place::{cut, layout};
 use super::staging::{driver, Staging};
 use crate::error::{Error, Result};
+use crate::io::cache::drop_pages;
 use crate::io::files::{read_exact_at, FilePlan};
+use crate::io::reader::Reader;
 use crate::resource::{cuda_memory, Reservation};
 
 /// The host memory a CUDA load of `threads` threads stages through, which
@@ -134,6 +136,7 @@ pub(super) async fn read_file(
     ctx: &ReadContext<'_>,
     device: &CudaDevice,
     reservation: &mut Reservation,
+    drop_pages: bool,
 ) -> Result<Vec<(String, Tensor)>> {
     let layout = layout(file)?;
     let (groups, placement) = &layout;
@@ -166,7 +169,16 @@ pub(super) async fn read_file(
         .clamp(1, chunk);
     let staging = staging_bytes(staging_size, threads);
     reservation.grow(staging);
-    let copied = copy_all(file, ctx, device, &mut buffers, jobs, staging_size).await;
+    let copied = copy_all(
+        file,
+        ctx,
+        device,
+        &mut buffers,
+        jobs,
+        staging_size,
+        drop_pages,
+    )
+    .await;
     reservation.shrink(staging);
     copied?;
     let whole = buffers.into_iter().map(|b| b.into_tensor(device)).collect();
@@ -188,6 +200,8 @@ struct Cuda<'a> {
     stream: &'a CudaStream,
     bases: Vec<u64>,
     chunk: usize,
+    /// Drop the pages read from the page cache (a cold file).
+    drop_pages: bool,
 }
 
 /// A reading thread's two staging buffers, used in turn, and how many
@@ -233,6 +247,9 @@ impl<'a> Target for Cuda<'a> {
             return Err(internal(file));
         };
         read_exact_at(&file.reader, dest, job.offset).map_err(|e| job_error(file, job, e))?;
+        if let (true, Reader::File(f)) = (self.drop_pages, &file.reader) {
+            drop_pages(f, job.offset, job.len as u64);
+        }
         for segment in &job.segments {
             let (Some(&base), Some(src)) = (
                 self.bases.get(segment.group),
@@ -273,6 +290,7 @@ async fn copy_all(
     buffers: &mut [DeviceBuffer],
     jobs: Vec<Job>,
     chunk: usize,
+    drop_pages: bool,
 ) -> Result<()> {
     let stream = device.cuda_stream();
     let context = stream.context().clone();
@@ -291,6 +309,7 @@ async fn copy_all(
         stream: &stream,
         bases,
         chunk,
+        drop_pages,
     };
     let outcome = run(&target, jobs, file.header.tensors.len(), ctx, None).await;
     drop(guards);

@@ -8,7 +8,9 @@ use super::engine::{run, Target};
 use super::jobs::{jobs, Job};
 use super::place::Prepared;
 use crate::error::Result;
+use crate::io::cache::drop_pages;
 use crate::io::files::{read_exact_at, FilePlan};
+use crate::io::reader::Reader;
 use crate::io::Pace;
 
 /// A read and where its bytes go: runs of it (its offset in the read, the
@@ -24,6 +26,8 @@ pub(super) struct HostRead<'b> {
 struct Host<'f, 'b> {
     file: &'f FilePlan,
     buffers: PhantomData<&'b mut [u8]>,
+    /// Drop the pages read from the page cache (a cold file).
+    drop_pages: bool,
 }
 
 impl<'b> Target for Host<'_, 'b> {
@@ -43,6 +47,9 @@ impl<'b> Target for Host<'_, 'b> {
             read_exact_at(&self.file.reader, dest, read.job.offset + *at as u64)
                 .map_err(|e| job_error(self.file, &read.job, e))?;
         }
+        if let (true, Reader::File(file)) = (self.drop_pages, &self.file.reader) {
+            drop_pages(file, read.job.offset, read.job.len as u64);
+        }
         Ok(())
     }
 }
@@ -53,6 +60,7 @@ pub(crate) async fn read_file(
     ctx: &ReadContext<'_>,
     prepared: &mut Prepared,
     pace: Option<&Pace>,
+    drop_pages: bool,
 ) -> Result<()> {
     let spans: Vec<(u64, u64)> = file
         .header
@@ -105,6 +113,7 @@ pub(crate) async fn read_file(
     let host = Host {
         file,
         buffers: PhantomData,
+        drop_pages,
     };
     run(&host, reads, spans.len(), ctx, pace).await
 }

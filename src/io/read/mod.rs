@@ -43,6 +43,24 @@ use crate::io::plan::Plan;
 use crate::io::Pace;
 use crate::resource::Reservation;
 
+/// Whether the load drops the pages of `file` it reads from the page cache
+/// (see [`PageCache`](crate::io::PageCache)); files on disk only.
+fn drops(file: &crate::io::files::FilePlan, ctx: &ReadContext<'_>) -> bool {
+    match &file.reader {
+        crate::io::reader::Reader::File(f) => crate::io::cache::drops(ctx.page_cache, f),
+        crate::io::reader::Reader::Memory(_) => false,
+    }
+}
+
+/// Drop every page of `file` from the page cache once it is read: the
+/// reads drop what they read as they go, but the kernel's readahead for one
+/// reading thread can bring back pages another thread has just dropped.
+fn drop_file(file: &crate::io::files::FilePlan) {
+    if let crate::io::reader::Reader::File(f) = &file.reader {
+        crate::io::cache::drop_pages(f, 0, 0);
+    }
+}
+
 /// Whether tensors are read straight into memory of `device` (the CPU, or
 /// CUDA through pinned staging), rather than read on the host and copied.
 fn reads_to(device: &Device) -> bool {
@@ -102,19 +120,12 @@ pub(crate) async fn read_plan(
         let mut tensors = BTreeMap::new();
         for file in &component.files {
             ctx.progress.set_current(file_label(&component.name, file));
-            #[cfg(feature = "cuda")]
-            if let (Device::Cuda(device), None) = (ctx.device, pace) {
-                // Straight to the device through pinned staging buffers.
-                for (name, tensor) in cuda::read_file(file, ctx, device, reservation).await? {
-                    tensors.insert(name, tensor);
-                }
-                continue;
+            let drop_pages = drops(file, ctx);
+            let read = read_file(file, ctx, reservation, pace, drop_pages).await;
+            if drop_pages {
+                drop_file(file);
             }
-            let mut prepared = prepare(file, reservation)?;
-            host::read_file(file, ctx, &mut prepared, pace).await?;
-            for (name, tensor) in finish(file, prepared, ctx, reservation)? {
-                tensors.insert(name, tensor);
-            }
+            tensors.extend(read?);
         }
         components.push(Component {
             name: component.name,
@@ -123,4 +134,22 @@ pub(crate) async fn read_plan(
         });
     }
     Ok(TensorPipeline { components, info })
+}
+
+/// Read one file's tensors: straight to a CUDA device through pinned
+/// staging buffers, or into host buffers cut into tensors.
+async fn read_file(
+    file: &crate::io::files::FilePlan,
+    ctx: &ReadContext<'_>,
+    reservation: &mut Reservation,
+    pace: Option<&Pace>,
+    drop_pages: bool,
+) -> Result<Vec<(String, candle_core::Tensor)>> {
+    #[cfg(feature = "cuda")]
+    if let (Device::Cuda(device), None) = (ctx.device, pace) {
+        return cuda::read_file(file, ctx, device, reservation, drop_pages).await;
+    }
+    let mut prepared = prepare(file, reservation)?;
+    host::read_file(file, ctx, &mut prepared, pace, drop_pages).await?;
+    finish(file, prepared, ctx, reservation)
 }

@@ -1,0 +1,103 @@
+//! What a load leaves in the page cache. A file read cold (its pages not
+//! cached when the load starts) would otherwise stay there whole after the
+//! load: a second copy of the model, which evicts other data and is what a
+//! load near the RAM's size runs out of. [`PageCache::Auto`] drops the
+//! pages of a cold file as soon as they are read (`posix_fadvise`
+//! `DONTNEED`, at the buffered read's speed) and keeps a warm file's, which
+//! were there before.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::fs::File;
+
+/// What a load does with the page cache's copy of the files it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PageCache {
+    /// Drop the pages of a file that was cold when the load began (fewer
+    /// than half of its pages cached); keep a warm file's. The default.
+    #[default]
+    Auto,
+    /// Leave every page read in the cache (a later load of the same file
+    /// reads memory, if nothing evicts it first).
+    Keep,
+    /// Drop every page read, warm or cold.
+    Drop,
+}
+
+/// Whether a load with `policy` drops the pages it reads of `file`. Only
+/// files on Linux: elsewhere, and for bytes in memory, nothing is dropped.
+pub(crate) fn drops(policy: PageCache, file: &File) -> bool {
+    match policy {
+        PageCache::Keep => false,
+        PageCache::Drop => cfg!(target_os = "linux"),
+        PageCache::Auto => cached_share(file).is_some_and(|share| share < 0.5),
+    }
+}
+
+/// Ask the kernel to drop `len` bytes of `file` from `offset` from the page
+/// cache (`len` 0: to the end; clean pages go at once; advice only, never
+/// an error).
+pub(crate) fn drop_pages(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a valid descriptor; advice changes no memory of ours.
+        unsafe { libc::posix_fadvise(fd, offset, len, libc::POSIX_FADV_DONTNEED) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
+/// The share of `file`'s pages in the page cache (`mincore` of a mapping
+/// made for the question and unmapped at once); `None` where it cannot be
+/// known.
+pub(crate) fn cached_share(file: &File) -> Option<f64> {
+    #[cfg(target_os = "linux")]
+    {
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        if len == 0 {
+            return None;
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        let mut vec = vec![0u8; len.div_ceil(page.max(1))];
+        // SAFETY: a read-only shared mapping of the whole file, never read
+        // through (mincore only reads the page tables) and unmapped below;
+        // `vec` has one byte per page of it, as mincore requires.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            if map == libc::MAP_FAILED {
+                return None;
+            }
+            let ok = libc::mincore(map, len, vec.as_mut_ptr()) == 0;
+            libc::munmap(map, len);
+            if !ok {
+                return None;
+            }
+        }
+        let cached = vec.iter().filter(|&&b| b & 1 != 0).count();
+        Some(cached as f64 / vec.len() as f64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
+    }
+}

@@ -1,0 +1,100 @@
+//! What a load leaves in the page cache (`PageCache`): a file read cold is
+//! dropped from it as it is read (`Auto`, the default; `Drop`), a warm
+//! file's pages stay (`Auto`, `Keep`). Linux only: it asks the kernel with
+//! `mincore` what is cached. Skipped, saying why, where the file system
+//! keeps file pages whatever one advises (tmpfs).
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use model_manager::{ModelManager, PageCache};
+
+/// The share of `path`'s pages in the page cache.
+fn cached(path: &Path) -> f64 {
+    let file = std::fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: a read-only mapping of the whole file, unmapped below; mincore
+    // only reads the page table; `pages` has a byte per page.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED);
+        let mut pages = vec![0u8; len.div_ceil(4096)];
+        assert_eq!(libc::mincore(map, len, pages.as_mut_ptr()), 0);
+        libc::munmap(map, len);
+        pages.iter().filter(|&&b| b & 1 != 0).count() as f64 / pages.len() as f64
+    }
+}
+
+fn evict(path: &Path) {
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: a valid descriptor; advice only.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+fn warm(path: &Path) {
+    std::fs::read(path).unwrap();
+}
+
+async fn load(path: &Path, policy: Option<PageCache>) {
+    let mut builder = ModelManager::builder().chunk_size(256 * 1024);
+    if let Some(policy) = policy {
+        builder = builder.page_cache(policy);
+    }
+    let manager = builder.build().unwrap();
+    manager.load(path).unwrap().await.unwrap();
+    manager.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cold_file_leaves_the_cache_and_a_warm_one_stays() {
+    // On disk where the build is (the temp folder may be tmpfs).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = common::write_model(dir.path(), "m", 1, 8, 1 << 20).join("model.safetensors"); // 32 MiB
+    evict(&path);
+    if cached(&path) > 0.05 {
+        eprintln!(
+            "skipped: this file system keeps the pages of {} whatever one advises",
+            path.display()
+        );
+        return;
+    }
+    // Cold, by default (Auto): dropped as read.
+    load(&path, None).await;
+    assert!(
+        cached(&path) < 0.05,
+        "{:.2} cached after a cold Auto load",
+        cached(&path)
+    );
+    // Cold, kept when asked.
+    load(&path, Some(PageCache::Keep)).await;
+    assert!(
+        cached(&path) > 0.9,
+        "{:.2} cached after a cold Keep load",
+        cached(&path)
+    );
+    // Warm, by default: it stays.
+    warm(&path);
+    load(&path, None).await;
+    assert!(
+        cached(&path) > 0.9,
+        "{:.2} cached after a warm Auto load",
+        cached(&path)
+    );
+    // Warm, dropped when asked.
+    load(&path, Some(PageCache::Drop)).await;
+    assert!(
+        cached(&path) < 0.05,
+        "{:.2} cached after a warm Drop load",
+        cached(&path)
+    );
+}
