@@ -47,7 +47,9 @@ pub(crate) fn snapshot(
         Ok(info) => info,
         // The hub cannot be reached: what the cache holds will do.
         Err(e @ Error::Io { .. }) => {
-            return hub::snapshot(policy.cache(), repo, revision).map_err(|_| e);
+            let cached = hub::snapshot(policy.cache(), repo, revision).map_err(|_| e.clone())?;
+            tracing::warn!("{e}; loading {repo}@{rev} from the hub cache");
+            return Ok(cached);
         }
         Err(e) => return Err(e),
     };
