@@ -50,7 +50,7 @@
 //! | `lifecycle` | the states and commands, with the one table of their names | nothing |
 //! | `error` | [`Error`] and [`ErrorCode`] (`ErrorCode::ALL`: the one table of codes) | `lifecycle` |
 //! | `resource` | ResourceManager: the device, memory figures, the budget check, reservations, the device's free memory | `error` |
-//! | `io` | everything that reads weights: sources and streams, layouts, safetensors, the hub cache, the read engine (one chunk planner and one loop over a host or CUDA target; streams) | `resource`, `error` |
+//! | `io` | everything that reads weights: sources and streams, layouts, safetensors and PyTorch archives, the hub cache and its downloads, the read engine (one chunk planner and one loop over a host or CUDA target; streams), what a load leaves in the page cache | `resource`, `error` |
 //! | `pipeline` | PipelineManager: the [`Pipeline`] trait, assembly, the resident pipeline and its [`Lease`]s | `io`, `resource`, `error` |
 //! | [`state`] | StateManager: the typed machine, the published snapshot, events, load tickets | `pipeline`, `io`, `resource`, `error`, `lifecycle` |
 //! | `loader` | LoaderService: commands (latest request wins), load and unload tasks, the runtime | all of the above |
@@ -76,9 +76,9 @@ pub use builder::ModelManagerBuilder;
 pub use error::{Blocker, Error, ErrorCode, Result};
 pub use io::loaded::{Component, PipelineInfo, TensorPipeline};
 pub use io::{
-    default_read_threads, default_read_threads_for, inspect, ComponentSummary, ModelSource,
-    ModelSummary, Pace, PageCache, ProgressHook, StreamSource, StreamWriter, TensorSummary,
-    DEFAULT_CHUNK_SIZE,
+    default_read_threads, default_read_threads_for, inspect, pull, ComponentSummary, Download,
+    ModelSource, ModelSummary, Pace, PageCache, ProgressHook, StreamSource, StreamWriter,
+    TensorSummary, DEFAULT_CHUNK_SIZE, DEFAULT_ENDPOINT,
 };
 pub use manager::ModelManager;
 pub use pipeline::{Assembly, Lease, Pipeline};

@@ -55,9 +55,16 @@ pub async fn load(source: ModelSource, device: DeviceSpec, dtype: Option<DType>)
             changed = progress.changed() => {
                 if changed.is_ok() {
                     let p = progress.borrow_and_update().clone();
-                    bar.set_length(p.bytes_total);
-                    bar.set_position(p.bytes_done);
-                    bar.set_message(format!("{}/{} tensors", p.tensors_done, p.tensors_total));
+                    if p.bytes_total == 0 && p.download_total > 0 {
+                        // Downloading (--download), before the read.
+                        bar.set_length(p.download_total);
+                        bar.set_position(p.download_done);
+                        bar.set_message(p.current.as_deref().unwrap_or("").to_string());
+                    } else {
+                        bar.set_length(p.bytes_total);
+                        bar.set_position(p.bytes_done);
+                        bar.set_message(format!("{}/{} tensors", p.tensors_done, p.tensors_total));
+                    }
                 }
             }
             _ = &mut ctrl_c => {
@@ -75,6 +82,9 @@ pub async fn load(source: ModelSource, device: DeviceSpec, dtype: Option<DType>)
             bar.finish_and_clear();
             let p = snapshot.progress;
             println!("loaded {source} on {device}");
+            if p.download_total > 0 {
+                println!("  downloaded  {} bytes", p.download_total);
+            }
             println!("  time        {:.3} s", elapsed.as_secs_f64());
             println!(
                 "  throughput  {:.2} GB/s",

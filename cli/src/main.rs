@@ -4,6 +4,7 @@
 mod demo;
 mod load;
 mod pool;
+mod pull;
 
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ enum Cmd {
     /// (Ctrl-C cancels cleanly).
     Load {
         /// A .safetensors file, a model or pipeline folder, or a hub repo id
-        /// (ORG/NAME[@REVISION]) in the local hub cache.
+        /// (ORG/NAME[@REVISION]) in the local hub cache (see --download).
         model: String,
         /// cpu, cuda:N or metal.
         #[arg(long, default_value = "cpu")]
@@ -39,6 +40,17 @@ enum Cmd {
         /// Convert floating-point tensors while loading: f32, f16 or bf16.
         #[arg(long)]
         dtype: Option<String>,
+        /// For a hub repo id: download what the local hub cache lacks first
+        /// (HF_ENDPOINT, HF_TOKEN and HF_HUB_CACHE are honoured).
+        #[arg(long)]
+        download: bool,
+    },
+    /// Download a hub repo (ORG/NAME[@REVISION]) into the local hub cache:
+    /// the files its layout needs, resuming a cut download; prints the
+    /// snapshot folder (Ctrl-C stops, keeping what came).
+    Pull {
+        /// ORG/NAME, with an optional @REVISION (a branch, tag or commit).
+        repo: String,
     },
     /// Load several models under one memory budget, evicting as the budget
     /// requires, and print the pool's table.
@@ -135,14 +147,20 @@ async fn main() -> ExitCode {
             model,
             device,
             dtype,
+            download,
         } => {
             async {
                 let device: DeviceSpec = device.parse()?;
                 let dtype = dtype.as_deref().map(parse_dtype).transpose()?;
-                load::load(ModelSource::guess(&model), device, dtype).await
+                let mut source = ModelSource::guess(&model);
+                if download {
+                    source = source.download();
+                }
+                load::load(source, device, dtype).await
             }
             .await
         }
+        Cmd::Pull { repo } => pull::pull(pull::repo_source(&repo)).await,
         Cmd::Pool {
             budget,
             keep_alive,

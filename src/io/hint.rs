@@ -1,7 +1,8 @@
 //! The words of the errors that say what was found where a model was
 //! expected, and the way out: the layouts a folder is searched for, the
 //! names seen in it, what a file that is not safetensors looks like, what
-//! to do about PyTorch's pre-1.6 pickles, how to fill the hub cache.
+//! to do about PyTorch's pre-1.6 pickles, how to fill the hub cache (`pull`,
+//! the download switch, the hub's own command).
 //!
 //! Imports nothing of the crate: every module that reads input may use it.
 
@@ -135,15 +136,27 @@ fn text_of(head: &[u8]) -> Option<String> {
     Some(text)
 }
 
-/// The command that fills the hub cache with `repo` (at `revision`, when
-/// not `main`).
+/// The ways to fill the hub cache with `repo` (at `revision`, when not
+/// `main`): model-manager's own command and download switch, and the hub's
+/// command line.
 pub(crate) fn download(repo: &str, revision: &str) -> String {
-    let rev = if revision == "main" {
-        String::new()
+    let (at, rev, hub) = if revision == "main" {
+        (
+            String::new(),
+            String::new(),
+            format!("ModelSource::hub({repo:?})"),
+        )
     } else {
-        format!(" --revision {revision}")
+        (
+            format!("@{revision}"),
+            format!(" --revision {revision}"),
+            format!("ModelSource::hub_revision({repo:?}, {revision:?})"),
+        )
     };
-    format!("`hf download {repo}{rev}` (or `huggingface-cli download {repo}{rev}`)")
+    format!(
+        "`model-manager pull {repo}{at}`, or load {hub}.download(), or \
+         `hf download {repo}{rev}` (or `huggingface-cli download {repo}{rev}`)"
+    )
 }
 
 #[cfg(test)]
@@ -195,8 +208,15 @@ mod tests {
     fn the_download_command() {
         assert_eq!(
             download("acme/tiny", "main"),
-            "`hf download acme/tiny` (or `huggingface-cli download acme/tiny`)"
+            "`model-manager pull acme/tiny`, or load ModelSource::hub(\"acme/tiny\").download(), \
+             or `hf download acme/tiny` (or `huggingface-cli download acme/tiny`)"
         );
-        assert!(download("acme/tiny", "v2").contains("hf download acme/tiny --revision v2"));
+        let v2 = download("acme/tiny", "v2");
+        assert!(v2.contains("`model-manager pull acme/tiny@v2`"), "{v2}");
+        assert!(
+            v2.contains("ModelSource::hub_revision(\"acme/tiny\", \"v2\").download()"),
+            "{v2}"
+        );
+        assert!(v2.contains("hf download acme/tiny --revision v2"), "{v2}");
     }
 }

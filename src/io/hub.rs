@@ -1,8 +1,9 @@
 //! Offline resolution of Hugging Face hub cache entries:
 //! `models--ORG--NAME/snapshots/REV/`, with branches and tags resolved
 //! through `refs/`. Honours `HF_HUB_CACHE` and `HF_HOME`; never touches the
-//! network: a repo or revision not in the cache is an error that names the
-//! command that fetches it and the revisions the cache holds.
+//! network (that is `download`, which fills the same cache): a repo or
+//! revision not in the cache is an error that names the ways to fetch it and
+//! the revisions the cache holds.
 
 #![deny(
     clippy::unwrap_used,
@@ -76,7 +77,7 @@ fn cached_revisions(repo_dir: &Path) -> String {
     )
 }
 
-fn valid_part(s: &str) -> bool {
+pub(crate) fn valid_part(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."
@@ -89,9 +90,9 @@ pub(crate) fn is_repo_id(s: &str) -> bool {
     matches!(s.split_once('/'), Some((org, name)) if valid_part(org) && valid_part(name))
 }
 
-/// The snapshot folder of `repo` at `revision` (default `main`), and the
-/// repo's cache folder that its files may link into.
-pub(crate) fn snapshot(repo: &str, revision: Option<&str>) -> Result<(PathBuf, PathBuf)> {
+/// `repo` and `revision` checked to be a repo id and a revision (default
+/// `main`); the revision.
+pub(crate) fn checked<'a>(repo: &str, revision: Option<&'a str>) -> Result<&'a str> {
     if !is_repo_id(repo) {
         return Err(Error::InvalidArgument(format!(
             "{repo:?} is not a hub repo id (expected ORG/NAME)"
@@ -106,19 +107,42 @@ pub(crate) fn snapshot(repo: &str, revision: Option<&str>) -> Result<(PathBuf, P
             "{revision:?} is not a valid revision"
         )));
     }
-    let Some((cache, chosen)) = cache_dir() else {
-        return Err(Error::InvalidArgument(
-            "no hub cache folder: set HF_HUB_CACHE or HF_HOME".into(),
-        ));
-    };
-    let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+    Ok(revision)
+}
+
+/// The cache folder: `given`, else the one the environment names.
+pub(crate) fn cache_or_env(given: Option<&Path>) -> Result<(PathBuf, &'static str)> {
+    if let Some(dir) = given {
+        return Ok((dir.to_path_buf(), "given to Download::cache_dir"));
+    }
+    cache_dir().ok_or_else(|| {
+        Error::InvalidArgument("no hub cache folder: set HF_HUB_CACHE or HF_HOME".into())
+    })
+}
+
+/// The folder of `repo` in `cache`.
+pub(crate) fn repo_dir(cache: &Path, repo: &str) -> PathBuf {
+    cache.join(format!("models--{}", repo.replace('/', "--")))
+}
+
+/// The snapshot folder of `repo` at `revision` (default `main`) in the
+/// cache `cache` (else the environment's), and the repo's cache folder that
+/// its files may link into.
+pub(crate) fn snapshot(
+    cache: Option<&Path>,
+    repo: &str,
+    revision: Option<&str>,
+) -> Result<(PathBuf, PathBuf)> {
+    let revision = checked(repo, revision)?;
+    let (cache, chosen) = cache_or_env(cache)?;
+    let repo_dir = repo_dir(&cache, repo);
     let fetch = hint::download(repo, revision);
     if !repo_dir.is_dir() {
         return Err(Error::NotFound {
             problem: format!(
-                "the hub repo {repo} is not in the cache at {} ({chosen}); model-manager \
-                 reads the cache and downloads nothing: fetch it with {fetch}, or set \
-                 HF_HUB_CACHE (or HF_HOME) to the cache that holds it",
+                "the hub repo {repo} is not in the cache at {} ({chosen}); without the \
+                 download switch model-manager reads the cache only: fetch it with {fetch}, \
+                 or set HF_HUB_CACHE (or HF_HOME) to the cache that holds it",
                 cache.display()
             ),
             path: repo_dir,
@@ -146,7 +170,8 @@ pub(crate) fn snapshot(repo: &str, revision: Option<&str>) -> Result<(PathBuf, P
         };
         return Err(Error::NotFound {
             problem: format!(
-                "{what} ({}); model-manager downloads nothing: fetch it with {fetch}",
+                "{what} ({}); without the download switch model-manager reads the cache \
+                 only: fetch it with {fetch}",
                 cached_revisions(&repo_dir)
             ),
             path: snapshot,

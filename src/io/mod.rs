@@ -21,6 +21,7 @@
 
 pub(crate) mod buffer;
 pub(crate) mod cache;
+pub(crate) mod download;
 pub(crate) mod files;
 mod hint;
 mod hub;
@@ -37,6 +38,7 @@ pub(crate) mod source;
 pub(crate) mod stream;
 
 pub use cache::PageCache;
+pub use download::{pull, Download, DEFAULT_ENDPOINT};
 pub use inspect::{inspect, ComponentSummary, ModelSummary, TensorSummary};
 pub use read::ProgressHook;
 pub use source::ModelSource;
@@ -72,6 +74,33 @@ pub fn default_read_threads_for(device: crate::resource::DeviceSpec) -> usize {
 pub type Pace = std::sync::Arc<
     dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + Sync,
 >;
+
+/// The plan of a load's `source`: a hub source with the download switch
+/// first downloads what the cache lacks, with the load's progress and
+/// cancel. Blocking.
+pub(crate) fn resolve_for_load(
+    source: &ModelSource,
+    ctx: &read::ReadContext<'_>,
+) -> crate::error::Result<plan::Plan> {
+    let ModelSource::Hub {
+        repo,
+        revision,
+        download: Some(policy),
+    } = source
+    else {
+        return plan::resolve(source);
+    };
+    let cancel = ctx.cancel;
+    let stop = move || cancel.is_cancelled();
+    let sink = download::Sink {
+        stop: &stop,
+        progress: ctx.progress,
+        hook: ctx.hook,
+    };
+    let (snapshot, jail) =
+        download::snapshot(repo, revision.as_deref(), Some(policy), Some(&sink))?;
+    plan::resolve_root(&root::Root::dir(snapshot, jail))
+}
 
 /// The layout of `source` and the bytes its load holds at its peak (its
 /// tensors, plus the conversion to `dtype` and any staging on `device`),

@@ -76,8 +76,15 @@ pub(crate) fn resolve(source: &ModelSource) -> Result<Plan> {
                 Ok(single(file))
             }
         }
-        ModelSource::Hub { repo, revision } => {
-            let (snapshot, jail) = super::hub::snapshot(repo, revision.as_deref())?;
+        ModelSource::Hub {
+            repo,
+            revision,
+            download,
+        } => {
+            // With the download switch: fetched first, never stopped, not
+            // reported (a load reports it: `resolve_for_load`).
+            let (snapshot, jail) =
+                super::download::snapshot(repo, revision.as_deref(), download.as_ref(), None)?;
             resolve_root(&Root::dir(snapshot, jail))
         }
         ModelSource::Bytes(bytes) => Ok(single(open_memory(

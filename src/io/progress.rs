@@ -17,17 +17,38 @@ pub struct Progress {
     pub tensors_done: u64,
     /// Tensors in the whole model.
     pub tensors_total: u64,
-    /// The file (or component) being read.
+    /// The file (or component) being read, or downloaded.
     pub current: Option<Arc<str>>,
+    /// Bytes of the files a hub download needs that are in the cache so
+    /// far (those found there at the start included); `0` when nothing was
+    /// downloaded.
+    pub download_done: u64,
+    /// Bytes of the files a hub download needs, as far as known (it grows
+    /// as the download learns of files, and by what a resumed file had to
+    /// discard); `0` when nothing was downloaded.
+    pub download_total: u64,
 }
 
 impl Progress {
     /// Fraction done in `[0, 1]` (by bytes; `1.0` for an empty model).
+    ///
+    /// A load that downloads counts the download as its first half: until
+    /// the read's totals are known, the download's fraction halved; then
+    /// the bytes downloaded and read over the bytes to download and read
+    /// (at least one half, as the download is at least the size of the
+    /// tensors it brings). For a [`pull`](crate::pull) alone, read
+    /// `download_done` and `download_total`.
     pub fn fraction(&self) -> f64 {
-        if self.bytes_total == 0 {
-            1.0
-        } else {
-            self.bytes_done as f64 / self.bytes_total as f64
+        let ratio = |done: u64, total: u64| (done as f64 / total as f64).clamp(0.0, 1.0);
+        match (self.download_total, self.bytes_total) {
+            (0, 0) => 1.0,
+            (0, total) => ratio(self.bytes_done, total),
+            (download, 0) => ratio(self.download_done, download) / 2.0,
+            (download, total) => ratio(
+                self.download_done.saturating_add(self.bytes_done),
+                download.saturating_add(total),
+            )
+            .max(0.5),
         }
     }
 }
@@ -39,6 +60,8 @@ pub(crate) struct ProgressCounters {
     bytes_total: AtomicU64,
     tensors_done: AtomicU64,
     tensors_total: AtomicU64,
+    download_done: AtomicU64,
+    download_total: AtomicU64,
     current: ArcSwapOption<Arc<str>>,
     /// Dropped when the load ends, which closes every update stream.
     changed: Mutex<Option<watch::Sender<Progress>>>,
@@ -51,6 +74,8 @@ impl Default for ProgressCounters {
             bytes_total: AtomicU64::new(0),
             tensors_done: AtomicU64::new(0),
             tensors_total: AtomicU64::new(0),
+            download_done: AtomicU64::new(0),
+            download_total: AtomicU64::new(0),
             current: ArcSwapOption::empty(),
             changed: Mutex::new(Some(watch::Sender::new(Progress::default()))),
         }
@@ -65,6 +90,8 @@ impl ProgressCounters {
             tensors_done: self.tensors_done.load(Ordering::Acquire),
             tensors_total: self.tensors_total.load(Ordering::Acquire),
             current: self.current.load_full().map(|s| (*s).clone()),
+            download_done: self.download_done.load(Ordering::Acquire),
+            download_total: self.download_total.load(Ordering::Acquire),
         }
     }
 
@@ -80,6 +107,14 @@ impl ProgressCounters {
 
     pub(crate) fn add_bytes(&self, bytes: u64) {
         self.bytes_done.fetch_add(bytes, Ordering::AcqRel);
+        self.notify();
+    }
+
+    /// A download learnt of `total` more bytes to have, `done` of them in
+    /// the cache already. Both only grow.
+    pub(crate) fn add_download(&self, done: u64, total: u64) {
+        self.download_total.fetch_add(total, Ordering::AcqRel);
+        self.download_done.fetch_add(done, Ordering::AcqRel);
         self.notify();
     }
 

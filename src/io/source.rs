@@ -8,7 +8,9 @@
 //! - a diffusers pipeline: `model_index.json` + one subfolder per component,
 //!   each a model folder; components without weights (scheduler, tokenizer)
 //!   are recorded, not loaded;
-//! - a Hugging Face hub cache entry, resolved offline (see [`ModelSource::hub`]).
+//! - a Hugging Face hub cache entry, resolved offline (see [`ModelSource::hub`]),
+//!   or downloaded into the cache first when the source has the download
+//!   switch ([`ModelSource::download`]).
 
 #![deny(
     clippy::unwrap_used,
@@ -23,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::download::Download;
 pub use super::stream::{StreamSource, StreamWriter};
 
 /// What to load.
@@ -62,13 +65,18 @@ pub use super::stream::{StreamSource, StreamWriter};
 pub enum ModelSource {
     /// A `.safetensors` file, a model folder or a diffusers pipeline folder.
     Path(PathBuf),
-    /// A Hugging Face hub cache entry, resolved offline by repo id.
+    /// A Hugging Face hub cache entry by repo id: resolved offline, or
+    /// downloaded into the cache first (what it lacks) when `download` is
+    /// set.
     Hub {
         /// `ORG/NAME`.
         repo: String,
         /// A branch or tag (resolved through `refs/`), or a commit hash;
         /// `None` means `main`.
         revision: Option<String>,
+        /// `None`: the cache only (the default). `Some`: download what the
+        /// cache lacks first ([`ModelSource::download`]).
+        download: Option<Download>,
     },
     /// One safetensors file held in memory.
     Bytes(Arc<[u8]>),
@@ -94,11 +102,13 @@ impl ModelSource {
 
     /// A repo in the local Hugging Face hub cache, at `main`. Looked up in
     /// `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`;
-    /// never touches the network.
+    /// never touches the network unless [`download`](Self::download) is
+    /// added.
     pub fn hub(repo: impl Into<String>) -> Self {
         ModelSource::Hub {
             repo: repo.into(),
             revision: None,
+            download: None,
         }
     }
 
@@ -107,6 +117,43 @@ impl ModelSource {
         ModelSource::Hub {
             repo: repo.into(),
             revision: Some(revision.into()),
+            download: None,
+        }
+    }
+
+    /// This hub source, downloading what the cache lacks before it loads:
+    /// the revision's commit is asked of the hub, then the files the
+    /// model's layout needs (safetensors weights, never PyTorch `.bin`;
+    /// configs; a pipeline's components) that the cache does not hold are
+    /// downloaded into it, as the hub's own tools lay them out, checked
+    /// against their sha256, resuming a download that was cut. The load's
+    /// progress counts the download (`download_done`, `download_total`)
+    /// and its cancel stops it. Settings from the environment (see
+    /// [`Download`]). A source that is not a hub repo is returned as is.
+    ///
+    /// Needs the `download` feature (the command line has it); without it,
+    /// a repo the cache lacks fails the load with an error that says so.
+    ///
+    /// ```
+    /// use model_manager::ModelSource;
+    ///
+    /// let source = ModelSource::hub("sentence-transformers/all-MiniLM-L6-v2").download();
+    /// assert_eq!(source.to_string(), "sentence-transformers/all-MiniLM-L6-v2@main");
+    /// ```
+    pub fn download(self) -> Self {
+        self.download_with(Download::new())
+    }
+
+    /// [`download`](Self::download) with settings other than the
+    /// environment's: an endpoint, a token, a cache folder, a read timeout.
+    pub fn download_with(self, download: Download) -> Self {
+        match self {
+            ModelSource::Hub { repo, revision, .. } => ModelSource::Hub {
+                repo,
+                revision,
+                download: Some(download),
+            },
+            other => other,
         }
     }
 
@@ -132,6 +179,7 @@ impl ModelSource {
             return ModelSource::Hub {
                 repo: repo.into(),
                 revision: revision.map(Into::into),
+                download: None,
             };
         }
         ModelSource::path(arg)
@@ -163,8 +211,9 @@ impl ModelSource {
     }
 }
 
-/// Paths and hub ids compare by value; in-memory sources by identity (the
-/// same buffer), so comparing never reads gigabytes.
+/// Paths and hub ids compare by value (a hub source's download switch
+/// aside: with or without it, it is the same model); in-memory sources by
+/// identity (the same buffer), so comparing never reads gigabytes.
 impl PartialEq for ModelSource {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
@@ -173,10 +222,12 @@ impl PartialEq for ModelSource {
                 ModelSource::Hub {
                     repo: a,
                     revision: ra,
+                    ..
                 },
                 ModelSource::Hub {
                     repo: b,
                     revision: rb,
+                    ..
                 },
             ) => a == b && ra.as_deref().unwrap_or("main") == rb.as_deref().unwrap_or("main"),
             (ModelSource::Bytes(a), ModelSource::Bytes(b)) => Arc::ptr_eq(a, b),
@@ -193,7 +244,7 @@ impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ModelSource::Path(p) => write!(f, "{}", p.display()),
-            ModelSource::Hub { repo, revision } => {
+            ModelSource::Hub { repo, revision, .. } => {
                 write!(f, "{repo}@{}", revision.as_deref().unwrap_or("main"))
             }
             ModelSource::Bytes(b) => write!(f, "<{} bytes in memory>", b.len()),

@@ -10,9 +10,12 @@ use std::sync::Arc;
 
 use super::LoaderService;
 use crate::error::{Error, Result};
+#[cfg(target_arch = "wasm32")]
 use crate::io::plan::resolve;
 use crate::io::read::stream::read_stream;
 use crate::io::read::{peak_bytes, read_plan, ReadContext};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::io::resolve_for_load;
 use crate::io::ModelSource;
 use crate::pipeline::{Installed, Pipeline, Resident};
 use crate::state::store::Txn;
@@ -101,9 +104,11 @@ impl<P: Pipeline> LoaderService<P> {
             ));
             (loaded, reservation)
         } else {
+            // A hub source with the download switch downloads here, with
+            // the load's progress and cancel.
             let plan = match ticket.take_plan() {
                 Some(plan) => plan,
-                None => resolve(&ticket.model)?,
+                None => resolve_for_load(&ticket.model, &ctx)?,
             };
             // Device memory only: the CUDA path's pinned staging is host
             // memory, pooled for the manager's life.

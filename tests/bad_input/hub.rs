@@ -64,7 +64,9 @@ fn the_hub_cache() {
             "the hub repo acme/absent is not in the cache at",
             &cache_text,
             "(set by HF_HOME)",
-            "downloads nothing",
+            "without the download switch model-manager reads the cache only",
+            "`model-manager pull acme/absent`",
+            "ModelSource::hub(\"acme/absent\").download()",
             "`hf download acme/absent`",
             "`huggingface-cli download acme/absent`",
             "HF_HUB_CACHE (or HF_HOME)",
@@ -79,6 +81,7 @@ fn the_hub_cache() {
         &[
             "(set by HF_HUB_CACHE)",
             "hf download acme/absent --revision v2",
+            "`model-manager pull acme/absent@v2`",
         ],
     );
 

@@ -309,7 +309,7 @@ mod tests {
                 bytes_total: 2,
                 tensors_done: 3,
                 tensors_total: 4,
-                current: None,
+                ..Progress::default()
             },
             error: Some(model_manager::Error::Timeout),
             resident_bytes: 5,

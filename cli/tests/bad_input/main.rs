@@ -149,8 +149,8 @@ fn a_hub_repo_not_in_the_cache() {
     let cache = s.hub().display().to_string();
     for command in ["load", "inspect"] {
         for (arg, fetch) in [
-            ("acme/absent", "`hf download acme/absent`"),
-            ("acme/absent@v2", "`hf download acme/absent --revision v2`"),
+            ("acme/absent", "`model-manager pull acme/absent`"),
+            ("acme/absent@v2", "`model-manager pull acme/absent@v2`"),
         ] {
             refused(
                 &s,
@@ -160,7 +160,7 @@ fn a_hub_repo_not_in_the_cache() {
                     "the hub repo acme/absent is not in the cache at",
                     &cache,
                     "(set by HF_HUB_CACHE)",
-                    "downloads nothing",
+                    "reads the cache only",
                     fetch,
                     "HF_HUB_CACHE (or HF_HOME)",
                 ],

@@ -18,7 +18,9 @@ pub fn binary() -> &'static Path {
 }
 
 /// An empty folder for a test, with an empty hub cache of its own in
-/// `hub/`: the commands run under it never see the user's hub cache.
+/// `hub/`: the commands run under it never see the user's hub cache, nor
+/// reach a real hub (`HF_ENDPOINT` is a closed port on 127.0.0.1 unless a
+/// test gives its own).
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
 }
@@ -68,6 +70,9 @@ impl Sandbox {
         cmd.args(args)
             .current_dir(self.path())
             .env("HF_HUB_CACHE", self.hub())
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_HUB_OFFLINE")
             .env("HF_HOME", self.path().join("hf-home"))
             .env("XDG_CACHE_HOME", self.path().join("xdg-cache"))
             .env("TMPDIR", self.tmp())
