@@ -77,7 +77,9 @@ pub type Pace = std::sync::Arc<
 
 /// The plan of a load's `source`: a hub source with the download switch
 /// first downloads what the cache lacks, with the load's progress and
-/// cancel. Blocking.
+/// cancel. Blocking: the native load loop's (wasm32 resolves with
+/// `plan::resolve`: it has no downloads).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) fn resolve_for_load(
     source: &ModelSource,
     ctx: &read::ReadContext<'_>,
