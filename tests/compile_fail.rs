@@ -2,7 +2,15 @@
 //! the crate's own typed states and dispatcher (`src/state/machine/`) beside
 //! a handler that tries an illegal move, plus a control that compiles.
 
+// rustc's errors list every trait of the visible crates that has a method
+// of the name tried (`finish`), so the expected errors hold for one set of
+// dependencies: the workspace's, where the CLI turns the `download` feature
+// on (its HTTP stack adds a candidate). CI runs them there.
 #[test]
+#[cfg_attr(
+    not(feature = "download"),
+    ignore = "the expected errors are the workspace's: run `cargo test --workspace` or add `--features download`"
+)]
 fn illegal_transitions_do_not_compile() {
     let t = trybuild::TestCases::new();
     t.pass("tests/ui/pass/*.rs");

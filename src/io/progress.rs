@@ -6,6 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
+/// A synchronous observer called on a loader thread after every chunk;
+/// never called concurrently, and each call sees more bytes than the last.
+pub type ProgressHook = Arc<dyn Fn(&Progress) + Send + Sync>;
+
 /// How far a load has come.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {

@@ -25,7 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::download::Download;
+use super::download::policy::Download;
 pub use super::stream::{StreamSource, StreamWriter};
 
 /// What to load.

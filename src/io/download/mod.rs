@@ -22,7 +22,7 @@ mod http;
     not(all(feature = "download", not(target_arch = "wasm32"))),
     allow(dead_code)
 )]
-mod policy;
+pub(crate) mod policy;
 #[cfg_attr(
     not(all(feature = "download", not(target_arch = "wasm32"))),
     allow(dead_code)
@@ -36,7 +36,7 @@ use std::sync::Arc;
 pub use policy::{Download, DEFAULT_ENDPOINT};
 
 use super::progress::ProgressCounters;
-use super::read::ProgressHook;
+use super::progress::ProgressHook;
 use super::source::ModelSource;
 use crate::error::{Error, Result};
 

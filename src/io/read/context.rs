@@ -11,12 +11,10 @@ use tokio_util::sync::CancellationToken;
 use super::jobs::Job;
 use crate::error::{Error, Result};
 use crate::io::files::FilePlan;
-use crate::io::progress::{Progress, ProgressCounters};
+use crate::io::progress::ProgressCounters;
 use crate::io::safetensors::TensorEntry;
 
-/// A synchronous observer called on a loader thread after every chunk;
-/// never called concurrently, and each call sees more bytes than the last.
-pub type ProgressHook = Arc<dyn Fn(&Progress) + Send + Sync>;
+pub use crate::io::progress::ProgressHook;
 
 /// What a read needs besides the plan.
 pub(crate) struct ReadContext<'a> {
