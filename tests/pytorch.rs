@@ -243,29 +243,82 @@ async fn damaged_archives_are_errors_never_panics() {
     manager.shutdown().await;
 }
 
-/// A `torch.save` archive of one f32 tensor `w` of `n` elements (`w[i] =
-/// i`), written as PyTorch lays it out: `archive/data.pkl` (protocol 2)
-/// and the storage `archive/data/0`, stored uncompressed.
-fn write_archive(path: &Path, n: u32) {
+/// A string in a protocol-2 pickle (BINUNICODE).
+fn text(s: &str) -> Vec<u8> {
+    let mut out = vec![b'X'];
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+fn int(n: u32) -> Vec<u8> {
+    let mut out = vec![b'J'];
+    out.extend_from_slice(&n.to_le_bytes());
+    out
+}
+
+/// `torch._utils._rebuild_tensor_v2` of an f32 storage `key`, as
+/// `torch.save` pickles a tensor.
+fn tensor(key: &str, offset: u32, shape: &[u32], stride: &[u32]) -> Vec<u8> {
+    let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((".to_vec();
+    p.extend(text("storage"));
+    p.extend_from_slice(b"ctorch\nFloatStorage\n");
+    p.extend(text(key));
+    p.extend(text("cpu"));
+    p.extend(int(0));
+    p.extend_from_slice(b"tQ");
+    p.extend(int(offset));
+    for dims in [shape, stride] {
+        p.push(b'(');
+        for &d in dims {
+            p.extend(int(d));
+        }
+        p.push(b't');
+    }
+    p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtR");
+    p
+}
+
+/// A protocol-2 pickle of the dict `{name: value}` for each entry.
+fn state(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut p = b"\x80\x02}(".to_vec();
+    for (name, value) in entries {
+        p.extend(text(name));
+        p.extend_from_slice(value);
+    }
+    p.extend_from_slice(b"u.");
+    p
+}
+
+/// A `torch.save` archive: `archive/data.pkl` and the storages
+/// `archive/data/<key>`, stored uncompressed, as PyTorch lays one out.
+fn write_zip(path: &Path, pickle: &[u8], storages: &[(&str, &[u8])]) {
     use std::io::Write;
-    let mut pkl = b"\x80\x02}(X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ".to_vec();
-    pkl.extend_from_slice(&n.to_le_bytes());
-    pkl.extend_from_slice(b"tQK\x00J");
-    pkl.extend_from_slice(&n.to_le_bytes());
-    pkl.extend_from_slice(b"\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRu.");
     let file = std::fs::File::create(path).unwrap();
     let mut zip = zip::ZipWriter::new(file);
     let stored = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
         .large_file(true);
     zip.start_file("archive/data.pkl", stored).unwrap();
-    zip.write_all(&pkl).unwrap();
+    zip.write_all(pickle).unwrap();
     zip.start_file("archive/byteorder", stored).unwrap();
     zip.write_all(b"little").unwrap();
-    zip.start_file("archive/data/0", stored).unwrap();
-    let data: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
-    zip.write_all(&data).unwrap();
+    for (key, bytes) in storages {
+        zip.start_file(format!("archive/data/{key}"), stored)
+            .unwrap();
+        zip.write_all(bytes).unwrap();
+    }
     zip.finish().unwrap();
+}
+
+/// One f32 tensor `w` of `n` elements, `w[i] = i`.
+fn write_archive(path: &Path, n: u32) {
+    let data: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    write_zip(
+        path,
+        &state(&[("w", tensor("0", 0, &[n], &[1]))]),
+        &[("0", &data)],
+    );
 }
 
 #[tokio::test]
@@ -301,4 +354,76 @@ async fn a_pytorch_load_reports_progress_and_cancels_at_any_chunk() {
     assert!(w.iter().enumerate().all(|(i, v)| *v == i as f32));
     drop(lease);
     manager.shutdown().await;
+}
+
+async fn archive_error(pickle: &[u8], storages: &[(&str, &[u8])]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.pt");
+    write_zip(&path, pickle, storages);
+    let manager = ModelManager::new().unwrap();
+    let err = load(&manager, path.as_path()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidModel, "{err}");
+    manager.shutdown().await;
+    err.to_string()
+}
+
+#[tokio::test]
+async fn pickle_bombs_are_refused_without_copying() {
+    // A 1 MiB key used 200,000 times through the memo: every copy would
+    // take 200 GB; a 1.4 MB file.
+    let mut p = b"\x80\x02}".to_vec();
+    p.extend(text(&"k".repeat(1 << 20)));
+    p.extend_from_slice(b"q\x00Nq\x0100(");
+    for _ in 0..200_000 {
+        p.extend_from_slice(b"h\x00h\x01");
+    }
+    p.extend_from_slice(b"u.");
+    assert!(archive_error(&p, &[]).await.contains("holds no state dict"));
+    // A 1 MiB string made a GLOBAL's module and name 200,000 times.
+    let mut p = b"\x80\x02".to_vec();
+    p.extend(text(&"m".repeat(1 << 20)));
+    p.extend_from_slice(b"q\x000");
+    for _ in 0..200_000 {
+        p.extend_from_slice(b"h\x00h\x00\x930");
+    }
+    p.extend_from_slice(b"}.");
+    assert!(archive_error(&p, &[]).await.contains("holds no state dict"));
+    // Five million shared `None`s: the stack's bound, not all of memory.
+    let mut p = b"\x80\x02".to_vec();
+    p.extend(std::iter::repeat_n(b'N', 5_000_000));
+    p.push(b'.');
+    assert!(archive_error(&p, &[]).await.contains("stack grows past"));
+}
+
+#[tokio::test]
+async fn a_name_twice_or_a_storage_read_a_thousand_times_is_refused() {
+    let data = vec![0u8; 1 << 20];
+    let w = tensor("0", 0, &[1 << 18], &[1]);
+    let twice = state(&[("w", w.clone()), ("w", w.clone())]);
+    let err = archive_error(&twice, &[("0", &data)]).await;
+    assert!(err.contains("\"w\" is in the state dict twice"), "{err}");
+    let names: Vec<String> = (0..1000).map(|i| format!("w{i}")).collect();
+    let many: Vec<(&str, Vec<u8>)> = names.iter().map(|n| (n.as_str(), w.clone())).collect();
+    let err = archive_error(&state(&many), &[("0", &data)]).await;
+    assert!(err.contains("more than 4 times the file"), "{err}");
+    // Tied weights (a storage read twice) load.
+    let tied = state(&[("a", w.clone()), ("b", w)]);
+    let dir = tempfile::tempdir().unwrap();
+    write_zip(&dir.path().join("t.pt"), &tied, &[("0", &data)]);
+    assert_eq!(loaded(dir.path().join("t.pt")).await.len(), 2);
+}
+
+#[tokio::test]
+async fn empty_tensors_load_whatever_their_strides() {
+    // PyTorch gives torch.zeros(2, 0) the strides (1, 1), and
+    // torch.zeros(3, 0, 4) the strides (4, 4, 1).
+    let p = state(&[
+        ("a", tensor("0", 0, &[2, 0], &[1, 1])),
+        ("b", tensor("0", 0, &[3, 0, 4], &[4, 4, 1])),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    write_zip(&dir.path().join("e.pt"), &p, &[("0", &[])]);
+    let tensors = loaded(dir.path().join("e.pt")).await;
+    assert_eq!(tensors["a"].dims(), &[2, 0]);
+    assert_eq!(tensors["b"].dims(), &[3, 0, 4]);
 }

@@ -20,26 +20,26 @@
     clippy::arithmetic_side_effects
 )]
 
+mod tensors;
 mod unpickle;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use safetensors::Dtype;
-
-use self::unpickle::{unpickle, Id, Pickle, Value};
+use self::tensors::{place, rebuild, state_dict};
+use self::unpickle::unpickle;
 use super::reader::{read_exact_at, Reader};
-use super::safetensors::{Header, TensorEntry};
+use super::safetensors::Header;
 use crate::error::{Error, Result};
 
 /// The largest `data.pkl` read: 64 MiB (a state dict's pickle is names and
 /// shapes, a few hundred bytes per tensor).
 const MAX_PICKLE: u64 = 64 << 20;
 
-/// The keys under which a checkpoint may keep its state dict, when its top
-/// level holds no tensor.
-const NESTED: [&str; 5] = ["state_dict", "model_state_dict", "model", "module", "ema"];
+/// How many times over its tensors may read an archive's bytes: tensors
+/// that share a storage (tied weights) are each read from it.
+const MAX_REREAD: u64 = 4;
 
 /// Whether `head` (a file's first bytes) is a zip archive.
 pub(crate) fn is_archive(head: &[u8]) -> bool {
@@ -165,15 +165,30 @@ pub(crate) fn parse(path: &Path, reader: &Reader, len: u64) -> Result<Header> {
         )
     })?;
     let mut tensors = Vec::with_capacity(state.len());
+    let mut names = HashSet::new();
+    let mut total = 0u64;
     for (name, value) in state {
         let Some(tensor) = rebuild(&pickle, value) else {
             continue; // not a tensor (a step counter, a config value)
         };
+        if !names.insert(name) {
+            return Err(bad(format!("tensor {name:?} is in the state dict twice")));
+        }
         let tensor = tensor.map_err(|problem| bad(format!("tensor {name:?}: {problem}")))?;
         let record = members
             .get(&format!("{prefix}data/{}", tensor.key))
             .copied();
         let entry = place(name, tensor, record).map_err(bad)?;
+        // Tensors that share a storage (tied weights, views) are each read
+        // from it: a bound on how many times over, so that a small file
+        // cannot ask for a thousand copies of one storage.
+        total = total.saturating_add(entry.len);
+        if total > len.saturating_mul(MAX_REREAD).saturating_add(1 << 20) {
+            return Err(bad(format!(
+                "its tensors would read more than {MAX_REREAD} times the file's {len} bytes \
+                 (many tensors over one storage)"
+            )));
+        }
         tensors.push(entry);
     }
     if tensors.is_empty() {
@@ -182,203 +197,4 @@ pub(crate) fn parse(path: &Path, reader: &Reader, len: u64) -> Result<Header> {
     // File order, as the read engine expects of a header.
     tensors.sort_by_key(|t| t.offset);
     Ok(Header { tensors })
-}
-
-/// The dict of tensors: the top-level dict if it holds a tensor, else the
-/// first of the [`NESTED`] keys that holds one.
-fn state_dict(pickle: &Pickle) -> Option<Vec<(String, Id)>> {
-    let entries = |id: Id| -> Option<Vec<(String, Id)>> {
-        let Some(Value::Dict(items)) = pickle.get(id) else {
-            return None;
-        };
-        Some(
-            items
-                .iter()
-                .filter_map(|&(k, v)| match pickle.get(k) {
-                    Some(Value::Str(name)) => Some((name.clone(), v)),
-                    _ => None,
-                })
-                .collect(),
-        )
-    };
-    let has_tensor =
-        |items: &[(String, Id)]| items.iter().any(|&(_, v)| rebuild(pickle, v).is_some());
-    let top = entries(pickle.root)?;
-    if has_tensor(&top) {
-        return Some(top);
-    }
-    NESTED.iter().find_map(|key| {
-        let (_, id) = top.iter().find(|(name, _)| name == key)?;
-        entries(*id).filter(|items| has_tensor(items))
-    })
-}
-
-/// A tensor as the pickle rebuilds it.
-struct Rebuilt {
-    key: String,
-    dtype: Dtype,
-    offset: u64,
-    shape: Vec<usize>,
-    stride: Vec<u64>,
-}
-
-/// How many `nn.Parameter` wrappers a tensor may sit in (one, in what
-/// PyTorch writes): a bound, so that no pickle nests them deep enough to
-/// exhaust the stack.
-const MAX_WRAPPERS: usize = 4;
-
-/// `value` as a tensor: `None` if it is not one, an error if it is one that
-/// cannot be read.
-fn rebuild(pickle: &Pickle, value: Id) -> Option<std::result::Result<Rebuilt, String>> {
-    rebuild_within(pickle, value, MAX_WRAPPERS)
-}
-
-fn rebuild_within(
-    pickle: &Pickle,
-    value: Id,
-    wrappers: usize,
-) -> Option<std::result::Result<Rebuilt, String>> {
-    let Some(Value::Reduce(callable, args)) = pickle.get(value) else {
-        return None;
-    };
-    let global = |id: Id| match pickle.get(id) {
-        Some(Value::Global(module, name)) => Some((module.as_str(), name.as_str())),
-        _ => None,
-    };
-    let tuple = |id: Id| match pickle.get(id) {
-        Some(Value::Tuple(items)) => Some(items.as_slice()),
-        _ => None,
-    };
-    match global(*callable)? {
-        // An nn.Parameter: its first argument is the tensor.
-        ("torch._utils", "_rebuild_parameter") => {
-            let inner = tuple(*args)?.first()?;
-            match wrappers.checked_sub(1) {
-                Some(left) => rebuild_within(pickle, *inner, left),
-                None => Some(Err("parameters nested too deep".into())),
-            }
-        }
-        ("torch._utils", "_rebuild_tensor_v2") => Some(tensor_args(pickle, tuple(*args)?)),
-        ("torch._utils", other) if other.starts_with("_rebuild") => Some(Err(format!(
-            "a {other} tensor (quantized, sparse or on a device) is not read"
-        ))),
-        _ => None,
-    }
-}
-
-/// `_rebuild_tensor_v2(storage, storage_offset, size, stride, ...)`.
-fn tensor_args(pickle: &Pickle, args: &[Id]) -> std::result::Result<Rebuilt, String> {
-    let int = |id: Option<&Id>| match id.and_then(|&i| pickle.get(i)) {
-        Some(Value::Int(n)) => u64::try_from(*n).ok(),
-        _ => None,
-    };
-    let ints = |id: Option<&Id>| -> Option<Vec<u64>> {
-        let Some(Value::Tuple(items)) = id.and_then(|&i| pickle.get(i)) else {
-            return None;
-        };
-        items.iter().map(|i| int(Some(i))).collect()
-    };
-    let malformed = || "its record in data.pkl is malformed".to_string();
-    let Some(Value::Persistent(storage)) = args.first().and_then(|&i| pickle.get(i)) else {
-        return Err(malformed());
-    };
-    // ('storage', torch.FloatStorage, key, location, numel)
-    let Some(Value::Tuple(record)) = pickle.get(*storage) else {
-        return Err(malformed());
-    };
-    let class = match record.get(1).and_then(|&i| pickle.get(i)) {
-        Some(Value::Global(_, class)) => class.clone(),
-        _ => return Err(malformed()),
-    };
-    let key = match record.get(2).and_then(|&i| pickle.get(i)) {
-        Some(Value::Str(key)) => key.clone(),
-        _ => return Err(malformed()),
-    };
-    let dtype = storage_dtype(&class).ok_or(format!("storage type {class} is not read"))?;
-    let offset = int(args.get(1)).ok_or_else(malformed)?;
-    let shape = ints(args.get(2)).ok_or_else(malformed)?;
-    let stride = ints(args.get(3)).ok_or_else(malformed)?;
-    if shape.len() != stride.len() {
-        return Err(malformed());
-    }
-    let shape = shape
-        .into_iter()
-        .map(usize::try_from)
-        .collect::<std::result::Result<Vec<usize>, _>>()
-        .map_err(|_| malformed())?;
-    Ok(Rebuilt {
-        key,
-        dtype,
-        offset,
-        shape,
-        stride,
-    })
-}
-
-/// The dtype of a PyTorch storage class.
-fn storage_dtype(class: &str) -> Option<Dtype> {
-    Some(match class {
-        "FloatStorage" => Dtype::F32,
-        "DoubleStorage" => Dtype::F64,
-        "HalfStorage" => Dtype::F16,
-        "BFloat16Storage" => Dtype::BF16,
-        "LongStorage" => Dtype::I64,
-        "IntStorage" => Dtype::I32,
-        "ShortStorage" => Dtype::I16,
-        "CharStorage" => Dtype::I8,
-        "ByteStorage" => Dtype::U8,
-        "BoolStorage" => Dtype::BOOL,
-        _ => return None,
-    })
-}
-
-/// The entry of a tensor whose storage is the archive member `record`.
-fn place(
-    name: String,
-    t: Rebuilt,
-    record: Option<Member>,
-) -> std::result::Result<TensorEntry, String> {
-    let record = record.ok_or_else(|| {
-        format!(
-            "tensor {name:?}: its storage data/{} is missing or compressed",
-            t.key
-        )
-    })?;
-    let size = t.dtype.bitsize().checked_div(8).unwrap_or(0) as u64;
-    let elements = t
-        .shape
-        .iter()
-        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
-        .ok_or_else(|| format!("tensor {name:?}: its shape overflows"))?;
-    // Row-major contiguous: each stride the product of the sizes after it
-    // (a dimension of size 1 may have any stride).
-    let mut want = 1u64;
-    for (&dim, &stride) in t.shape.iter().zip(&t.stride).rev() {
-        if dim != 1 && stride != want {
-            return Err(format!(
-                "tensor {name:?} is not contiguous (shape {:?}, stride {:?}); save it with \
-                 .contiguous() first",
-                t.shape, t.stride
-            ));
-        }
-        want = want.saturating_mul(dim as u64);
-    }
-    let start = t.offset.checked_mul(size);
-    let len = elements.checked_mul(size);
-    let (Some(start), Some(len)) = (start, len) else {
-        return Err(format!("tensor {name:?}: its offset or size overflows"));
-    };
-    if start.checked_add(len).is_none_or(|end| end > record.len) {
-        return Err(format!(
-            "tensor {name:?} ends past its storage data/{} ({} bytes)",
-            t.key, record.len
-        ));
-    }
-    Ok(TensorEntry {
-        name,
-        dtype: t.dtype,
-        shape: t.shape,
-        offset: record.start.saturating_add(start),
-        len,
-    })
 }

@@ -2,10 +2,14 @@
 //! (`data.pkl` in a `torch.save` archive) into inert values. It runs no code
 //! and imports nothing: a `GLOBAL` is only a name, a `REDUCE` only a record
 //! of a call that is never made. What it builds lives in one arena and is
-//! referred to by index, so a value shared through the memo is never copied
-//! (no "pickle bomb" grows it), and what it holds stays a small multiple of
-//! the pickle's length. Every opcode PyTorch's own `weights_only` unpickler
-//! accepts for a state dict is read here; any other is an error.
+//! referred to by index (a string, too, is stored once: a `GLOBAL` names
+//! its module and name by index), so a value shared through the memo is
+//! never copied (no "pickle bomb" grows it). The arena, the stack and the
+//! memo hold at most [`MAX_VALUES`] entries each, `None` and the booleans
+//! are shared, and a value takes 32 bytes: what a pickle can make it hold
+//! is bounded whatever its length. Every opcode PyTorch's own
+//! `weights_only` unpickler accepts for a state dict is read here; any
+//! other is an error.
 
 #![deny(
     clippy::unwrap_used,
@@ -29,13 +33,13 @@ pub(crate) enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
+    Str(Box<str>),
     Bytes(usize),
     Tuple(Vec<Id>),
     List(Vec<Id>),
     Dict(Vec<(Id, Id)>),
-    /// `module.name`, never imported.
-    Global(String, String),
+    /// `module.name` (the ids of two strings), never imported.
+    Global(Id, Id),
     /// `callable(*args)`, never called.
     Reduce(Id, Id),
     /// A persistent id (a PyTorch storage): the record it names.
@@ -53,7 +57,33 @@ impl Pickle {
     pub(crate) fn get(&self, id: Id) -> Option<&Value> {
         self.values.get(id)
     }
+
+    /// The string `id` is, if it is one.
+    pub(crate) fn str(&self, id: Id) -> Option<&str> {
+        match self.values.get(id) {
+            Some(Value::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The `(module, name)` of the global `id` is, if it is one.
+    pub(crate) fn global(&self, id: Id) -> Option<(&str, &str)> {
+        match self.values.get(id) {
+            Some(Value::Global(module, name)) => Some((self.str(*module)?, self.str(*name)?)),
+            _ => None,
+        }
+    }
 }
+
+/// The most values, stack entries and memo entries a pickle may make: far
+/// more than a state dict needs (a tensor takes about 20 values), and at 32
+/// bytes a value, 128 MiB at most.
+pub(crate) const MAX_VALUES: usize = 1 << 22;
+
+/// The shared `None`, `False` and `True`: made once, at these ids.
+const NONE: Id = 0;
+const FALSE: Id = 1;
+const TRUE: Id = 2;
 
 /// The largest integer a `LONG1`/`LONG4` may hold here: 8 bytes.
 const MAX_LONG: usize = 8;
@@ -69,6 +99,8 @@ struct Machine<'a> {
     /// Stack heights at each `MARK`.
     marks: Vec<usize>,
     memo: HashMap<u32, Id>,
+    /// Entries of lists and dicts, all told.
+    entries: usize,
 }
 
 /// Read a pickle into values. Its length bounds what it builds: every
@@ -77,10 +109,11 @@ pub(crate) fn unpickle(input: &[u8]) -> Result<Pickle, Refusal> {
     let mut m = Machine {
         input,
         at: 0,
-        values: Vec::new(),
+        values: vec![Value::None, Value::Bool(false), Value::Bool(true)],
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        entries: 0,
     };
     loop {
         let offset = m.at;
@@ -126,30 +159,53 @@ impl Machine<'_> {
         usize::try_from(n).map_err(|_| "a length does not fit in memory".to_string())
     }
 
-    fn line(&mut self) -> Result<String, Refusal> {
+    fn line(&mut self) -> Result<Box<str>, Refusal> {
         let rest = self.input.get(self.at..).unwrap_or_default();
         let end = rest
             .iter()
             .position(|&b| b == b'\n')
             .ok_or("a GLOBAL name has no end of line")?;
-        let text = String::from_utf8(self.take(end)?.to_vec())
-            .map_err(|_| "a GLOBAL name is not UTF-8".to_string())?;
+        let text = std::str::from_utf8(self.take(end)?)
+            .map_err(|_| "a GLOBAL name is not UTF-8".to_string())?
+            .into();
         self.take(1)?;
         Ok(text)
     }
 
-    fn string(&mut self, n: usize) -> Result<String, Refusal> {
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "a string is not UTF-8".into())
+    fn string(&mut self, n: usize) -> Result<Box<str>, Refusal> {
+        match std::str::from_utf8(self.take(n)?) {
+            Ok(s) => Ok(s.into()),
+            Err(_) => Err("a string is not UTF-8".into()),
+        }
     }
 
-    fn alloc(&mut self, value: Value) -> Id {
+    fn alloc(&mut self, value: Value) -> Result<Id, Refusal> {
+        if self.values.len() >= MAX_VALUES {
+            return Err(format!("the pickle makes more than {MAX_VALUES} values"));
+        }
         self.values.push(value);
-        self.values.len().saturating_sub(1)
+        Ok(self.values.len().saturating_sub(1))
     }
 
-    fn push(&mut self, value: Value) {
-        let id = self.alloc(value);
+    /// Push an existing value (no new one is made).
+    fn push_id(&mut self, id: Id) -> Result<(), Refusal> {
+        if self.stack.len() >= MAX_VALUES {
+            return Err(format!(
+                "the pickle's stack grows past {MAX_VALUES} entries"
+            ));
+        }
         self.stack.push(id);
+        Ok(())
+    }
+
+    fn push(&mut self, value: Value) -> Result<(), Refusal> {
+        let id = match value {
+            Value::None => NONE,
+            Value::Bool(false) => FALSE,
+            Value::Bool(true) => TRUE,
+            value => self.alloc(value)?,
+        };
+        self.push_id(id)
     }
 
     fn pop(&mut self) -> Result<Id, Refusal> {
@@ -182,7 +238,29 @@ impl Machine<'_> {
 
     fn memo_put(&mut self, key: u32) -> Result<(), Refusal> {
         let top = self.top()?;
+        if self.memo.len() >= MAX_VALUES && !self.memo.contains_key(&key) {
+            return Err(format!("the pickle's memo grows past {MAX_VALUES} entries"));
+        }
         self.memo.insert(key, top);
+        Ok(())
+    }
+
+    fn mark(&mut self) -> Result<(), Refusal> {
+        if self.marks.len() >= MAX_VALUES {
+            return Err(format!("the pickle nests more than {MAX_VALUES} MARKs"));
+        }
+        self.marks.push(self.stack.len());
+        Ok(())
+    }
+
+    /// Count `n` more entries of lists and dicts, within [`MAX_VALUES`].
+    fn grow(&mut self, n: usize) -> Result<(), Refusal> {
+        self.entries = self.entries.saturating_add(n);
+        if self.entries > MAX_VALUES {
+            return Err(format!(
+                "the pickle's lists and dicts hold more than {MAX_VALUES} entries"
+            ));
+        }
         Ok(())
     }
 
@@ -191,8 +269,7 @@ impl Machine<'_> {
             .memo
             .get(&key)
             .ok_or(format!("memo {key} was never stored"))?;
-        self.stack.push(id);
-        Ok(())
+        self.push_id(id)
     }
 
     /// Add `items` (key, value, key, value, ...) to the dict `target`.
@@ -200,6 +277,7 @@ impl Machine<'_> {
         if items.len() % 2 != 0 {
             return Err("SETITEMS with a key and no value".into());
         }
+        self.grow(items.len())?;
         let pairs: Vec<(Id, Id)> = items
             .chunks_exact(2)
             .filter_map(|p| match p {
@@ -217,6 +295,7 @@ impl Machine<'_> {
     }
 
     fn append(&mut self, target: Id, items: Vec<Id>) -> Result<(), Refusal> {
+        self.grow(items.len())?;
         match self.value_mut(target)? {
             Value::List(list) => {
                 list.extend(items);
@@ -228,14 +307,19 @@ impl Machine<'_> {
 
     /// `callable(*args)`, as a record; an `OrderedDict()` is a dict (its
     /// items come by SETITEMS, as for a dict).
-    fn reduce(&mut self, callable: Id, args: Id) -> Value {
-        match self.values.get(callable) {
-            Some(Value::Global(module, name))
-                if module == "collections" && name == "OrderedDict" =>
-            {
-                Value::Dict(Vec::new())
-            }
-            _ => Value::Reduce(callable, args),
+    fn reduce(&self, callable: Id, args: Id) -> Value {
+        let (module, name) = match self.values.get(callable) {
+            Some(Value::Global(module, name)) => (*module, *name),
+            _ => return Value::Reduce(callable, args),
+        };
+        let text = |id: Id| match self.values.get(id) {
+            Some(Value::Str(s)) => Some(&**s),
+            _ => None,
+        };
+        if text(module) == Some("collections") && text(name) == Some("OrderedDict") {
+            Value::Dict(Vec::new())
+        } else {
+            Value::Reduce(callable, args)
         }
     }
 }

@@ -27,21 +27,21 @@ impl Machine<'_> {
                 // FRAME: a length hint, the data follows inline.
                 self.take(8)?;
             }
-            b'(' => self.marks.push(self.stack.len()),
-            b'N' => self.push(Value::None),
-            0x88 => self.push(Value::Bool(true)),
-            0x89 => self.push(Value::Bool(false)),
+            b'(' => self.mark()?,
+            b'N' => self.push(Value::None)?,
+            0x88 => self.push(Value::Bool(true))?,
+            0x89 => self.push(Value::Bool(false))?,
             b'K' => {
                 let v = self.byte()?;
-                self.push(Value::Int(i64::from(v)));
+                self.push(Value::Int(i64::from(v)))?;
             }
             b'M' => {
                 let v = u16::from_le_bytes(self.array()?);
-                self.push(Value::Int(i64::from(v)));
+                self.push(Value::Int(i64::from(v)))?;
             }
             b'J' => {
                 let v = i32::from_le_bytes(self.array()?);
-                self.push(Value::Int(i64::from(v)));
+                self.push(Value::Int(i64::from(v)))?;
             }
             0x8a | 0x8b => {
                 // LONG1 / LONG4: little-endian two's complement.
@@ -60,22 +60,22 @@ impl Machine<'_> {
                 for (slot, b) in buf.iter_mut().zip(bytes) {
                     *slot = *b;
                 }
-                self.push(Value::Int(i64::from_le_bytes(buf)));
+                self.push(Value::Int(i64::from_le_bytes(buf)))?;
             }
             b'G' => {
                 let v = f64::from_be_bytes(self.array()?);
-                self.push(Value::Float(v));
+                self.push(Value::Float(v))?;
             }
             b'X' => {
                 let n = u64::from(self.u32()?);
                 let n = self.len(n)?;
                 let s = self.string(n)?;
-                self.push(Value::Str(s));
+                self.push(Value::Str(s))?;
             }
             0x8c => {
                 let n = usize::from(self.byte()?);
                 let s = self.string(n)?;
-                self.push(Value::Str(s));
+                self.push(Value::Str(s))?;
             }
             b'C' | b'B' | 0x8e => {
                 // SHORT_BINBYTES, BINBYTES, BINBYTES8: kept as a length.
@@ -86,41 +86,42 @@ impl Machine<'_> {
                 };
                 let n = self.len(n)?;
                 self.take(n)?;
-                self.push(Value::Bytes(n));
+                self.push(Value::Bytes(n))?;
             }
             b'c' => {
                 let module = self.line()?;
                 let name = self.line()?;
-                self.push(Value::Global(module, name));
+                let module = self.alloc(Value::Str(module))?;
+                let name = self.alloc(Value::Str(name))?;
+                self.push(Value::Global(module, name))?;
             }
             0x93 => {
                 // STACK_GLOBAL
                 let name = self.pop()?;
                 let module = self.pop()?;
                 match (self.values.get(module), self.values.get(name)) {
-                    (Some(Value::Str(m)), Some(Value::Str(n))) => {
-                        let global = Value::Global(m.clone(), n.clone());
-                        self.push(global);
+                    (Some(Value::Str(_)), Some(Value::Str(_))) => {
+                        self.push(Value::Global(module, name))?;
                     }
                     _ => return Err("STACK_GLOBAL of values that are not strings".into()),
                 }
             }
-            b')' => self.push(Value::Tuple(Vec::new())),
-            b']' => self.push(Value::List(Vec::new())),
-            b'}' => self.push(Value::Dict(Vec::new())),
+            b')' => self.push(Value::Tuple(Vec::new()))?,
+            b']' => self.push(Value::List(Vec::new()))?,
+            b'}' => self.push(Value::Dict(Vec::new()))?,
             b't' => {
                 let items = self.pop_mark()?;
-                self.push(Value::Tuple(items));
+                self.push(Value::Tuple(items))?;
             }
             b'l' => {
                 let items = self.pop_mark()?;
-                self.push(Value::List(items));
+                self.push(Value::List(items))?;
             }
             b'd' => {
                 let items = self.pop_mark()?;
-                let dict = self.alloc(Value::Dict(Vec::new()));
+                let dict = self.alloc(Value::Dict(Vec::new()))?;
                 self.set_items(dict, items)?;
-                self.stack.push(dict);
+                self.push_id(dict)?;
             }
             0x85..=0x87 => {
                 let n = usize::from(op.saturating_sub(0x84));
@@ -129,7 +130,7 @@ impl Machine<'_> {
                     items.push(self.pop()?);
                 }
                 items.reverse();
-                self.push(Value::Tuple(items));
+                self.push(Value::Tuple(items))?;
             }
             b'q' => {
                 let key = self.byte()?;
@@ -154,14 +155,14 @@ impl Machine<'_> {
             }
             b'Q' => {
                 let id = self.pop()?;
-                self.push(Value::Persistent(id));
+                self.push(Value::Persistent(id))?;
             }
             b'R' | 0x81 => {
                 // REDUCE, NEWOBJ: recorded, never called.
                 let args = self.pop()?;
                 let callable = self.pop()?;
                 let value = self.reduce(callable, args);
-                self.push(value);
+                self.push(value)?;
             }
             b's' => {
                 let value = self.pop()?;
@@ -195,7 +196,7 @@ impl Machine<'_> {
             }
             b'2' => {
                 let top = self.top()?;
-                self.stack.push(top);
+                self.push_id(top)?;
             }
             other => {
                 return Err(format!(
