@@ -1,5 +1,8 @@
 //! [`RawLoad`]: one requested load, as a wasm-bindgen class.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use js_sys::{Function, Promise};
 use model_manager::LoadHandle;
 use wasm_bindgen::prelude::*;
@@ -13,6 +16,9 @@ use crate::listen::call;
 #[wasm_bindgen]
 pub struct RawLoad {
     pub(crate) handle: LoadHandle,
+    /// Set when this load of a read-once source (a stream) is cancelled:
+    /// that source is never joined again.
+    pub(crate) stopped: Option<Rc<Cell<bool>>>,
 }
 
 #[wasm_bindgen]
@@ -73,6 +79,9 @@ impl RawLoad {
     /// no-op once it has finished or been replaced.
     pub fn cancel(&self) {
         self.handle.cancel();
+        if let Some(stopped) = &self.stopped {
+            stopped.set(true);
+        }
     }
 
     /// Progress so far.

@@ -1,7 +1,7 @@
 //! [`RawManager`], [`RawLoad`] and [`RawSubscription`]: the manager, one
 //! load, and one state-change listener, as wasm-bindgen classes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::str::FromStr;
@@ -80,6 +80,8 @@ struct Current {
     source: ModelSource,
     /// A stream is read once: after a cancel or unload it is never joined.
     read_once: bool,
+    /// Set when a load of it is cancelled (`RawLoad::cancel`, an abort).
+    stopped: Rc<Cell<bool>>,
 }
 
 /// Clear `current` whenever the manager settles in idle or failed: nothing
@@ -161,20 +163,29 @@ impl RawManager {
     /// `undefined`, and the caller makes a source and calls
     /// [`load_from`](Self::load_from).
     pub fn join(&self, key: JsValue) -> Result<Option<RawLoad>, JsValue> {
-        let source = match &*self.current.borrow() {
-            Some(current)
-                if Object::is(&current.key, &key)
-                    && matches!(
-                        self.manager.current_state(),
-                        State::Loading | State::Ready | State::Unloading
-                    ) =>
-            {
-                current.source.clone()
+        let live = matches!(
+            self.manager.current_state(),
+            State::Loading | State::Ready | State::Unloading
+        );
+        let joined = {
+            let mut current = self.current.borrow_mut();
+            match &*current {
+                // A stream whose load was cancelled is spent: forget it.
+                Some(c) if c.read_once && c.stopped.get() => {
+                    current.take();
+                    None
+                }
+                Some(c) if live && Object::is(&c.key, &key) => {
+                    Some((c.source.clone(), c.read_once.then(|| c.stopped.clone())))
+                }
+                _ => None,
             }
-            _ => return Ok(None),
+        };
+        let Some((source, stopped)) = joined else {
+            return Ok(None);
         };
         let handle = js(self.manager.load(source))?;
-        Ok(Some(RawLoad { handle }))
+        Ok(Some(RawLoad { handle, stopped }))
     }
 
     /// Start loading `source`, made from the JS value `key`; returns at
@@ -183,10 +194,16 @@ impl RawManager {
     /// with code 4 (Superseded).
     #[wasm_bindgen(js_name = loadFrom)]
     pub fn load_from(&self, key: JsValue, source: RawSource) -> Result<RawLoad, JsValue> {
-        let load = self.load(&source)?;
+        let mut load = self.load(&source)?;
+        let read_once = source.is_stream();
+        let stopped = Rc::new(Cell::new(false));
+        if read_once {
+            load.stopped = Some(stopped.clone());
+        }
         *self.current.borrow_mut() = Some(Current {
             key,
-            read_once: source.is_stream(),
+            read_once,
+            stopped,
             source: source.source,
         });
         Ok(load)
@@ -207,7 +224,10 @@ impl RawManager {
             ensure_room(source.bytes().saturating_sub(freed), "the model")?;
         }
         let handle = js(self.manager.load(source.source.clone()))?;
-        Ok(RawLoad { handle })
+        Ok(RawLoad {
+            handle,
+            stopped: None,
+        })
     }
 
     /// A stream is read once: a cancelled or unloaded stream load is never
@@ -228,7 +248,9 @@ impl RawManager {
     /// promise rejects then.
     pub fn cancel(&self) -> bool {
         let cancelled = self.manager.cancel().is_ok();
-        self.forget_stream();
+        if cancelled {
+            self.forget_stream();
+        }
         cancelled
     }
 

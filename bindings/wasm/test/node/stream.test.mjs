@@ -272,4 +272,15 @@ test('a stream load cancelled or unloaded is never joined again: the same URL lo
   await manager.load(url('again/model.safetensors'));
   checkRamp(manager, 't0', 1 << 16, 9);
   manager.free();
+  // Aborted through its signal, then asked for again in the same tick: the
+  // retry downloads anew (it joined the spent stream, and never finished).
+  const other = new ModelManager();
+  const abort = new AbortController();
+  const aborted = other.load(url('again/model.safetensors'), { signal: abort.signal });
+  abort.abort();
+  const retry = other.load(url('again/model.safetensors'));
+  await assert.rejects(aborted, (e) => e.code === ErrorCode.Cancelled || e.code === ErrorCode.Superseded);
+  await retry;
+  checkRamp(other, 't0', 1 << 16, 9);
+  other.free();
 });
