@@ -48,6 +48,8 @@ fn evict(path: &Path) {
         let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
     }
     let file = std::fs::File::open(path).unwrap();
+    // Dirty pages (a file just written) are not dropped: write them first.
+    file.sync_data().unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
     // SAFETY: a valid descriptor; advice only.
     unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };

@@ -91,7 +91,10 @@ if [ "${MM_CUDA:-1}" != "0" ]; then
         eval "$toolchain"
         RUSTC_WORKSPACE_WRAPPER="$(command -v clippy-driver)"
         export RUSTC_WORKSPACE_WRAPPER
+        # Plain text, so that the check below sees every warning line.
+        export CARGO_TERM_COLOR=never
         log=$(mktemp)
+        trap 'rm -f "$log"' EXIT
         bash scripts/gpu-check.sh build -p model-manager-c 2>&1 | tee "$log"
         if grep -q '^warning' "$log"; then
             echo "cuda: the build above has warnings (clippy's or rustc's): fix them" >&2
