@@ -84,6 +84,22 @@ pub(crate) fn resolve_for_load(
     source: &ModelSource,
     ctx: &read::ReadContext<'_>,
 ) -> crate::error::Result<plan::Plan> {
+    let cancel = ctx.cancel;
+    let stop = move || cancel.is_cancelled();
+    let sink = download::Sink {
+        stop: &stop,
+        progress: ctx.progress,
+        hook: ctx.hook,
+    };
+    resolve_reporting(source, &sink)
+}
+
+/// The plan of `source`, a download (if it is a hub source with the switch)
+/// reporting to `sink` and stopping when it says so.
+fn resolve_reporting(
+    source: &ModelSource,
+    sink: &download::Sink<'_>,
+) -> crate::error::Result<plan::Plan> {
     let ModelSource::Hub {
         repo,
         revision,
@@ -92,15 +108,7 @@ pub(crate) fn resolve_for_load(
     else {
         return plan::resolve(source);
     };
-    let cancel = ctx.cancel;
-    let stop = move || cancel.is_cancelled();
-    let sink = download::Sink {
-        stop: &stop,
-        progress: ctx.progress,
-        hook: ctx.hook,
-    };
-    let (snapshot, jail) =
-        download::snapshot(repo, revision.as_deref(), Some(policy), Some(&sink))?;
+    let (snapshot, jail) = download::snapshot(repo, revision.as_deref(), Some(policy), Some(sink))?;
     plan::resolve_root(&root::Root::dir(snapshot, jail))
 }
 
@@ -108,12 +116,24 @@ pub(crate) fn resolve_for_load(
 /// tensors, plus the conversion to `dtype` and any staging on `device`),
 /// read from headers only: what a pool charges a load when it admits it,
 /// and the plan the load then reads. Blocking (file I/O).
+///
+/// A download (a hub source with the switch) stops when `cancel` is
+/// cancelled (a pool's load is), at its next chunk; its progress is not
+/// reported.
 pub(crate) fn estimate(
     source: &ModelSource,
     dtype: Option<candle_core::DType>,
     device: &candle_core::Device,
+    cancel: &tokio_util::sync::CancellationToken,
 ) -> crate::error::Result<(plan::Plan, u64)> {
-    let plan = plan::resolve(source)?;
+    let stop = || cancel.is_cancelled();
+    let progress = progress::ProgressCounters::default();
+    let sink = download::Sink {
+        stop: &stop,
+        progress: &progress,
+        hook: None,
+    };
+    let plan = resolve_reporting(source, &sink)?;
     let peak = read::peak_bytes(&plan, dtype, device)?;
     Ok((plan, peak))
 }

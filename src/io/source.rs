@@ -123,7 +123,7 @@ impl ModelSource {
 
     /// This hub source, downloading what the cache lacks before it loads:
     /// the revision's commit is asked of the hub, then the files the
-    /// model's layout needs (safetensors weights, never PyTorch `.bin`;
+    /// model's layout needs (safetensors weights, a folder's PyTorch `.bin` only where it has no safetensors;
     /// configs; a pipeline's components) that the cache does not hold are
     /// downloaded into it, as the hub's own tools lay them out, checked
     /// against their sha256, resuming a download that was cut. The load's

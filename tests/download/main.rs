@@ -15,6 +15,7 @@ mod repo;
 
 mod cancel;
 mod faults;
+mod races;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

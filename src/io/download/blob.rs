@@ -48,6 +48,9 @@ pub(crate) fn valid_etag(etag: &str) -> bool {
     !etag.is_empty()
         && etag.len() <= 200
         && !etag.starts_with('.')
+        // Not another blob's partial file or lock.
+        && !etag.ends_with(".incomplete")
+        && !etag.ends_with(".lock")
         && etag
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -80,6 +83,14 @@ pub(crate) fn fetch(
     let io = |e: std::io::Error| Error::io(&part, &e);
     if let Some(dir) = blob.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
+    }
+    // One download of a blob at a time, across processes (the lock file
+    // the hub's own tools take): a second one waits, then finds the blob
+    // published. Two appending to one `.incomplete` corrupted each other,
+    // and a late one could append to a blob already checked and renamed.
+    let _lock = lock(blob, &meta.etag, sink)?;
+    if blob.is_file() {
+        return Ok(());
     }
     let mut file = OpenOptions::new()
         .create(true)
@@ -114,7 +125,51 @@ pub(crate) fn fetch(
     file.sync_all().map_err(io)?;
     drop(file);
     verify(&part, url, &meta.etag, sink)?;
-    std::fs::rename(&part, blob).map_err(|e| Error::io(blob, &e))
+    std::fs::rename(&part, blob).map_err(|e| Error::io(blob, &e))?;
+    // Written and read back whole, the blob sits in the page cache: drop it,
+    // so that the load that follows reads it cold and leaves no second copy
+    // of the model in memory (`PageCache::Auto`).
+    if let Ok(published) = File::open(blob) {
+        crate::io::cache::drop_pages(&published, 0, 0);
+    }
+    Ok(())
+}
+
+/// How long a download waits between two tries of a lock another holds.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The exclusive lock on `blob`'s download: `<cache>/.locks/<repo
+/// folder>/<etag>.lock`, where huggingface_hub takes it, so that its tools
+/// and model-manager never write one blob at once. Waits for a holder,
+/// checking for a cancel between tries.
+fn lock(blob: &Path, etag: &str, sink: &Sink<'_>) -> Result<File> {
+    let repo_dir = blob.parent().and_then(Path::parent);
+    let path = match (
+        repo_dir.and_then(Path::parent),
+        repo_dir.and_then(Path::file_name),
+    ) {
+        (Some(cache), Some(repo)) => cache.join(".locks").join(repo).join(format!("{etag}.lock")),
+        _ => partial_path(blob).with_extension("lock"),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, &e))?;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                sink.check()?;
+                std::thread::sleep(LOCK_POLL);
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, &e)),
+        }
+    }
 }
 
 /// The body into `file` (which holds `have` bytes already), in chunks,

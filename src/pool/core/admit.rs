@@ -74,12 +74,16 @@ impl<P: Pipeline> Core<P> {
         // The estimate: headers only, on a blocking thread; the plan it
         // resolves is the one the load reads.
         let estimate = {
-            let (source, dtype, device) = (
+            let (source, dtype, device, stop) = (
                 source.clone(),
                 self.config.manager.dtype,
                 self.device.clone(),
+                cancel.clone(),
             );
-            let blocking = rt::blocking(move || crate::io::estimate(&source, dtype, &device));
+            // A download stops with the load (the blocking thread is not
+            // just left behind: it would go on writing the blob).
+            let blocking =
+                rt::blocking(move || crate::io::estimate(&source, dtype, &device, &stop));
             tokio::select! {
                 r = blocking => r,
                 () = cancel.cancelled() => Err(Error::Cancelled),

@@ -1,0 +1,70 @@
+//! Downloads that meet: two of one blob at once (two processes, a pull
+//! beside a load) take turns on the blob's lock, and a pool's load that is
+//! cancelled stops its download.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::hub::{etag, Hub};
+use super::{repo_dir, source, tiny_repo};
+
+#[test]
+fn two_downloads_of_one_blob_take_turns() {
+    let hub = Hub::start();
+    let repo = tiny_repo(3, 400_000);
+    let weights = repo.files["model.safetensors"].clone();
+    hub.add("acme/tiny", repo);
+    hub.faults(|f| f.slow = Some(Duration::from_millis(5)));
+    let cache = tempfile::tempdir().unwrap();
+    let src = source(&hub, "acme/tiny", cache.path());
+    let pull = |src: model_manager::ModelSource| {
+        std::thread::spawn(move || model_manager::pull(&src, &AtomicBool::new(false), None))
+    };
+    let a = pull(src.clone());
+    std::thread::sleep(Duration::from_millis(60));
+    let b = pull(src);
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+    let blob = repo_dir(cache.path(), "acme/tiny")
+        .join("blobs")
+        .join(etag("model.safetensors", &weights));
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        weights,
+        "the published blob is the file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pool_load_stops_its_download() {
+    let hub = Hub::start();
+    let repo = tiny_repo(3, 400_000);
+    let weights = repo.files["model.safetensors"].clone();
+    hub.add("acme/tiny", repo);
+    hub.faults(|f| f.slow = Some(Duration::from_millis(10)));
+    let cache = tempfile::tempdir().unwrap();
+    let pool = model_manager::ModelPool::builder()
+        .memory_budget(1 << 30)
+        .runtime(tokio::runtime::Handle::current())
+        .build()
+        .unwrap();
+    pool.add("m", source(&hub, "acme/tiny", cache.path()))
+        .unwrap();
+    let pool = Arc::new(pool);
+    let loading = pool.clone();
+    let load = tokio::spawn(async move { loading.load("m").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(pool.cancel("m").unwrap());
+    assert!(load.await.unwrap().is_err());
+    let tag = etag("model.safetensors", &weights);
+    let blobs = repo_dir(cache.path(), "acme/tiny").join("blobs");
+    let part = blobs.join(format!("{tag}.incomplete"));
+    let len = || std::fs::metadata(&part).map_or(0, |m| m.len());
+    // The download stops at its next chunk (a read of at most 256 KiB).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(len(), stopped, "the download went on after the cancel");
+    assert!(!blobs.join(&tag).exists());
+}
