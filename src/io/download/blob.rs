@@ -141,7 +141,9 @@ const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// The exclusive lock on `blob`'s download: `<cache>/.locks/<repo
 /// folder>/<etag>.lock`, where huggingface_hub takes it, so that its tools
 /// and model-manager never write one blob at once. Waits for a holder,
-/// checking for a cancel between tries.
+/// checking for a cancel between tries. (`File::try_lock` is Rust 1.89's:
+/// the `download` feature needs 1.89; the crate without it, 1.85.)
+#[allow(clippy::incompatible_msrv)]
 fn lock(blob: &Path, etag: &str, sink: &Sink<'_>) -> Result<File> {
     let repo_dir = blob.parent().and_then(Path::parent);
     let path = match (
