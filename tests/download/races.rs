@@ -68,3 +68,49 @@ async fn a_cancelled_pool_load_stops_its_download() {
     assert_eq!(len(), stopped, "the download went on after the cancel");
     assert!(!blobs.join(&tag).exists());
 }
+
+#[test]
+fn a_cancel_stops_a_trickled_file_list() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+    // A hub that answers the revision request one byte every 200 ms.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let serving = done.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let serving = serving.clone();
+            std::thread::spawn(move || {
+                let _ = c.read(&mut [0u8; 4096]);
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+                while !serving.load(Ordering::Acquire) && c.write_all(b" ").is_ok() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let src = model_manager::ModelSource::hub("acme/tiny").download_with(
+        model_manager::Download::new()
+            .endpoint(&url)
+            .cache_dir(cache.path())
+            .read_timeout(Duration::from_secs(1)),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let pull = std::thread::spawn(move || model_manager::pull(&src, &stopping, None));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Release);
+    let asked = Instant::now();
+    // Within a few of the server's 200 ms pauses (a bound, not a speed).
+    while !pull.is_finished() && asked.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done.store(true, Ordering::Release);
+    assert!(pull.is_finished(), "the pull ignored its cancel");
+    let err = pull.join().unwrap().unwrap_err();
+    assert_eq!(err, model_manager::Error::Cancelled);
+}

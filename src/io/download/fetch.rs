@@ -43,7 +43,7 @@ pub(crate) fn snapshot(
     let repo_dir = hub::repo_dir(&cache, repo);
     let client = Client::new(policy);
     sink.check()?;
-    let info = match client.revision(repo, rev) {
+    let info = match client.revision(repo, rev, sink.stop) {
         Ok(info) => info,
         // The hub cannot be reached: what the cache holds will do.
         Err(e @ Error::Io { .. }) => {

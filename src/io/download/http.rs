@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 
 /// The most bytes a JSON answer (a revision's file list) may hold.
 const MAX_API_BYTES: u64 = 64 << 20;
+
+/// The longest the revision's answer may take to arrive, all told.
+const API_DEADLINE: Duration = Duration::from_secs(60);
 /// Redirects followed for a file's bytes (the hub to its CDN is one).
 const MAX_REDIRECTS: u32 = 10;
 /// Relative redirects followed for a file's metadata (a renamed repo).
@@ -74,7 +77,15 @@ impl Client {
 
     /// `{endpoint}/api/models/{repo}/revision/{revision}`: the commit and
     /// the files.
-    pub(crate) fn revision(&self, repo: &str, revision: &str) -> Result<Revision> {
+    /// Read in pieces, checking `stop` between them, and within
+    /// [`API_DEADLINE`] in all: a server that trickles its answer cannot
+    /// hold a load (or its cancel) beyond that.
+    pub(crate) fn revision(
+        &self,
+        repo: &str,
+        revision: &str,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Revision> {
         let url = format!(
             "{}/api/models/{repo}/revision/{}",
             self.endpoint,
@@ -87,12 +98,32 @@ impl Client {
                  repo needs a token with access to it (HF_TOKEN)"
             )
         })?;
-        let bytes = response
+        let mut body = response
             .body_mut()
             .with_config()
             .limit(MAX_API_BYTES)
-            .read_to_vec()
-            .map_err(|e| transport(&url, e))?;
+            .reader();
+        let started = std::time::Instant::now();
+        let mut bytes = Vec::new();
+        let mut piece = vec![0u8; 64 << 10];
+        loop {
+            if stop() {
+                return Err(Error::Cancelled);
+            }
+            if started.elapsed() > API_DEADLINE {
+                let late = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the hub's answer took over {} s", API_DEADLINE.as_secs()),
+                );
+                return Err(Error::io(&url, &late));
+            }
+            match std::io::Read::read(&mut body, &mut piece) {
+                Ok(0) => break,
+                Ok(n) => bytes.extend_from_slice(piece.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&url, &e)),
+            }
+        }
         let bad = |problem: String| Error::InvalidConfig {
             path: PathBuf::from(&url),
             problem: format!("the hub's answer is not a revision: {problem}"),
