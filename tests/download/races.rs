@@ -114,3 +114,36 @@ fn a_cancel_stops_a_trickled_file_list() {
     let err = pull.join().unwrap().unwrap_err();
     assert_eq!(err, model_manager::Error::Cancelled);
 }
+
+#[test]
+fn an_oversized_partial_file_is_counted_once() {
+    use std::sync::Mutex;
+    let hub = Hub::start();
+    let repo = tiny_repo(3, 5000);
+    let weights = repo.files["model.safetensors"].clone();
+    hub.add("acme/tiny", repo);
+    let cache = tempfile::tempdir().unwrap();
+    let blobs = repo_dir(cache.path(), "acme/tiny").join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let tag = etag("model.safetensors", &weights);
+    // Longer than the file: not a part of it, so it is downloaded again.
+    std::fs::write(
+        blobs.join(format!("{tag}.incomplete")),
+        vec![0u8; weights.len() + 10],
+    )
+    .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let hook: model_manager::ProgressHook =
+        Arc::new(move |p: &model_manager::Progress| record.lock().unwrap().push(p.clone()));
+    let src = source(&hub, "acme/tiny", cache.path());
+    model_manager::pull(&src, &AtomicBool::new(false), Some(&hook)).unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().all(|p| p.download_done <= p.download_total),
+        "done past total"
+    );
+    let last = seen.last().unwrap();
+    assert_eq!(last.download_done, last.download_total);
+    assert_eq!(std::fs::read(blobs.join(&tag)).unwrap(), weights);
+}

@@ -99,8 +99,11 @@ pub(crate) fn fetch(
         .open(&part)
         .map_err(io)?;
     let mut have = file.metadata().map_err(io)?.len();
-    if meta.size.is_some_and(|size| have > size) {
+    if let Some(size) = meta.size.filter(|&size| have > size) {
+        // Longer than the file: not a part of it. What the progress counted
+        // of it (the file's size) is to be done again.
         file.set_len(0).map_err(io)?;
+        sink.learn(0, size)?;
         have = 0;
     }
     let mut response = client.get(url, have, &format!("the file {url}"))?;
