@@ -50,24 +50,26 @@ pub(crate) fn listen<E: Events<Item = JsValue>>(events: E, callback: Function) -
 }
 
 /// Call `f` with every state change, in order, until the returned
-/// subscription is closed (or the manager is).
+/// subscription is closed (or the manager is); `None` when changes were
+/// missed (the listener fell behind), so that `f` can look at the state.
 pub(crate) fn listen_with(
     events: model_manager::Subscription,
-    mut f: impl FnMut(&model_manager::StateEvent) + 'static,
+    mut f: impl FnMut(Option<&model_manager::StateEvent>) + 'static,
 ) -> RawSubscription {
-    listen_to(Changes(events), move |event| f(&event))
+    listen_to(Changes(events), move |event| f(event.as_ref()))
 }
 
-/// The manager's state changes as Rust values, for the binding's own use.
+/// The manager's state changes as Rust values, for the binding's own use:
+/// a gap (changes missed) is an item too (`None`), not only a log line.
 struct Changes(model_manager::Subscription);
 
 impl Events for Changes {
-    type Item = model_manager::StateEvent;
+    type Item = Option<model_manager::StateEvent>;
     const WHAT: &'static str = "state";
-    async fn next(&mut self) -> Option<Result<model_manager::StateEvent, u64>> {
+    async fn next(&mut self) -> Option<Result<Option<model_manager::StateEvent>, u64>> {
         match self.0.recv().await {
-            Ok(event) => Some(Ok(event)),
-            Err(RecvError::Lagged(n)) => Some(Err(n)),
+            Ok(event) => Some(Ok(Some(event))),
+            Err(RecvError::Lagged(_)) => Some(Ok(None)),
             Err(RecvError::Closed) => None,
         }
     }

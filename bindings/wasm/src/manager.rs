@@ -94,7 +94,8 @@ fn forget_when_idle(
     let watched = Rc::downgrade(manager);
     let events = manager.subscribe();
     listen_with(events, move |event| {
-        if matches!(event.to, State::Idle | State::Failed) {
+        // A change to idle or failed, or a gap in which one may have been.
+        if event.is_none_or(|e| matches!(e.to, State::Idle | State::Failed)) {
             let settled = watched
                 .upgrade()
                 .is_some_and(|m| matches!(m.current_state(), State::Idle | State::Failed));
