@@ -147,3 +147,39 @@ fn an_oversized_partial_file_is_counted_once() {
     assert_eq!(last.download_done, last.download_total);
     assert_eq!(std::fs::read(blobs.join(&tag)).unwrap(), weights);
 }
+
+#[test]
+fn a_sharded_download_never_goes_backwards() {
+    use std::sync::Mutex;
+    let hub = Hub::start();
+    let shard = vec![1u8; 200_000];
+    let index = r#"{"weight_map": {"a": "m-1.safetensors", "b": "m-2.safetensors"}}"#;
+    let repo = super::hub::Repo::new(super::COMMIT)
+        .file("model.safetensors.index.json", index)
+        .file("m-1.safetensors", shard.clone())
+        .file("m-2.safetensors", shard);
+    hub.add("acme/sharded", repo);
+    let cache = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let hook: model_manager::ProgressHook =
+        Arc::new(move |p: &model_manager::Progress| record.lock().unwrap().push(p.clone()));
+    let src = source(&hub, "acme/sharded", cache.path());
+    // The shards are not safetensors files: the pull fetches them; a load
+    // would refuse them.
+    model_manager::pull(&src, &AtomicBool::new(false), Some(&hook)).unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty());
+    for pair in seen.windows(2) {
+        assert!(
+            pair[1].fraction() >= pair[0].fraction(),
+            "{}/{} then {}/{}",
+            pair[0].download_done,
+            pair[0].download_total,
+            pair[1].download_done,
+            pair[1].download_total
+        );
+    }
+    // Every figure counts the shards (the index is not counted).
+    assert!(seen.iter().all(|p| p.download_total == 400_000));
+}

@@ -158,18 +158,19 @@ impl Repo<'_> {
         if linked_len(&link).is_none() {
             let (meta, blob) = self.meta(name)?;
             if !blob.is_file() {
-                let size = meta.size.unwrap_or(0);
-                self.sink.learn(blob::partial_len(&blob).min(size), size)?;
+                // Not counted in the progress: the weights' sizes are known
+                // only once the indexes are read, and counting an index
+                // first made the fraction fall when they were (64 of 64
+                // bytes, then 64 of 400,064). Still stopped by a cancel.
+                let uncounted = crate::io::progress::ProgressCounters::default();
+                let quiet = Sink {
+                    stop: self.sink.stop,
+                    progress: &uncounted,
+                    hook: None,
+                };
                 self.sink.current(name);
                 let url = self.client.file_url(self.repo, self.commit, name);
-                blob::fetch(
-                    self.client,
-                    &url,
-                    &blob,
-                    &meta,
-                    meta.size.is_some(),
-                    self.sink,
-                )?;
+                blob::fetch(self.client, &url, &blob, &meta, false, &quiet)?;
             }
             self.link(name, &meta.etag)?;
         }
