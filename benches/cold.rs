@@ -32,7 +32,7 @@ use model_manager::{ModelManager, DEFAULT_CHUNK_SIZE};
 
 mod support;
 
-use support::{median, write_model};
+use support::{median, run_child, status_kib, write_model};
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
     std::env::var(name)
@@ -80,14 +80,6 @@ fn cached(path: &Path) -> f64 {
     }
 }
 
-fn status_kib(field: &str) -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 /// In a child process: one load (model-manager or candle), printing its
 /// seconds and the process's peak RSS in KiB.
 fn child(mode: &str, path: &Path) {
@@ -128,19 +120,8 @@ fn child(mode: &str, path: &Path) {
 fn cold(mode: &str, path: &Path) -> (f64, f64, f64, f64) {
     evict(path);
     let before = cached(path);
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--child", mode])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut words = text.split_whitespace().map(|w| w.parse::<f64>().unwrap());
-    let (secs, hwm) = (words.next().unwrap(), words.next().unwrap());
+    let v = run_child(mode, path);
+    let (secs, hwm) = (v[0], v[1]);
     (secs, hwm / 1024.0, before, cached(path))
 }
 

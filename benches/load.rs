@@ -24,7 +24,7 @@ use model_manager::{Error, ModelManager};
 
 mod support;
 
-use support::{data_range, limit, median, percentile, write_model};
+use support::{data_range, limit, median, percentile, run_child, status_kib, write_model};
 
 const ROUNDS: usize = 7;
 
@@ -88,18 +88,6 @@ async fn cancel_latency(path: &Path, load_secs: f64) -> Vec<(f64, f64)> {
     latencies
 }
 
-fn status_kib(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Child process: peak RSS of one load, or RSS growth over 50 cycles.
 fn child(mode: &str, path: &Path) {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -126,22 +114,8 @@ fn child(mode: &str, path: &Path) {
     });
 }
 
-fn run_child(mode: &str, path: &Path) -> (f64, f64) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--child", mode])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let v: Vec<f64> = text
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect();
+fn run_child_kib(mode: &str, path: &Path) -> (f64, f64) {
+    let v = run_child(mode, path);
     (v[0] * 1024.0, v[1] * 1024.0)
 }
 
@@ -195,8 +169,8 @@ fn main() {
         )
     });
     let cancels = rt.block_on(cancel_latency(&path, ours_t));
-    let (before, peak) = run_child("peak", &path);
-    let (first, fiftieth) = run_child("cycles", &path);
+    let (before, peak) = run_child_kib("peak", &path);
+    let (first, fiftieth) = run_child_kib("cycles", &path);
     let best_limit = limit1.min(limit_n);
 
     println!(

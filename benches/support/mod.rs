@@ -76,3 +76,33 @@ pub fn limit(path: &Path, threads: usize, rounds: usize) -> Vec<f64> {
         })
         .collect()
 }
+
+/// A field of this process's `/proc/self/status`, in KiB (`VmRSS:`,
+/// `VmHWM:`).
+pub fn status_kib(field: &str) -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Run this bench binary again as `--child MODE PATH` (a fresh process,
+/// whose heap and peak RSS are its own) and read the numbers it prints.
+pub fn run_child(mode: &str, path: &Path) -> Vec<f64> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--child", mode])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect()
+}

@@ -20,34 +20,48 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// A Ctrl-C listener for the whole of a command: one listener (a fresh
+/// `ctrl_c()` per turn could miss a signal between turns), installed when
+/// called (a future polled for the first time only later would leave a
+/// signal that came before to the default action, which ends the process
+/// mid-load).
+pub(crate) fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            interrupt.recv().await;
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+/// The bar `load` and `pull` draw on a terminal.
+pub(crate) fn progress_bar() -> Result<ProgressBar, indicatif::style::TemplateError> {
+    Ok(ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}) {msg}",
+        )?
+        .progress_chars("=> "),
+    ))
+}
+
 pub async fn load(source: ModelSource, device: DeviceSpec, dtype: Option<DType>) -> CliResult {
     let mut builder = ModelManager::builder().device(device);
     if let Some(dtype) = dtype {
         builder = builder.dtype(dtype);
     }
-    // Ctrl-C is caught from before the load starts to its end: one
-    // listener for the whole load (a fresh `ctrl_c()` per turn could miss
-    // a signal between turns), installed now (a future polled for the
-    // first time only in the loop below would leave a signal that came
-    // before to the default action, which ends the process mid-load).
-    #[cfg(unix)]
-    let ctrl_c = {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        async move { interrupt.recv().await }
-    };
-    #[cfg(not(unix))]
-    let ctrl_c = tokio::signal::ctrl_c();
+    // Ctrl-C is caught from before the load starts to its end.
+    let ctrl_c = interrupted()?;
     tokio::pin!(ctrl_c);
     let manager = builder.build()?;
     let started = Instant::now();
     let handle = manager.load(source.clone())?;
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}) {msg}",
-        )?
-        .progress_chars("=> "),
-    );
+    let bar = progress_bar()?;
     let mut progress = handle.progress_updates();
     let outcome = loop {
         tokio::select! {

@@ -5,7 +5,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use model_manager::{ModelSource, Progress, ProgressHook};
 use tokio::sync::watch;
 
@@ -21,15 +20,8 @@ pub fn repo_source(arg: &str) -> ModelSource {
 }
 
 pub async fn pull(source: ModelSource) -> CliResult {
-    // Ctrl-C is caught from now to the end (see `load`).
-    #[cfg(unix)]
-    let ctrl_c = {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        async move { interrupt.recv().await }
-    };
-    #[cfg(not(unix))]
-    let ctrl_c = tokio::signal::ctrl_c();
+    // Ctrl-C is caught from now to the end.
+    let ctrl_c = crate::load::interrupted()?;
     tokio::pin!(ctrl_c);
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut progress) = watch::channel(Progress::default());
@@ -41,12 +33,7 @@ pub async fn pull(source: ModelSource) -> CliResult {
         move || model_manager::pull(&source, &stop, Some(&hook))
     });
     tokio::pin!(task);
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}) {msg}",
-        )?
-        .progress_chars("=> "),
-    );
+    let bar = crate::load::progress_bar()?;
     let outcome = loop {
         tokio::select! {
             outcome = &mut task => break outcome?,
