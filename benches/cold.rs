@@ -41,9 +41,15 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
         .unwrap_or_else(|| default.to_vec())
 }
 
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Evict `path`'s pages (and, as root, the whole page cache's).
 fn evict(path: &Path) {
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
+        // SAFETY: sync has no preconditions.
         unsafe { libc::sync() };
         let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
     }
@@ -210,7 +216,7 @@ fn main() {
         "cold loads: {rounds} rounds per size, {threads} threads, {} MiB chunks",
         DEFAULT_CHUNK_SIZE >> 20
     );
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         println!("(not root: eviction by posix_fadvise only)");
     }
     for mib in sizes {
