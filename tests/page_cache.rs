@@ -28,7 +28,8 @@ fn cached(path: &Path) -> f64 {
             0,
         );
         assert_ne!(map, libc::MAP_FAILED);
-        let mut pages = vec![0u8; len.div_ceil(4096)];
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut pages = vec![0u8; len.div_ceil(page)];
         assert_eq!(libc::mincore(map, len, pages.as_mut_ptr()), 0);
         libc::munmap(map, len);
         pages.iter().filter(|&&b| b & 1 != 0).count() as f64 / pages.len() as f64
@@ -37,6 +38,8 @@ fn cached(path: &Path) -> f64 {
 
 fn evict(path: &Path) {
     let file = std::fs::File::open(path).unwrap();
+    // A file just written has dirty pages, which the advice cannot drop.
+    file.sync_data().unwrap();
     // SAFETY: a valid descriptor; advice only.
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
 }

@@ -108,7 +108,7 @@ fn resolve_reporting(
     else {
         return plan::resolve(source);
     };
-    let (snapshot, jail) = download::snapshot(repo, revision.as_deref(), Some(policy), Some(sink))?;
+    let (snapshot, jail) = download::snapshot(repo, revision.as_deref(), Some(policy), sink)?;
     plan::resolve_root(&root::Root::dir(snapshot, jail))
 }
 

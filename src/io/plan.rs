@@ -81,10 +81,13 @@ pub(crate) fn resolve(source: &ModelSource) -> Result<Plan> {
             revision,
             download,
         } => {
-            // With the download switch: fetched first, never stopped, not
-            // reported (a load reports it: `resolve_for_load`).
-            let (snapshot, jail) =
-                super::download::snapshot(repo, revision.as_deref(), download.as_ref(), None)?;
+            // The cache only, whatever the download switch says (in the
+            // switch's cache folder, if it names one): what downloads is a
+            // load or a pull (`resolve_for_load`, `estimate`, `pull`), with
+            // their cancel and progress, never `inspect`, which reads
+            // headers only.
+            let cache = download.as_ref().and_then(|d| d.cache());
+            let (snapshot, jail) = super::hub::snapshot(cache, repo, revision.as_deref())?;
             resolve_root(&Root::dir(snapshot, jail))
         }
         ModelSource::Bytes(bytes) => Ok(single(open_memory(

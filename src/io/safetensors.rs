@@ -37,7 +37,7 @@ pub(crate) const MAX_HEADER: u64 = 100_000_000;
 /// this is refused while it is read: what a header holds in memory stays a
 /// small multiple of its length (a `serde_json::Value` tree of a long
 /// shape took 40 bytes per byte of header, enough to exhaust wasm memory).
-const MAX_RANK: usize = 64;
+pub(crate) const MAX_RANK: usize = 64;
 
 /// One tensor's entry, as written.
 #[derive(serde::Deserialize)]

@@ -183,3 +183,34 @@ fn a_sharded_download_never_goes_backwards() {
     // Every figure counts the shards (the index is not counted).
     assert!(seen.iter().all(|p| p.download_total == 400_000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_download_holds_no_load_behind_it() {
+    let hub = Hub::start();
+    let repo = tiny_repo(3, 400_000);
+    let local = repo.files["model.safetensors"].clone();
+    hub.add("acme/tiny", repo);
+    // About a second of download, against an admission timeout of 200 ms.
+    hub.faults(|f| f.slow = Some(Duration::from_millis(5)));
+    let cache = tempfile::tempdir().unwrap();
+    let file = cache.path().join("local.safetensors");
+    std::fs::write(&file, &local).unwrap();
+    let pool = model_manager::ModelPool::builder()
+        .memory_budget(1 << 30)
+        .admission_timeout(Duration::from_millis(200))
+        .runtime(tokio::runtime::Handle::current())
+        .build()
+        .unwrap();
+    pool.add("hub", source(&hub, "acme/tiny", cache.path()))
+        .unwrap();
+    pool.add("local", model_manager::ModelSource::path(&file))
+        .unwrap();
+    let pool = Arc::new(pool);
+    let downloading = pool.clone();
+    let download = tokio::spawn(async move { downloading.load("hub").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Queued behind a download, it was refused MemoryBusy once the download
+    // outlasted its admission timeout; now it loads.
+    pool.load("local").await.unwrap();
+    download.await.unwrap().unwrap();
+}

@@ -85,27 +85,17 @@ impl Sink<'_> {
 
 /// The snapshot folder of a hub source and the repo's cache folder: with
 /// the download switch, after fetching what the cache lacks (reporting to
-/// `sink`, or to nobody and never stopped when `None`).
+/// `sink`, and stopping when it says so).
 pub(crate) fn snapshot(
     repo: &str,
     revision: Option<&str>,
     download: Option<&Download>,
-    sink: Option<&Sink<'_>>,
+    sink: &Sink<'_>,
 ) -> Result<(PathBuf, PathBuf)> {
     let Some(policy) = download else {
         return super::hub::snapshot(None, repo, revision);
     };
-    if let Some(sink) = sink {
-        return fetch_into_cache(repo, revision, policy, sink);
-    }
-    let quiet = ProgressCounters::default();
-    let never = || false;
-    let sink = Sink {
-        stop: &never,
-        progress: &quiet,
-        hook: None,
-    };
-    fetch_into_cache(repo, revision, policy, &sink)
+    fetch_into_cache(repo, revision, policy, sink)
 }
 
 #[cfg(all(feature = "download", not(target_arch = "wasm32")))]
@@ -184,6 +174,6 @@ pub fn pull(
         hook: progress,
     };
     let policy = download.clone().unwrap_or_default();
-    let (snapshot, _) = snapshot(repo, revision.as_deref(), Some(&policy), Some(&sink))?;
+    let (snapshot, _) = snapshot(repo, revision.as_deref(), Some(&policy), &sink)?;
     Ok(snapshot)
 }

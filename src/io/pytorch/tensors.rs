@@ -14,14 +14,11 @@ use safetensors::Dtype;
 
 use super::unpickle::{Id, Pickle, Value};
 use super::Member;
-use crate::io::safetensors::TensorEntry;
+use crate::io::safetensors::{TensorEntry, MAX_RANK};
 
 /// The keys under which a checkpoint may keep its state dict, when its top
 /// level holds no tensor.
 const NESTED: [&str; 5] = ["state_dict", "model_state_dict", "model", "module", "ema"];
-
-/// The most dimensions a tensor may have (as in a safetensors header).
-const MAX_RANK: usize = 64;
 
 /// The dict of tensors, as (name, value) pairs borrowed from the pickle:
 /// the top-level dict if it holds a tensor, else the first of the

@@ -69,8 +69,23 @@ impl<P: Pipeline> Core<P> {
         source: Arc<ModelSource>,
         reload: Option<ReloadPolicy>,
         cancel: &CancellationToken,
-        requested_at: Instant,
+        mut requested_at: Instant,
     ) -> Result<u64> {
+        // A download (a hub source with the switch) happens in the estimate
+        // and may take minutes: out of the queue, so that the loads behind
+        // it are not held (their turn waits count against their admission
+        // timeout), and with the clock starting after it, so that its own
+        // wait for memory is not used up by the download.
+        let downloads = matches!(
+            &*source,
+            ModelSource::Hub {
+                download: Some(_),
+                ..
+            }
+        );
+        if downloads {
+            self.leave_queue(key);
+        }
         // The estimate: headers only, on a blocking thread; the plan it
         // resolves is the one the load reads.
         let estimate = {
@@ -96,6 +111,12 @@ impl<P: Pipeline> Core<P> {
                 return Err(e);
             }
         };
+        if downloads {
+            // Back in line, at its end, as if requested now.
+            self.lock().queue.push_back(key.clone());
+            requested_at = Instant::now();
+            self.bump();
+        }
 
         // Admission: first come first served. Waiting for memory, its own
         // or that of the loads ahead of it, is bounded by the admission
