@@ -88,7 +88,7 @@ pub(crate) fn resolve_for_load(
     let stop = move || cancel.is_cancelled();
     let sink = download::Sink {
         stop: &stop,
-        progress: ctx.progress,
+        progress: Some(ctx.progress),
         hook: ctx.hook,
     };
     resolve_reporting(source, &sink)
@@ -127,12 +127,7 @@ pub(crate) fn estimate(
     cancel: &tokio_util::sync::CancellationToken,
 ) -> crate::error::Result<(plan::Plan, u64)> {
     let stop = || cancel.is_cancelled();
-    let progress = progress::ProgressCounters::default();
-    let sink = download::Sink {
-        stop: &stop,
-        progress: &progress,
-        hook: None,
-    };
+    let sink = download::Sink::quiet(&stop);
     let plan = resolve_reporting(source, &sink)?;
     let peak = read::peak_bytes(&plan, dtype, device)?;
     Ok((plan, peak))

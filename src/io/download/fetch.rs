@@ -162,12 +162,7 @@ impl Repo<'_> {
                 // only once the indexes are read, and counting an index
                 // first made the fraction fall when they were (64 of 64
                 // bytes, then 64 of 400,064). Still stopped by a cancel.
-                let uncounted = crate::io::progress::ProgressCounters::default();
-                let quiet = Sink {
-                    stop: self.sink.stop,
-                    progress: &uncounted,
-                    hook: None,
-                };
+                let quiet = Sink::quiet(self.sink.stop);
                 self.sink.current(name);
                 let url = self.client.file_url(self.repo, self.commit, name);
                 blob::fetch(self.client, &url, &blob, &meta, false, &quiet)?;

@@ -40,10 +40,11 @@ use super::progress::ProgressHook;
 use super::source::ModelSource;
 use crate::error::{Error, Result};
 
-/// Where a download reports: whether to stop, and its progress.
+/// Where a download reports: whether to stop, and its progress (none:
+/// reported nowhere, [`Sink::quiet`]).
 pub(crate) struct Sink<'a> {
     pub(crate) stop: &'a (dyn Fn() -> bool + Sync),
-    pub(crate) progress: &'a ProgressCounters,
+    pub(crate) progress: Option<&'a ProgressCounters>,
     pub(crate) hook: Option<&'a ProgressHook>,
 }
 
@@ -51,7 +52,16 @@ pub(crate) struct Sink<'a> {
     not(all(feature = "download", not(target_arch = "wasm32"))),
     allow(dead_code)
 )]
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    /// Stopped by `stop`, reporting nowhere.
+    pub(crate) fn quiet(stop: &'a (dyn Fn() -> bool + Sync)) -> Self {
+        Sink {
+            stop,
+            progress: None,
+            hook: None,
+        }
+    }
+
     /// `Cancelled` once asked to stop.
     pub(crate) fn check(&self) -> Result<()> {
         if (self.stop)() {
@@ -67,9 +77,12 @@ impl Sink<'_> {
 
     /// `total` more bytes to have, `done` more had.
     pub(crate) fn learn(&self, done: u64, total: u64) -> Result<()> {
-        self.progress.add_download(done, total);
+        let Some(counters) = self.progress else {
+            return self.check();
+        };
+        counters.add_download(done, total);
         if let Some(hook) = self.hook {
-            let progress = self.progress.read();
+            let progress = counters.read();
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&progress)))
                 .map_err(|_| Error::InvalidArgument("the progress hook panicked".into()))?;
         }
@@ -78,8 +91,9 @@ impl Sink<'_> {
 
     /// The file being downloaded.
     pub(crate) fn current(&self, name: &str) {
-        self.progress
-            .set_current(Arc::from(format!("download: {name}")));
+        if let Some(counters) = self.progress {
+            counters.set_current(Arc::from(format!("download: {name}")));
+        }
     }
 }
 
@@ -170,7 +184,7 @@ pub fn pull(
     let stop = || cancel.load(Ordering::Acquire);
     let sink = Sink {
         stop: &stop,
-        progress: &counters,
+        progress: Some(&counters),
         hook: progress,
     };
     let policy = download.clone().unwrap_or_default();
