@@ -3,7 +3,9 @@
 //! RAM. In one run, per file size:
 //!
 //! - model-manager, from `load()` to `Ready`, in a fresh process each time
-//!   (its peak RSS is the process's);
+//!   (its peak RSS is the process's): by default (`PageCache::Auto`: a
+//!   buffered read that drops what it read), and with direct I/O
+//!   (`PageCache::Bypass`);
 //! - the disk's limit, measured by `fio` on the same file with the
 //!   loader's thread count and chunk size: direct (`O_DIRECT`) and
 //!   buffered sequential reads;
@@ -12,7 +14,8 @@
 //!   touched (when a Python with `safetensors` and `numpy` is found:
 //!   `MM_BENCH_PYTHON`, else `target/python/venv/bin/python`, else
 //!   `python3`);
-//! - how much of the file the page cache holds after each load.
+//! - how much of the file the page cache holds during each load (the most
+//!   seen, sampled every 20 ms) and after it.
 //!
 //! ```sh
 //! scripts/bench-cold.sh                    # installs fio if missing, then:
@@ -28,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use model_manager::{ModelManager, DEFAULT_CHUNK_SIZE};
+use model_manager::{ModelManager, PageCache, DEFAULT_CHUNK_SIZE};
 
 mod support;
 
@@ -91,10 +94,15 @@ fn cached(path: &Path) -> f64 {
 fn child(mode: &str, path: &Path) {
     let t = Instant::now();
     match mode {
-        "model-manager" => {
+        "model-manager" | "model-manager bypass" => {
+            let policy = if mode == "model-manager" {
+                PageCache::Auto
+            } else {
+                PageCache::Bypass
+            };
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async {
-                let manager = ModelManager::new().unwrap();
+                let manager = ModelManager::builder().page_cache(policy).build().unwrap();
                 manager.load(path).unwrap().await.unwrap();
                 let secs = t.elapsed().as_secs_f64();
                 println!("{secs} {}", status_kib("VmHWM:"));
@@ -121,14 +129,28 @@ fn child(mode: &str, path: &Path) {
     }
 }
 
-/// A cold run of `mode` in a fresh process: seconds, peak RSS in MiB, and
-/// the share of the file cached before and after.
-fn cold(mode: &str, path: &Path) -> (f64, f64, f64, f64) {
+/// A cold run of `mode` in a fresh process: seconds, peak RSS in MiB, the
+/// share of the file cached before, the most cached while it ran (sampled
+/// every 20 ms), and the share cached after.
+fn cold(mode: &str, path: &Path) -> (f64, f64, f64, f64, f64) {
     evict(path);
     let before = cached(path);
-    let v = run_child(mode, path);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (v, during) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut most = 0.0f64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(cached(path));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            most
+        });
+        let v = run_child(mode, path);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (v, sampler.join().unwrap())
+    });
     let (secs, hwm) = (v[0], v[1]);
-    (secs, hwm / 1024.0, before, cached(path))
+    (secs, hwm / 1024.0, before, during, cached(path))
 }
 
 fn python() -> Option<PathBuf> {
@@ -233,18 +255,21 @@ fn main() {
             .filter_map(|_| fio(&path, threads, false))
             .collect();
         let limit = median(direct.clone()).max(median(buffered.clone()));
-        for mode in ["model-manager", "candle"] {
+        for mode in ["model-manager", "model-manager bypass", "candle"] {
             let runs: Vec<_> = (0..rounds).map(|_| cold(mode, &path)).collect();
             let secs: Vec<f64> = runs.iter().map(|r| r.0).collect();
             let peak = median(runs.iter().map(|r| r.1).collect());
             let before = runs.iter().map(|r| r.2).fold(0.0, f64::max);
-            let after = median(runs.iter().map(|r| r.3).collect());
+            let during = median(runs.iter().map(|r| r.3).collect());
+            let after = median(runs.iter().map(|r| r.4).collect());
             rows.push((
                 mode.into(),
                 secs,
                 format!(
-                    "peak RSS {peak:.0} MiB; cached before <= {:.1}%, after {:.0}% of the file",
+                    "peak RSS {peak:.0} MiB; of the file cached: before <= {:.1}%, \
+                     at most {:.1}% during, {:.1}% after",
                     before * 100.0,
+                    during * 100.0,
                     after * 100.0
                 ),
             ));

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use model_manager::candle_core::DType;
-use model_manager::{DeviceSpec, Error, ModelManager, ModelSource};
+use model_manager::{DeviceSpec, Error, ModelManager, ModelSource, PageCache};
 
 use crate::CliResult;
 
@@ -50,8 +50,15 @@ pub(crate) fn progress_bar() -> Result<ProgressBar, indicatif::style::TemplateEr
     ))
 }
 
-pub async fn load(source: ModelSource, device: DeviceSpec, dtype: Option<DType>) -> CliResult {
-    let mut builder = ModelManager::builder().device(device);
+pub async fn load(
+    source: ModelSource,
+    device: DeviceSpec,
+    dtype: Option<DType>,
+    page_cache: PageCache,
+) -> CliResult {
+    let mut builder = ModelManager::builder()
+        .device(device)
+        .page_cache(page_cache);
     if let Some(dtype) = dtype {
         builder = builder.dtype(dtype);
     }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use model_manager::candle_core::DType;
-use model_manager::{DeviceSpec, ModelSource};
+use model_manager::{DeviceSpec, ModelSource, PageCache};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +21,26 @@ use model_manager::{DeviceSpec, ModelSource};
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// `--page-cache`: [`PageCache`]'s policies.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PageCachePolicy {
+    Auto,
+    Keep,
+    Drop,
+    Bypass,
+}
+
+impl From<PageCachePolicy> for PageCache {
+    fn from(policy: PageCachePolicy) -> Self {
+        match policy {
+            PageCachePolicy::Auto => PageCache::Auto,
+            PageCachePolicy::Keep => PageCache::Keep,
+            PageCachePolicy::Drop => PageCache::Drop,
+            PageCachePolicy::Bypass => PageCache::Bypass,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -44,6 +64,11 @@ enum Cmd {
         /// (HF_ENDPOINT, HF_TOKEN and HF_HUB_CACHE are honoured).
         #[arg(long)]
         download: bool,
+        /// What the load does with the page cache: auto (a file read cold
+        /// leaves it as it is read, a warm one stays), keep, drop, or
+        /// bypass (direct I/O: read around it).
+        #[arg(long, value_enum, default_value_t = PageCachePolicy::Auto)]
+        page_cache: PageCachePolicy,
     },
     /// Download a hub repo (ORG/NAME[@REVISION]) into the local hub cache:
     /// the files its layout needs, resuming a cut download; prints the
@@ -148,6 +173,7 @@ async fn main() -> ExitCode {
             device,
             dtype,
             download,
+            page_cache,
         } => {
             async {
                 let device: DeviceSpec = device.parse()?;
@@ -156,7 +182,7 @@ async fn main() -> ExitCode {
                 if download {
                     source = source.download();
                 }
-                load::load(source, device, dtype).await
+                load::load(source, device, dtype, page_cache.into()).await
             }
             .await
         }

@@ -33,7 +33,7 @@ fn version_and_help() {
         run.says(word);
     }
     for (command, flags) in [
-        ("load", &["--device", "--dtype"][..]),
+        ("load", &["--device", "--dtype", "--page-cache"][..]),
         ("inspect", &["--all"][..]),
         (
             "pool",
@@ -200,6 +200,37 @@ fn load_a_file_prints_the_summary() {
     assert!(field(&run, "time").ends_with(" s"));
     assert!(field(&run, "throughput").ends_with(" GB/s"));
     assert_eq!(run.stdout.lines().count(), 6, "{}", run.stdout);
+}
+
+#[test]
+fn load_with_each_page_cache_policy() {
+    let s = Sandbox::new();
+    let file = model_file(s.path());
+    for policy in ["auto", "keep", "drop", "bypass"] {
+        let run = s.run([
+            "load".as_ref(),
+            file.as_os_str(),
+            "--page-cache".as_ref(),
+            policy.as_ref(),
+        ]);
+        run.success();
+        assert_eq!(field(&run, "tensors"), "3", "--page-cache {policy}");
+        assert_eq!(
+            field(&run, "bytes"),
+            "208 read, 208 resident",
+            "--page-cache {policy}"
+        );
+    }
+    let run = s.run([
+        "load".as_ref(),
+        file.as_os_str(),
+        "--page-cache".as_ref(),
+        "sometimes".as_ref(),
+    ]);
+    assert_eq!(run.code(), Some(2), "clap's usage error");
+    for word in ["sometimes", "auto", "keep", "drop", "bypass"] {
+        assert!(run.stderr.contains(word), "{word}: {}", run.stderr);
+    }
 }
 
 #[test]

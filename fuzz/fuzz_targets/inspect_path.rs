@@ -1,15 +1,17 @@
 //! A model folder (decoded as for `folder`) written to disk and inspected
 //! from its path: the on-disk side (name checks against the folder, opening
-//! files, reading JSON) must return, never panic. One folder per process,
-//! emptied for every input.
+//! files, reading JSON) must return, never panic. Every folder `inspect`
+//! accepts, and one in four it refuses, is then loaded from disk with
+//! direct I/O (`PageCache::Bypass`), with the checks of `folder`. One
+//! folder per process, emptied for every input.
 #![no_main]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use model_manager::ModelSource;
-use model_manager_fuzz::{decode, safe_relative};
+use model_manager::{ModelSource, PageCache};
+use model_manager_fuzz::{decode, inspect_and_load_with, safe_relative, LoadRefused};
 
 fn scratch() -> &'static (tempfile::TempDir, PathBuf) {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
@@ -41,5 +43,10 @@ fuzz_target!(|data: &[u8]| {
         // A name may be both a file and a folder: the first one wins.
         let _ = std::fs::write(&path, contents);
     }
-    let _ = model_manager::inspect(&ModelSource::path(model));
+    inspect_and_load_with(
+        ModelSource::path(model),
+        LoadRefused::OneIn(4),
+        data,
+        PageCache::Bypass,
+    );
 });

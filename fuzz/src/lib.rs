@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
-use model_manager::{ErrorCode, ModelManager, ModelSource, State};
+use model_manager::{ErrorCode, ModelManager, ModelSource, PageCache, State};
 
 /// Marks input that is a plain archive of files (see the crate docs).
 pub const ARCHIVE_MAGIC: &[u8; 4] = b"MMF1";
@@ -551,14 +551,27 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// One manager per process, with a small budget and one read thread.
 pub fn manager() -> &'static ModelManager {
-    static MANAGER: OnceLock<ModelManager> = OnceLock::new();
-    MANAGER.get_or_init(|| {
+    manager_with(PageCache::Auto)
+}
+
+/// The manager for loads with `policy`: `Auto` (buffered reads) or
+/// `Bypass` (direct I/O, for files on disk); one per policy per process.
+pub fn manager_with(policy: PageCache) -> &'static ModelManager {
+    static BUFFERED: OnceLock<ModelManager> = OnceLock::new();
+    static DIRECT: OnceLock<ModelManager> = OnceLock::new();
+    let cell = if policy == PageCache::Bypass {
+        &DIRECT
+    } else {
+        &BUFFERED
+    };
+    cell.get_or_init(|| {
         ModelManager::builder()
             .memory_budget(BUDGET)
             .read_threads(1)
             .return_memory_to_os(false)
             .drain_timeout(Duration::from_secs(1))
             .runtime(runtime().handle().clone())
+            .page_cache(policy)
             .build()
             .expect("a manager")
     })
@@ -580,6 +593,16 @@ pub enum LoadRefused {
 /// (never panic, never hang), fail with `inspect`'s error when that failed,
 /// and leave nothing resident when it failed.
 pub fn inspect_and_load(source: ModelSource, refused: LoadRefused, seed: &[u8]) {
+    inspect_and_load_with(source, refused, seed, PageCache::Auto);
+}
+
+/// [`inspect_and_load`], loading with the page-cache `policy`.
+pub fn inspect_and_load_with(
+    source: ModelSource,
+    refused: LoadRefused,
+    seed: &[u8],
+    policy: PageCache,
+) {
     let inspected = model_manager::inspect(&source);
     if inspected.is_err() {
         let sampled = match refused {
@@ -595,7 +618,7 @@ pub fn inspect_and_load(source: ModelSource, refused: LoadRefused, seed: &[u8]) 
             return;
         }
     }
-    let manager = manager();
+    let manager = manager_with(policy);
     let handle = match manager.load(source) {
         Ok(handle) => handle,
         Err(e) => panic!("load refused: {e}"),

@@ -4,7 +4,8 @@
 //! load near the RAM's size runs out of. [`PageCache::Auto`] drops the
 //! pages of a cold file as soon as they are read (`posix_fadvise`
 //! `DONTNEED`, at the buffered read's speed) and keeps a warm file's, which
-//! were there before.
+//! were there before. [`PageCache::Bypass`] reads around the cache
+//! altogether, with direct I/O ([`direct`](super::direct)).
 
 #![deny(
     clippy::unwrap_used,
@@ -14,6 +15,8 @@
 )]
 
 use std::fs::File;
+
+use super::direct::DirectFile;
 
 /// What a load does with the page cache's copy of the files it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,15 +31,42 @@ pub enum PageCache {
     Keep,
     /// Drop every page read, warm or cold.
     Drop,
+    /// Read around the page cache with direct I/O (`O_DIRECT`, Linux):
+    /// the load reads the disk even where the file is cached, and adds
+    /// nothing to the cache. Where direct I/O is not available (another
+    /// system, or a filesystem that refuses it), as [`Drop`](Self::Drop).
+    /// Whether it is faster than [`Auto`](Self::Auto)'s buffered read of a
+    /// cold file depends on the disk: `cargo bench --bench cold` measures
+    /// both on a machine (BENCHMARKS.md has this project's figures).
+    Bypass,
 }
 
-/// Whether a load with `policy` drops the pages it reads of `file`. Only
-/// files on Linux: elsewhere, and for bytes in memory, nothing is dropped.
-pub(crate) fn drops(policy: PageCache, file: &File) -> bool {
+/// How a load reads one file, as its policy and the file's state decide.
+#[derive(Debug)]
+pub(crate) enum Access {
+    /// Through the page cache, leaving what it read there.
+    Cached,
+    /// Through the page cache, dropping what it read.
+    Dropped,
+    /// Around the page cache.
+    Direct(DirectFile),
+}
+
+/// How a load with `policy` reads `file`. Only files on Linux are ever
+/// dropped or read directly; elsewhere, and for bytes in memory, every
+/// read goes through the cache.
+pub(crate) fn access(policy: PageCache, file: &File) -> Access {
+    let drop = cfg!(target_os = "linux");
     match policy {
-        PageCache::Keep => false,
-        PageCache::Drop => cfg!(target_os = "linux"),
-        PageCache::Auto => cached_share(file).is_some_and(|share| share < 0.5),
+        PageCache::Keep => Access::Cached,
+        PageCache::Drop if drop => Access::Dropped,
+        PageCache::Auto if cached_share(file).is_some_and(|share| share < 0.5) => Access::Dropped,
+        PageCache::Bypass => match DirectFile::open(file) {
+            Some(direct) => Access::Direct(direct),
+            None if drop => Access::Dropped,
+            None => Access::Cached,
+        },
+        _ => Access::Cached,
     }
 }
 

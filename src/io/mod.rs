@@ -21,6 +21,7 @@
 
 pub(crate) mod buffer;
 pub(crate) mod cache;
+pub(crate) mod direct;
 pub(crate) mod download;
 pub(crate) mod files;
 mod hint;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{write_model, Gate};
-use model_manager::{Error, ErrorCode, ModelManager, ModelSource, State};
+use model_manager::{Error, ErrorCode, ModelManager, ModelSource, PageCache, State};
 
 /// The cap on JSON files, as documented on `ModelSource`.
 const MAX_JSON_BYTES: u64 = 64 << 20;
@@ -119,49 +119,57 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test]
 async fn every_bad_input_fails_cleanly_and_the_next_load_succeeds() {
+    // Read through the page cache (the default) and around it (direct I/O).
+    for policy in [PageCache::Auto, PageCache::Bypass] {
+        every_bad_input_with(policy).await;
+    }
+}
+
+async fn every_bad_input_with(policy: PageCache) {
     let good_dir = tempfile::tempdir().unwrap();
     let good = write_model(good_dir.path(), "good", 1, 3, 10_000);
-    let manager = ModelManager::new().unwrap();
+    let manager = ModelManager::builder().page_cache(policy).build().unwrap();
     for case in cases() {
+        let name = format!("{} ({policy:?})", case.name);
         let dir = tempfile::tempdir().unwrap();
         let source = (case.build)(dir.path());
         let started = Instant::now();
-        let err = bounded(case.name, manager.load(&source).unwrap())
+        let err = bounded(&name, manager.load(&source).unwrap())
             .await
-            .expect_err(case.name);
+            .expect_err(&name);
         let message = err.to_string();
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{}: took {:?}",
-            case.name,
+            name,
             started.elapsed()
         );
-        assert_eq!(err.code(), case.code, "{}: {message}", case.name);
+        assert_eq!(err.code(), case.code, "{}: {message}", name);
         for word in case.says {
             assert!(
                 message.contains(word),
                 "{}: {message:?} should say {word:?}",
-                case.name
+                name
             );
         }
         assert!(
             message.contains(case.names),
             "{}: {message:?} should name {:?}",
-            case.name,
+            name,
             case.names
         );
         // `inspect` runs the same resolution: it refuses alike, except what
         // only a load decides (whether the device holds a dtype).
         match model_manager::inspect(&ModelSource::path(&source)) {
             Err(inspected) => {
-                assert_eq!(inspected.code(), case.code, "{}: {inspected}", case.name)
+                assert_eq!(inspected.code(), case.code, "{}: {inspected}", name)
             }
-            Ok(_) => assert_eq!(case.code, ErrorCode::UnsupportedDtype, "{}", case.name),
+            Ok(_) => assert_eq!(case.code, ErrorCode::UnsupportedDtype, "{}", name),
         }
         let snap = manager.snapshot();
-        assert_eq!(snap.state, State::Failed, "{}", case.name);
+        assert_eq!(snap.state, State::Failed, "{}", name);
         assert_eq!(snap.error.as_ref(), Some(&err));
-        assert_eq!(manager.resident_bytes(), 0, "{}", case.name);
+        assert_eq!(manager.resident_bytes(), 0, "{}", name);
 
         manager
             .load(&*good)

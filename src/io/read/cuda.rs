@@ -31,7 +31,8 @@ use super::jobs::{jobs, Job};
 use super::place::{cut, layout};
 use super::staging::{driver, Staging};
 use crate::error::{Error, Result};
-use crate::io::cache::drop_pages;
+use crate::io::cache::{drop_pages, Access};
+use crate::io::direct::ALIGN;
 use crate::io::files::{read_exact_at, FilePlan};
 use crate::io::reader::Reader;
 use crate::resource::{cuda_memory, Reservation};
@@ -136,7 +137,7 @@ pub(super) async fn read_file(
     ctx: &ReadContext<'_>,
     device: &CudaDevice,
     reservation: &mut Reservation,
-    drop_pages: bool,
+    access: &Access,
 ) -> Result<Vec<(String, Tensor)>> {
     let layout = layout(file)?;
     let (groups, placement) = &layout;
@@ -160,25 +161,23 @@ pub(super) async fn read_file(
         .collect();
     let jobs = jobs(&spans, placement, chunk).ok_or_else(|| too_large(file))?;
     let threads = ctx.threads.clamp(1, jobs.len().max(1));
-    // A staging buffer need not be larger than the largest read.
+    // A staging buffer need not be larger than the largest read; a direct
+    // read fills it with the whole blocks that cover the read, up to a
+    // block more on each side.
+    let edges = match access {
+        Access::Direct(_) => 2 * ALIGN,
+        Access::Cached | Access::Dropped => 0,
+    };
     let staging_size = jobs
         .iter()
         .map(|j| j.len)
         .max()
         .unwrap_or(0)
-        .clamp(1, chunk);
+        .clamp(1, chunk)
+        + edges;
     let staging = staging_bytes(staging_size, threads);
     reservation.grow(staging);
-    let copied = copy_all(
-        file,
-        ctx,
-        device,
-        &mut buffers,
-        jobs,
-        staging_size,
-        drop_pages,
-    )
-    .await;
+    let copied = copy_all(file, ctx, device, &mut buffers, jobs, staging_size, access).await;
     reservation.shrink(staging);
     copied?;
     let whole = buffers.into_iter().map(|b| b.into_tensor(device)).collect();
@@ -200,8 +199,7 @@ struct Cuda<'a> {
     stream: &'a CudaStream,
     bases: Vec<u64>,
     chunk: usize,
-    /// Drop the pages read from the page cache (a cold file).
-    drop_pages: bool,
+    access: &'a Access,
 }
 
 /// A reading thread's two staging buffers, used in turn, and how many
@@ -243,17 +241,31 @@ impl<'a> Target for Cuda<'a> {
             return Err(internal(file));
         };
         let host = pinned.as_mut_slice().map_err(driver)?;
-        let Some(dest) = host.get_mut(..job.len) else {
-            return Err(internal(file));
+        // Where the read's bytes start in the staging buffer.
+        let skip = match self.access {
+            // Pinned memory is page-aligned, as a direct read needs.
+            Access::Direct(direct) => direct
+                .read_covering(host, job.offset, job.len)
+                .map_err(|e| job_error(file, job, e))?,
+            Access::Cached | Access::Dropped => {
+                let Some(dest) = host.get_mut(..job.len) else {
+                    return Err(internal(file));
+                };
+                read_exact_at(&file.reader, dest, job.offset)
+                    .map_err(|e| job_error(file, job, e))?;
+                0
+            }
         };
-        read_exact_at(&file.reader, dest, job.offset).map_err(|e| job_error(file, job, e))?;
-        if let (true, Reader::File(f)) = (self.drop_pages, &file.reader) {
+        if let (Access::Dropped, Reader::File(f)) = (self.access, &file.reader) {
             drop_pages(f, job.offset, job.len as u64);
         }
+        let Some(data) = host.get(skip..skip + job.len) else {
+            return Err(internal(file));
+        };
         for segment in &job.segments {
             let (Some(&base), Some(src)) = (
                 self.bases.get(segment.group),
-                dest.get(segment.src..segment.src + segment.len),
+                data.get(segment.src..segment.src + segment.len),
             ) else {
                 return Err(internal(file));
             };
@@ -290,7 +302,7 @@ async fn copy_all(
     buffers: &mut [DeviceBuffer],
     jobs: Vec<Job>,
     chunk: usize,
-    drop_pages: bool,
+    access: &Access,
 ) -> Result<()> {
     let stream = device.cuda_stream();
     let context = stream.context().clone();
@@ -309,7 +321,7 @@ async fn copy_all(
         stream: &stream,
         bases,
         chunk,
-        drop_pages,
+        access,
     };
     let outcome = run(&target, jobs, file.header.tensors.len(), ctx, None).await;
     drop(guards);

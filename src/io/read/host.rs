@@ -1,5 +1,7 @@
 //! The host target of the read engine: each read goes straight from the
-//! file into the file's buffers (one per dtype), with no copy between.
+//! file into the file's buffers (one per dtype), with no copy between; a
+//! direct read's edges, and its parts that do not line up with the file's
+//! blocks, go through the reading thread's bounce buffer.
 
 use std::marker::PhantomData;
 
@@ -7,8 +9,9 @@ use super::context::{internal, job_error, too_large, ReadContext};
 use super::engine::{run, Target};
 use super::jobs::{jobs, Job};
 use super::place::Prepared;
-use crate::error::Result;
-use crate::io::cache::drop_pages;
+use crate::error::{Error, Result};
+use crate::io::cache::{drop_pages, Access};
+use crate::io::direct::Bounce;
 use crate::io::files::{read_exact_at, FilePlan};
 use crate::io::reader::Reader;
 use crate::io::Pace;
@@ -26,29 +29,48 @@ pub(super) struct HostRead<'b> {
 struct Host<'f, 'b> {
     file: &'f FilePlan,
     buffers: PhantomData<&'b mut [u8]>,
-    /// Drop the pages read from the page cache (a cold file).
-    drop_pages: bool,
+    access: &'f Access,
+    /// The bounce buffer's size (direct reads): one read's.
+    chunk: usize,
 }
 
 impl<'b> Target for Host<'_, 'b> {
     type Read = HostRead<'b>;
-    type Worker = ();
+    /// Direct reads: the thread's bounce buffer, made at its first use.
+    type Worker = Option<Bounce>;
 
     fn job<'r>(read: &'r HostRead<'b>) -> &'r Job {
         &read.job
     }
 
-    fn worker(&self) -> Result<()> {
-        Ok(())
+    fn worker(&self) -> Result<Option<Bounce>> {
+        Ok(None)
     }
 
-    fn read(&self, (): &mut (), read: &mut HostRead<'b>) -> Result<()> {
+    fn read(&self, bounce: &mut Option<Bounce>, read: &mut HostRead<'b>) -> Result<()> {
+        let (file, job) = (self.file, &read.job);
         for (at, dest) in &mut read.runs {
-            read_exact_at(&self.file.reader, dest, read.job.offset + *at as u64)
-                .map_err(|e| job_error(self.file, &read.job, e))?;
+            let offset = job.offset + *at as u64;
+            let done = match self.access {
+                Access::Direct(direct) => {
+                    let bounce = match bounce {
+                        Some(bounce) => bounce,
+                        None => bounce.insert(Bounce::new(self.chunk).ok_or(
+                            Error::InsufficientMemory {
+                                needed: self.chunk as u64,
+                                available: 0,
+                                pinned: 0,
+                            },
+                        )?),
+                    };
+                    direct.read_into(dest, offset, bounce)
+                }
+                Access::Cached | Access::Dropped => read_exact_at(&file.reader, dest, offset),
+            };
+            done.map_err(|e| job_error(file, job, e))?;
         }
-        if let (true, Reader::File(file)) = (self.drop_pages, &self.file.reader) {
-            drop_pages(file, read.job.offset, read.job.len as u64);
+        if let (Access::Dropped, Reader::File(f)) = (self.access, &file.reader) {
+            drop_pages(f, job.offset, job.len as u64);
         }
         Ok(())
     }
@@ -60,7 +82,7 @@ pub(crate) async fn read_file(
     ctx: &ReadContext<'_>,
     prepared: &mut Prepared,
     pace: Option<&Pace>,
-    drop_pages: bool,
+    access: &Access,
 ) -> Result<()> {
     let spans: Vec<(u64, u64)> = file
         .header
@@ -113,7 +135,8 @@ pub(crate) async fn read_file(
     let host = Host {
         file,
         buffers: PhantomData,
-        drop_pages,
+        access,
+        chunk: ctx.chunk_size.min(4 << 20),
     };
     run(&host, reads, spans.len(), ctx, pace).await
 }

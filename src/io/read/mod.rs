@@ -38,26 +38,29 @@ pub(crate) use self::context::ReadContext;
 use self::context::{candle_dtype, file_label, target_dtype, unsupported};
 use self::place::{finish, plan_info, prepare};
 use crate::error::Result;
+use crate::io::cache::{self, Access};
+use crate::io::files::FilePlan;
 use crate::io::loaded::{Component, TensorPipeline};
 use crate::io::plan::Plan;
+use crate::io::reader::Reader;
 use crate::io::Pace;
 use crate::resource::Reservation;
 
-/// Whether the load drops the pages of `file` it reads from the page cache
-/// (see [`PageCache`](crate::io::PageCache)); files on disk only.
-fn drops(file: &crate::io::files::FilePlan, ctx: &ReadContext<'_>) -> bool {
+/// How the load reads `file` (see [`PageCache`](crate::io::PageCache)):
+/// bytes in memory are always [`Access::Cached`].
+fn access(file: &FilePlan, ctx: &ReadContext<'_>) -> Access {
     match &file.reader {
-        crate::io::reader::Reader::File(f) => crate::io::cache::drops(ctx.page_cache, f),
-        crate::io::reader::Reader::Memory(_) => false,
+        Reader::File(f) => cache::access(ctx.page_cache, f),
+        Reader::Memory(_) => Access::Cached,
     }
 }
 
 /// Drop every page of `file` from the page cache once it is read: the
 /// reads drop what they read as they go, but the kernel's readahead for one
 /// reading thread can bring back pages another thread has just dropped.
-fn drop_file(file: &crate::io::files::FilePlan) {
-    if let crate::io::reader::Reader::File(f) = &file.reader {
-        crate::io::cache::drop_pages(f, 0, 0);
+fn drop_file(file: &FilePlan) {
+    if let Reader::File(f) = &file.reader {
+        cache::drop_pages(f, 0, 0);
     }
 }
 
@@ -120,9 +123,9 @@ pub(crate) async fn read_plan(
         let mut tensors = BTreeMap::new();
         for file in &component.files {
             ctx.progress.set_current(file_label(&component.name, file));
-            let drop_pages = drops(file, ctx);
-            let read = read_file(file, ctx, reservation, pace, drop_pages).await;
-            if drop_pages {
+            let access = access(file, ctx);
+            let read = read_file(file, ctx, reservation, pace, &access).await;
+            if let Access::Dropped = access {
                 drop_file(file);
             }
             tensors.extend(read?);
@@ -139,17 +142,20 @@ pub(crate) async fn read_plan(
 /// Read one file's tensors: straight to a CUDA device through pinned
 /// staging buffers, or into host buffers cut into tensors.
 async fn read_file(
-    file: &crate::io::files::FilePlan,
+    file: &FilePlan,
     ctx: &ReadContext<'_>,
     reservation: &mut Reservation,
     pace: Option<&Pace>,
-    drop_pages: bool,
+    access: &Access,
 ) -> Result<Vec<(String, candle_core::Tensor)>> {
     #[cfg(feature = "cuda")]
     if let (Device::Cuda(device), None) = (ctx.device, pace) {
-        return cuda::read_file(file, ctx, device, reservation, drop_pages).await;
+        return cuda::read_file(file, ctx, device, reservation, access).await;
     }
-    let mut prepared = prepare(file, reservation)?;
-    host::read_file(file, ctx, &mut prepared, pace, drop_pages).await?;
+    // Direct reads go straight into buffers laid out to line up with the
+    // file's blocks.
+    let align = matches!(access, Access::Direct(_)).then_some(crate::io::direct::ALIGN);
+    let mut prepared = prepare(file, reservation, align)?;
+    host::read_file(file, ctx, &mut prepared, pace, access).await?;
     finish(file, prepared, ctx, reservation)
 }

@@ -52,18 +52,58 @@ pub(crate) fn layout(file: &FilePlan) -> Result<Layout> {
 /// One buffer per dtype for the whole file: one allocation, straight from
 /// the OS (so it goes straight back on free, whatever the allocator's
 /// heuristics), advised to use huge pages; each tensor becomes a view into it.
-pub(crate) fn prepare(file: &FilePlan, reservation: &mut Reservation) -> Result<Prepared> {
-    let (groups, placement) = layout(file)?;
+///
+/// With `align` (direct reads), each buffer of at least 256 blocks has
+/// `align` bytes more, up to `align` of them before its first tensor, so
+/// that every tensor lies at the same place within an `align`-byte block
+/// as in the file, and a direct read of the file's blocks can land in the
+/// buffer itself. Those bytes are counted with the buffer.
+pub(crate) fn prepare(
+    file: &FilePlan,
+    reservation: &mut Reservation,
+    align: Option<usize>,
+) -> Result<Prepared> {
+    let (mut groups, mut placement) = layout(file)?;
     let mut buffers = Vec::with_capacity(groups.len());
-    for &(dtype, bytes) in &groups {
-        let bytes = usize::try_from(bytes).map_err(|_| too_large(file))?;
-        let mut buffer = Buffer::alloc(dtype, bytes).ok_or(Error::InsufficientMemory {
-            needed: bytes as u64,
+    for (group, (dtype, bytes)) in groups.iter_mut().enumerate() {
+        let size = dtype.size_in_bytes();
+        // Only where the slack is at most 1/256 of the buffer: a smaller
+        // one is read through the bounce buffer.
+        let slack = align
+            .filter(|&a| a % size == 0 && *bytes >= 256 * a as u64)
+            .unwrap_or(0);
+        let total = usize::try_from(*bytes)
+            .ok()
+            .and_then(|b| b.checked_add(slack))
+            .ok_or_else(|| too_large(file))?;
+        let mut buffer = Buffer::alloc(*dtype, total).ok_or(Error::InsufficientMemory {
+            needed: total as u64,
             available: 0,
             pinned: 0,
         })?;
         advise_huge_pages(buffer.bytes_mut());
-        reservation.grow(bytes as u64);
+        reservation.grow(total as u64);
+        if slack > 0 {
+            // The group's first tensor in the file, and where it would have
+            // to start in the buffer to line up with it.
+            let first = file
+                .header
+                .tensors
+                .iter()
+                .zip(&placement)
+                .find(|(_, place)| place.0 == group)
+                .map(|(t, _)| t.offset);
+            let start = buffer.bytes_mut().as_ptr() as u64;
+            let pad = first.map_or(0, |f| f.wrapping_sub(start) % slack as u64);
+            // Tensors start on a multiple of their dtype's size.
+            let pad = if pad % size as u64 == 0 { pad } else { 0 };
+            for (g, at) in placement.iter_mut() {
+                if *g == group {
+                    *at += pad;
+                }
+            }
+        }
+        *bytes = total as u64;
         buffers.push(buffer);
     }
     Ok(Prepared {

@@ -258,7 +258,7 @@ fn allocate(
     file.reader = Reader::Memory(Arc::from(Vec::new()));
     let (peak, _) = counted(&file, ctx)?;
     resources.check_budget(peak)?;
-    let prepared = prepare(&file, reservation)?;
+    let prepared = prepare(&file, reservation, None)?;
     // Tensor data starts right after the header: the header's
     // validation refuses a gap.
     let body = Box::new(Body {
