@@ -5,15 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Each step's wall time, printed as it ends and listed at the end (and on
-# a failure), so that a slow CI run says where its time went.
+# A run builds everything from scratch: incremental compilation's caches
+# would only cost time and gigabytes of disk.
+export CARGO_INCREMENTAL=0
+
+# Each step's wall time and the disk left after it, printed as it ends and
+# listed at the end (and on a failure), so that a slow or full CI run says
+# where its time and its disk went.
+disk_free() { df -h --output=avail . 2>/dev/null | tail -1 | tr -d ' '; }
 timings=()
 current=""
 started=$(date +%s)
 step_start=$started
 end_step() {
     if [ -n "$current" ]; then
-        timings+=("$(printf '%5ds  %s' "$(( $(date +%s) - step_start ))" "$current")")
+        timings+=("$(printf '%5ds  %6s free  %s' "$(( $(date +%s) - step_start ))" "$(disk_free)" "$current")")
     fi
     current=""
 }
@@ -40,17 +46,48 @@ for component in rustfmt clippy; do
 done
 cargo --version
 
+# A CI machine's disk may be nearly full: when less than 20 GiB is left, a
+# build folder that only one step uses goes once that step has passed.
+target_root="${CARGO_TARGET_DIR:-target}"
+free_if_low_disk() {
+    local avail_kib
+    avail_kib=$(df --output=avail -k . | tail -1 | tr -d ' ')
+    if [ "$avail_kib" -lt $((20 * 1024 * 1024)) ]; then
+        echo "less than 20 GiB of disk left: removing $*"
+        rm -rf "$@"
+    fi
+}
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+# Linted while built: clippy-driver compiles the workspace's crates (running
+# clippy's lints on them) in the build the tests use, so the dependencies
+# are built once, not checked for clippy and then built again for the
+# tests. A warning, clippy's or rustc's, fails the step.
+clippy_driver="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+linted() { RUSTC_WORKSPACE_WRAPPER="$clippy_driver" "$@"; }
+no_warnings() {
+    local log status=0
+    log=$(mktemp)
+    CARGO_TERM_COLOR=never "$@" 2>&1 | tee "$log" || status=$?
+    if [ "$status" = 0 ] && grep -q '^warning' "$log"; then
+        echo "the build above has warnings (clippy's or rustc's): fix them" >&2
+        status=1
+    fi
+    rm -f "$log"
+    return "$status"
+}
+
+step "cargo clippy: every target of the workspace, linted while built"
+no_warnings linted cargo test --workspace --all-targets --no-run
 
 step "cargo test"
-cargo test --workspace
+linted cargo test --workspace
 
 step "fuzz smoke"
 bash scripts/fuzz-smoke.sh
+free_if_low_disk "$target_root/fuzz"
 
 step "README's C example is bindings/c/examples/quickstart.c, verbatim"
 awk '$0 == "<!-- quickstart.c:begin -->" { inside = 1; next }
@@ -64,17 +101,21 @@ for suite in bindings/*/test.sh; do
     [ -f "$suite" ] || continue
     step "$suite"
     bash "$suite"
+    case "$suite" in
+        bindings/c/*) free_if_low_disk "$target_root/miri" ;;
+        bindings/wasm/*) free_if_low_disk "$target_root/wasm32-unknown-unknown" "$target_root/wasm-release" ;;
+    esac
 done
 
 step "demo"
-cargo run -q -p model-manager-cli -- demo > /dev/null
+linted cargo run -q -p model-manager-cli -- demo > /dev/null
 echo "demo ran"
 
 step "example: sentence embeddings from a lease (examples/embed)"
-cargo run -q --example embed
+linted cargo run -q --example embed
 
 step "device check on the CPU (tools/gpu-check; scripts/gpu-check.sh runs it on a GPU)"
-cargo run -q -p model-manager-gpu-check -- --device cpu --model-mib 64 --cycles 3
+linted cargo run -q -p model-manager-gpu-check -- --device cpu --model-mib 64 --cycles 3
 
 # The CUDA path, compiled on a machine without CUDA (the toolchain comes
 # from PyPI wheels, see scripts/cuda-toolchain.sh): the code behind the
@@ -89,17 +130,7 @@ if [ "${MM_CUDA:-1}" != "0" ]; then
     (
         toolchain=$(bash scripts/cuda-toolchain.sh)
         eval "$toolchain"
-        RUSTC_WORKSPACE_WRAPPER="$(command -v clippy-driver)"
-        export RUSTC_WORKSPACE_WRAPPER
-        # Plain text, so that the check below sees every warning line.
-        export CARGO_TERM_COLOR=never
-        log=$(mktemp)
-        trap 'rm -f "$log"' EXIT
-        bash scripts/gpu-check.sh build -p model-manager-c 2>&1 | tee "$log"
-        if grep -q '^warning' "$log"; then
-            echo "cuda: the build above has warnings (clippy's or rustc's): fix them" >&2
-            exit 1
-        fi
+        no_warnings linted bash scripts/gpu-check.sh build -p model-manager-c
     )
 else
     echo "cuda build skipped (MM_CUDA=0)"
