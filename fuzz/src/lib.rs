@@ -632,6 +632,12 @@ pub fn inspect_and_load_with(
                 inspected.is_ok(),
                 "loaded what inspect refused: {inspected:?}"
             );
+            // Unloaded, so that the next input's load reads its own files:
+            // a load of the model already ready (the same path, where
+            // `inspect_path` writes every input) returns that model.
+            if let Err(e) = runtime().block_on(manager.unload()) {
+                panic!("unload after a load: {e}");
+            }
         }
         (Err(i), Err(l)) => {
             assert_eq!(state, State::Failed, "{l}");
