@@ -33,7 +33,9 @@ pub enum PageCache {
     Drop,
     /// Read around the page cache with direct I/O (`O_DIRECT`, Linux):
     /// the load reads the disk even where the file is cached, and adds
-    /// nothing to the cache. Where direct I/O is not available (another
+    /// nothing to the cache. A buffer of 1 MiB or more is allocated 4 KiB
+    /// larger, so that the file's blocks land in it directly (counted in
+    /// the resident bytes). Where direct I/O is not available (another
     /// system, or a filesystem that refuses it), as [`Drop`](Self::Drop).
     /// Whether it is faster than [`Auto`](Self::Auto)'s buffered read of a
     /// cold file depends on the disk: `cargo bench --bench cold` measures

@@ -35,23 +35,7 @@ impl DirectFile {
     /// Linux, no `/proc`, or a filesystem that refuses `O_DIRECT`.
     pub(crate) fn open(file: &File) -> Option<DirectFile> {
         #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::fs::OpenOptionsExt;
-            let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-            let direct = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
-                .open(path)
-                .ok()?;
-            // The same file, still a regular one.
-            let (a, b) = (file.metadata().ok()?, direct.metadata().ok()?);
-            use std::os::unix::fs::MetadataExt;
-            if !b.is_file() || a.dev() != b.dev() || a.ino() != b.ino() {
-                return None;
-            }
-            Some(DirectFile(direct))
-        }
+        return super::reader::reopen(file, libc::O_DIRECT).map(DirectFile);
         #[cfg(not(target_os = "linux"))]
         {
             let _ = file;

@@ -44,7 +44,8 @@ pub(crate) fn read_exact_at(reader: &Reader, buf: &mut [u8], offset: u64) -> std
     }
 }
 
-fn file_read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+/// Positioned read of exactly `buf.len()` bytes of a file.
+pub(crate) fn file_read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
@@ -71,5 +72,30 @@ fn file_read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Resu
     {
         let _ = (file, buf, offset);
         Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// `file` opened again through `/proc/self/fd` with `flags` added to
+/// read-only: the same file whatever happened to its path since (checked),
+/// with a file description of its own (its own readahead; `O_DIRECT`
+/// without changing `file`). `None` where that is not possible (not Linux,
+/// no `/proc`, a flag the file system refuses).
+pub(crate) fn reopen(file: &File, flags: i32) -> Option<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let again = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags | libc::O_NONBLOCK)
+            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .ok()?;
+        let (a, b) = (file.metadata().ok()?, again.metadata().ok()?);
+        (b.is_file() && a.dev() == b.dev() && a.ino() == b.ino()).then_some(again)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, flags);
+        None
     }
 }

@@ -26,7 +26,7 @@ use candle_core::op::BackpropOp;
 use candle_core::{DType, Storage, Tensor};
 
 use super::context::{internal, job_error, too_large, ReadContext};
-use super::engine::{run, Target};
+use super::engine::{run, Dealing, Target};
 use super::jobs::{jobs, Job};
 use super::place::{cut, layout};
 use super::staging::{driver, Staging};
@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::io::cache::{drop_pages, Access};
 use crate::io::direct::ALIGN;
 use crate::io::files::{read_exact_at, FilePlan};
-use crate::io::reader::Reader;
+use crate::io::reader::{file_read_exact_at, reopen, Reader};
 use crate::resource::{cuda_memory, Reservation};
 
 /// The host memory a CUDA load of `threads` threads stages through, which
@@ -207,6 +207,9 @@ struct Cuda<'a> {
 struct Stages<'a> {
     buffers: [Staging<'a>; 2],
     reads: usize,
+    /// A cold file read through the page cache: the file opened again for
+    /// this thread, for a readahead of its own (as on the host).
+    own: Option<std::fs::File>,
 }
 
 impl<'a> Target for Cuda<'a> {
@@ -226,7 +229,18 @@ impl<'a> Target for Cuda<'a> {
                 Staging::new(self.ctx.staging, context, self.chunk)?,
             ],
             reads: 0,
+            own: match (self.access, &self.file.reader) {
+                (Access::Dropped, Reader::File(file)) => reopen(file, 0),
+                _ => None,
+            },
         })
+    }
+
+    fn dealing(&self) -> Dealing {
+        match self.access {
+            Access::Cached => Dealing::Interleaved,
+            Access::Dropped | Access::Direct(_) => Dealing::Contiguous,
+        }
     }
 
     fn read(&self, stages: &mut Stages<'a>, job: &mut Job) -> Result<()> {
@@ -251,8 +265,11 @@ impl<'a> Target for Cuda<'a> {
                 let Some(dest) = host.get_mut(..job.len) else {
                     return Err(internal(file));
                 };
-                read_exact_at(&file.reader, dest, job.offset)
-                    .map_err(|e| job_error(file, job, e))?;
+                match &stages.own {
+                    Some(own) => file_read_exact_at(own, dest, job.offset),
+                    None => read_exact_at(&file.reader, dest, job.offset),
+                }
+                .map_err(|e| job_error(file, job, e))?;
                 0
             }
         };

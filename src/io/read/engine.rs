@@ -35,6 +35,22 @@ pub(crate) trait Target: Sync {
     /// After a thread's read failed: settle what it may have left in
     /// flight before the buffers are freed.
     fn failed(&self, _worker: &mut Self::Worker) {}
+    /// How the reads are dealt to the threads.
+    fn dealing(&self) -> Dealing {
+        Dealing::Interleaved
+    }
+}
+
+/// How a file's reads are shared among the reading threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dealing {
+    /// Thread k takes reads k, k+n, ...: the file is read roughly in order
+    /// (from memory, or to a device, where order is all that matters).
+    Interleaved,
+    /// Thread k takes the k-th of n runs of consecutive reads: each thread
+    /// reads one part of the file front to back, as the kernel's readahead
+    /// and a disk read fastest (a file read from disk).
+    Contiguous,
 }
 
 /// Read every one of `reads` (planned for a file of `tensors` tensors) into
@@ -85,7 +101,7 @@ pub(crate) async fn run<T: Target>(
         }
         return Ok(());
     }
-    deal(reads, ctx.threads, |share, stop| {
+    deal(reads, ctx.threads, target.dealing(), |share, stop| {
         let mut worker = target.worker()?;
         for read in share {
             if stop.is_set() {
@@ -109,11 +125,13 @@ impl Stop {
     }
 }
 
-/// Run `work` over `items`, dealt to up to `threads` threads; each call
-/// gets one thread's share, in order, and checks `Stop` between items.
+/// Run `work` over `items`, dealt to up to `threads` threads as `dealing`
+/// says; each call gets one thread's share, in order, and checks `Stop`
+/// between items.
 fn deal<T: Send>(
     items: Vec<T>,
     threads: usize,
+    dealing: Dealing,
     work: impl Fn(Vec<T>, &Stop) -> Result<()> + Sync,
 ) -> Result<()> {
     let threads = if cfg!(target_arch = "wasm32") {
@@ -121,9 +139,15 @@ fn deal<T: Send>(
     } else {
         threads.clamp(1, items.len().max(1))
     };
+    let count = items.len();
     let mut shares: Vec<Vec<T>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, item) in items.into_iter().enumerate() {
-        if let Some(share) = shares.get_mut(i % threads) {
+        let share = match dealing {
+            Dealing::Interleaved => i % threads,
+            // Shares differ by at most one item.
+            Dealing::Contiguous => i * threads / count.max(1),
+        };
+        if let Some(share) = shares.get_mut(share) {
             share.push(item);
         }
     }
@@ -164,36 +188,66 @@ mod tests {
 
     #[test]
     fn every_item_is_worked_once_and_in_order_within_a_share() {
-        for threads in [1, 2, 3, 8, 100] {
-            let seen = Mutex::new(Vec::new());
-            deal((0..50).collect(), threads, |share: Vec<u32>, _| {
-                assert!(share.windows(2).all(|w| w[0] < w[1]));
-                seen.lock().unwrap().extend(share);
-                Ok(())
-            })
-            .unwrap();
-            let mut seen = seen.into_inner().unwrap();
-            seen.sort();
-            assert_eq!(seen, (0..50).collect::<Vec<_>>(), "{threads} threads");
+        for dealing in [Dealing::Interleaved, Dealing::Contiguous] {
+            for (items, threads) in [
+                (50, 1),
+                (50, 2),
+                (50, 3),
+                (50, 8),
+                (50, 100),
+                (7, 3),
+                (0, 4),
+            ] {
+                let seen = Mutex::new(Vec::new());
+                deal(
+                    (0..items).collect(),
+                    threads,
+                    dealing,
+                    |share: Vec<u32>, _| {
+                        assert!(share.windows(2).all(|w| w[0] < w[1]));
+                        if dealing == Dealing::Contiguous {
+                            assert!(share.windows(2).all(|w| w[0] + 1 == w[1]), "{share:?}");
+                        }
+                        seen.lock().unwrap().push(share);
+                        Ok(())
+                    },
+                )
+                .unwrap();
+                let shares = seen.into_inner().unwrap();
+                let lens: Vec<usize> = shares.iter().map(Vec::len).collect();
+                let (most, least) = (lens.iter().max(), lens.iter().min());
+                assert!(
+                    most.zip(least).is_none_or(|(m, l)| m - l <= 1),
+                    "{dealing:?}, {items} items, {threads} threads: shares {lens:?}"
+                );
+                let mut seen: Vec<u32> = shares.into_iter().flatten().collect();
+                seen.sort();
+                assert_eq!(seen, (0..items).collect::<Vec<_>>(), "{threads} threads");
+            }
         }
     }
 
     #[test]
     fn the_first_error_stops_the_others() {
         let worked = std::sync::atomic::AtomicUsize::new(0);
-        let outcome = deal((0..10_000).collect(), 4, |share: Vec<u32>, stop| {
-            for item in share {
-                if stop.is_set() {
-                    return Ok(());
+        let outcome = deal(
+            (0..10_000).collect(),
+            4,
+            Dealing::Interleaved,
+            |share: Vec<u32>, stop| {
+                for item in share {
+                    if stop.is_set() {
+                        return Ok(());
+                    }
+                    if item == 7 {
+                        return Err(Error::Cancelled);
+                    }
+                    worked.fetch_add(1, Ordering::Relaxed);
+                    std::thread::yield_now();
                 }
-                if item == 7 {
-                    return Err(Error::Cancelled);
-                }
-                worked.fetch_add(1, Ordering::Relaxed);
-                std::thread::yield_now();
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         assert_eq!(outcome, Err(Error::Cancelled));
         assert!(worked.into_inner() < 10_000);
     }

@@ -3,17 +3,18 @@
 //! direct read's edges, and its parts that do not line up with the file's
 //! blocks, go through the reading thread's bounce buffer.
 
+use std::fs::File;
 use std::marker::PhantomData;
 
 use super::context::{internal, job_error, too_large, ReadContext};
-use super::engine::{run, Target};
+use super::engine::{run, Dealing, Target};
 use super::jobs::{jobs, Job};
 use super::place::Prepared;
 use crate::error::{Error, Result};
 use crate::io::cache::{drop_pages, Access};
 use crate::io::direct::Bounce;
 use crate::io::files::{read_exact_at, FilePlan};
-use crate::io::reader::Reader;
+use crate::io::reader::{file_read_exact_at, reopen, Reader};
 use crate::io::Pace;
 
 /// A read and where its bytes go: runs of it (its offset in the read, the
@@ -34,28 +35,50 @@ struct Host<'f, 'b> {
     chunk: usize,
 }
 
+/// What one reading thread holds.
+#[derive(Default)]
+struct Worker {
+    /// Direct reads: the thread's bounce buffer, made at its first use.
+    bounce: Option<Bounce>,
+    /// A cold file read through the page cache: the file opened again for
+    /// this thread, so that the kernel's readahead follows this thread's
+    /// part of the file (on one shared open file, it would see the
+    /// threads' reads interleaved, and read ahead less).
+    own: Option<File>,
+}
+
 impl<'b> Target for Host<'_, 'b> {
     type Read = HostRead<'b>;
-    /// Direct reads: the thread's bounce buffer, made at its first use.
-    type Worker = Option<Bounce>;
+    type Worker = Worker;
 
     fn job<'r>(read: &'r HostRead<'b>) -> &'r Job {
         &read.job
     }
 
-    fn worker(&self) -> Result<Option<Bounce>> {
-        Ok(None)
+    fn worker(&self) -> Result<Worker> {
+        let own = match (self.access, &self.file.reader) {
+            (Access::Dropped, Reader::File(file)) => reopen(file, 0),
+            _ => None,
+        };
+        Ok(Worker { bounce: None, own })
     }
 
-    fn read(&self, bounce: &mut Option<Bounce>, read: &mut HostRead<'b>) -> Result<()> {
+    fn dealing(&self) -> Dealing {
+        match self.access {
+            Access::Cached => Dealing::Interleaved,
+            Access::Dropped | Access::Direct(_) => Dealing::Contiguous,
+        }
+    }
+
+    fn read(&self, worker: &mut Worker, read: &mut HostRead<'b>) -> Result<()> {
         let (file, job) = (self.file, &read.job);
         for (at, dest) in &mut read.runs {
             let offset = job.offset + *at as u64;
-            let done = match self.access {
-                Access::Direct(direct) => {
-                    let bounce = match bounce {
+            let done = match (self.access, &worker.own) {
+                (Access::Direct(direct), _) => {
+                    let bounce = match &mut worker.bounce {
                         Some(bounce) => bounce,
-                        None => bounce.insert(Bounce::new(self.chunk).ok_or(
+                        None => worker.bounce.insert(Bounce::new(self.chunk).ok_or(
                             Error::InsufficientMemory {
                                 needed: self.chunk as u64,
                                 available: 0,
@@ -65,7 +88,8 @@ impl<'b> Target for Host<'_, 'b> {
                     };
                     direct.read_into(dest, offset, bounce)
                 }
-                Access::Cached | Access::Dropped => read_exact_at(&file.reader, dest, offset),
+                (_, Some(own)) => file_read_exact_at(own, dest, offset),
+                (_, None) => read_exact_at(&file.reader, dest, offset),
             };
             done.map_err(|e| job_error(file, job, e))?;
         }
