@@ -16,6 +16,8 @@
 //! cargo bench --bench cancel                 # 1 GiB, 100 cancels per state
 //! MM_BENCH_MIB=256 MM_BENCH_CANCELS=50 cargo bench --bench cancel
 //! MM_BENCH_FILL=0 cargo bench --bench cancel # the free-RAM state only
+//! MM_BENCH_TRACE=1 cargo bench --bench cancel # each cancel's start, end
+//!                                            # (unix seconds) and latency
 //! ```
 //!
 //! Linux only (the filled state reads `/proc/meminfo`).
@@ -92,6 +94,17 @@ async fn cancel_latency(path: &Path, load_secs: f64, cancels: usize) -> Vec<(f64
             other => panic!("unexpected {other:?}"),
         }
         let ms = t.elapsed().as_secs_f64() * 1e3;
+        if std::env::var_os("MM_BENCH_TRACE").is_some() {
+            // To line up with a system-call trace (`strace -ttt`).
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            eprintln!(
+                "cancel: {:.6} .. {now:.6}: {ms:.2} ms, {read_mib:.0} MiB read",
+                now - ms / 1e3
+            );
+        }
         assert_eq!(manager.current_state(), State::Idle);
         assert_eq!(manager.resident_bytes(), 0);
         out.push((ms, read_mib));

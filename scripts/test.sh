@@ -81,6 +81,9 @@ no_warnings() {
 
 step "cargo clippy: every target of the workspace, linted while built"
 no_warnings linted cargo test --workspace --all-targets --no-run
+# The example and the device check below run these builds (`cargo run` of
+# one package would build the crates again with that package's features).
+no_warnings linted cargo build --workspace --bins --examples
 
 step "cargo test"
 linted cargo test --workspace
@@ -112,10 +115,10 @@ linted cargo run -q -p model-manager-cli -- demo > /dev/null
 echo "demo ran"
 
 step "example: sentence embeddings from a lease (examples/embed)"
-linted cargo run -q --example embed
+"$target_root/debug/examples/embed"
 
 step "device check on the CPU (tools/gpu-check; scripts/gpu-check.sh runs it on a GPU)"
-linted cargo run -q -p model-manager-gpu-check -- --device cpu --model-mib 64 --cycles 3
+"$target_root/debug/gpu_check" --device cpu --model-mib 64 --cycles 3
 
 # The CUDA path, compiled on a machine without CUDA (the toolchain comes
 # from PyPI wheels, see scripts/cuda-toolchain.sh): the code behind the

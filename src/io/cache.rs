@@ -89,9 +89,16 @@ pub(crate) fn drop_pages(file: &File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
-/// The share of `file`'s pages in the page cache (`mincore` of a mapping
-/// made for the question and unmapped at once); `None` where it cannot be
-/// known.
+/// How many pages [`cached_share`] looks at: enough to tell a cold file
+/// from a warm one within a few percent, at a cost that does not grow with
+/// the file (asking for every page of a 1 GiB file took 19 ms, an eighth
+/// of the file's warm load, before a cancel could be seen).
+const SAMPLES: usize = 256;
+
+/// The share of `file`'s pages in the page cache, estimated from up to
+/// [`SAMPLES`] pages spread evenly over it (`mincore` of each, through a
+/// mapping made for the question and unmapped at once); `None` where it
+/// cannot be known.
 pub(crate) fn cached_share(file: &File) -> Option<f64> {
     #[cfg(target_os = "linux")]
     {
@@ -102,10 +109,13 @@ pub(crate) fn cached_share(file: &File) -> Option<f64> {
         let fd = std::os::fd::AsRawFd::as_raw_fd(file);
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
-        let mut vec = vec![0u8; len.div_ceil(page.max(1))];
+        let pages = len.div_ceil(page.max(1));
+        let samples = pages.min(SAMPLES);
+        let mut cached = 0usize;
         // SAFETY: a read-only shared mapping of the whole file, never read
-        // through (mincore only reads the page tables) and unmapped below;
-        // `vec` has one byte per page of it, as mincore requires.
+        // through (mincore only reads the page tables and the page cache)
+        // and unmapped below; each mincore asks for one page inside it,
+        // with one byte to answer in.
         unsafe {
             let map = libc::mmap(
                 std::ptr::null_mut(),
@@ -118,14 +128,27 @@ pub(crate) fn cached_share(file: &File) -> Option<f64> {
             if map == libc::MAP_FAILED {
                 return None;
             }
-            let ok = libc::mincore(map, len, vec.as_mut_ptr()) == 0;
+            let mut ok = true;
+            for i in 0..samples {
+                // Evenly spread, the first and the last page included.
+                let at = if samples > 1 {
+                    i * (pages - 1) / (samples - 1)
+                } else {
+                    0
+                };
+                let mut state = 0u8;
+                if libc::mincore(map.cast::<u8>().add(at * page).cast(), 1, &mut state) != 0 {
+                    ok = false;
+                    break;
+                }
+                cached += usize::from(state & 1);
+            }
             libc::munmap(map, len);
             if !ok {
                 return None;
             }
         }
-        let cached = vec.iter().filter(|&&b| b & 1 != 0).count();
-        Some(cached as f64 / vec.len() as f64)
+        Some(cached as f64 / samples as f64)
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -26,7 +26,7 @@ use candle_core::op::BackpropOp;
 use candle_core::{DType, Storage, Tensor};
 
 use super::context::{internal, job_error, too_large, ReadContext};
-use super::engine::{run, Dealing, Target};
+use super::engine::{read_in_steps, run, Dealing, Target};
 use super::jobs::{jobs, Job};
 use super::place::{cut, layout};
 use super::staging::{driver, Staging};
@@ -265,11 +265,13 @@ impl<'a> Target for Cuda<'a> {
                 let Some(dest) = host.get_mut(..job.len) else {
                     return Err(internal(file));
                 };
-                match &stages.own {
-                    Some(own) => file_read_exact_at(own, dest, job.offset),
-                    None => read_exact_at(&file.reader, dest, job.offset),
-                }
-                .map_err(|e| job_error(file, job, e))?;
+                read_in_steps(self.ctx.cancel, dest, job.offset, |piece, at| {
+                    match &stages.own {
+                        Some(own) => file_read_exact_at(own, piece, at),
+                        None => read_exact_at(&file.reader, piece, at),
+                    }
+                    .map_err(|e| job_error(file, job, e))
+                })?;
                 0
             }
         };

@@ -7,7 +7,9 @@ use std::fs::File;
 use std::marker::PhantomData;
 
 use super::context::{internal, job_error, too_large, ReadContext};
-use super::engine::{run, Dealing, Target};
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{read_in_steps, run, Dealing, Target, STEP};
 use super::jobs::{jobs, Job};
 use super::place::Prepared;
 use crate::error::{Error, Result};
@@ -31,8 +33,9 @@ struct Host<'f, 'b> {
     file: &'f FilePlan,
     buffers: PhantomData<&'b mut [u8]>,
     access: &'f Access,
-    /// The bounce buffer's size (direct reads): one read's.
+    /// The bounce buffer's size (direct reads): one step's.
     chunk: usize,
+    cancel: &'f CancellationToken,
 }
 
 /// What one reading thread holds.
@@ -72,26 +75,29 @@ impl<'b> Target for Host<'_, 'b> {
 
     fn read(&self, worker: &mut Worker, read: &mut HostRead<'b>) -> Result<()> {
         let (file, job) = (self.file, &read.job);
+        if let (Access::Direct(_), None) = (self.access, &worker.bounce) {
+            worker.bounce = Some(Bounce::new(self.chunk).ok_or(Error::InsufficientMemory {
+                needed: self.chunk as u64,
+                available: 0,
+                pinned: 0,
+            })?);
+        }
         for (at, dest) in &mut read.runs {
-            let offset = job.offset + *at as u64;
-            let done = match (self.access, &worker.own) {
-                (Access::Direct(direct), _) => {
-                    let bounce = match &mut worker.bounce {
-                        Some(bounce) => bounce,
-                        None => worker.bounce.insert(Bounce::new(self.chunk).ok_or(
-                            Error::InsufficientMemory {
-                                needed: self.chunk as u64,
-                                available: 0,
-                                pinned: 0,
-                            },
-                        )?),
-                    };
-                    direct.read_into(dest, offset, bounce)
-                }
-                (_, Some(own)) => file_read_exact_at(own, dest, offset),
-                (_, None) => read_exact_at(&file.reader, dest, offset),
-            };
-            done.map_err(|e| job_error(file, job, e))?;
+            read_in_steps(
+                self.cancel,
+                dest,
+                job.offset + *at as u64,
+                |piece, offset| {
+                    match (self.access, &worker.own, &mut worker.bounce) {
+                        (Access::Direct(direct), _, Some(bounce)) => {
+                            direct.read_into(piece, offset, bounce)
+                        }
+                        (_, Some(own), _) => file_read_exact_at(own, piece, offset),
+                        _ => read_exact_at(&file.reader, piece, offset),
+                    }
+                    .map_err(|e| job_error(file, job, e))
+                },
+            )?;
         }
         if let (Access::Dropped, Reader::File(f)) = (self.access, &file.reader) {
             drop_pages(f, job.offset, job.len as u64);
@@ -160,7 +166,8 @@ pub(crate) async fn read_file(
         file,
         buffers: PhantomData,
         access,
-        chunk: ctx.chunk_size.min(4 << 20),
+        chunk: ctx.chunk_size.min(STEP),
+        cancel: ctx.cancel,
     };
     run(&host, reads, spans.len(), ctx, pace).await
 }
