@@ -101,3 +101,40 @@ async fn a_cold_file_leaves_the_cache_and_a_warm_one_stays() {
         cached(&path)
     );
 }
+
+#[tokio::test]
+async fn a_cold_load_drops_what_it_read_as_it_goes() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = common::write_model(dir.path(), "big", 2, 32, 1 << 20).join("model.safetensors"); // 128 MiB
+    evict(&path);
+    if cached(&path) > 0.05 {
+        eprintln!(
+            "skipped: this file system keeps the pages of {} whatever one advises",
+            path.display()
+        );
+        return;
+    }
+    // After every read: how much of the file the cache holds.
+    let most = std::sync::Arc::new(std::sync::Mutex::new(0.0f64));
+    let (seen, file) = (most.clone(), path.clone());
+    let manager = ModelManager::builder()
+        .read_threads(2)
+        .on_progress(move |_| {
+            let share = cached(&file);
+            let mut most = seen.lock().unwrap();
+            *most = most.max(share);
+        })
+        .build()
+        .unwrap();
+    manager.load(&path).unwrap().await.unwrap();
+    manager.shutdown().await;
+    let most = *most.lock().unwrap();
+    // What the threads' readahead brings ahead of them stays until read;
+    // all the rest goes as it is read (half the file stayed while the
+    // reads' first and last folios were kept).
+    assert!(
+        most < 0.3,
+        "{:.0}% of the file cached at once during a cold load",
+        most * 100.0
+    );
+}

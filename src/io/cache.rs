@@ -72,6 +72,26 @@ pub(crate) fn access(policy: PageCache, file: &File) -> Access {
     }
 }
 
+/// The largest page-cache folio: the kernel keeps a file's pages in folios
+/// of up to 2 MiB (x86-64, arm64 with 4 KiB pages), and drops a folio only
+/// when the range it is asked to drop covers the whole folio.
+const FOLIO: u64 = 2 << 20;
+
+/// Drop from the page cache what a read of `len` bytes at `offset` has just
+/// read, as far as whole folios go: from the folio holding `offset` (whose
+/// start the same thread's previous read read, reads being dealt in
+/// contiguous runs) to the start of the folio holding the read's end (which
+/// the next read finishes, and drops). Dropping only the folios inside the
+/// read left half of a file read in 4 MiB reads at an offset off 2 MiB
+/// cached, every read's first folio straddling two reads.
+pub(crate) fn drop_read(file: &File, offset: u64, len: u64) {
+    let start = offset / FOLIO * FOLIO;
+    let end = offset.saturating_add(len) / FOLIO * FOLIO;
+    if end > start {
+        drop_pages(file, start, end - start);
+    }
+}
+
 /// Ask the kernel to drop `len` bytes of `file` from `offset` from the page
 /// cache (`len` 0: to the end; clean pages go at once; advice only, never
 /// an error).

@@ -31,7 +31,7 @@ use super::jobs::{jobs, Job};
 use super::place::{cut, layout};
 use super::staging::{driver, Staging};
 use crate::error::{Error, Result};
-use crate::io::cache::{drop_pages, Access};
+use crate::io::cache::{drop_read, Access};
 use crate::io::direct::ALIGN;
 use crate::io::files::{read_exact_at, FilePlan};
 use crate::io::reader::{file_read_exact_at, reopen, Reader};
@@ -276,7 +276,7 @@ impl<'a> Target for Cuda<'a> {
             }
         };
         if let (Access::Dropped, Reader::File(f)) = (self.access, &file.reader) {
-            drop_pages(f, job.offset, job.len as u64);
+            drop_read(f, job.offset, job.len as u64);
         }
         let Some(data) = host.get(skip..skip + job.len) else {
             return Err(internal(file));

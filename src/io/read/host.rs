@@ -13,7 +13,7 @@ use super::engine::{read_in_steps, run, Dealing, Target, STEP};
 use super::jobs::{jobs, Job};
 use super::place::Prepared;
 use crate::error::{Error, Result};
-use crate::io::cache::{drop_pages, Access};
+use crate::io::cache::{drop_read, Access};
 use crate::io::direct::Bounce;
 use crate::io::files::{read_exact_at, FilePlan};
 use crate::io::reader::{file_read_exact_at, reopen, Reader};
@@ -100,7 +100,7 @@ impl<'b> Target for Host<'_, 'b> {
             )?;
         }
         if let (Access::Dropped, Reader::File(f)) = (self.access, &file.reader) {
-            drop_pages(f, job.offset, job.len as u64);
+            drop_read(f, job.offset, job.len as u64);
         }
         Ok(())
     }
