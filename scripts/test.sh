@@ -12,7 +12,9 @@ export CARGO_INCREMENTAL=0
 # Each step's wall time and the disk left after it, printed as it ends and
 # listed at the end (and on a failure), so that a slow or full CI run says
 # where its time and its disk went.
-disk_free() { df -h --output=avail . 2>/dev/null | tail -1 | tr -d ' '; }
+target_root="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_root"
+disk_free() { df -h --output=avail "$target_root" 2>/dev/null | tail -1 | tr -d ' ' || true; }
 timings=()
 current=""
 started=$(date +%s)
@@ -46,13 +48,13 @@ for component in rustfmt clippy; do
 done
 cargo --version
 
-# A CI machine's disk may be nearly full: when less than 20 GiB is left, a
-# build folder that only one step uses goes once that step has passed.
-target_root="${CARGO_TARGET_DIR:-target}"
+# A CI machine's disk may be nearly full: when less than 20 GiB is left
+# where the builds go, a build folder that only one step uses goes once
+# that step has passed.
 free_if_low_disk() {
     local avail_kib
-    avail_kib=$(df --output=avail -k . | tail -1 | tr -d ' ')
-    if [ "$avail_kib" -lt $((20 * 1024 * 1024)) ]; then
+    avail_kib=$(df --output=avail -k "$target_root" 2>/dev/null | tail -1 | tr -d ' ') || avail_kib=""
+    if [ -n "$avail_kib" ] && [ "$avail_kib" -lt $((20 * 1024 * 1024)) ]; then
         echo "less than 20 GiB of disk left: removing $*"
         rm -rf "$@"
     fi

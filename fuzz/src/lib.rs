@@ -619,6 +619,10 @@ pub fn inspect_and_load_with(
         }
     }
     let manager = manager_with(policy);
+    // A path is the same source for every input (`inspect_path` writes each
+    // one to the same folder): a load of it while its model is ready would
+    // return that model instead of reading the new files.
+    let same_each_time = matches!(source, ModelSource::Path(_));
     let handle = match manager.load(source) {
         Ok(handle) => handle,
         Err(e) => panic!("load refused: {e}"),
@@ -632,11 +636,11 @@ pub fn inspect_and_load_with(
                 inspected.is_ok(),
                 "loaded what inspect refused: {inspected:?}"
             );
-            // Unloaded, so that the next input's load reads its own files:
-            // a load of the model already ready (the same path, where
-            // `inspect_path` writes every input) returns that model.
-            if let Err(e) = runtime().block_on(manager.unload()) {
-                panic!("unload after a load: {e}");
+            // The next input's load of the same path reads its own files.
+            if same_each_time {
+                if let Err(e) = runtime().block_on(manager.unload()) {
+                    panic!("unload after a load: {e}");
+                }
             }
         }
         (Err(i), Err(l)) => {

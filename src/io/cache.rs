@@ -17,6 +17,7 @@
 use std::fs::File;
 
 use super::direct::DirectFile;
+use super::reader::Reader;
 
 /// What a load does with the page cache's copy of the files it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +53,19 @@ pub(crate) enum Access {
     Dropped,
     /// Around the page cache.
     Direct(DirectFile),
+}
+
+impl Access {
+    /// For a cold file read through the page cache: the file opened again
+    /// for one reading thread, so that the kernel's readahead follows that
+    /// thread's part of the file (on one shared open file it sees the
+    /// threads' reads interleaved, and reads ahead less). `None` otherwise.
+    pub(crate) fn thread_file(&self, reader: &Reader) -> Option<File> {
+        match (self, reader) {
+            (Access::Dropped, Reader::File(file)) => super::reader::reopen(file, 0),
+            _ => None,
+        }
+    }
 }
 
 /// How a load with `policy` reads `file`. Only files on Linux are ever
@@ -113,6 +127,7 @@ pub(crate) fn drop_pages(file: &File, offset: u64, len: u64) {
 /// from a warm one within a few percent, at a cost that does not grow with
 /// the file (asking for every page of a 1 GiB file took 19 ms, an eighth
 /// of the file's warm load, before a cancel could be seen).
+#[cfg(target_os = "linux")]
 const SAMPLES: usize = 256;
 
 /// The share of `file`'s pages in the page cache, estimated from up to

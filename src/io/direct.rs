@@ -31,11 +31,21 @@ pub(crate) struct DirectFile(File);
 impl DirectFile {
     /// `file` (already opened and checked) opened again with `O_DIRECT`,
     /// through `/proc/self/fd`, so it is the same file whatever happened
-    /// to its path since. `None` where direct I/O is not available: not
-    /// Linux, no `/proc`, or a filesystem that refuses `O_DIRECT`.
+    /// to its path since, and one block of it read directly. `None` where
+    /// direct I/O is not available: not Linux, no `/proc`, or a file system
+    /// that refuses `O_DIRECT` or a 4 KiB-aligned direct read.
     pub(crate) fn open(file: &File) -> Option<DirectFile> {
         #[cfg(target_os = "linux")]
-        return super::reader::reopen(file, libc::O_DIRECT).map(DirectFile);
+        {
+            let direct = DirectFile(super::reader::reopen(file, libc::O_DIRECT)?);
+            // One block read at the start, as every direct read will be
+            // made: a file system that opens with O_DIRECT but wants a
+            // larger alignment refuses it here (EINVAL), not mid-load.
+            let mut probe = Bounce::new(ALIGN)?;
+            let block = probe.as_mut_slice().get_mut(..ALIGN)?;
+            direct.read_aligned(block, 0, &Steps::WHOLE).ok()?;
+            Some(direct)
+        }
         #[cfg(not(target_os = "linux"))]
         {
             let _ = file;
@@ -64,7 +74,7 @@ impl DirectFile {
         let (middle_dest, last) = split(rest, middle)?;
         self.read_bounced(first, offset, bounce)?;
         let at = offset + head as u64;
-        let got = self.read_aligned(middle_dest, at)?;
+        let got = self.read_aligned(middle_dest, at, &Steps::WHOLE)?;
         if got < middle_dest.len() {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -72,14 +82,17 @@ impl DirectFile {
     }
 
     /// Read the blocks that cover `len` bytes at `offset` into the start of
-    /// `staging` (aligned, and at least `len + 2 * ALIGN` long); returns
-    /// where the byte at `offset` lies in it. A file that ends before
-    /// `offset + len` is an `UnexpectedEof` error.
+    /// `staging` (aligned, and at least `len + 2 * ALIGN` long), in reads
+    /// of at most `steps.bytes`, stopping with an `Interrupted` error
+    /// before one once `steps.stop` says so; returns where the byte at
+    /// `offset` lies in `staging`. A file that ends before `offset + len`
+    /// is an `UnexpectedEof` error.
     pub(crate) fn read_covering(
         &self,
         staging: &mut [u8],
         offset: u64,
         len: usize,
+        steps: &Steps<'_>,
     ) -> io::Result<usize> {
         let align = ALIGN as u64;
         let start = offset / align * align;
@@ -92,7 +105,7 @@ impl DirectFile {
         if window.as_ptr() as usize % ALIGN != 0 {
             return Err(io::ErrorKind::InvalidInput.into());
         }
-        let got = self.read_aligned(window, start)?;
+        let got = self.read_aligned(window, start, steps)?;
         if got < skip + len {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -108,7 +121,7 @@ impl DirectFile {
             // What fits after the offset's place in its block.
             let room = window.len() - ALIGN;
             let n = dest.len().min(room);
-            let skip = self.read_covering(window, offset, n)?;
+            let skip = self.read_covering(window, offset, n, &Steps::WHOLE)?;
             let (now, later) = split(dest, n)?;
             now.copy_from_slice(
                 window
@@ -122,11 +135,18 @@ impl DirectFile {
     }
 
     /// Direct reads filling `dest` (aligned, a whole number of blocks) from
-    /// `offset` (aligned); returns the bytes read, fewer at the file's end.
-    fn read_aligned(&self, dest: &mut [u8], offset: u64) -> io::Result<usize> {
+    /// `offset` (aligned), each of at most `steps.bytes`; returns the bytes
+    /// read, fewer at the file's end.
+    fn read_aligned(&self, dest: &mut [u8], offset: u64, steps: &Steps<'_>) -> io::Result<usize> {
+        // Whole blocks per read, at least one.
+        let step = (steps.bytes / ALIGN).max(1) * ALIGN;
         let mut done = 0;
         while done < dest.len() {
-            let rest = dest.get_mut(done..).ok_or(io::ErrorKind::InvalidInput)?;
+            if (steps.stop)() {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            }
+            let end = dest.len().min(done.saturating_add(step));
+            let rest = dest.get_mut(done..end).ok_or(io::ErrorKind::InvalidInput)?;
             match read_at(&self.0, rest, offset + done as u64) {
                 Ok(0) => break,
                 // A short read mid-file ends on a block; at the file's end
@@ -142,6 +162,21 @@ impl DirectFile {
         }
         Ok(done)
     }
+}
+
+/// How a long direct read is cut: reads of at most `bytes`, and before
+/// each a look at `stop` (a load's cancel).
+pub(crate) struct Steps<'a> {
+    pub(crate) bytes: usize,
+    pub(crate) stop: &'a dyn Fn() -> bool,
+}
+
+impl Steps<'_> {
+    /// One read, never stopped: for reads the caller already cuts.
+    const WHOLE: Steps<'static> = Steps {
+        bytes: usize::MAX,
+        stop: &|| false,
+    };
 }
 
 fn split(slice: &mut [u8], at: usize) -> io::Result<(&mut [u8], &mut [u8])> {

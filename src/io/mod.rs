@@ -125,11 +125,12 @@ pub(crate) fn estimate(
     source: &ModelSource,
     dtype: Option<candle_core::DType>,
     device: &candle_core::Device,
+    page_cache: PageCache,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> crate::error::Result<(plan::Plan, u64)> {
     let stop = || cancel.is_cancelled();
     let sink = download::Sink::quiet(&stop);
     let plan = resolve_reporting(source, &sink)?;
-    let peak = read::peak_bytes(&plan, dtype, device)?;
+    let peak = read::peak_bytes(&plan, dtype, device, page_cache)?;
     Ok((plan, peak))
 }

@@ -112,7 +112,12 @@ impl<P: Pipeline> LoaderService<P> {
             };
             // Device memory only: the CUDA path's pinned staging is host
             // memory, pooled for the manager's life.
-            let needed = peak_bytes(&plan, self.config.dtype, self.resources.device())?;
+            let needed = peak_bytes(
+                &plan,
+                self.config.dtype,
+                self.resources.device(),
+                self.config.page_cache,
+            )?;
             self.resources.check_budget(needed)?;
             self.resources.note_load_start();
             let mut reservation = self.resources.reservation();
@@ -162,6 +167,7 @@ impl<P: Pipeline> LoaderService<P> {
             &plan,
             self.config.dtype,
             self.resources.device(),
+            self.config.page_cache,
         )?)?;
         let mut reservation = self.resources.reservation();
         let ctx = self.read_context(ticket);

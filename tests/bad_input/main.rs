@@ -126,12 +126,15 @@ async fn every_bad_input_fails_cleanly_and_the_next_load_succeeds() {
 }
 
 async fn every_bad_input_with(policy: PageCache) {
-    let good_dir = tempfile::tempdir().unwrap();
+    // On disk where the build is (the temp folder may be tmpfs, which may
+    // refuse direct I/O).
+    let scratch = env!("CARGO_TARGET_TMPDIR");
+    let good_dir = tempfile::tempdir_in(scratch).unwrap();
     let good = write_model(good_dir.path(), "good", 1, 3, 10_000);
     let manager = ModelManager::builder().page_cache(policy).build().unwrap();
     for case in cases() {
         let name = format!("{} ({policy:?})", case.name);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir_in(scratch).unwrap();
         let source = (case.build)(dir.path());
         let started = Instant::now();
         let err = bounded(&name, manager.load(&source).unwrap())
@@ -184,12 +187,22 @@ async fn every_bad_input_with(policy: PageCache) {
 
 #[tokio::test]
 async fn a_file_truncated_while_loading_is_an_error_not_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
+    // Read through the page cache, and around it (direct reads end short).
+    for policy in [PageCache::Auto, PageCache::Bypass] {
+        truncated_while_loading(policy).await;
+    }
+}
+
+async fn truncated_while_loading(policy: PageCache) {
+    // On disk where the build is (the temp folder may be tmpfs, which may
+    // refuse direct I/O).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let model = write_model(dir.path(), "m", 1, 8, 64 * 1024);
     let gate = Gate::new();
     let manager = ModelManager::builder()
         .chunk_size(64 * 1024)
         .read_threads(1)
+        .page_cache(policy)
         .on_progress(gate.hook())
         .build()
         .unwrap();
@@ -204,8 +217,8 @@ async fn a_file_truncated_while_loading_is_an_error_not_a_crash() {
     f.set_len(1000).unwrap();
     gate.open();
     let err = handle.await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidModel, "{err}");
-    assert!(err.to_string().contains("truncated"), "{err}");
+    assert_eq!(err.code(), ErrorCode::InvalidModel, "{policy:?}: {err}");
+    assert!(err.to_string().contains("truncated"), "{policy:?}: {err}");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
     assert_eq!(manager.current_state(), State::Failed);
     assert_eq!(manager.resident_bytes(), 0);

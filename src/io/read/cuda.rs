@@ -26,15 +26,15 @@ use candle_core::op::BackpropOp;
 use candle_core::{DType, Storage, Tensor};
 
 use super::context::{internal, job_error, too_large, ReadContext};
-use super::engine::{read_in_steps, run, Dealing, Target};
+use super::engine::{read_in_steps, run, Dealing, Target, STEP};
 use super::jobs::{jobs, Job};
 use super::place::{cut, layout};
 use super::staging::{driver, Staging};
 use crate::error::{Error, Result};
 use crate::io::cache::{drop_read, Access};
-use crate::io::direct::ALIGN;
+use crate::io::direct::{Steps, ALIGN};
 use crate::io::files::{read_exact_at, FilePlan};
-use crate::io::reader::{file_read_exact_at, reopen, Reader};
+use crate::io::reader::{file_read_exact_at, Reader};
 use crate::resource::{cuda_memory, Reservation};
 
 /// The host memory a CUDA load of `threads` threads stages through, which
@@ -229,18 +229,12 @@ impl<'a> Target for Cuda<'a> {
                 Staging::new(self.ctx.staging, context, self.chunk)?,
             ],
             reads: 0,
-            own: match (self.access, &self.file.reader) {
-                (Access::Dropped, Reader::File(file)) => reopen(file, 0),
-                _ => None,
-            },
+            own: self.access.thread_file(&self.file.reader),
         })
     }
 
     fn dealing(&self) -> Dealing {
-        match self.access {
-            Access::Cached => Dealing::Interleaved,
-            Access::Dropped | Access::Direct(_) => Dealing::Contiguous,
-        }
+        Dealing::for_access(self.access)
     }
 
     fn read(&self, stages: &mut Stages<'a>, job: &mut Job) -> Result<()> {
@@ -258,9 +252,23 @@ impl<'a> Target for Cuda<'a> {
         // Where the read's bytes start in the staging buffer.
         let skip = match self.access {
             // Pinned memory is page-aligned, as a direct read needs.
-            Access::Direct(direct) => direct
-                .read_covering(host, job.offset, job.len)
-                .map_err(|e| job_error(file, job, e))?,
+            // In steps, as a buffered read is: a cancel waits for one.
+            Access::Direct(direct) => {
+                let cancel = self.ctx.cancel;
+                let steps = Steps {
+                    bytes: STEP,
+                    stop: &|| cancel.is_cancelled(),
+                };
+                direct
+                    .read_covering(host, job.offset, job.len, &steps)
+                    .map_err(|e| {
+                        if cancel.is_cancelled() {
+                            Error::Cancelled
+                        } else {
+                            job_error(file, job, e)
+                        }
+                    })?
+            }
             Access::Cached | Access::Dropped => {
                 let Some(dest) = host.get_mut(..job.len) else {
                     return Err(internal(file));

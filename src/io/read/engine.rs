@@ -1,9 +1,11 @@
 //! The read engine's one loop, over a host or a device target.
 //!
 //! A file's tensor data is split into reads by the one planner
-//! ([`jobs`](super::jobs::jobs)); [`run`] deals the reads round-robin to up
-//! to `threads` threads (thread k takes reads k, k+n, ..., so a file is
-//! still read roughly in order), or, with a pace (wasm32, on the host's
+//! ([`jobs`](super::jobs::jobs)); [`run`] deals the reads to up to
+//! `threads` threads, round-robin for a file in the page cache (thread k
+//! takes reads k, k+n, ..., so it is read roughly in order) or in
+//! contiguous runs for one read from disk ([`Dealing`]), or, with a pace
+//! (wasm32, on the host's
 //! event loop), reads them one at a time on the caller's thread and yields
 //! to the host between two. After every read it publishes progress and
 //! checks cancellation; the first error stops every thread before its next
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::context::ReadContext;
 use super::jobs::Job;
 use crate::error::{Error, Result};
+use crate::io::cache::Access;
 use crate::io::Pace;
 
 /// Where a file's reads go: host memory, or a device through staging.
@@ -40,6 +43,18 @@ pub(crate) trait Target: Sync {
     /// How the reads are dealt to the threads.
     fn dealing(&self) -> Dealing {
         Dealing::Interleaved
+    }
+}
+
+impl Dealing {
+    /// Contiguous for a file read from disk (cold, or direct), where the
+    /// readahead or the disk wants each thread's reads in a row;
+    /// interleaved for a warm file.
+    pub(crate) fn for_access(access: &Access) -> Dealing {
+        match access {
+            Access::Cached => Dealing::Interleaved,
+            Access::Dropped | Access::Direct(_) => Dealing::Contiguous,
+        }
     }
 }
 
@@ -177,7 +192,10 @@ fn deal<T: Send>(
         let share = match dealing {
             Dealing::Interleaved => i % threads,
             // Shares differ by at most one item.
-            Dealing::Contiguous => i * threads / count.max(1),
+            Dealing::Contiguous => {
+                // In u128: `i * threads` cannot overflow.
+                usize::try_from(i as u128 * threads as u128 / count.max(1) as u128).unwrap_or(0)
+            }
         };
         if let Some(share) = shares.get_mut(share) {
             share.push(item);

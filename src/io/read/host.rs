@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::io::cache::{drop_read, Access};
 use crate::io::direct::Bounce;
 use crate::io::files::{read_exact_at, FilePlan};
-use crate::io::reader::{file_read_exact_at, reopen, Reader};
+use crate::io::reader::{file_read_exact_at, Reader};
 use crate::io::Pace;
 
 /// A read and where its bytes go: runs of it (its offset in the read, the
@@ -59,18 +59,14 @@ impl<'b> Target for Host<'_, 'b> {
     }
 
     fn worker(&self) -> Result<Worker> {
-        let own = match (self.access, &self.file.reader) {
-            (Access::Dropped, Reader::File(file)) => reopen(file, 0),
-            _ => None,
-        };
-        Ok(Worker { bounce: None, own })
+        Ok(Worker {
+            bounce: None,
+            own: self.access.thread_file(&self.file.reader),
+        })
     }
 
     fn dealing(&self) -> Dealing {
-        match self.access {
-            Access::Cached => Dealing::Interleaved,
-            Access::Dropped | Access::Direct(_) => Dealing::Contiguous,
-        }
+        Dealing::for_access(self.access)
     }
 
     fn read(&self, worker: &mut Worker, read: &mut HostRead<'b>) -> Result<()> {

@@ -78,11 +78,28 @@ fn reads_to(device: &Device) -> bool {
 /// device) from them; then the buffers whose every tensor was replaced are
 /// freed. So the peak is the largest, over files, of: what earlier files
 /// hold, plus this file's buffers, plus its replaced tensors.
-pub(crate) fn peak_bytes(plan: &Plan, target: Option<DType>, device: &Device) -> Result<u64> {
+pub(crate) fn peak_bytes(
+    plan: &Plan,
+    target: Option<DType>,
+    device: &Device,
+    page_cache: crate::io::PageCache,
+) -> Result<u64> {
+    // Direct reads into host buffers: each may have a block of slack
+    // (`place::slack`), counted here as kept (an estimate above the truth
+    // by at most a block per buffer, never below it).
+    let align = (page_cache == crate::io::PageCache::Bypass && device.is_cpu())
+        .then_some(crate::io::direct::ALIGN);
     let mut held = 0u64;
     let mut peak = 0u64;
     for file in plan.files() {
         let (mut stored, mut kept, mut replaced) = (0u64, 0u64, 0u64);
+        if align.is_some() {
+            for (dtype, bytes) in place::layout(file)?.0 {
+                let extra = place::slack(dtype, bytes, align);
+                stored = stored.saturating_add(extra);
+                kept = kept.saturating_add(extra);
+            }
+        }
         for t in &file.header.tensors {
             let dtype = candle_dtype(t.dtype).ok_or_else(|| unsupported(file, t))?;
             let elems = t.len / dtype.size_in_bytes() as u64;

@@ -49,6 +49,17 @@ pub(crate) fn layout(file: &FilePlan) -> Result<Layout> {
     Ok((groups, placement))
 }
 
+/// The bytes a buffer of `bytes` of `dtype` gets beyond its tensors so
+/// that direct reads (`align`: their block size) land in it: one block,
+/// where that is at most 1/256 of the buffer (a smaller buffer is read
+/// through the bounce buffer) and the block holds whole elements. The one
+/// rule, for the allocation and for the estimate the budget checks.
+pub(crate) fn slack(dtype: DType, bytes: u64, align: Option<usize>) -> u64 {
+    align
+        .filter(|&a| a % dtype.size_in_bytes() == 0 && bytes >= 256 * a as u64)
+        .map_or(0, |a| a as u64)
+}
+
 /// One buffer per dtype for the whole file: one allocation, straight from
 /// the OS (so it goes straight back on free, whatever the allocator's
 /// heuristics), advised to use huge pages; each tensor becomes a view into it.
@@ -67,11 +78,7 @@ pub(crate) fn prepare(
     let mut buffers = Vec::with_capacity(groups.len());
     for (group, (dtype, bytes)) in groups.iter_mut().enumerate() {
         let size = dtype.size_in_bytes();
-        // Only where the slack is at most 1/256 of the buffer: a smaller
-        // one is read through the bounce buffer.
-        let slack = align
-            .filter(|&a| a % size == 0 && *bytes >= 256 * a as u64)
-            .unwrap_or(0);
+        let slack = usize::try_from(slack(*dtype, *bytes, align)).map_err(|_| too_large(file))?;
         let total = usize::try_from(*bytes)
             .ok()
             .and_then(|b| b.checked_add(slack))

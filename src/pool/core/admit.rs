@@ -89,16 +89,18 @@ impl<P: Pipeline> Core<P> {
         // The estimate: headers only, on a blocking thread; the plan it
         // resolves is the one the load reads.
         let estimate = {
-            let (source, dtype, device, stop) = (
+            let (source, dtype, device, page_cache, stop) = (
                 source.clone(),
                 self.config.manager.dtype,
                 self.device.clone(),
+                self.config.manager.page_cache,
                 cancel.clone(),
             );
             // A download stops with the load (the blocking thread is not
             // just left behind: it would go on writing the blob).
-            let blocking =
-                rt::blocking(move || crate::io::estimate(&source, dtype, &device, &stop));
+            let blocking = rt::blocking(move || {
+                crate::io::estimate(&source, dtype, &device, page_cache, &stop)
+            });
             tokio::select! {
                 r = blocking => r,
                 () = cancel.cancelled() => Err(Error::Cancelled),
