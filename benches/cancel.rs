@@ -24,13 +24,13 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use model_manager::{Error, ModelManager, State};
+use model_manager::ModelManager;
 
 mod support;
 
-use support::{median, percentile, write_model};
+use support::{cancel_latency, median, percentile, write_model};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -66,51 +66,6 @@ fn fill_page_cache(dir: &Path) -> PathBuf {
     drop(file);
     read_all(&path);
     path
-}
-
-/// `cancels` cancels at random points of the first 90% of a load of
-/// `path` (which takes about `load_secs`): each one's latency in ms and
-/// the MiB read when it landed.
-async fn cancel_latency(path: &Path, load_secs: f64, cancels: usize) -> Vec<(f64, f64)> {
-    let manager = ModelManager::new().unwrap();
-    let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut out = Vec::new();
-    while out.len() < cancels {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        let at = (rng_state % 1000) as f64 / 1000.0 * load_secs * 0.9;
-        let handle = manager.load(path).unwrap();
-        tokio::time::sleep(Duration::from_secs_f64(at)).await;
-        let t = Instant::now();
-        let read_mib = handle.progress().bytes_done as f64 / (1 << 20) as f64;
-        if manager.cancel().is_err() {
-            // Finished before the cancel: not a cancel to time.
-            manager.unload().await.unwrap();
-            continue;
-        }
-        match handle.await {
-            Err(Error::Cancelled) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        if std::env::var_os("MM_BENCH_TRACE").is_some() {
-            // To line up with a system-call trace (`strace -ttt`).
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs_f64();
-            eprintln!(
-                "cancel: {:.6} .. {now:.6}: {ms:.2} ms, {read_mib:.0} MiB read",
-                now - ms / 1e3
-            );
-        }
-        assert_eq!(manager.current_state(), State::Idle);
-        assert_eq!(manager.resident_bytes(), 0);
-        out.push((ms, read_mib));
-    }
-    manager.shutdown().await;
-    out
 }
 
 fn report(state: &str, mib: usize, cancels: &[(f64, f64)]) {

@@ -228,9 +228,8 @@ fn main() {
     }
     let sizes = env_list("MM_BENCH_COLD_MIB", &[1024, 4096]);
     let rounds = env_list("MM_BENCH_ROUNDS", &[3])[0].max(1);
-    let threads = std::thread::available_parallelism()
-        .map_or(4, |n| n.get())
-        .min(8);
+    // fio reads with the loader's own thread count.
+    let threads = model_manager::default_read_threads();
     let dir = PathBuf::from("target/bench-cold");
     std::fs::create_dir_all(&dir).unwrap();
     let py = python();

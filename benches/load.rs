@@ -17,14 +17,16 @@
 //! a fresh child process each, so nothing else is on the heap).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use model_manager::candle_core::{Device, Tensor};
-use model_manager::{Error, ModelManager};
+use model_manager::ModelManager;
 
 mod support;
 
-use support::{data_range, limit, median, percentile, run_child, status_kib, write_model};
+use support::{
+    cancel_latency, data_range, limit, median, percentile, run_child, status_kib, write_model,
+};
 
 const ROUNDS: usize = 7;
 
@@ -54,38 +56,6 @@ fn peer(path: &Path) -> Vec<f64> {
             secs
         })
         .collect()
-}
-
-/// Cancel latencies in ms, each with the MiB read when the cancel landed.
-async fn cancel_latency(path: &Path, load_secs: f64) -> Vec<(f64, f64)> {
-    let manager = ModelManager::new().unwrap();
-    let mut rng_state = 0x9e3779b97f4a7c15u64;
-    let mut latencies = Vec::new();
-    for _ in 0..100 {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        let at = (rng_state % 1000) as f64 / 1000.0 * load_secs * 0.9;
-        let handle = manager.load(path).unwrap();
-        tokio::time::sleep(Duration::from_secs_f64(at)).await;
-        let t = Instant::now();
-        let read_mib = handle.progress().bytes_done as f64 / (1 << 20) as f64;
-        if manager.cancel().is_err() {
-            // Finished before the cancel: not a cancel to time.
-            manager.unload().await.unwrap();
-            continue;
-        }
-        match handle.await {
-            Err(Error::Cancelled) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-        // Idle, with every byte read so far released, when the handle resolves.
-        assert_eq!(manager.current_state(), model_manager::State::Idle);
-        assert_eq!(manager.resident_bytes(), 0);
-        latencies.push((t.elapsed().as_secs_f64() * 1e3, read_mib));
-    }
-    manager.shutdown().await;
-    latencies
 }
 
 /// Child process: peak RSS of one load, or RSS growth over 50 cycles.
@@ -168,7 +138,7 @@ fn main() {
             medians.next().unwrap(),
         )
     });
-    let cancels = rt.block_on(cancel_latency(&path, ours_t));
+    let cancels = rt.block_on(cancel_latency(&path, ours_t, 100));
     let (before, peak) = run_child_kib("peak", &path);
     let (first, fiftieth) = run_child_kib("cycles", &path);
     let best_limit = limit1.min(limit_n);

@@ -9,9 +9,11 @@
 //! does: the data checks hold there too.
 #![cfg(target_os = "linux")]
 
-use std::os::fd::AsRawFd;
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{cached, evict};
 use model_manager::candle_core::DType;
 use model_manager::{Error, ModelManager, PageCache};
 use rand::{Rng, SeedableRng};
@@ -64,14 +66,6 @@ fn write(path: &Path, tensors: &[(usize, usize)], pad: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Evict `path` from the page cache (synced first: dirty pages stay).
-fn evict(path: &Path) {
-    let file = std::fs::File::open(path).unwrap();
-    file.sync_data().unwrap();
-    // SAFETY: a valid descriptor; advice only.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-}
-
 async fn load_and_check(path: &Path, tensors: &[(usize, usize)], chunk: usize, threads: usize) {
     let manager = ModelManager::builder()
         .page_cache(PageCache::Bypass)
@@ -117,10 +111,23 @@ fn direct_io_works(dir: &Path) -> bool {
     use std::os::unix::fs::OpenOptionsExt;
     let probe = dir.join("probe");
     std::fs::write(&probe, vec![1u8; 8192]).unwrap();
+    // As the library probes: an O_DIRECT open, then one aligned block read.
     let works = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(&probe)
+        .and_then(|file| {
+            let layout = std::alloc::Layout::from_size_align(4096, 4096).unwrap();
+            // SAFETY: a non-zero size; freed below with the same layout.
+            let block = unsafe { std::alloc::alloc_zeroed(layout) };
+            assert!(!block.is_null());
+            // SAFETY: `block` is 4096 initialised bytes, owned here.
+            let slice = unsafe { std::slice::from_raw_parts_mut(block, 4096) };
+            let read = std::os::unix::fs::FileExt::read_at(&file, slice, 0);
+            // SAFETY: allocated above with this layout, freed once.
+            unsafe { std::alloc::dealloc(block, layout) };
+            read
+        })
         .is_ok();
     if !works {
         eprintln!(
@@ -194,30 +201,6 @@ async fn a_truncated_file_fails_as_it_does_buffered() {
         }
         assert_eq!(manager.resident_bytes(), 0);
         manager.shutdown().await;
-    }
-}
-
-/// The share of `path`'s pages in the page cache.
-fn cached(path: &Path) -> f64 {
-    let file = std::fs::File::open(path).unwrap();
-    let len = file.metadata().unwrap().len() as usize;
-    // SAFETY: a read-only mapping of the whole file, unmapped below; mincore
-    // only reads the page table; `pages` has a byte per page.
-    unsafe {
-        let map = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        );
-        assert_ne!(map, libc::MAP_FAILED);
-        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-        let mut pages = vec![0u8; len.div_ceil(page)];
-        assert_eq!(libc::mincore(map, len, pages.as_mut_ptr()), 0);
-        libc::munmap(map, len);
-        pages.iter().filter(|&&b| b & 1 != 0).count() as f64 / pages.len() as f64
     }
 }
 

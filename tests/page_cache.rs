@@ -7,42 +7,11 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
+use common::{cached, evict};
+
 use std::path::Path;
 
 use model_manager::{ModelManager, PageCache};
-
-/// The share of `path`'s pages in the page cache.
-fn cached(path: &Path) -> f64 {
-    let file = std::fs::File::open(path).unwrap();
-    let len = file.metadata().unwrap().len() as usize;
-    // SAFETY: a read-only mapping of the whole file, unmapped below; mincore
-    // only reads the page table; `pages` has a byte per page.
-    unsafe {
-        let map = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        );
-        assert_ne!(map, libc::MAP_FAILED);
-        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-        let mut pages = vec![0u8; len.div_ceil(page)];
-        assert_eq!(libc::mincore(map, len, pages.as_mut_ptr()), 0);
-        libc::munmap(map, len);
-        pages.iter().filter(|&&b| b & 1 != 0).count() as f64 / pages.len() as f64
-    }
-}
-
-fn evict(path: &Path) {
-    let file = std::fs::File::open(path).unwrap();
-    // A file just written has dirty pages, which the advice cannot drop.
-    file.sync_data().unwrap();
-    // SAFETY: a valid descriptor; advice only.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-}
 
 fn warm(path: &Path) {
     std::fs::read(path).unwrap();

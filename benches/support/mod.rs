@@ -1,14 +1,14 @@
 //! What the benchmarks share: a model writer, the touched-memory read
-//! limit, and medians.
+//! limit, medians, a child-process runner, and cancel latency.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use model_manager::candle_core::{Device, Tensor};
-use model_manager::DEFAULT_CHUNK_SIZE;
+use model_manager::{Error, ModelManager, State, DEFAULT_CHUNK_SIZE};
 
 /// A `mib` MiB f32 model of 16 MiB tensors (a transformer-like mix of sizes
 /// would change little: the cost is per byte).
@@ -105,4 +105,54 @@ pub fn run_child(mode: &str, path: &Path) -> Vec<f64> {
         .split_whitespace()
         .map(|x| x.parse().unwrap())
         .collect()
+}
+
+/// `cancels` cancels at random points of the first 90% of a load of
+/// `path` (which takes about `load_secs`): each one's latency in ms and
+/// the MiB read when it landed.
+pub async fn cancel_latency(path: &Path, load_secs: f64, cancels: usize) -> Vec<(f64, f64)> {
+    let manager = ModelManager::new().unwrap();
+    let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = Vec::new();
+    // Bounded: a load that always finishes before its cancel lands (a
+    // small model, a coarse timer) ends the loop with fewer cancels.
+    for _ in 0..cancels.saturating_mul(10) {
+        if out.len() == cancels {
+            break;
+        }
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let at = (rng_state % 1000) as f64 / 1000.0 * load_secs * 0.9;
+        let handle = manager.load(path).unwrap();
+        tokio::time::sleep(Duration::from_secs_f64(at)).await;
+        let t = Instant::now();
+        let read_mib = handle.progress().bytes_done as f64 / (1 << 20) as f64;
+        if manager.cancel().is_err() {
+            // Finished before the cancel: not a cancel to time.
+            manager.unload().await.unwrap();
+            continue;
+        }
+        match handle.await {
+            Err(Error::Cancelled) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if std::env::var_os("MM_BENCH_TRACE").is_some() {
+            // To line up with a system-call trace (`strace -ttt`).
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            eprintln!(
+                "cancel: {:.6} .. {now:.6}: {ms:.2} ms, {read_mib:.0} MiB read",
+                now - ms / 1e3
+            );
+        }
+        assert_eq!(manager.current_state(), State::Idle);
+        assert_eq!(manager.resident_bytes(), 0);
+        out.push((ms, read_mib));
+    }
+    manager.shutdown().await;
+    out
 }

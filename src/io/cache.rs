@@ -36,7 +36,9 @@ pub enum PageCache {
     /// the load reads the disk even where the file is cached, and adds
     /// nothing to the cache. A buffer of 1 MiB or more is allocated 4 KiB
     /// larger, so that the file's blocks land in it directly (counted in
-    /// the resident bytes). Where direct I/O is not available (another
+    /// the resident bytes; each reading thread's bounce buffer for the
+    /// unaligned edges, up to 516 KiB, is not). Where direct I/O is not
+    /// available (another
     /// system, or a filesystem that refuses it), as [`Drop`](Self::Drop).
     /// Whether it is faster than [`Auto`](Self::Auto)'s buffered read of a
     /// cold file depends on the disk: `cargo bench --bench cold` measures

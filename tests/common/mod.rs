@@ -194,3 +194,46 @@ impl model_manager::Pipeline for Strict {
         Ok(Strict(loaded))
     }
 }
+
+/// The share of `path`'s pages in the page cache (`mincore` of every
+/// page).
+#[cfg(target_os = "linux")]
+pub fn cached(path: &Path) -> f64 {
+    let file = std::fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: a read-only mapping of the whole file, unmapped below; mincore
+    // only reads the page table; `pages` has a byte per page.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED);
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut pages = vec![0u8; len.div_ceil(page)];
+        assert_eq!(libc::mincore(map, len, pages.as_mut_ptr()), 0);
+        libc::munmap(map, len);
+        pages.iter().filter(|&&b| b & 1 != 0).count() as f64 / pages.len() as f64
+    }
+}
+
+/// Evict `path` from the page cache (synced first: the advice cannot drop
+/// dirty pages).
+#[cfg(target_os = "linux")]
+pub fn evict(path: &Path) {
+    let file = std::fs::File::open(path).unwrap();
+    file.sync_data().unwrap();
+    // SAFETY: a valid descriptor; advice only.
+    unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+}

@@ -115,7 +115,12 @@ pub(crate) fn fetch(
         // The server sent the whole file (or a range we did not ask for):
         // start over; what was kept is to be done again.
         file.set_len(0).map_err(io)?;
-        sink.learn(0, have)?;
+        // What was kept was counted as done only where the size was known
+        // (and so counted in the total): only then is it to be done again.
+        // Of a file of unknown size, each chunk adds to both as it comes.
+        if counted {
+            sink.learn(0, have)?;
+        }
         have = 0;
         if status == StatusCode::RANGE_NOT_SATISFIABLE || status == StatusCode::PARTIAL_CONTENT {
             response = client.get(url, 0, &format!("the file {url}"))?;
