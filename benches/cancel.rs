@@ -22,50 +22,22 @@
 //!
 //! Linux only (the filled state reads `/proc/meminfo`).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use model_manager::ModelManager;
 
 mod support;
 
-use support::{cancel_latency, median, percentile, write_model};
+use support::{
+    cancel_latency, fill_page_cache, median, meminfo, percentile, read_all, write_model,
+};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A field of `/proc/meminfo`, in bytes.
-fn meminfo(field: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
-    text.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .unwrap()
-        * 1024
-}
-
-fn read_all(path: &Path) {
-    let mut file = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; 8 << 20];
-    while file.read(&mut buf).unwrap() > 0 {}
-}
-
-/// Fill the page cache: a sparse file as large as the free memory, read
-/// once (its pages stay cached while the file exists). Returns its path.
-fn fill_page_cache(dir: &Path) -> PathBuf {
-    let path = dir.join("filler.sparse");
-    let size = meminfo("MemFree:").saturating_sub(256 << 20);
-    let file = std::fs::File::create(&path).unwrap();
-    file.set_len(size).unwrap();
-    drop(file);
-    read_all(&path);
-    path
 }
 
 fn report(state: &str, mib: usize, cancels: &[(f64, f64)]) {

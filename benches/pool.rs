@@ -14,6 +14,13 @@
 //! 3. A 10-request trace over 3 models under a budget for 2, served by the
 //!    pool, against a single-model manager that unloads and loads on every
 //!    change of model: total time and bytes read.
+//!
+//! 2 and 3 run in two machine states: free RAM (a machine just booted),
+//! and the page cache filling the RAM (a desktop that has run for hours:
+//! the bench reads a sparse file as large as the free memory first; Linux;
+//! `MM_BENCH_FILL=0` skips it). The bench installs model-manager's
+//! allocator, as the CLI and the bindings do, so that an evicting load
+//! reuses the evicted model's pages.
 
 mod support;
 
@@ -21,7 +28,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use model_manager::{ModelManager, ModelPool};
-use support::{data_range, limit, median, percentile, write_model};
+use support::{data_range, fill_page_cache, limit, median, meminfo, percentile, write_model};
+
+#[global_allocator]
+static ALLOC: model_manager::alloc::Allocator = model_manager::alloc::Allocator::new();
 
 const ROUNDS: usize = 5;
 
@@ -111,161 +121,178 @@ fn main() {
         rt.block_on(pool.shutdown());
     }
 
-    // 2. The evicting switch, a cold load, the limit.
-    {
-        let budget = bytes + bytes / 2;
-        // Warm the page cache: every variant reads from it.
-        let _ = limit(&a, threads, 1);
-        let _ = limit(&b, threads, 1);
-        let limit_t = median(
-            limit(&a, threads, ROUNDS)
-                .into_iter()
-                .chain(limit(&b, threads, ROUNDS))
-                .collect(),
+    let mut states = vec!["free RAM"];
+    if env_mib("MM_BENCH_FILL", 1) != 0 {
+        states.push("page cache full");
+    }
+    for state in states {
+        let filler = (state == "page cache full").then(|| fill_page_cache(dir.path()));
+        println!(
+            "\n== {state}: {:.1} GiB free, {:.1} GiB cached ==",
+            meminfo("MemFree:") as f64 / (1u64 << 30) as f64,
+            meminfo("Cached:") as f64 / (1u64 << 30) as f64
         );
-        let cold: Vec<f64> = (0..ROUNDS)
-            .map(|_| {
+        // 2. The evicting switch, a cold load, the limit.
+        {
+            let budget = bytes + bytes / 2;
+            // Warm the page cache: every variant reads from it.
+            let _ = limit(&a, threads, 1);
+            let _ = limit(&b, threads, 1);
+            let limit_t = median(
+                limit(&a, threads, ROUNDS)
+                    .into_iter()
+                    .chain(limit(&b, threads, ROUNDS))
+                    .collect(),
+            );
+            let cold: Vec<f64> = (0..ROUNDS)
+                .map(|_| {
+                    let pool = ModelPool::builder()
+                        .memory_budget(budget)
+                        .runtime(rt.handle().clone())
+                        .build()
+                        .unwrap();
+                    pool.add("a", a.as_path()).unwrap();
+                    let t = Instant::now();
+                    let lease = rt.block_on(pool.acquire("a")).unwrap();
+                    let took = t.elapsed().as_secs_f64();
+                    drop(lease);
+                    rt.block_on(pool.shutdown());
+                    took
+                })
+                .collect();
+            let pool = ModelPool::builder()
+                .memory_budget(budget)
+                .runtime(rt.handle().clone())
+                .build()
+                .unwrap();
+            pool.add("a", a.as_path()).unwrap();
+            pool.add("b", b.as_path()).unwrap();
+            drop(rt.block_on(pool.acquire("a")).unwrap());
+            let switches: Vec<f64> = (0..2 * ROUNDS)
+                .map(|k| {
+                    let id = if k % 2 == 0 { "b" } else { "a" };
+                    let t = Instant::now();
+                    let lease = rt.block_on(pool.acquire(id)).unwrap();
+                    let took = t.elapsed().as_secs_f64();
+                    drop(lease);
+                    took
+                })
+                .collect();
+            let s = pool.snapshot();
+            assert_eq!(s.counters.evictions as usize, 2 * ROUNDS);
+            rt.block_on(pool.shutdown());
+            let (cold_t, switch_t) = (median(cold), median(switches));
+            let gb = |t: f64| bytes as f64 / t / 1e9;
+            println!(
+                "\n2. switching between two {mib} MiB models under a budget for one (medians):"
+            );
+            println!(
+                "   (a) limit: pread into touched memory   {}  {:>5.2} GB/s",
+                ms(limit_t),
+                gb(limit_t)
+            );
+            println!(
+                "   (b) cold load into an empty pool        {}  {:>5.2} GB/s",
+                ms(cold_t),
+                gb(cold_t)
+            );
+            println!(
+                "   (c) evicting switch (evict + load)      {}  {:>5.2} GB/s",
+                ms(switch_t),
+                gb(switch_t)
+            );
+            println!(
+                "   (c) vs (a): {:.2}x the limit's throughput; (c) vs (b): {:.2}x",
+                limit_t / switch_t,
+                cold_t / switch_t
+            );
+        }
+
+        // 3. A trace over 3 models under a budget for 2.
+        {
+            let tmib = env_mib("MM_BENCH_TRACE_MIB", mib / 4).max(16);
+            let paths: Vec<_> = (0..3)
+                .map(|i| write_model(&dir.path().join(format!("t{i}.safetensors")), tmib))
+                .collect();
+            for p in &paths {
+                let _ = limit(p, threads, 1);
+            }
+            let size = data_range(&paths[0]).1;
+            let trace = [0usize, 1, 0, 2, 0, 1, 2, 2, 0, 1];
+            let pool_run = || {
                 let pool = ModelPool::builder()
-                    .memory_budget(budget)
+                    .memory_budget(2 * size + size / 2)
                     .runtime(rt.handle().clone())
                     .build()
                     .unwrap();
-                pool.add("a", a.as_path()).unwrap();
-                let t = Instant::now();
-                let lease = rt.block_on(pool.acquire("a")).unwrap();
-                let took = t.elapsed().as_secs_f64();
-                drop(lease);
-                rt.block_on(pool.shutdown());
-                took
-            })
-            .collect();
-        let pool = ModelPool::builder()
-            .memory_budget(budget)
-            .runtime(rt.handle().clone())
-            .build()
-            .unwrap();
-        pool.add("a", a.as_path()).unwrap();
-        pool.add("b", b.as_path()).unwrap();
-        drop(rt.block_on(pool.acquire("a")).unwrap());
-        let switches: Vec<f64> = (0..2 * ROUNDS)
-            .map(|k| {
-                let id = if k % 2 == 0 { "b" } else { "a" };
-                let t = Instant::now();
-                let lease = rt.block_on(pool.acquire(id)).unwrap();
-                let took = t.elapsed().as_secs_f64();
-                drop(lease);
-                took
-            })
-            .collect();
-        let s = pool.snapshot();
-        assert_eq!(s.counters.evictions as usize, 2 * ROUNDS);
-        rt.block_on(pool.shutdown());
-        let (cold_t, switch_t) = (median(cold), median(switches));
-        let gb = |t: f64| bytes as f64 / t / 1e9;
-        println!("\n2. switching between two {mib} MiB models under a budget for one (medians):");
-        println!(
-            "   (a) limit: pread into touched memory   {}  {:>5.2} GB/s",
-            ms(limit_t),
-            gb(limit_t)
-        );
-        println!(
-            "   (b) cold load into an empty pool        {}  {:>5.2} GB/s",
-            ms(cold_t),
-            gb(cold_t)
-        );
-        println!(
-            "   (c) evicting switch (evict + load)      {}  {:>5.2} GB/s",
-            ms(switch_t),
-            gb(switch_t)
-        );
-        println!(
-            "   (c) vs (a): {:.2}x the limit's throughput; (c) vs (b): {:.2}x",
-            limit_t / switch_t,
-            cold_t / switch_t
-        );
-    }
-
-    // 3. A trace over 3 models under a budget for 2.
-    {
-        let tmib = env_mib("MM_BENCH_TRACE_MIB", mib / 4).max(16);
-        let paths: Vec<_> = (0..3)
-            .map(|i| write_model(&dir.path().join(format!("t{i}.safetensors")), tmib))
-            .collect();
-        for p in &paths {
-            let _ = limit(p, threads, 1);
-        }
-        let size = data_range(&paths[0]).1;
-        let trace = [0usize, 1, 0, 2, 0, 1, 2, 2, 0, 1];
-        let pool_run = || {
-            let pool = ModelPool::builder()
-                .memory_budget(2 * size + size / 2)
-                .runtime(rt.handle().clone())
-                .build()
-                .unwrap();
-            for (i, p) in paths.iter().enumerate() {
-                pool.add(&format!("t{i}"), p.as_path()).unwrap();
-            }
-            let t = Instant::now();
-            for &i in &trace {
-                drop(rt.block_on(pool.acquire(&format!("t{i}"))).unwrap());
-            }
-            let took = t.elapsed().as_secs_f64();
-            let loads = pool.snapshot().counters.loads;
-            rt.block_on(pool.shutdown());
-            (took, loads)
-        };
-        let single_run = || {
-            let manager = ModelManager::builder()
-                .runtime(rt.handle().clone())
-                .build()
-                .unwrap();
-            let t = Instant::now();
-            let mut current = None;
-            let mut loads = 0u64;
-            for &i in &trace {
-                if current != Some(i) {
-                    rt.block_on(async {
-                        if current.is_some() {
-                            manager.unload().await.unwrap();
-                        }
-                        manager.load(paths[i].as_path()).unwrap().await.unwrap();
-                    });
-                    loads += 1;
-                    current = Some(i);
+                for (i, p) in paths.iter().enumerate() {
+                    pool.add(&format!("t{i}"), p.as_path()).unwrap();
                 }
-                drop(manager.acquire().unwrap());
+                let t = Instant::now();
+                for &i in &trace {
+                    drop(rt.block_on(pool.acquire(&format!("t{i}"))).unwrap());
+                }
+                let took = t.elapsed().as_secs_f64();
+                let loads = pool.snapshot().counters.loads;
+                rt.block_on(pool.shutdown());
+                (took, loads)
+            };
+            let single_run = || {
+                let manager = ModelManager::builder()
+                    .runtime(rt.handle().clone())
+                    .build()
+                    .unwrap();
+                let t = Instant::now();
+                let mut current = None;
+                let mut loads = 0u64;
+                for &i in &trace {
+                    if current != Some(i) {
+                        rt.block_on(async {
+                            if current.is_some() {
+                                manager.unload().await.unwrap();
+                            }
+                            manager.load(paths[i].as_path()).unwrap().await.unwrap();
+                        });
+                        loads += 1;
+                        current = Some(i);
+                    }
+                    drop(manager.acquire().unwrap());
+                }
+                let took = t.elapsed().as_secs_f64();
+                rt.block_on(manager.shutdown());
+                (took, loads)
+            };
+            // Alternate, so that neither runs on a warmer heap or cache.
+            let (mut pool_ts, mut single_ts) = (Vec::new(), Vec::new());
+            let (mut pool_loads, mut single_loads) = (0, 0);
+            for _ in 0..ROUNDS {
+                let (t, n) = pool_run();
+                pool_ts.push(t);
+                pool_loads = n;
+                let (t, n) = single_run();
+                single_ts.push(t);
+                single_loads = n;
             }
-            let took = t.elapsed().as_secs_f64();
-            rt.block_on(manager.shutdown());
-            (took, loads)
-        };
-        // Alternate, so that neither runs on a warmer heap or cache.
-        let (mut pool_ts, mut single_ts) = (Vec::new(), Vec::new());
-        let (mut pool_loads, mut single_loads) = (0, 0);
-        for _ in 0..ROUNDS {
-            let (t, n) = pool_run();
-            pool_ts.push(t);
-            pool_loads = n;
-            let (t, n) = single_run();
-            single_ts.push(t);
-            single_loads = n;
+            let (pool_t, single_t) = (median(pool_ts), median(single_ts));
+            let gib = |loads: u64| (loads * size) as f64 / (1u64 << 30) as f64;
+            println!("\n3. a 10-request trace over 3 models of {tmib} MiB, budget for 2 ({trace:?}), medians:");
+            println!(
+                "   pool                      {}  {pool_loads:>2} loads  {:>5.2} GiB read",
+                ms(pool_t),
+                gib(pool_loads)
+            );
+            println!(
+                "   unload-then-load          {}  {single_loads:>2} loads  {:>5.2} GiB read",
+                ms(single_t),
+                gib(single_loads)
+            );
+            println!(
+                "   pool vs unload-then-load: {:.2}x the speed",
+                single_t / pool_t
+            );
         }
-        let (pool_t, single_t) = (median(pool_ts), median(single_ts));
-        let gib = |loads: u64| (loads * size) as f64 / (1u64 << 30) as f64;
-        println!("\n3. a 10-request trace over 3 models of {tmib} MiB, budget for 2 ({trace:?}), medians:");
-        println!(
-            "   pool                      {}  {pool_loads:>2} loads  {:>5.2} GiB read",
-            ms(pool_t),
-            gib(pool_loads)
-        );
-        println!(
-            "   unload-then-load          {}  {single_loads:>2} loads  {:>5.2} GiB read",
-            ms(single_t),
-            gib(single_loads)
-        );
-        println!(
-            "   pool vs unload-then-load: {:.2}x the speed",
-            single_t / pool_t
-        );
+        if let Some(filler) = filler {
+            std::fs::remove_file(filler).unwrap();
+        }
     }
 }

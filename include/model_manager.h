@@ -839,6 +839,11 @@ typedef struct mm_pool_totals {
      */
     uint64_t unreclaimed_bytes;
     /**
+     * Bytes models freed and the process keeps for a load waiting for
+     * memory (process-wide; the library's allocator keeps them).
+     */
+    uint64_t retained_bytes;
+    /**
      * Models the pool knows.
      */
     size_t models;

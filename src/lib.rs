@@ -47,6 +47,7 @@
 //!
 //! | module | owns | may import |
 //! |---|---|---|
+//! | [`alloc`] | the allocator a binary installs so that a load reuses the pages an evicted model freed; what it keeps | nothing |
 //! | `lifecycle` | the states and commands, with the one table of their names | nothing |
 //! | `error` | [`Error`] and [`ErrorCode`] (`ErrorCode::ALL`: the one table of codes) | `lifecycle` |
 //! | `resource` | ResourceManager: the device, memory figures, the budget check, reservations, the device's free memory | `error` |
@@ -61,6 +62,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod alloc;
 mod builder;
 mod error;
 mod io;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// From the ground up, as `src/lib.rs`'s map lists them.
 const LAYERS: &[&str] = &[
+    "alloc",
     "lifecycle",
     "error",
     "resource",

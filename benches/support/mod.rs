@@ -1,8 +1,10 @@
 //! What the benchmarks share: a model writer, the touched-memory read
-//! limit, medians, a child-process runner, and cancel latency.
+//! limit, medians, a child-process runner, cancel latency, and a page
+//! cache filling the RAM (the state of a machine that has run a while).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -155,4 +157,33 @@ pub async fn cancel_latency(path: &Path, load_secs: f64, cancels: usize) -> Vec<
     }
     manager.shutdown().await;
     out
+}
+
+/// A field of `/proc/meminfo`, in bytes.
+pub fn meminfo(field: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+pub fn read_all(path: &Path) {
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 8 << 20];
+    while file.read(&mut buf).unwrap() > 0 {}
+}
+
+/// Fill the page cache: a sparse file as large as the free memory, read
+/// once (its pages stay cached while the file exists). Returns its path.
+pub fn fill_page_cache(dir: &Path) -> PathBuf {
+    let path = dir.join("filler.sparse");
+    let size = meminfo("MemFree:").saturating_sub(256 << 20);
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(size).unwrap();
+    drop(file);
+    read_all(&path);
+    path
 }

@@ -1,6 +1,12 @@
 //! `model-manager`: a demo on an embedded default, and tools to load and
 //! inspect real models.
 
+/// Large blocks an evicted model frees serve the next load in a pool
+/// (`model_manager::alloc`).
+#[cfg(not(miri))]
+#[global_allocator]
+static ALLOC: model_manager::alloc::Allocator = model_manager::alloc::Allocator::new();
+
 mod demo;
 mod load;
 mod pool;

@@ -20,6 +20,11 @@
 
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
+
+#[cfg(unix)]
+use super::reader::read_uninit_at;
+use super::reader::{as_uninit, copy_into};
 
 /// The alignment of a direct read's offset, length and memory.
 pub(crate) const ALIGN: usize = 4096;
@@ -43,7 +48,9 @@ impl DirectFile {
             // larger alignment refuses it here (EINVAL), not mid-load.
             let mut probe = Bounce::new(ALIGN)?;
             let block = probe.as_mut_slice().get_mut(..ALIGN)?;
-            direct.read_aligned(block, 0, &Steps::WHOLE).ok()?;
+            direct
+                .read_aligned(as_uninit(block), 0, &Steps::WHOLE)
+                .ok()?;
             Some(direct)
         }
         #[cfg(not(target_os = "linux"))]
@@ -59,7 +66,7 @@ impl DirectFile {
     /// an `UnexpectedEof` error, as for a buffered read.
     pub(crate) fn read_into(
         &self,
-        dest: &mut [u8],
+        dest: &mut [MaybeUninit<u8>],
         offset: u64,
         bounce: &mut Bounce,
     ) -> io::Result<()> {
@@ -105,7 +112,7 @@ impl DirectFile {
         if window.as_ptr() as usize % ALIGN != 0 {
             return Err(io::ErrorKind::InvalidInput.into());
         }
-        let got = self.read_aligned(window, start, steps)?;
+        let got = self.read_aligned(as_uninit(window), start, steps)?;
         if got < skip + len {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -114,7 +121,12 @@ impl DirectFile {
 
     /// Read `dest.len()` bytes at `offset` through `bounce`, in pieces of
     /// its size, copying out the bytes asked for.
-    fn read_bounced(&self, dest: &mut [u8], offset: u64, bounce: &mut Bounce) -> io::Result<()> {
+    fn read_bounced(
+        &self,
+        dest: &mut [MaybeUninit<u8>],
+        offset: u64,
+        bounce: &mut Bounce,
+    ) -> io::Result<()> {
         let (mut dest, mut offset) = (dest, offset);
         while !dest.is_empty() {
             let window = bounce.as_mut_slice();
@@ -123,7 +135,8 @@ impl DirectFile {
             let n = dest.len().min(room);
             let skip = self.read_covering(window, offset, n, &Steps::WHOLE)?;
             let (now, later) = split(dest, n)?;
-            now.copy_from_slice(
+            copy_into(
+                now,
                 window
                     .get(skip..skip + n)
                     .ok_or(io::ErrorKind::InvalidInput)?,
@@ -137,7 +150,12 @@ impl DirectFile {
     /// Direct reads filling `dest` (aligned, a whole number of blocks) from
     /// `offset` (aligned), each of at most `steps.bytes`; returns the bytes
     /// read, fewer at the file's end.
-    fn read_aligned(&self, dest: &mut [u8], offset: u64, steps: &Steps<'_>) -> io::Result<usize> {
+    fn read_aligned(
+        &self,
+        dest: &mut [MaybeUninit<u8>],
+        offset: u64,
+        steps: &Steps<'_>,
+    ) -> io::Result<usize> {
         // Whole blocks per read, at least one.
         let step = (steps.bytes / ALIGN).max(1) * ALIGN;
         let mut done = 0;
@@ -147,7 +165,7 @@ impl DirectFile {
             }
             let end = dest.len().min(done.saturating_add(step));
             let rest = dest.get_mut(done..end).ok_or(io::ErrorKind::InvalidInput)?;
-            match read_at(&self.0, rest, offset + done as u64) {
+            match read_uninit_at(&self.0, rest, offset + done as u64) {
                 Ok(0) => break,
                 // A short read mid-file ends on a block; at the file's end
                 // the next read returns 0.
@@ -179,19 +197,14 @@ impl Steps<'_> {
     };
 }
 
-fn split(slice: &mut [u8], at: usize) -> io::Result<(&mut [u8], &mut [u8])> {
+fn split<T>(slice: &mut [T], at: usize) -> io::Result<(&mut [T], &mut [T])> {
     slice
         .split_at_mut_checked(at)
         .ok_or_else(|| io::ErrorKind::InvalidInput.into())
 }
 
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, offset)
-}
-
 #[cfg(not(unix))]
-fn read_at(_: &File, _: &mut [u8], _: u64) -> io::Result<usize> {
+fn read_uninit_at(_: &File, _: &mut [MaybeUninit<u8>], _: u64) -> io::Result<usize> {
     Err(io::ErrorKind::Unsupported.into())
 }
 

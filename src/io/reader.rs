@@ -10,6 +10,7 @@
 )]
 
 use std::fs::File;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 /// The bytes of one weights file.
@@ -31,24 +32,100 @@ impl Reader {
 
 /// Positioned read of exactly `buf.len()` bytes.
 pub(crate) fn read_exact_at(reader: &Reader, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    read_exact_at_uninit(reader, as_uninit(buf), offset)
+}
+
+/// Positioned read of exactly `buf.len()` bytes into memory that need not
+/// be initialised: every byte is written, or the read fails.
+pub(crate) fn read_exact_at_uninit(
+    reader: &Reader,
+    buf: &mut [MaybeUninit<u8>],
+    offset: u64,
+) -> std::io::Result<()> {
     match reader {
         Reader::Memory(bytes) => {
             let src = usize::try_from(offset)
                 .ok()
                 .and_then(|start| bytes.get(start..start.checked_add(buf.len())?))
                 .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-            buf.copy_from_slice(src);
+            copy_into(buf, src);
             Ok(())
         }
-        Reader::File(file) => file_read_exact_at(file, buf, offset),
+        Reader::File(file) => file_read_uninit_at(file, buf, offset),
+    }
+}
+
+/// `bytes` seen as memory to write: a view that is only ever written with
+/// initialised bytes (reads and copies), so `bytes` stays initialised.
+pub(crate) fn as_uninit(bytes: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: same length and layout; the callers of this module only
+    // write initialised bytes through the view (never `MaybeUninit::uninit`).
+    unsafe { &mut *(std::ptr::from_mut::<[u8]>(bytes) as *mut [MaybeUninit<u8>]) }
+}
+
+/// Copy `src` into `dest` (same length).
+pub(crate) fn copy_into(dest: &mut [MaybeUninit<u8>], src: &[u8]) {
+    let n = dest.len().min(src.len());
+    // SAFETY: `n` bytes of each, distinct (one is borrowed mutably).
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dest.as_mut_ptr().cast::<u8>(), n) };
+}
+
+/// One positioned read into `buf`: the bytes read (0 at the file's end).
+#[cfg(unix)]
+pub(crate) fn read_uninit_at(
+    file: &File,
+    buf: &mut [MaybeUninit<u8>],
+    offset: u64,
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let offset = libc::off_t::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    // SAFETY: `buf` is writable memory of `buf.len()` bytes, borrowed
+    // mutably; pread writes at most that many, all initialised.
+    let n = unsafe { libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+}
+
+/// Positioned read of exactly `buf.len()` bytes of a file, into memory
+/// that need not be initialised.
+pub(crate) fn file_read_uninit_at(
+    file: &File,
+    buf: &mut [MaybeUninit<u8>],
+    offset: u64,
+) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match read_uninit_at(file, buf, offset) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = buf.get_mut(n..).ok_or(std::io::ErrorKind::InvalidData)?;
+                    offset = offset
+                        .checked_add(n as u64)
+                        .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        // Zeroed first: the platform's read takes initialised bytes.
+        buf.fill(MaybeUninit::new(0));
+        // SAFETY: every byte was just initialised.
+        let bytes = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [u8]) };
+        file_read_exact_at(file, bytes, offset)
     }
 }
 
 /// Positioned read of exactly `buf.len()` bytes of a file.
+#[cfg(any(feature = "cuda", not(unix)))]
 pub(crate) fn file_read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+        file_read_uninit_at(file, as_uninit(buf), offset)
     }
     #[cfg(windows)]
     {

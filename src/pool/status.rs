@@ -82,6 +82,11 @@ pub struct PoolSnapshot {
     pub queued: Vec<(String, u64)>,
     /// Bytes of unloaded models that leases kept alive past shutdown.
     pub unreclaimed_bytes: u64,
+    /// Bytes that models freed and the process keeps for a load waiting
+    /// for memory, process-wide (see [`crate::alloc`]; 0 where its
+    /// allocator is not installed). Not charged to any model: the load
+    /// they are kept for takes them as it allocates.
+    pub retained_bytes: u64,
     /// Every model, by id.
     pub models: Vec<ModelStatus>,
     /// The counters.
@@ -251,6 +256,7 @@ pub(crate) struct Metrics {
     charged: Gauge<u64, AtomicU64>,
     budget: Gauge<u64, AtomicU64>,
     unreclaimed: Gauge<u64, AtomicU64>,
+    retained: Gauge<u64, AtomicU64>,
     resident_models: Gauge<u64, AtomicU64>,
 }
 
@@ -269,6 +275,7 @@ impl Metrics {
             charged: Gauge::default(),
             budget: Gauge::default(),
             unreclaimed: Gauge::default(),
+            retained: Gauge::default(),
             resident_models: Gauge::default(),
             registry: Registry::default(),
         };
@@ -320,6 +327,11 @@ impl Metrics {
             metrics.unreclaimed.clone(),
         );
         registry.register(
+            "retained_bytes",
+            "Bytes models freed, kept for a load waiting for memory (process-wide)",
+            metrics.retained.clone(),
+        );
+        registry.register(
             "resident_models",
             "Models with a version serving leases",
             metrics.resident_models.clone(),
@@ -346,6 +358,7 @@ impl Metrics {
         self.charged.set(snapshot.charged);
         self.budget.set(snapshot.budget);
         self.unreclaimed.set(snapshot.unreclaimed_bytes);
+        self.retained.set(snapshot.retained_bytes);
         self.resident_models.set(
             snapshot
                 .models

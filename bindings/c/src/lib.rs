@@ -42,6 +42,12 @@
 // may be NULL, who owns them, from which threads it may be called.
 #![allow(clippy::missing_safety_doc)]
 
+/// Large blocks an evicted model frees serve the next load in a pool
+/// (`model_manager::alloc`).
+#[cfg(not(miri))]
+#[global_allocator]
+static ALLOC: model_manager::alloc::Allocator = model_manager::alloc::Allocator::new();
+
 use std::ffi::c_char;
 
 // The header lists items in this order: keep the main API first.

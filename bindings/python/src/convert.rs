@@ -126,6 +126,7 @@ pub fn pool_snapshot<'py>(py: Python<'py>, s: &PoolSnapshot) -> PyResult<Bound<'
     d.set_item("charged", s.charged)?;
     d.set_item("queued", s.queued.clone())?;
     d.set_item("unreclaimed_bytes", s.unreclaimed_bytes)?;
+    d.set_item("retained_bytes", s.retained_bytes)?;
     let models = PyList::empty(py);
     for m in &s.models {
         models.append(model_status(py, m)?)?;

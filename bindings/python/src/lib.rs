@@ -3,6 +3,12 @@
 //! (Python) adds asyncio, context managers and typed values; every
 //! lifecycle decision is the core's.
 
+/// Large blocks an evicted model frees serve the next load in a pool
+/// (`model_manager::alloc`).
+#[cfg(not(miri))]
+#[global_allocator]
+static ALLOC: model_manager::alloc::Allocator = model_manager::alloc::Allocator::new();
+
 mod convert;
 mod errors;
 mod events;

@@ -143,11 +143,11 @@ pub(crate) const STEP: usize = 512 << 10;
 /// Read `dest` (the file's bytes from `offset`) with `read`, in pieces
 /// that end on multiples of [`STEP`] in the file, returning
 /// [`Error::Cancelled`] before a piece once the load is cancelled.
-pub(crate) fn read_in_steps(
+pub(crate) fn read_in_steps<T>(
     cancel: &CancellationToken,
-    dest: &mut [u8],
+    dest: &mut [T],
     offset: u64,
-    mut read: impl FnMut(&mut [u8], u64) -> Result<()>,
+    mut read: impl FnMut(&mut [T], u64) -> Result<()>,
 ) -> Result<()> {
     let (mut rest, mut offset) = (dest, offset);
     while !rest.is_empty() {

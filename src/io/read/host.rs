@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 use super::context::{internal, job_error, too_large, ReadContext};
 use tokio_util::sync::CancellationToken;
@@ -15,8 +16,8 @@ use super::place::Prepared;
 use crate::error::{Error, Result};
 use crate::io::cache::{drop_read, Access};
 use crate::io::direct::Bounce;
-use crate::io::files::{read_exact_at, FilePlan};
-use crate::io::reader::{file_read_exact_at, Reader};
+use crate::io::files::FilePlan;
+use crate::io::reader::{file_read_uninit_at, read_exact_at_uninit, Reader};
 use crate::io::Pace;
 
 /// A read and where its bytes go: runs of it (its offset in the read, the
@@ -25,13 +26,13 @@ use crate::io::Pace;
 /// order, so a read of several small tensors is usually one run.
 pub(super) struct HostRead<'b> {
     job: Job,
-    runs: Vec<(usize, &'b mut [u8])>,
+    runs: Vec<(usize, &'b mut [MaybeUninit<u8>])>,
 }
 
 /// Reads into buffers borrowed for `'b`.
 struct Host<'f, 'b> {
     file: &'f FilePlan,
-    buffers: PhantomData<&'b mut [u8]>,
+    buffers: PhantomData<&'b mut [MaybeUninit<u8>]>,
     access: &'f Access,
     /// The bounce buffer's size (direct reads): one step's.
     chunk: usize,
@@ -88,8 +89,8 @@ impl<'b> Target for Host<'_, 'b> {
                         (Access::Direct(direct), _, Some(bounce)) => {
                             direct.read_into(piece, offset, bounce)
                         }
-                        (_, Some(own), _) => file_read_exact_at(own, piece, offset),
-                        _ => read_exact_at(&file.reader, piece, offset),
+                        (_, Some(own), _) => file_read_uninit_at(own, piece, offset),
+                        _ => read_exact_at_uninit(&file.reader, piece, offset),
                     }
                     .map_err(|e| job_error(file, job, e))
                 },
@@ -120,11 +121,8 @@ pub(crate) async fn read_file(
         jobs(&spans, &prepared.placement, ctx.chunk_size).ok_or_else(|| too_large(file))?;
     // Carve the buffers into each read's runs, in order: per buffer, the
     // reads' segments come in the order of their place in it.
-    let mut rest: Vec<(u64, &mut [u8])> = prepared
-        .buffers
-        .iter_mut()
-        .map(|b| (0, b.bytes_mut()))
-        .collect();
+    let mut rest: Vec<(u64, &mut [MaybeUninit<u8>])> =
+        prepared.buffers.iter_mut().map(|b| (0, b.dest())).collect();
     let mut reads = Vec::with_capacity(planned.len());
     for job in planned {
         let mut runs = Vec::new();

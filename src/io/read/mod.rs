@@ -36,7 +36,7 @@ use candle_core::{DType, Device};
 pub use self::context::ProgressHook;
 pub(crate) use self::context::ReadContext;
 use self::context::{candle_dtype, file_label, target_dtype, unsupported};
-use self::place::{finish, plan_info, prepare};
+use self::place::{finish, plan_info, prepare, Fill};
 use crate::error::Result;
 use crate::io::cache::{self, Access};
 use crate::io::files::FilePlan;
@@ -172,7 +172,8 @@ async fn read_file(
     // Direct reads go straight into buffers laid out to line up with the
     // file's blocks.
     let align = matches!(access, Access::Direct(_)).then_some(crate::io::direct::ALIGN);
-    let mut prepared = prepare(file, reservation, align)?;
+    let mut prepared = prepare(file, reservation, align, Fill::Overwrite)?;
     host::read_file(file, ctx, &mut prepared, pace, access).await?;
+    prepared.seal(file);
     finish(file, prepared, ctx, reservation)
 }

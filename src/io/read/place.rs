@@ -3,6 +3,8 @@
 //! candle and cut into the tensors, converted or moved to the device where
 //! asked ([`finish`], [`cut`]).
 
+use std::mem::MaybeUninit;
+
 use candle_core::{DType, Tensor};
 
 use super::context::{candle_dtype, internal, target_dtype, too_large, unsupported, ReadContext};
@@ -60,6 +62,50 @@ pub(crate) fn slack(dtype: DType, bytes: u64, align: Option<usize>) -> u64 {
         .map_or(0, |a| a as u64)
 }
 
+/// How a file's buffers are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// In any order, possibly not all of it (a stream): zeroed first.
+    Zeroed,
+    /// Every tensor's bytes, by the read engine, then [`Prepared::seal`]:
+    /// the memory is not zeroed first, so a model's freed pages serve the
+    /// next load as they are.
+    Overwrite,
+}
+
+impl Prepared {
+    /// Once the read wrote every tensor's bytes: zero the rest (the slack
+    /// of direct reads) and mark the buffers filled.
+    pub(crate) fn seal(&mut self, file: &FilePlan) {
+        for (group, buffer) in self.buffers.iter_mut().enumerate() {
+            let mut spans: Vec<(u64, u64)> = Vec::new();
+            for (&(g, at), entry) in self.placement.iter().zip(&file.header.tensors) {
+                if g == group {
+                    spans.push((at, entry.len));
+                }
+            }
+            spans.sort_unstable();
+            let dest = buffer.dest();
+            let mut done = 0usize;
+            for (at, len) in spans {
+                let (at, end) = (at as usize, (at + len) as usize);
+                if let Some(gap) = dest.get_mut(done..at) {
+                    gap.fill(MaybeUninit::new(0));
+                }
+                done = done.max(end);
+            }
+            if let Some(gap) = dest.get_mut(done..) {
+                gap.fill(MaybeUninit::new(0));
+            }
+            // SAFETY: the read engine wrote every tensor's bytes (it
+            // returned without error; each tensor's span lies in its
+            // buffer, `layout` made it so), and every byte outside them was
+            // just zeroed.
+            unsafe { buffer.assume_filled() };
+        }
+    }
+}
+
 /// One buffer per dtype for the whole file: one allocation, straight from
 /// the OS (so it goes straight back on free, whatever the allocator's
 /// heuristics), advised to use huge pages; each tensor becomes a view into it.
@@ -73,6 +119,7 @@ pub(crate) fn prepare(
     file: &FilePlan,
     reservation: &mut Reservation,
     align: Option<usize>,
+    fill: Fill,
 ) -> Result<Prepared> {
     let (mut groups, mut placement) = layout(file)?;
     let mut buffers = Vec::with_capacity(groups.len());
@@ -83,12 +130,16 @@ pub(crate) fn prepare(
             .ok()
             .and_then(|b| b.checked_add(slack))
             .ok_or_else(|| too_large(file))?;
-        let mut buffer = Buffer::alloc(*dtype, total).ok_or(Error::InsufficientMemory {
+        let buffer = match fill {
+            Fill::Zeroed => Buffer::zeroed(*dtype, total),
+            Fill::Overwrite => Buffer::for_overwrite(*dtype, total),
+        };
+        let mut buffer = buffer.ok_or(Error::InsufficientMemory {
             needed: total as u64,
             available: 0,
             pinned: 0,
         })?;
-        advise_huge_pages(buffer.bytes_mut());
+        advise_huge_pages(buffer.dest());
         reservation.grow(total as u64);
         if slack > 0 {
             // The group's first tensor in the file, and where it would have
@@ -100,7 +151,7 @@ pub(crate) fn prepare(
                 .zip(&placement)
                 .find(|(_, place)| place.0 == group)
                 .map(|(t, _)| t.offset);
-            let start = buffer.bytes_mut().as_ptr() as u64;
+            let start = buffer.dest().as_ptr() as u64;
             let pad = first.map_or(0, |f| f.wrapping_sub(start) % slack as u64);
             // Tensors start on a multiple of their dtype's size.
             let pad = if pad % size as u64 == 0 { pad } else { 0 };
@@ -134,10 +185,7 @@ pub(crate) fn finish(
     } = prepared;
     let whole: Vec<Tensor> = buffers
         .into_iter()
-        .map(|b| {
-            let n = b.len();
-            b.into_tensor(&[n])
-        })
+        .map(Buffer::into_tensor)
         .collect::<candle_core::Result<_>>()?;
     cut(file, (groups, placement), whole, ctx, reservation)
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use super::context::{candle_dtype, target_dtype, unsupported, ReadContext};
-use super::place::{finish, plan_info, prepare};
+use super::place::{finish, plan_info, prepare, Fill};
 use crate::error::{Error, Result};
 use crate::io::files::{open_reader, FilePlan, Reader};
 use crate::io::loaded::{Component, TensorPipeline};
@@ -258,7 +258,7 @@ fn allocate(
     file.reader = Reader::Memory(Arc::from(Vec::new()));
     let (peak, _) = counted(&file, ctx)?;
     resources.check_budget(peak)?;
-    let prepared = prepare(&file, reservation, None)?;
+    let prepared = prepare(&file, reservation, None, Fill::Zeroed)?;
     // Tensor data starts right after the header: the header's
     // validation refuses a gap.
     let body = Box::new(Body {

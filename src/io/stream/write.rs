@@ -192,7 +192,7 @@ pub(crate) fn write_body(
     let buffer = body.prepared.buffers.get_mut(group).ok_or_else(internal)?;
     let dest = buffer
         .bytes_mut()
-        .get_mut(start..start.saturating_add(n))
+        .and_then(|b| b.get_mut(start..start.saturating_add(n)))
         .ok_or_else(internal)?;
     fill(dest);
     body.pos = body.pos.saturating_add(n as u64);

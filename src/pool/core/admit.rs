@@ -113,6 +113,13 @@ impl<P: Pipeline> Core<P> {
                 return Err(e);
             }
         };
+        // On the CPU, blocks that models free from now on (the evictions
+        // made for this load above all) are kept for this load's buffers,
+        // up to its estimate, until it ends (`crate::alloc`).
+        let _retention = self
+            .device
+            .is_cpu()
+            .then(|| crate::alloc::Retention::new(estimate));
         if downloads {
             // Back in line, at its end, as if requested now.
             self.lock().queue.push_back(key.clone());

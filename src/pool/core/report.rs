@@ -34,6 +34,7 @@ impl<P: Pipeline> Core<P> {
                 .map(|(id, v)| (id.to_string(), *v))
                 .collect(),
             unreclaimed_bytes: unreclaimed,
+            retained_bytes: crate::alloc::retained_bytes(),
             models,
             counters: self.metrics.counters(),
         }

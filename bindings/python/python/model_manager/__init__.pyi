@@ -129,6 +129,7 @@ class PoolSnapshot:
     charged: int
     queued: list[tuple[str, int]]
     unreclaimed_bytes: int
+    retained_bytes: int
     models: list[ModelStatus]
     counters: PoolCounters
     def model(self, id: str) -> ModelStatus | None: ...

@@ -158,6 +158,7 @@ class PoolSnapshot:
     charged: int
     queued: list[tuple[str, int]]
     unreclaimed_bytes: int
+    retained_bytes: int
     models: list[ModelStatus]
     counters: PoolCounters
 
@@ -171,6 +172,7 @@ class PoolSnapshot:
             charged=d["charged"],
             queued=list(d["queued"]),
             unreclaimed_bytes=d["unreclaimed_bytes"],
+            retained_bytes=d["retained_bytes"],
             models=[ModelStatus._from(m) for m in d["models"]],
             counters=PoolCounters(**d["counters"]),
         )

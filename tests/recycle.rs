@@ -1,0 +1,280 @@
+//! The allocator that lets a pool's load reuse the memory an eviction freed
+//! (`model_manager::alloc`), installed here as the test's global allocator:
+//! the evicted model's pages serve the next load, and every kept byte goes
+//! back to the kernel once no load waits for it.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use model_manager::alloc;
+use model_manager::candle_core::Storage;
+use model_manager::{ModelPool, TensorPipeline};
+
+#[global_allocator]
+static ALLOC: alloc::Allocator = alloc::Allocator::new();
+
+/// The tests share the allocator's store: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Minor page faults of the process so far: a page touched for the first
+/// time is one (huge pages are off in this process, see below).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // After the command's name in parentheses: state is field 3, minflt 10.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(7).unwrap().parse().unwrap()
+}
+
+/// One fault per 4 KiB page from here on, so that faults count pages.
+fn no_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes nothing
+    // but how this process's memory is backed.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) },
+        0
+    );
+}
+
+/// Where the model's tensor data starts (the buffer its tensors view).
+fn data_start(pipeline: &TensorPipeline) -> usize {
+    pipeline
+        .tensors()
+        .map(|(_, _, tensor)| {
+            let (storage, _) = tensor.storage_and_layout();
+            match &*storage {
+                Storage::Cpu(cpu) => cpu.as_slice::<f32>().unwrap().as_ptr() as usize,
+                _ => unreachable!("a CPU pool"),
+            }
+        })
+        .min()
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Two 32 MiB models under a budget for one.
+fn two_models(dir: &Path, elems: usize) -> (ModelPool, u64) {
+    let a = common::write_model(dir, "a", 1, 4, elems);
+    let b = common::write_model(dir, "b", 2, 4, elems);
+    let bytes = (4 * elems * 4) as u64;
+    let pool = ModelPool::builder()
+        .memory_budget(bytes + bytes / 2)
+        .build()
+        .unwrap();
+    pool.add("a", a.as_path()).unwrap();
+    pool.add("b", b.as_path()).unwrap();
+    (pool, bytes)
+}
+
+#[test]
+fn an_evicting_switch_loads_into_the_evicted_models_pages() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(alloc::installed());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    no_huge_pages();
+    let (pool, bytes) = two_models(dir.path(), 2 << 20);
+    let pages = bytes / 4096;
+    rt.block_on(async {
+        for round in 0..4 {
+            let (from, to, seed) = match round % 2 {
+                0 => ("a", "b", 2),
+                _ => ("b", "a", 1),
+            };
+            let evicted = {
+                let lease = pool.acquire(from).await.unwrap();
+                data_start(&lease)
+            };
+            let faults = minor_faults();
+            let lease = pool.acquire(to).await.unwrap();
+            let faults = minor_faults() - faults;
+            // The whole file's buffer went where the evicted one was: its
+            // pages, already touched, taken back as they were, not faulted
+            // in again (a load into fresh memory faults every page in).
+            assert_eq!(
+                data_start(&lease),
+                evicted,
+                "round {round}: {to} reuses {from}'s memory"
+            );
+            assert!(
+                faults < pages / 4,
+                "round {round}: {faults} page faults loading {pages} pages"
+            );
+            // And the data is the new model's, every byte read.
+            common::verify(&lease, seed);
+            drop(lease);
+            // The load is over: nothing stays kept.
+            assert_eq!(alloc::retained_bytes(), 0);
+            assert_eq!(pool.snapshot().retained_bytes, 0);
+        }
+        pool.shutdown().await;
+    });
+}
+
+#[test]
+fn a_larger_model_takes_the_evicted_pages_and_fresh_ones_for_the_rest() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    no_huge_pages();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    // 32 MiB, then 48 MiB, under a budget for the larger alone.
+    let a = common::write_model(dir.path(), "a", 1, 4, 2 << 20);
+    let c = common::write_model(dir.path(), "c", 3, 6, 2 << 20);
+    let pool = ModelPool::builder()
+        .memory_budget(64 << 20)
+        .build()
+        .unwrap();
+    pool.add("a", a.as_path()).unwrap();
+    pool.add("c", c.as_path()).unwrap();
+    rt.block_on(async {
+        drop(pool.acquire("a").await.unwrap());
+        let faults = minor_faults();
+        let lease = pool.acquire("c").await.unwrap();
+        let faults = minor_faults() - faults;
+        // The 32 MiB of `a` moved under the front of the new 48 MiB buffer
+        // (no copy: the kernel moves the pages); only the other 16 MiB
+        // (4096 pages) are faulted in.
+        assert!(
+            faults < 4096 + 2048,
+            "{faults} page faults loading 12288 pages, 8192 of them kept"
+        );
+        common::verify(&lease, 3);
+        drop(lease);
+        assert_eq!(alloc::retained_bytes(), 0);
+        // And back: the 48 MiB serve the 32 MiB model, the rest goes back.
+        let faults = minor_faults();
+        let lease = pool.acquire("a").await.unwrap();
+        let faults = minor_faults() - faults;
+        assert!(
+            faults < 2048,
+            "{faults} page faults loading 8192 kept pages"
+        );
+        common::verify(&lease, 1);
+        drop(lease);
+        assert_eq!(alloc::retained_bytes(), 0);
+        pool.shutdown().await;
+    });
+}
+
+#[test]
+fn a_failed_load_after_an_eviction_gives_the_kept_pages_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let a = common::write_model(dir.path(), "a", 1, 4, 2 << 20);
+    // `b` is as large, but its file is cut short: its read fails after the
+    // eviction made room for it.
+    let b = common::write_model(dir.path(), "b", 2, 4, 2 << 20);
+    let file = b.join("model.safetensors");
+    let len = std::fs::metadata(&file).unwrap().len();
+    let bytes = (4 * (2 << 20) * 4) as u64;
+    let pool = ModelPool::builder()
+        .memory_budget(bytes + bytes / 2)
+        .build()
+        .unwrap();
+    pool.add("a", a.as_path()).unwrap();
+    pool.add("b", b.as_path()).unwrap();
+    rt.block_on(async {
+        drop(pool.acquire("a").await.unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(len - 1000)
+            .unwrap();
+        pool.acquire("b").await.unwrap_err();
+        assert_eq!(alloc::retained_bytes(), 0);
+        pool.shutdown().await;
+    });
+}
+
+#[test]
+fn memory_is_back_within_a_mebibyte_after_the_pool_is_done() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (pool, bytes) = two_models(dir.path(), 2 << 20);
+    rt.block_on(async {
+        // Warm up: runtime threads, the allocator's small heaps.
+        drop(pool.acquire("a").await.unwrap());
+        drop(pool.acquire("b").await.unwrap());
+        pool.remove("a").await.unwrap();
+        pool.remove("b").await.unwrap();
+    });
+    let baseline = rss_kib();
+    rt.block_on(async {
+        pool.add("a", dir.path().join("a").as_path()).unwrap();
+        pool.add("b", dir.path().join("b").as_path()).unwrap();
+        for id in ["a", "b", "a", "b"] {
+            let lease = pool.acquire(id).await.unwrap();
+            assert!(rss_kib() > baseline + bytes / 1024 / 2, "{id} is resident");
+            drop(lease);
+        }
+        pool.remove("a").await.unwrap();
+        pool.remove("b").await.unwrap();
+    });
+    let after = rss_kib();
+    assert_eq!(alloc::retained_bytes(), 0);
+    assert!(
+        after <= baseline + 1024,
+        "resident {after} KiB after, {baseline} KiB before"
+    );
+    rt.block_on(pool.shutdown());
+}
+
+#[test]
+fn a_plain_unload_keeps_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let a = common::write_model(dir.path(), "a", 1, 2, 2 << 20);
+    rt.block_on(async {
+        let manager = model_manager::ModelManager::new().unwrap();
+        manager.load(a.as_path()).unwrap().await.unwrap();
+        manager.unload().await.unwrap();
+        assert_eq!(alloc::retained_bytes(), 0);
+        manager.shutdown().await;
+    });
+}
+
+#[test]
+fn large_blocks_survive_realloc_and_zeroed_allocation() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Grow a vector across the threshold and far beyond: contents kept.
+    let mut v: Vec<u32> = Vec::new();
+    for i in 0..(24u32 << 20) {
+        v.push(i);
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+    v.truncate(1000);
+    v.shrink_to_fit();
+    assert_eq!(v[999], 999);
+    drop(v);
+    // Zeroed allocations are zero, whatever was freed before.
+    let big = vec![0xABu8; 64 << 20];
+    drop(big);
+    let zeroed = vec![0u8; 64 << 20];
+    assert!(zeroed.iter().all(|&b| b == 0));
+}
