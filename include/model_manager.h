@@ -839,11 +839,6 @@ typedef struct mm_pool_totals {
      */
     uint64_t unreclaimed_bytes;
     /**
-     * Bytes models freed and the process keeps for a load waiting for
-     * memory (process-wide; the library's allocator keeps them).
-     */
-    uint64_t retained_bytes;
-    /**
      * Models the pool knows.
      */
     size_t models;
@@ -879,6 +874,12 @@ typedef struct mm_pool_totals {
      * Loads (and reloads) that failed, cancellations included.
      */
     uint64_t failures;
+    /**
+     * Bytes models freed and the process keeps for a load waiting for
+     * memory (process-wide: the library's allocator keeps them, up to
+     * that load's estimate, until it ends).
+     */
+    uint64_t retained_bytes;
 } mm_pool_totals;
 
 #ifdef __cplusplus

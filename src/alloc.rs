@@ -21,14 +21,21 @@
 //! What it keeps, and for how long:
 //!
 //! - Only blocks of at least 32 MiB (which glibc maps one by one and
-//!   returns to the kernel on free), only on Linux, and only while a load in
-//!   a pool on the CPU waits for memory or runs: at most that load's
-//!   estimate. A block freed while nothing waits goes back to the kernel at
-//!   once, as with the system allocator.
+//!   returns to the kernel on free), only on Linux, and only from the
+//!   moment a pool on the CPU unloads models to make room for a load until
+//!   that load ends: at most that load's estimate. A block freed while no
+//!   load waits goes back to the kernel at once, as with the system
+//!   allocator.
+//! - A kept block serves the next allocation it is large enough for (best
+//!   fit; the rest of it stays kept): the load's buffers, as a rule, or any
+//!   other large allocation of the process meanwhile. An allocation larger
+//!   than everything kept (a larger model after a smaller one) returns
+//!   what is kept to the kernel first, so the process never holds both.
 //! - When the last such load ends (loaded, failed or cancelled), everything
 //!   still kept goes back to the kernel; [`release`] returns it at once;
-//!   [`retained_bytes`] says how much is kept now (the pool's snapshot and
-//!   metrics report it too).
+//!   [`retained_bytes`] says how much is kept now, process-wide (every
+//!   pool's snapshot and metrics report it too). A forked child keeps
+//!   nothing.
 //! - Every other allocation goes to the system allocator unchanged.
 //!
 //! A block taken from what is kept holds what its last owner wrote: it is
@@ -192,8 +199,9 @@ fn mark_installed() {
 #[cfg(target_os = "linux")]
 mod large {
     use std::alloc::Layout;
+    use std::sync::atomic::AtomicBool;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Mutex, MutexGuard, PoisonError};
+    use std::sync::Once;
 
     const PAGE: usize = 4096;
     const HUGE: usize = 2 << 20;
@@ -216,19 +224,97 @@ mod large {
         wanted: usize,
     }
 
-    // The store never allocates (a fixed array) while its lock is held:
-    // the lock is taken inside the allocator.
-    static STORE: Mutex<Store> = Mutex::new(Store {
+    /// The store, behind [`lock`]. It never allocates (a fixed array)
+    /// while locked: the lock is taken inside the allocator.
+    struct Locked(std::cell::UnsafeCell<Store>);
+
+    // SAFETY: the store is only reached through `lock`, which gives one
+    // thread at a time a `Guard`.
+    unsafe impl Sync for Locked {}
+
+    static STORE: Locked = Locked(std::cell::UnsafeCell::new(Store {
         ranges: [(0, 0); SLOTS],
         count: 0,
         bytes: 0,
         wanted: 0,
-    });
+    }));
+    static LOCKED: AtomicBool = AtomicBool::new(false);
     /// `Store::bytes`, readable without the lock.
     static RETAINED: AtomicUsize = AtomicUsize::new(0);
+    static AT_FORK: Once = Once::new();
 
-    fn lock() -> MutexGuard<'static, Store> {
-        STORE.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The store, for one thread at a time. A plain flag rather than a
+    /// mutex, so that `fork` can hold it across (see [`at_fork`]); held
+    /// only for bookkeeping and one `mmap`, never across an `munmap` of
+    /// kept memory.
+    struct Guard;
+
+    fn acquire() {
+        while LOCKED
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+    }
+
+    fn unlock() {
+        LOCKED.store(false, Ordering::Release);
+    }
+
+    fn lock() -> Guard {
+        at_fork();
+        acquire();
+        Guard
+    }
+
+    impl std::ops::Deref for Guard {
+        type Target = Store;
+        fn deref(&self) -> &Store {
+            // SAFETY: this thread holds the lock while the guard lives.
+            unsafe { &*STORE.0.get() }
+        }
+    }
+
+    impl std::ops::DerefMut for Guard {
+        fn deref_mut(&mut self) -> &mut Store {
+            // SAFETY: as for `deref`; the guard is borrowed mutably.
+            unsafe { &mut *STORE.0.get() }
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            unlock();
+        }
+    }
+
+    /// A process that forks while another thread holds the store would
+    /// leave its child's store locked for good (glibc's malloc guards its
+    /// own locks the same way): the lock is taken around `fork`, and the
+    /// child starts with nothing kept for loads it does not run (its kept
+    /// ranges are its own copies of the parent's: unmapped as it goes).
+    fn at_fork() {
+        extern "C" fn prepare() {
+            acquire();
+        }
+        extern "C" fn parent() {
+            unlock();
+        }
+        extern "C" fn child() {
+            // SAFETY: the child has one thread, and `prepare` took the lock
+            // for it before the fork.
+            let store = unsafe { &mut *STORE.0.get() };
+            store.wanted = 0;
+            WANTED.store(0, Ordering::Relaxed);
+            unlock();
+            release_beyond(0);
+        }
+        AT_FORK.call_once(|| {
+            // SAFETY: registers three `extern "C"` functions that live for
+            // the whole process.
+            unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        });
     }
 
     pub(super) fn retained() -> usize {
@@ -330,46 +416,14 @@ mod large {
             if let Some(i) = store.best_fit(len) {
                 return store.take_front(i, len) as *mut u8;
             }
-            if store.bytes > 0 {
-                // No one range is enough: fresh pages, with the kept
-                // ranges moved in over as many of them as they cover (the
-                // kernel moves the pages, nothing is copied).
-                let block = fresh(len);
-                if !block.is_null() {
-                    fill(&mut store, block as usize, len);
-                }
-                return block;
-            }
+            drop(store);
+            // What is kept is smaller than this block: it goes back before
+            // fresh pages are mapped, so that the process never holds both
+            // (a block larger than any kept range is a load's buffer for a
+            // larger model, whose charge assumed the evicted memory gone).
+            release_beyond(0);
         }
         fresh(len)
-    }
-
-    /// Move kept ranges, largest first, over `[dest, dest + len)`.
-    fn fill(store: &mut Store, dest: usize, len: usize) {
-        let mut done = 0;
-        while done < len {
-            let Some(i) = store.largest() else { break };
-            let (start, have) = store.ranges[i];
-            let n = have.min(len - done);
-            // SAFETY: `[start, start + n)` is a kept range's front (a
-            // mapping no one else holds) and `[dest + done, ..+ n)` lies in
-            // the fresh block this thread just mapped and owns; MREMAP_FIXED
-            // replaces the pages there with the moved ones.
-            let moved = unsafe {
-                libc::mremap(
-                    start as *mut libc::c_void,
-                    n,
-                    n,
-                    libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                    (dest + done) as *mut libc::c_void,
-                )
-            };
-            if moved == libc::MAP_FAILED {
-                break;
-            }
-            store.take_front(i, n);
-            done += n;
-        }
     }
 
     /// `len` bytes (whole pages) of fresh anonymous memory, aligned to
@@ -423,7 +477,14 @@ mod large {
         let mut keep = 0;
         if retained() < wanted_hint() {
             let mut store = lock();
-            let room = store.wanted.saturating_sub(store.bytes) / PAGE * PAGE;
+            // Whole pages, rounded up: a buffer of exactly the estimate
+            // takes whole pages too.
+            let room = store
+                .wanted
+                .saturating_sub(store.bytes)
+                .saturating_add(PAGE - 1)
+                / PAGE
+                * PAGE;
             let n = room.min(len);
             if n > 0 && store.insert(start, n) {
                 keep = n;
@@ -444,14 +505,26 @@ mod large {
         if len == new_len {
             return ptr;
         }
-        // SAFETY: the block is a mapping of `len` bytes owned by the
+        // SAFETY: the block is `len` bytes of mappings owned by the
         // caller; on failure it is left as it was.
         let moved = unsafe { libc::mremap(ptr.cast(), len, new_len, libc::MREMAP_MAYMOVE) };
-        if moved == libc::MAP_FAILED {
-            std::ptr::null_mut()
-        } else {
-            moved.cast()
+        if moved != libc::MAP_FAILED {
+            return moved.cast();
         }
+        // The kernel resizes one mapping only, and a block may span
+        // several (huge-page advice on part of it splits its mapping; a
+        // block taken from a kept range may cover parts of two): a new
+        // block, the bytes copied, the old one freed.
+        let new = alloc(new_size, true);
+        if !new.is_null() {
+            // SAFETY: two live, distinct blocks of at least the bytes
+            // copied; the old one is freed once, here.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, size.min(new_size));
+                free(ptr, size);
+            }
+        }
+        new
     }
 
     /// `Store::wanted`, readable without the lock.

@@ -76,7 +76,11 @@ pub(crate) enum Fill {
 impl Prepared {
     /// Once the read wrote every tensor's bytes: zero the rest (the slack
     /// of direct reads) and mark the buffers filled.
-    pub(crate) fn seal(&mut self, file: &FilePlan) {
+    ///
+    /// # Safety
+    /// Every byte of every tensor of `file` (as `layout` places them) has
+    /// been written into the buffers since they were prepared.
+    pub(crate) unsafe fn seal(&mut self, file: &FilePlan) {
         for (group, buffer) in self.buffers.iter_mut().enumerate() {
             let mut spans: Vec<(u64, u64)> = Vec::new();
             for (&(g, at), entry) in self.placement.iter().zip(&file.header.tensors) {
@@ -97,18 +101,17 @@ impl Prepared {
             if let Some(gap) = dest.get_mut(done..) {
                 gap.fill(MaybeUninit::new(0));
             }
-            // SAFETY: the read engine wrote every tensor's bytes (it
-            // returned without error; each tensor's span lies in its
-            // buffer, `layout` made it so), and every byte outside them was
-            // just zeroed.
+            // SAFETY: every tensor's bytes were written (the caller's
+            // promise) and every byte outside them was just zeroed.
             unsafe { buffer.assume_filled() };
         }
     }
 }
 
-/// One buffer per dtype for the whole file: one allocation, straight from
-/// the OS (so it goes straight back on free, whatever the allocator's
-/// heuristics), advised to use huge pages; each tensor becomes a view into it.
+/// One buffer per dtype for the whole file: one allocation (of fresh pages
+/// from the OS, or, for `Fill::Overwrite` where the process installs
+/// [`crate::alloc::Allocator`], of pages a model just freed), advised to
+/// use huge pages; each tensor becomes a view into it.
 ///
 /// With `align` (direct reads), each buffer of at least 256 blocks has
 /// `align` bytes more, up to `align` of them before its first tensor, so

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{blockers, entry_mut, Core, Inner, Job, Key, Outcome};
+use crate::alloc::Retention;
 use crate::error::{Error, Result};
 use crate::io::ModelSource;
 use crate::pipeline::Pipeline;
@@ -113,13 +114,6 @@ impl<P: Pipeline> Core<P> {
                 return Err(e);
             }
         };
-        // On the CPU, blocks that models free from now on (the evictions
-        // made for this load above all) are kept for this load's buffers,
-        // up to its estimate, until it ends (`crate::alloc`).
-        let _retention = self
-            .device
-            .is_cpu()
-            .then(|| crate::alloc::Retention::new(estimate));
         if downloads {
             // Back in line, at its end, as if requested now.
             self.lock().queue.push_back(key.clone());
@@ -138,12 +132,15 @@ impl<P: Pipeline> Core<P> {
         let queued_at = Instant::now();
         let mut deadline = rt::after(requested_at, self.config.admission_timeout);
         let mut paused_since: Option<Instant> = None;
+        // Set once models are unloaded to make room for this load: what
+        // they free is kept for it until it ends (`crate::alloc`).
+        let mut retention: Option<Retention> = None;
         loop {
             let mut changed = self.changed.subscribe();
             changed.borrow_and_update();
             let step = {
                 let mut inner = self.lock();
-                self.admission_step(&mut inner, key, estimate, reload)
+                self.admission_step(&mut inner, key, estimate, reload, &mut retention)
             };
             let memory_bound = match step {
                 Step::Admitted => break,
@@ -209,6 +206,7 @@ impl<P: Pipeline> Core<P> {
         key: &Key,
         estimate: u64,
         reload: Option<ReloadPolicy>,
+        retention: &mut Option<Retention>,
     ) -> Step {
         if inner.shut_down {
             return Step::Fail(Error::ShutDown);
@@ -264,6 +262,7 @@ impl<P: Pipeline> Core<P> {
                         })
                     }
                     ReloadPolicy::UnloadFirst => {
+                        self.retain_for(retention, estimate);
                         if let Some(entry) = inner.entries.get_mut(&id) {
                             if let Some(old) = entry.serving.take() {
                                 self.retire(entry, old, UnloadReason::MadeRoomForReload);
@@ -288,6 +287,7 @@ impl<P: Pipeline> Core<P> {
                 Step::Admitted
             }
             Admission::Evict(victims) => {
+                self.retain_for(retention, estimate);
                 for victim in victims {
                     if let Some(entry) = inner.entries.get_mut(&victim.0) {
                         match entry.serving.take() {
@@ -328,6 +328,16 @@ impl<P: Pipeline> Core<P> {
                 available,
                 pinned,
             }),
+        }
+    }
+
+    /// Before models are unloaded for a load of `estimate` bytes, on the
+    /// CPU: the large blocks freed from now on are kept for its buffers
+    /// (up to its estimate, until it ends), where the process installs the
+    /// library's allocator.
+    fn retain_for(&self, retention: &mut Option<Retention>, estimate: u64) {
+        if retention.is_none() && self.device.is_cpu() {
+            *retention = Some(Retention::new(estimate));
         }
     }
 

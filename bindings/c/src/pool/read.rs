@@ -85,9 +85,6 @@ pub struct mm_pool_totals {
     pub charged: u64,
     /// Bytes of unloaded models that leases kept alive past destroy's drain.
     pub unreclaimed_bytes: u64,
-    /// Bytes models freed and the process keeps for a load waiting for
-    /// memory (process-wide; the library's allocator keeps them).
-    pub retained_bytes: u64,
     /// Models the pool knows.
     pub models: usize,
     /// Models with a version serving leases.
@@ -106,6 +103,10 @@ pub struct mm_pool_totals {
     pub expirations: u64,
     /// Loads (and reloads) that failed, cancellations included.
     pub failures: u64,
+    /// Bytes models freed and the process keeps for a load waiting for
+    /// memory (process-wide: the library's allocator keeps them, up to
+    /// that load's estimate, until it ends).
+    pub retained_bytes: u64,
 }
 
 impl From<&PoolSnapshot> for mm_pool_totals {
@@ -114,7 +115,6 @@ impl From<&PoolSnapshot> for mm_pool_totals {
             budget: s.budget,
             charged: s.charged,
             unreclaimed_bytes: s.unreclaimed_bytes,
-            retained_bytes: s.retained_bytes,
             models: s.models.len(),
             resident_models: s.models.iter().filter(|m| m.version.is_some()).count(),
             queued: s.queued.len(),
@@ -124,6 +124,7 @@ impl From<&PoolSnapshot> for mm_pool_totals {
             evictions: s.counters.evictions,
             expirations: s.counters.expirations,
             failures: s.counters.failures,
+            retained_bytes: s.retained_bytes,
         }
     }
 }
