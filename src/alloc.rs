@@ -5,9 +5,10 @@
 //! tensor goes, and the system allocator hands blocks that large straight
 //! back to the kernel. The next load then writes into fresh pages, which
 //! the kernel must find (on a machine whose page cache fills the RAM, by
-//! reclaiming it) and zero first. With [`Allocator`] installed, the pool
-//! keeps the blocks an eviction frees while a load is waiting for that
-//! memory, and that load's buffers take them back: pages that are already
+//! reclaiming it) and zero first. With [`Allocator`] installed, the blocks
+//! a model frees to make room for the next one (a pool's eviction, a
+//! manager's `load` of another model while one is ready) are kept for
+//! that load, and its buffers take them back: pages that are already
 //! touched, neither zeroed nor faulted again.
 //!
 //! Install it in one line, in the binary (the CLI, the C library and the
@@ -22,8 +23,10 @@
 //!
 //! - Only blocks of at least 32 MiB (which glibc maps one by one and
 //!   returns to the kernel on free), only on Linux, and only from the
-//!   moment a pool on the CPU unloads models to make room for a load until
-//!   that load ends: at most that load's estimate. A block freed while no
+//!   moment a pool on the CPU unloads models to make room for a load (at
+//!   most that load's estimate), or a manager on the CPU asked to load
+//!   another model unloads its ready one (at most that model's size),
+//!   until that load ends. A block freed while no
 //!   load waits goes back to the kernel at once, as with the system
 //!   allocator.
 //! - A kept block serves the next allocation it is large enough for (best

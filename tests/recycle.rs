@@ -276,6 +276,36 @@ fn a_block_over_several_mappings_grows_by_copy() {
 }
 
 #[test]
+fn a_manager_loading_another_model_reuses_the_replaced_ones_pages() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    no_huge_pages();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let elems = (2 << 20) + 1000;
+    let a = common::write_model(dir.path(), "a", 1, 4, elems);
+    let b = common::write_model(dir.path(), "b", 2, 4, elems);
+    let pages = (4 * elems * 4 / 4096) as u64;
+    rt.block_on(async {
+        let manager = model_manager::ModelManager::new().unwrap();
+        manager.load(a.as_path()).unwrap().await.unwrap();
+        for (round, (path, seed)) in [(&b, 2), (&a, 1), (&b, 2)].into_iter().enumerate() {
+            // `load` while a model is ready: the latest request wins, the
+            // ready model is unloaded, the new one loaded into its pages.
+            let faults = minor_faults();
+            manager.load(path.as_path()).unwrap().await.unwrap();
+            let faults = minor_faults() - faults;
+            assert!(
+                faults < pages / 4,
+                "round {round}: {faults} page faults loading {pages} pages"
+            );
+            common::verify(&manager.acquire().unwrap(), seed);
+            assert_eq!(alloc::retained_bytes(), 0);
+        }
+        manager.shutdown().await;
+    });
+}
+
+#[test]
 fn a_plain_unload_keeps_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();

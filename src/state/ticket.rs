@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::typed::ModelId;
 use super::Snapshot;
+use crate::alloc::Retention;
 use crate::error::{Error, Result};
 use crate::io::plan::Plan;
 use crate::io::progress::{Progress, ProgressCounters};
@@ -31,6 +32,9 @@ pub(crate) struct LoadTicket {
     /// The source's layout, when the caller resolved it already (a pool,
     /// for its estimate): the load reads it instead of resolving again.
     plan: Mutex<Option<Plan>>,
+    /// What the model this load replaces frees is kept for it
+    /// (`crate::alloc`), until the load ends.
+    keep: Mutex<Option<Retention>>,
 }
 
 impl LoadTicket {
@@ -48,7 +52,16 @@ impl LoadTicket {
             outcome: watch::Sender::new(None),
             canceller,
             plan: Mutex::new(None),
+            keep: Mutex::new(None),
         })
+    }
+
+    /// Keep what is freed from now on for this load, until it ends.
+    pub(crate) fn keep(&self, retention: Retention) {
+        let mut keep = self.keep.lock().unwrap_or_else(PoisonError::into_inner);
+        if keep.is_none() {
+            *keep = Some(retention);
+        }
     }
 
     /// Hand the load a layout resolved beforehand.
@@ -93,6 +106,13 @@ impl LoadTicket {
     pub(crate) fn resolve(&self, outcome: Result<Snapshot>) {
         // A plan the load never took holds its files open: close them.
         drop(self.take_plan());
+        // What was kept for the load and not taken goes back.
+        drop(
+            self.keep
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         if let (Err(reason), crate::io::ModelSource::Stream(stream)) = (&outcome, &*self.model) {
             // A stream this load never took would keep its producer
             // waiting for as long as a handle on the load lives.
