@@ -42,6 +42,13 @@ fn env_mib(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Minor page faults of the process so far.
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(7).unwrap().parse().unwrap()
+}
+
 fn ms(s: f64) -> String {
     format!("{:>8.1} ms", s * 1e3)
 }
@@ -168,19 +175,26 @@ fn main() {
             pool.add("a", a.as_path()).unwrap();
             pool.add("b", b.as_path()).unwrap();
             drop(rt.block_on(pool.acquire("a")).unwrap());
+            let mut faults = Vec::new();
             let switches: Vec<f64> = (0..2 * ROUNDS)
                 .map(|k| {
                     let id = if k % 2 == 0 { "b" } else { "a" };
+                    let before = minor_faults();
                     let t = Instant::now();
                     let lease = rt.block_on(pool.acquire(id)).unwrap();
                     let took = t.elapsed().as_secs_f64();
+                    faults.push(minor_faults() - before);
                     drop(lease);
                     took
                 })
                 .collect();
             if std::env::var_os("MM_BENCH_TRACE").is_some() {
-                let each: Vec<String> = switches.iter().map(|t| format!("{:.1}", t * 1e3)).collect();
-                println!("   switches, ms: {}", each.join(" "));
+                let each: Vec<String> = switches
+                    .iter()
+                    .zip(&faults)
+                    .map(|(t, f)| format!("{:.1} ms ({f} faults)", t * 1e3))
+                    .collect();
+                println!("   switches: {}", each.join(", "));
             }
             let s = pool.snapshot();
             assert_eq!(s.counters.evictions as usize, 2 * ROUNDS);
