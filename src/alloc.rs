@@ -25,15 +25,17 @@
 //!   returns to the kernel on free), only on Linux, and only from the
 //!   moment a pool on the CPU unloads models to make room for a load (at
 //!   most that load's estimate), or a manager on the CPU asked to load
-//!   another model unloads its ready one (at most that model's size),
-//!   until that load ends. A block freed while no
+//!   another model frees its ready one once its leases are gone (at most
+//!   that model's size; not for a stream or a download), until that load
+//!   ends. A block freed while no
 //!   load waits goes back to the kernel at once, as with the system
 //!   allocator.
 //! - A kept block serves the next allocation it is large enough for (best
 //!   fit; the rest of it stays kept): the load's buffers, as a rule, or any
-//!   other large allocation of the process meanwhile. An allocation larger
-//!   than everything kept (a larger model after a smaller one) returns
-//!   what is kept to the kernel first, so the process never holds both.
+//!   other large allocation of the process meanwhile. An allocation no
+//!   kept range can serve (larger than the largest, as a larger model's
+//!   buffer after a smaller one's; or zeroed) returns everything kept to
+//!   the kernel first, so the process never holds both.
 //! - When the last such load ends (loaded, failed or cancelled), everything
 //!   still kept goes back to the kernel; [`release`] returns it at once;
 //!   [`retained_bytes`] says how much is kept now, process-wide (every
@@ -202,9 +204,7 @@ fn mark_installed() {
 #[cfg(target_os = "linux")]
 mod large {
     use std::alloc::Layout;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Once;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     const PAGE: usize = 4096;
     const HUGE: usize = 2 << 20;
@@ -244,12 +244,11 @@ mod large {
     static LOCKED: AtomicBool = AtomicBool::new(false);
     /// `Store::bytes`, readable without the lock.
     static RETAINED: AtomicUsize = AtomicUsize::new(0);
-    static AT_FORK: Once = Once::new();
+    static AT_FORK: AtomicBool = AtomicBool::new(false);
 
     /// The store, for one thread at a time. A plain flag rather than a
     /// mutex, so that `fork` can hold it across (see [`at_fork`]); held
-    /// only for bookkeeping and one `mmap`, never across an `munmap` of
-    /// kept memory.
+    /// only for bookkeeping, never across a system call.
     struct Guard;
 
     fn acquire() {
@@ -313,11 +312,13 @@ mod large {
             unlock();
             release_beyond(0);
         }
-        AT_FORK.call_once(|| {
+        // A flag that never waits (a `Once` could be caught mid-call by a
+        // fork, and its child would wait on it for good).
+        if !AT_FORK.swap(true, Ordering::AcqRel) {
             // SAFETY: registers three `extern "C"` functions that live for
             // the whole process.
             unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-        });
+        }
     }
 
     pub(super) fn retained() -> usize {
@@ -414,16 +415,18 @@ mod large {
         let Some(len) = pages(size) else {
             return std::ptr::null_mut();
         };
-        if reuse && retained() > 0 {
-            let mut store = lock();
-            if let Some(i) = store.best_fit(len) {
-                return store.take_front(i, len) as *mut u8;
+        if retained() > 0 {
+            if reuse {
+                let mut store = lock();
+                if let Some(i) = store.best_fit(len) {
+                    return store.take_front(i, len) as *mut u8;
+                }
             }
-            drop(store);
-            // What is kept is smaller than this block: it goes back before
-            // fresh pages are mapped, so that the process never holds both
-            // (a block larger than any kept range is a load's buffer for a
-            // larger model, whose charge assumed the evicted memory gone).
+            // No kept range serves this block (none is large enough, or it
+            // must be zeroed): what is kept goes back before fresh pages
+            // are mapped, so that the process never holds both (a load's
+            // buffer for a larger model was charged as if the evicted
+            // memory were gone).
             release_beyond(0);
         }
         fresh(len)

@@ -306,17 +306,42 @@ fn a_manager_loading_another_model_reuses_the_replaced_ones_pages() {
 }
 
 #[test]
-fn a_plain_unload_keeps_nothing() {
+fn nothing_is_kept_while_the_replaced_model_is_leased_and_an_unload_keeps_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    no_huge_pages();
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let a = common::write_model(dir.path(), "a", 1, 2, 2 << 20);
+    let a = common::write_model(dir.path(), "a", 1, 4, 2 << 20);
+    let b = common::write_model(dir.path(), "b", 2, 4, 2 << 20);
+    let c = common::write_model(dir.path(), "c", 3, 4, 2 << 20);
+    let pages = (4 * (2 << 20) * 4 / 4096) as u64;
     rt.block_on(async {
-        let manager = model_manager::ModelManager::new().unwrap();
-        manager.load(a.as_path()).unwrap().await.unwrap();
-        manager.unload().await.unwrap();
+        let first = model_manager::ModelManager::new().unwrap();
+        let second = model_manager::ModelManager::new().unwrap();
+        first.load(a.as_path()).unwrap().await.unwrap();
+        let lease = first.acquire().unwrap();
+        // `b` waits for `a`'s lease: nothing is kept meanwhile, not even
+        // what another manager frees.
+        let next = first.load(b.as_path()).unwrap();
+        second.load(c.as_path()).unwrap().await.unwrap();
+        second.unload().await.unwrap();
         assert_eq!(alloc::retained_bytes(), 0);
-        manager.shutdown().await;
+        // Once the lease goes, `a`'s pages serve `b`.
+        let faults = minor_faults();
+        drop(lease);
+        next.await.unwrap();
+        let faults = minor_faults() - faults;
+        assert!(
+            faults < pages / 4,
+            "{faults} page faults loading {pages} pages"
+        );
+        common::verify(&first.acquire().unwrap(), 2);
+        assert_eq!(alloc::retained_bytes(), 0);
+        // An explicit unload keeps nothing.
+        first.unload().await.unwrap();
+        assert_eq!(alloc::retained_bytes(), 0);
+        first.shutdown().await;
+        second.shutdown().await;
     });
 }
 

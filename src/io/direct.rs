@@ -140,7 +140,7 @@ impl DirectFile {
                 window
                     .get(skip..skip + n)
                     .ok_or(io::ErrorKind::InvalidInput)?,
-            );
+            )?;
             dest = later;
             offset += n as u64;
         }

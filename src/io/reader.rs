@@ -48,8 +48,7 @@ pub(crate) fn read_exact_at_uninit(
                 .ok()
                 .and_then(|start| bytes.get(start..start.checked_add(buf.len())?))
                 .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-            copy_into(buf, src);
-            Ok(())
+            copy_into(buf, src)
         }
         Reader::File(file) => file_read_uninit_at(file, buf, offset),
     }
@@ -63,11 +62,18 @@ pub(crate) fn as_uninit(bytes: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     unsafe { &mut *(std::ptr::from_mut::<[u8]>(bytes) as *mut [MaybeUninit<u8>]) }
 }
 
-/// Copy `src` into `dest` (same length).
-pub(crate) fn copy_into(dest: &mut [MaybeUninit<u8>], src: &[u8]) {
-    let n = dest.len().min(src.len());
-    // SAFETY: `n` bytes of each, distinct (one is borrowed mutably).
-    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dest.as_mut_ptr().cast::<u8>(), n) };
+/// Copy `src` into `dest`, which must be as long: every byte of `dest`
+/// is written, or none is and the lengths are an error.
+pub(crate) fn copy_into(dest: &mut [MaybeUninit<u8>], src: &[u8]) -> std::io::Result<()> {
+    if dest.len() != src.len() {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    // SAFETY: `src.len()` bytes of each, distinct (one is borrowed
+    // mutably).
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dest.as_mut_ptr().cast::<u8>(), src.len())
+    };
+    Ok(())
 }
 
 /// One positioned read into `buf`: the bytes read (0 at the file's end).

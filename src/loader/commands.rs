@@ -7,7 +7,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{LoaderService, SHUTDOWN_GRACE};
-use crate::alloc::Retention;
 use crate::error::{Error, Result};
 use crate::io::plan::Plan;
 use crate::pipeline::Pipeline;
@@ -107,19 +106,8 @@ impl<P: Pipeline> LoaderService<P> {
                     let ticket = self.new_ticket(model);
                     return Ok(LoadHandle::resolved(ticket, Ok(txn.snapshot())));
                 }
-                // On the CPU, what the replaced model frees is kept for its
-                // successor's buffers (`crate::alloc`), up to its size.
-                let keep = self
-                    .resources
-                    .device()
-                    .is_cpu()
-                    .then(|| Retention::new(txn.snapshot().resident_bytes));
                 self.begin_unload(&mut txn)?;
-                let handle = self.queue(&mut txn, model);
-                if let (Some(keep), Some(next)) = (keep, txn.pending()) {
-                    next.keep(keep);
-                }
-                Ok(handle)
+                Ok(self.queue(&mut txn, model))
             }
             State::Unloading => Ok(self.queue(&mut txn, model)),
         }

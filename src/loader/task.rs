@@ -207,6 +207,9 @@ impl<P: Pipeline> LoaderService<P> {
     /// then goes `Loading --cancelled--> Idle`; then the load waiting its
     /// turn, if any, starts.
     fn finish_load(self: &Arc<Self>, ticket: &Arc<LoadTicket>, outcome: Result<Resident<P>>) {
+        // The load is over: what was kept for it and not taken goes back
+        // before its end is published.
+        drop(ticket.take_keep());
         let mut outcome = Some(outcome);
         let mut txn = self.state.lock();
         if !txn.active().is_some_and(|a| Arc::ptr_eq(a, ticket)) {
@@ -285,6 +288,7 @@ impl<P: Pipeline> LoaderService<P> {
                 }
             }
             let loader = end.loader.clone();
+            loader.keep_for_next();
             // Freeing gigabytes and synchronising a device block: do it on a
             // blocking thread. `EndUnload` does it wherever it is dropped,
             // also inline if that thread is refused.
@@ -302,6 +306,30 @@ impl<P: Pipeline> LoaderService<P> {
         txn.defer(move || {
             let _ = this.spawn(task);
         });
+    }
+
+    /// The leases of a model being unloaded have drained and its memory is
+    /// about to be freed: if a load waits to start after it (a `load` of
+    /// another model while this one was ready), on the CPU, what it frees
+    /// is kept for that load (`crate::alloc`), up to its size, until the
+    /// load ends. Not for a stream or a download, which would hold it for
+    /// as long as their bytes take to come.
+    fn keep_for_next(&self) {
+        if !self.resources.device().is_cpu() {
+            return;
+        }
+        let txn = self.state.lock();
+        let Some(next) = txn.pending() else { return };
+        let waits_for_bytes = match &*next.model {
+            crate::io::ModelSource::Stream(_) => true,
+            crate::io::ModelSource::Hub { download, .. } => download.is_some(),
+            _ => false,
+        };
+        if !waits_for_bytes {
+            next.keep(crate::alloc::Retention::new(
+                self.resources.resident_bytes(),
+            ));
+        }
     }
 
     /// Completes once shutdown has started and `drain_timeout` has passed:

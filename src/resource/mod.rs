@@ -217,7 +217,16 @@ impl ResourceManager {
 
     /// Memory the device can still give, where it can be known.
     fn available_on_device(&self) -> Option<u64> {
-        free_memory(&self.device)
+        let free = free_memory(&self.device)?;
+        // Pages a replaced model freed and the process keeps for this very
+        // load (`crate::alloc`) are the kernel's free memory to come: the
+        // load takes them, or they go back before it maps more.
+        let kept = if self.device.is_cpu() {
+            crate::alloc::retained_bytes()
+        } else {
+            0
+        };
+        Some(free.saturating_add(kept))
     }
 
     /// An empty reservation that counts bytes as they are allocated.

@@ -56,6 +56,15 @@ impl LoadTicket {
         })
     }
 
+    /// What was kept for this load, to drop once it has ended (before its
+    /// end is published: memory freed means given back).
+    pub(crate) fn take_keep(&self) -> Option<Retention> {
+        self.keep
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     /// Keep what is freed from now on for this load, until it ends.
     pub(crate) fn keep(&self, retention: Retention) {
         let mut keep = self.keep.lock().unwrap_or_else(PoisonError::into_inner);
@@ -107,12 +116,7 @@ impl LoadTicket {
         // A plan the load never took holds its files open: close them.
         drop(self.take_plan());
         // What was kept for the load and not taken goes back.
-        drop(
-            self.keep
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        drop(self.take_keep());
         if let (Err(reason), crate::io::ModelSource::Stream(stream)) = (&outcome, &*self.model) {
             // A stream this load never took would keep its producer
             // waiting for as long as a handle on the load lives.
