@@ -64,6 +64,20 @@ impl<P: Pipeline> ModelPool<P> {
             .unwrap_or(Err(Error::Timeout))
     }
 
+    /// A lease on `id` (loaded first if need be, as [`acquire`](Self::acquire))
+    /// with `working_bytes` of working memory reserved against the budget
+    /// beside it, for its inference's activations: unleased models are
+    /// evicted to make room, as for a load; the reserve is charged while
+    /// the lease lives ([`PoolLease::working_bytes`]) and released with it.
+    /// A wait for memory is bounded by the admission timeout and then fails
+    /// with [`Error::MemoryBusy`] naming what blocked it; what could never
+    /// fit beside the model and the pinned models fails at once with
+    /// [`Error::InsufficientMemory`]. Cancel safe: nothing is reserved
+    /// until it returns.
+    pub async fn acquire_with(&self, id: &str, working_bytes: u64) -> Result<PoolLease<P>> {
+        self.core.acquire_with(id, working_bytes).await
+    }
+
     /// A lease on `id` if it is ready now; else [`Error::NotReady`] with
     /// its state. Never loads, never waits.
     pub fn try_acquire(&self, id: &str) -> Result<PoolLease<P>> {

@@ -28,6 +28,7 @@ impl ModelPool {
 pub struct ModelPoolBuilder<P: Pipeline = TensorPipeline> {
     config: PoolConfig<P::Options>,
     budget: Option<u64>,
+    headroom: u64,
     #[cfg(not(target_arch = "wasm32"))]
     runtime: Option<tokio::runtime::Handle>,
 }
@@ -46,6 +47,7 @@ impl Default for ModelPoolBuilder {
                 options: Arc::new(()),
             },
             budget: None,
+            headroom: 0,
             #[cfg(not(target_arch = "wasm32"))]
             runtime: None,
         }
@@ -58,6 +60,15 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     /// driver's free memory on CUDA; required on Metal).
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.budget = Some(bytes);
+        self
+    }
+
+    /// Memory the pool leaves to other processes on the same device: the
+    /// budget is the [`memory_budget`](Self::memory_budget) (or the free
+    /// memory when the pool is built) less this (default 0). Larger than
+    /// the budget: an error at [`build`](Self::build).
+    pub fn headroom(mut self, bytes: u64) -> Self {
+        self.headroom = bytes;
         self
     }
 
@@ -177,6 +188,7 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
                 options: Arc::new(options),
             },
             budget: self.budget,
+            headroom: self.headroom,
             #[cfg(not(target_arch = "wasm32"))]
             runtime: self.runtime,
         }
@@ -196,10 +208,16 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
         let mut config = self.config;
         config.manager.check()?;
         let device = config.manager.device.open()?;
-        config.budget = match self.budget {
+        let budget = match self.budget {
             Some(bytes) => bytes,
             None => default_budget(&device)?,
         };
+        config.budget = budget.checked_sub(self.headroom).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "a headroom of {} bytes leaves nothing of a budget of {budget} bytes",
+                self.headroom
+            ))
+        })?;
         #[cfg(not(target_arch = "wasm32"))]
         let (runtime, spawner) = {
             let runtime = Runtime::new(self.runtime);

@@ -10,6 +10,9 @@ use crate::pipeline::{Lease, Pipeline};
 /// keep-alive clock and the loads waiting for memory look again.
 pub(crate) trait Releases: Send + Sync {
     fn released(&self, id: &str, version: u64);
+    /// The working memory reserved under `number` for a lease on `id` is
+    /// no longer needed.
+    fn release_working(&self, id: &str, number: u64);
 }
 
 /// A lease on a model of a [`ModelPool`](super::ModelPool): the version it
@@ -23,6 +26,9 @@ pub struct PoolLease<P: Pipeline = TensorPipeline> {
     core: Arc<dyn Releases>,
     id: Arc<str>,
     version: u64,
+    /// Working memory reserved for the lease: its reservation's number
+    /// and bytes.
+    working: Option<(u64, u64)>,
 }
 
 impl<P: Pipeline> PoolLease<P> {
@@ -37,7 +43,20 @@ impl<P: Pipeline> PoolLease<P> {
             core,
             id,
             version,
+            working: None,
         }
+    }
+
+    /// The lease now holds working memory reserved under `number`.
+    pub(crate) fn hold_working(&mut self, number: u64, bytes: u64) {
+        self.working = Some((number, bytes));
+    }
+
+    /// The working memory reserved for this lease
+    /// ([`ModelPool::acquire_with`](super::ModelPool::acquire_with)),
+    /// charged against the budget until the lease is dropped.
+    pub fn working_bytes(&self) -> u64 {
+        self.working.map_or(0, |(_, bytes)| bytes)
     }
 
     fn lease(&self) -> &Lease<P> {
@@ -91,6 +110,9 @@ impl<P: Pipeline> Drop for PoolLease<P> {
         // Release the manager's lease first, so that the pool sees the
         // count it leaves.
         drop(self.lease.take());
+        if let Some((number, _)) = self.working.take() {
+            self.core.release_working(&self.id, number);
+        }
         self.core.released(&self.id, self.version);
     }
 }

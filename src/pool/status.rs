@@ -34,7 +34,8 @@ pub struct ModelStatus {
     pub source: Arc<ModelSource>,
     /// Bytes charged against the budget for this model, all versions
     /// together (the estimate while loading, the measured bytes once
-    /// ready, until the memory is freed).
+    /// ready, until the memory is freed), and the working memory its
+    /// leases reserved ([`ModelPool::acquire_with`](crate::ModelPool::acquire_with)).
     pub charged_bytes: u64,
     /// Bytes of model memory its managers hold right now, as measured.
     pub resident_bytes: u64,

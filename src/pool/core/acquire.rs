@@ -3,10 +3,12 @@
 
 use std::sync::{Arc, PoisonError};
 
-use super::{entry_mut, status_state, wait_outcome, Core, Inner};
+use super::{blockers, entry_mut, status_state, wait_outcome, Core, Inner, Key};
 use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
 use crate::pool::lease::{PoolLease, Releases};
+use crate::pool::ledger::{Admission, Hold};
+use crate::pool::rt;
 use crate::pool::rt::Instant;
 
 impl<P: Pipeline> Core<P> {
@@ -63,6 +65,111 @@ impl<P: Pipeline> Core<P> {
                 Err(Error::Superseded) if !self.lock().shut_down => {}
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// A lease on `id`'s serving version with `working` bytes reserved
+    /// against the budget beside it (for its inference), evicting or
+    /// waiting for unleased models as a load would; the reserve is released
+    /// with the lease. The wait for memory is bounded by the admission
+    /// timeout; what can never fit beside the model and the pinned models
+    /// is refused at once.
+    pub(crate) async fn acquire_with(
+        self: &Arc<Self>,
+        id: &str,
+        working: u64,
+    ) -> Result<PoolLease<P>> {
+        let mut lease = self.acquire(id).await?;
+        if working == 0 {
+            return Ok(lease);
+        }
+        let key = {
+            let mut inner = self.lock();
+            inner.reservations += 1;
+            (entry_mut(&mut inner, id)?.id.clone(), inner.reservations)
+        };
+        let deadline = rt::after(Instant::now(), self.config.admission_timeout);
+        loop {
+            let mut changed = self.changed.subscribe();
+            changed.borrow_and_update();
+            {
+                let mut inner = self.lock();
+                if inner.shut_down {
+                    return Err(Error::ShutDown);
+                }
+                if self.reserve(&mut inner, &key, working)? {
+                    lease.hold_working(key.1, working);
+                    return Ok(lease);
+                }
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                () = rt::sleep_until(deadline) => {
+                    let blocked_by = blockers(&self.lock());
+                    return Err(Error::MemoryBusy { needed: working, blocked_by });
+                }
+            }
+        }
+    }
+
+    /// One try at reserving `bytes` under `key` (a lease on `key.0` is
+    /// held): charged (true), or models evicted for it or leases to wait
+    /// for (false), or never possible (an error).
+    fn reserve(self: &Arc<Self>, inner: &mut Inner<P>, key: &Key, bytes: u64) -> Result<bool> {
+        let now = self.now();
+        self.refresh_holds(inner, now, None);
+        // The leased version stays, and so do the pinned models; other
+        // reserves (of this model's other leases too) and older versions
+        // still draining go in time.
+        let serving = inner
+            .entries
+            .get(&key.0)
+            .and_then(|e| e.serving.as_ref())
+            .map(|v| v.number);
+        let (own, pinned) = inner
+            .ledger
+            .iter()
+            .fold((0u64, 0u64), |(own, pinned), (k, c)| {
+                if k.0 == key.0 && Some(k.1) == serving {
+                    (own.saturating_add(c.bytes), pinned)
+                } else if c.hold == Hold::Pinned {
+                    (own, pinned.saturating_add(c.bytes))
+                } else {
+                    (own, pinned)
+                }
+            });
+        let available = inner
+            .ledger
+            .budget()
+            .saturating_sub(own.saturating_add(pinned));
+        if bytes > available {
+            return Err(Error::InsufficientMemory {
+                needed: bytes,
+                available,
+                pinned,
+            });
+        }
+        let tick = inner.tick;
+        match inner.ledger.admit(key, bytes, tick) {
+            Admission::Fits => Ok(true),
+            Admission::Evict(victims) => {
+                self.evict(inner, victims, &key.0);
+                Ok(false)
+            }
+            Admission::Wait => Ok(false),
+            Admission::Already => Err(Error::InvalidArgument(format!(
+                "working memory {} of {:?} is already reserved",
+                key.1, key.0
+            ))),
+            Admission::Refuse {
+                needed,
+                available,
+                pinned,
+            } => Err(Error::InsufficientMemory {
+                needed,
+                available,
+                pinned,
+            }),
         }
     }
 
@@ -174,6 +281,11 @@ impl<P: Pipeline> Core<P> {
 impl<P: Pipeline> Releases for Core<P> {
     fn released(&self, id: &str, version: u64) {
         self.lease_released(id, version);
+    }
+
+    fn release_working(&self, id: &str, number: u64) {
+        self.lock().ledger.release(&(Arc::from(id), number));
+        self.bump();
     }
 }
 

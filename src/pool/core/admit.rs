@@ -288,25 +288,7 @@ impl<P: Pipeline> Core<P> {
             }
             Admission::Evict(victims) => {
                 self.retain_for(retention, estimate);
-                for victim in victims {
-                    if let Some(entry) = inner.entries.get_mut(&victim.0) {
-                        match entry.serving.take() {
-                            Some(old) if old.number == victim.1 => {
-                                self.metrics.evictions.inc();
-                                if let Some(at) = entry.last_used_at {
-                                    self.metrics
-                                        .evicted_idle
-                                        .observe(at.elapsed().as_secs_f64());
-                                }
-                                let reason = UnloadReason::Evicted {
-                                    for_id: id.to_string(),
-                                };
-                                self.retire(entry, old, reason);
-                            }
-                            other => entry.serving = other,
-                        }
-                    }
-                }
+                self.evict(inner, victims, &id);
                 // Admitted once their memory is freed (`retire` bumps).
                 self.refresh_holds(inner, now, reload.map(|_| &*id));
                 match inner.ledger.freeing_covers(key, estimate) {
@@ -328,6 +310,29 @@ impl<P: Pipeline> Core<P> {
                 available,
                 pinned,
             }),
+        }
+    }
+
+    /// Unload `victims` (serving versions) to make room for `for_id`.
+    pub(super) fn evict(self: &Arc<Self>, inner: &mut Inner<P>, victims: Vec<Key>, for_id: &str) {
+        for victim in victims {
+            if let Some(entry) = inner.entries.get_mut(&victim.0) {
+                match entry.serving.take() {
+                    Some(old) if old.number == victim.1 => {
+                        self.metrics.evictions.inc();
+                        if let Some(at) = entry.last_used_at {
+                            self.metrics
+                                .evicted_idle
+                                .observe(at.elapsed().as_secs_f64());
+                        }
+                        let reason = UnloadReason::Evicted {
+                            for_id: for_id.to_string(),
+                        };
+                        self.retire(entry, old, reason);
+                    }
+                    other => entry.serving = other,
+                }
+            }
         }
     }
 

@@ -38,6 +38,16 @@ use crate::state::State;
 /// A charge's key: a model id and its version.
 pub(crate) type Key = (Arc<str>, u64);
 
+/// Keys whose number is at least this are working memory reserved by a
+/// lease on the model `key.0` (see `acquire_with`), never a version of it:
+/// charged against the budget like a model, never evicted, released with
+/// the lease.
+pub(crate) const WORKING: u64 = 1 << 63;
+
+pub(crate) fn is_working(key: &Key) -> bool {
+    key.1 >= WORKING
+}
+
 /// What a load ended with, shared with everyone waiting for it.
 pub(crate) type Outcome = Option<Result<u64>>;
 
@@ -127,6 +137,8 @@ struct Inner<P: Pipeline> {
     /// The last version number of every id ever added: a model removed and
     /// added again goes on counting, so no two loads share a key.
     versions: BTreeMap<Arc<str>, u64>,
+    /// The last working-memory reservation's number (above `WORKING`).
+    reservations: u64,
     shut_down: bool,
 }
 
@@ -158,6 +170,7 @@ impl<P: Pipeline> Core<P> {
                 loading: 0,
                 tick: 0,
                 versions: BTreeMap::new(),
+                reservations: WORKING,
                 shut_down: false,
             }),
             config,
@@ -251,6 +264,8 @@ fn blockers<P: Pipeline>(inner: &Inner<P>) -> Vec<Blocker> {
             }
             let entry = inner.entries.get(&key.0)?;
             let (state, leases) = match &entry.serving {
+                // Working memory: held by a lease on the serving version.
+                Some(v) if is_working(key) => (State::Ready, v.manager.outstanding_leases()),
                 Some(v) if v.number == key.1 => (State::Ready, v.manager.outstanding_leases()),
                 _ => match entry.retiring.iter().find(|v| v.number == key.1) {
                     Some(v) => (State::Unloading, v.manager.outstanding_leases()),
