@@ -754,6 +754,12 @@ typedef struct mm_pool_options {
      * long instead of loading it again (default 5000; 0: retry at once).
      */
     uint32_t retry_cooldown_ms;
+    /**
+     * Bytes left to other processes on the device: the budget is
+     * `memory_budget` (or the memory available) less this (default 0;
+     * more than the budget: `MM_RESULT_INVALID_ARGUMENT`).
+     */
+    uint64_t headroom;
 } mm_pool_options;
 
 /**
@@ -1249,6 +1255,16 @@ void mm_lease_release(struct mm_lease *lease);
 mm_result mm_lease_version(const struct mm_lease *lease, uint64_t *version_out);
 
 /**
+ * The working memory reserved with this lease (`mm_pool_acquire_with`),
+ * into `*bytes_out`: 0 for other leases.
+ *
+ * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `lease` is only borrowed for the call; `*bytes_out` is the
+ * caller's memory.
+ */
+mm_result mm_lease_working_bytes(const struct mm_lease *lease, uint64_t *bytes_out);
+
+/**
  * Number of tensors in the leased model, into `*count_out`.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
@@ -1313,7 +1329,8 @@ mm_result mm_lease_tensor_on_device(const struct mm_lease *lease,
  * Fill `*options` with the defaults: device `"cpu"`, the memory available
  * as the budget, 4 MiB chunks, the default read threads, dtypes kept, a
  * 5000 ms drain timeout, keep-alive forever, a queue of 64 loads, one load
- * at a time, a 60000 ms admission timeout and a 5000 ms retry cooldown.
+ * at a time, a 60000 ms admission timeout, a 5000 ms retry cooldown and
+ * no headroom.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
  * Ownership: `options` is the caller's; `options->device` is set to a
@@ -1441,6 +1458,26 @@ mm_result mm_pool_acquire(const struct mm_pool *pool,
                           const char *id,
                           uint32_t timeout_ms,
                           struct mm_lease **lease_out);
+
+/**
+ * As `mm_pool_acquire`, with `working_bytes` of working memory reserved
+ * against the budget beside the model for its inference (activations):
+ * unleased models are evicted to make room, as for a load; the reserve is
+ * charged while the lease is held (`mm_lease_working_bytes`) and released
+ * with it. Fails with `MM_RESULT_MEMORY_BUSY` once the pool's admission
+ * timeout has passed with the memory still held by leases,
+ * `MM_RESULT_INSUFFICIENT_MEMORY` at once if the reserve could never fit
+ * beside the model and the pinned models, or `MM_RESULT_TIMEOUT` after
+ * `timeout_ms` (nothing is reserved then). 0 bytes: `mm_pool_acquire`.
+ *
+ * Threads: any, concurrently. Callbacks: must not be called from them.
+ * Ownership: as `mm_pool_acquire`.
+ */
+mm_result mm_pool_acquire_with(const struct mm_pool *pool,
+                               const char *id,
+                               uint64_t working_bytes,
+                               uint32_t timeout_ms,
+                               struct mm_lease **lease_out);
 
 /**
  * A lease on `id` if it is ready now, into `*lease_out`; else

@@ -42,6 +42,37 @@ impl Spawner {
     }
 }
 
+/// Fires at `deadline`, awaited from any executor (a C or Python caller's
+/// thread too): natively the sleep runs on the pool's runtime, and stops
+/// when the timer is dropped.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn timer(spawner: &Spawner, deadline: Instant) -> Timer {
+    Timer(spawner.handle.spawn(sleep_until(deadline)))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) struct Timer(tokio::task::JoinHandle<()>);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Future for Timer {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // A runtime shut down ends the sleep too: the timer fires.
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Run `f` where blocking is allowed (a blocking thread natively).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -197,3 +228,9 @@ mod js {
 
 #[cfg(target_arch = "wasm32")]
 pub(crate) use js::{blocking, sleep_until, Instant, Spawner};
+
+/// Fires at `deadline` (on wasm32 every future runs on the JS event loop).
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn timer(_: &Spawner, deadline: Instant) -> impl Future<Output = ()> {
+    sleep_until(deadline)
+}

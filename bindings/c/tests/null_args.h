@@ -132,6 +132,10 @@ static void mm_test_null_arguments(const char *model_dir) {
     CHECK_RC(mm_pool_acquire(p, NULL, 0, &lease), NUL);
     CHECK_RC(mm_pool_acquire(p, bad_utf8, 0, &lease), MM_RESULT_INVALID_UTF8);
     CHECK_RC(mm_pool_acquire(p, "m", 0, NULL), NUL);
+    CHECK_RC(mm_pool_acquire_with(NULL, "m", 1, 0, &lease), NUL);
+    CHECK_RC(mm_pool_acquire_with(p, NULL, 1, 0, &lease), NUL);
+    CHECK_RC(mm_pool_acquire_with(p, bad_utf8, 1, 0, &lease), MM_RESULT_INVALID_UTF8);
+    CHECK_RC(mm_pool_acquire_with(p, "m", 1, 0, NULL), NUL);
     CHECK_RC(mm_pool_try_acquire(NULL, "m", &lease), NUL);
     CHECK_RC(mm_pool_try_acquire(p, NULL, &lease), NUL);
     CHECK_RC(mm_pool_try_acquire(p, "m", NULL), NUL);
@@ -189,6 +193,12 @@ static void mm_test_null_arguments(const char *model_dir) {
     CHECK_RC(mm_lease_version(lease, &u64), MM_RESULT_NOT_FOUND); /* a manager's: no version */
     CHECK_RC(mm_lease_version(NULL, &u64), NUL);
     CHECK_RC(mm_lease_version(lease, NULL), NUL);
+    u64 = 42;
+    CHECK_OK(mm_lease_working_bytes(lease, &u64)); /* a manager's: none */
+    CHECK(u64 == 0);
+    u64 = 42;
+    CHECK_RC(mm_lease_working_bytes(NULL, &u64), NUL);
+    CHECK_RC(mm_lease_working_bytes(lease, NULL), NUL);
     CHECK_RC(mm_lease_tensor_count(NULL, &n), NUL);
     CHECK_RC(mm_lease_tensor_count(lease, NULL), NUL);
     CHECK_RC(mm_lease_tensor_name(NULL, 0, &name), NUL);

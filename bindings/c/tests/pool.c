@@ -80,6 +80,7 @@ static void check_defaults(void) {
     CHECK(options.keep_alive_ms == MM_KEEP_ALIVE_FOREVER);
     CHECK(options.max_queue == 64 && options.concurrent_loads == 1);
     CHECK(options.admission_timeout_ms == 60000 && options.retry_cooldown_ms == 5000);
+    CHECK(options.headroom == 0);
 
     /* Bad options are refused before anything starts. */
     mm_pool *pool = NULL;
@@ -356,6 +357,60 @@ static void budget_for_two(void) {
     CHECK_OK(mm_pool_destroy(pool));
 }
 
+/* Working memory reserved with a lease, and the headroom: a budget for two
+ * models, less a headroom of one model's bytes. */
+static void working_memory(void) {
+    char a[1100], b[1100];
+    model_path(a, sizeof a, "a");
+    model_path(b, sizeof b, "b");
+    mm_pool_options options;
+    mm_pool *pool = NULL;
+    CHECK_OK(mm_pool_options_init(&options));
+    options.memory_budget = 3 * MODEL_BYTES;
+    options.headroom = MODEL_BYTES;
+    options.admission_timeout_ms = 200;
+    CHECK_OK(mm_pool_new(&options, &pool));
+    CHECK(stats_of(pool).budget == 2 * MODEL_BYTES);
+    CHECK_OK(mm_pool_add(pool, "a", a));
+    CHECK_OK(mm_pool_add(pool, "b", b));
+
+    /* b resident, unleased: a with a reserve of one model's bytes evicts it. */
+    mm_lease *lease = NULL;
+    CHECK_OK(mm_pool_acquire(pool, "b", WAIT_MS, &lease));
+    uint64_t working = 42;
+    CHECK_OK(mm_lease_working_bytes(lease, &working));
+    CHECK(working == 0);
+    mm_lease_release(lease);
+    CHECK_OK(mm_pool_acquire_with(pool, "a", MODEL_BYTES, WAIT_MS, &lease));
+    CHECK_OK(mm_lease_working_bytes(lease, &working));
+    CHECK(working == MODEL_BYTES);
+    mm_pool_totals totals = stats_of(pool);
+    CHECK(totals.charged == 2 * MODEL_BYTES && totals.evictions == 1);
+    CHECK(status_of(pool, "b").state == MM_STATE_IDLE);
+
+    /* b cannot load while the reserve is held: it waits, then gives up. */
+    mm_lease *other = NULL;
+    CHECK_RC(mm_pool_acquire(pool, "b", WAIT_MS, &other), MM_RESULT_MEMORY_BUSY);
+    CHECK(other == NULL);
+    mm_lease_release(lease);
+    lease = NULL;
+    CHECK(stats_of(pool).charged == MODEL_BYTES);
+
+    /* More than could ever fit beside the model: refused at once. */
+    CHECK_RC(mm_pool_acquire_with(pool, "a", 2 * MODEL_BYTES, WAIT_MS, &lease),
+             MM_RESULT_INSUFFICIENT_MEMORY);
+    CHECK(lease == NULL);
+    CHECK_RC(mm_pool_acquire_with(NULL, "a", 1, WAIT_MS, &lease), MM_RESULT_NULL_ARGUMENT);
+    CHECK_RC(mm_pool_acquire_with(pool, "a", 1, WAIT_MS, NULL), MM_RESULT_NULL_ARGUMENT);
+    CHECK_OK(mm_pool_destroy(pool));
+
+    /* A headroom larger than the budget. */
+    pool = NULL;
+    options.headroom = 4 * MODEL_BYTES;
+    CHECK_RC(mm_pool_new(&options, &pool), MM_RESULT_INVALID_ARGUMENT);
+    CHECK(pool == NULL);
+}
+
 int main(void) {
     char path[1100];
     mm_test_tempdir(dir, sizeof dir);
@@ -371,6 +426,7 @@ int main(void) {
     check_defaults();
     budget_for_one();
     budget_for_two();
+    working_memory();
 
     mm_test_rmtree(dir);
     printf("pool.c: all checks passed\n");

@@ -89,6 +89,9 @@ impl<P: Pipeline> Core<P> {
             (entry_mut(&mut inner, id)?.id.clone(), inner.reservations)
         };
         let deadline = rt::after(Instant::now(), self.config.admission_timeout);
+        // Awaited on the caller's executor (a C or Python thread too).
+        let timer = rt::timer(&self.spawner, deadline);
+        tokio::pin!(timer);
         loop {
             let mut changed = self.changed.subscribe();
             changed.borrow_and_update();
@@ -104,7 +107,7 @@ impl<P: Pipeline> Core<P> {
             }
             tokio::select! {
                 _ = changed.changed() => {}
-                () = rt::sleep_until(deadline) => {
+                () = &mut timer => {
                     let blocked_by = blockers(&self.lock());
                     return Err(Error::MemoryBusy { needed: working, blocked_by });
                 }

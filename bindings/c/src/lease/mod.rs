@@ -223,6 +223,28 @@ pub unsafe extern "C" fn mm_lease_version(
     unsafe { read_into(lease, "lease", version_out, "version_out", read) }
 }
 
+/// The working memory reserved with this lease (`mm_pool_acquire_with`),
+/// into `*bytes_out`: 0 for other leases.
+///
+/// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `lease` is only borrowed for the call; `*bytes_out` is the
+/// caller's memory.
+#[no_mangle]
+pub unsafe extern "C" fn mm_lease_working_bytes(
+    lease: *const mm_lease,
+    bytes_out: *mut u64,
+) -> mm_result {
+    let read = |lease: &mm_lease| {
+        Ok(match &lease.lease {
+            Held::Pool(lease) => lease.working_bytes(),
+            Held::Manager(_) => 0,
+        })
+    };
+    // SAFETY: NULL or a live lease, NULL or a writable `uint64_t`, per the
+    // header.
+    unsafe { read_into(lease, "lease", bytes_out, "bytes_out", read) }
+}
+
 /// Number of tensors in the leased model, into `*count_out`.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.

@@ -56,6 +56,42 @@ pub unsafe extern "C" fn mm_pool_acquire(
     })
 }
 
+/// As `mm_pool_acquire`, with `working_bytes` of working memory reserved
+/// against the budget beside the model for its inference (activations):
+/// unleased models are evicted to make room, as for a load; the reserve is
+/// charged while the lease is held (`mm_lease_working_bytes`) and released
+/// with it. Fails with `MM_RESULT_MEMORY_BUSY` once the pool's admission
+/// timeout has passed with the memory still held by leases,
+/// `MM_RESULT_INSUFFICIENT_MEMORY` at once if the reserve could never fit
+/// beside the model and the pinned models, or `MM_RESULT_TIMEOUT` after
+/// `timeout_ms` (nothing is reserved then). 0 bytes: `mm_pool_acquire`.
+///
+/// Threads: any, concurrently. Callbacks: must not be called from them.
+/// Ownership: as `mm_pool_acquire`.
+#[no_mangle]
+pub unsafe extern "C" fn mm_pool_acquire_with(
+    pool: *const mm_pool,
+    id: *const c_char,
+    working_bytes: u64,
+    timeout_ms: u32,
+    lease_out: *mut *mut mm_lease,
+) -> mm_result {
+    boundary(|| {
+        // SAFETY: NULL or live arguments, per the header.
+        let (pool, id) = unsafe { args(pool, id) }?;
+        let out = Out::new(lease_out, "lease_out")?;
+        let lease = wait(
+            "mm_pool_acquire_with",
+            "the acquire",
+            timeout_ms,
+            pool.inner.acquire_with(id, working_bytes),
+        )?;
+        // SAFETY: non-NULL; the caller passes a writable `mm_lease *`.
+        unsafe { out.write(into_handle(mm_lease::from_pool(lease))) };
+        Ok(())
+    })
+}
+
 /// A lease on `id` if it is ready now, into `*lease_out`; else
 /// `MM_RESULT_NOT_READY` (its state is in `mm_pool_status`). Never loads,
 /// never waits. `MM_RESULT_UNKNOWN_MODEL` if the pool has no model `id`.

@@ -66,7 +66,8 @@ pub unsafe extern "C" fn mm_pool_new(
             .max_queue(options.max_queue as usize)
             .concurrent_loads(options.concurrent_loads as usize)
             .admission_timeout(admission_timeout)
-            .retry_cooldown(Duration::from_millis(u64::from(options.retry_cooldown_ms)));
+            .retry_cooldown(Duration::from_millis(u64::from(options.retry_cooldown_ms)))
+            .headroom(options.headroom);
         if options.memory_budget > 0 {
             builder = builder.memory_budget(options.memory_budget);
         }

@@ -50,12 +50,17 @@ pub struct mm_pool_options {
     /// After a model's load fails, acquires of it answer that error for this
     /// long instead of loading it again (default 5000; 0: retry at once).
     pub retry_cooldown_ms: u32,
+    /// Bytes left to other processes on the device: the budget is
+    /// `memory_budget` (or the memory available) less this (default 0;
+    /// more than the budget: `MM_RESULT_INVALID_ARGUMENT`).
+    pub headroom: u64,
 }
 
 /// Fill `*options` with the defaults: device `"cpu"`, the memory available
 /// as the budget, 4 MiB chunks, the default read threads, dtypes kept, a
 /// 5000 ms drain timeout, keep-alive forever, a queue of 64 loads, one load
-/// at a time, a 60000 ms admission timeout and a 5000 ms retry cooldown.
+/// at a time, a 60000 ms admission timeout, a 5000 ms retry cooldown and
+/// no headroom.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
 /// Ownership: `options` is the caller's; `options->device` is set to a
@@ -84,6 +89,7 @@ impl Default for mm_pool_options {
             concurrent_loads: 1,
             admission_timeout_ms: 60_000,
             retry_cooldown_ms: 5_000,
+            headroom: 0,
         }
     }
 }
