@@ -30,7 +30,7 @@ fn keep_alive(value: Option<f64>) -> PyResult<Option<Duration>> {
 #[pymethods]
 impl Pool {
     #[new]
-    #[pyo3(signature = (budget=None, device="cpu", dtype=None, keep_alive=None, max_queue=None, concurrent_loads=None, admission_timeout=None, retry_cooldown=None, drain_timeout=None, chunk_size=None, read_threads=None, return_memory_to_os=true))]
+    #[pyo3(signature = (budget=None, device="cpu", dtype=None, keep_alive=None, max_queue=None, concurrent_loads=None, admission_timeout=None, retry_cooldown=None, drain_timeout=None, chunk_size=None, read_threads=None, return_memory_to_os=true, headroom=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         budget: Option<u64>,
@@ -45,9 +45,11 @@ impl Pool {
         chunk_size: Option<usize>,
         read_threads: Option<usize>,
         return_memory_to_os: bool,
+        headroom: u64,
     ) -> PyResult<Self> {
         let mut b = ModelPool::builder()
             .device(DeviceSpec::from_str(device).py_err()?)
+            .headroom(headroom)
             .keep_alive(self::keep_alive(keep_alive)?)
             .return_memory_to_os(return_memory_to_os);
         if let Some(bytes) = budget {
@@ -102,17 +104,21 @@ impl Pool {
             .py_err()
     }
 
-    /// A lease on `id` (loading it if needed); with `timeout`, `Timeout`
-    /// after it (the load goes on). `cancel()` stops the wait only.
-    #[pyo3(signature = (id, timeout=None))]
-    fn acquire(&self, id: String, timeout: Option<f64>) -> PyResult<Pending> {
+    /// A lease on `id` (loading it if needed), with `working_bytes`
+    /// reserved beside it; with `timeout`, `Timeout` after it (the load
+    /// goes on, nothing stays reserved). `cancel()` stops the wait only.
+    #[pyo3(signature = (id, timeout=None, working_bytes=0))]
+    fn acquire(&self, id: String, timeout: Option<f64>, working_bytes: u64) -> PyResult<Pending> {
         let timeout = seconds(timeout)?;
         let pool = self.inner.clone();
         Ok(Pending::spawn(
             async move {
+                let acquire = pool.acquire_with(&id, working_bytes);
                 let lease = match timeout {
-                    Some(t) => pool.acquire_timeout(&id, t).await?,
-                    None => pool.acquire(&id).await?,
+                    Some(t) => tokio::time::timeout(t, acquire)
+                        .await
+                        .map_err(|_| model_manager::Error::Timeout)??,
+                    None => acquire.await?,
                 };
                 Ok(Outcome::Value(Box::new(Held::Pool(lease))))
             },

@@ -135,3 +135,26 @@ def test_unknown_ids_and_a_closed_pool(two: tuple[Path, Path]) -> None:
     assert pool.shutdown(timeout=10)
     with pytest.raises(mm.ShutDown):
         pool.acquire("a")
+
+
+async def test_working_memory_is_reserved_with_a_lease(two: tuple[Path, Path]) -> None:
+    # Room for both models, or one with a reserve of one model's bytes
+    # (a headroom of one model is left to other processes).
+    async with mm.ModelPool(budget=3 * MIB + MIB // 2, headroom=MIB, admission_timeout=0.3) as pool:
+        assert pool.budget == 2 * MIB + MIB // 2
+        pool.add("a", two[0])
+        pool.add("b", two[1])
+        with await pool.acquire_async("b") as lease:
+            assert lease.working_bytes == 0
+        with await pool.acquire_async("a", working_bytes=MIB) as lease:
+            assert lease.working_bytes == MIB
+            snap = pool.snapshot()
+            assert snap.charged == 2 * MIB and snap.counters.evictions == 1
+            # b waits for the reserve, then gives up naming what held it.
+            with pytest.raises(mm.MemoryBusy):
+                await pool.acquire_async("b")
+        assert pool.snapshot().charged == MIB
+        with pytest.raises(mm.InsufficientMemory):
+            pool.acquire("a", working_bytes=2 * MIB)
+    with pytest.raises(mm.InvalidArgument):
+        mm.ModelPool(budget=MIB, headroom=2 * MIB)

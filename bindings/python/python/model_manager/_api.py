@@ -220,6 +220,7 @@ class ModelPool(_Owner):
         chunk_size: int | None = None,
         read_threads: int | None = None,
         return_memory_to_os: bool = True,
+        headroom: int = 0,
     ) -> None:
         self._inner = _mm.Pool(
             budget=budget,
@@ -234,6 +235,7 @@ class ModelPool(_Owner):
             chunk_size=chunk_size,
             read_threads=read_threads,
             return_memory_to_os=return_memory_to_os,
+            headroom=headroom,
         )
         super().__init__(self._inner)
 
@@ -253,15 +255,23 @@ class ModelPool(_Owner):
         else:
             self._inner.add(id, source, keep_alive, False, pinned)
 
-    async def acquire_async(self, id: str, timeout: float | None = None) -> Lease:
+    async def acquire_async(
+        self, id: str, timeout: float | None = None, *, working_bytes: int = 0
+    ) -> Lease:
         """A lease on `id`: at once if ready, else after its load (joined if
-        in flight). With `timeout`, Timeout after it (the load goes on)."""
-        lease: Lease = await _await(self._inner.acquire(id, timeout))
+        in flight). With `timeout`, Timeout after it (the load goes on).
+        `working_bytes`: memory reserved beside the model for its inference
+        while the lease lives (unleased models are evicted to make room;
+        MemoryBusy after the admission timeout, InsufficientMemory at once
+        if it can never fit)."""
+        lease: Lease = await _await(self._inner.acquire(id, timeout, working_bytes))
         return lease
 
-    def acquire(self, id: str, timeout: float | None = None) -> Lease:
+    def acquire(
+        self, id: str, timeout: float | None = None, *, working_bytes: int = 0
+    ) -> Lease:
         """`acquire_async`, blocking with the GIL released."""
-        lease: Lease = _wait(self._inner.acquire(id, timeout))
+        lease: Lease = _wait(self._inner.acquire(id, timeout, working_bytes))
         return lease
 
     def try_acquire(self, id: str) -> Lease:

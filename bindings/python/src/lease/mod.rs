@@ -29,6 +29,7 @@ pub struct Lease {
     cell: Arc<Cell>,
     id: Option<String>,
     version: Option<u64>,
+    working_bytes: u64,
 }
 
 /// A lease taken in the background (a pool's acquire) becomes a Python
@@ -41,9 +42,13 @@ impl crate::rt::ToPython for Held {
 
 impl Lease {
     pub fn new(held: Held) -> Self {
-        let (id, version) = match &held {
-            Held::Manager(_) => (None, None),
-            Held::Pool(lease) => (Some(lease.id().to_owned()), Some(lease.version())),
+        let (id, version, working_bytes) = match &held {
+            Held::Manager(_) => (None, None, 0),
+            Held::Pool(lease) => (
+                Some(lease.id().to_owned()),
+                Some(lease.version()),
+                lease.working_bytes(),
+            ),
         };
         Lease {
             cell: Arc::new(Cell {
@@ -51,6 +56,7 @@ impl Lease {
             }),
             id,
             version,
+            working_bytes,
         }
     }
 }
@@ -146,6 +152,13 @@ impl Lease {
     #[getter]
     fn version(&self) -> Option<u64> {
         self.version
+    }
+
+    /// Working memory reserved with this lease (a pool's
+    /// `acquire(..., working_bytes=...)`), charged until it is released.
+    #[getter]
+    fn working_bytes(&self) -> u64 {
+        self.working_bytes
     }
 
     /// Number of tensors in every component.
