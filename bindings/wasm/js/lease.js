@@ -54,6 +54,11 @@ export class Lease {
     return call(() => this.#live().version) ?? null;
   }
 
+  /** Working memory reserved with this lease (a pool's `acquire(id, { workingBytes })`); 0 otherwise. */
+  get workingBytes() {
+    return call(() => this.#live().workingBytes);
+  }
+
   /** Let go of the model (an unload waiting for it may finish). Idempotent. */
   release() {
     const lease = this.#raw;

@@ -27,7 +27,7 @@ export class ModelPool {
   /**
    * @param {{ memoryBudget: number, keepAlive?: number | null, maxQueue?: number,
    *   concurrentLoads?: number, admissionTimeout?: number, retryCooldown?: number,
-   *   chunkSize?: number, dtype?: 'f32' | 'f16' | 'bf16' }} options
+   *   chunkSize?: number, dtype?: 'f32' | 'f16' | 'bf16', headroom?: number }} options
    */
   constructor(options = {}) {
     if (raw === null) {
@@ -54,6 +54,7 @@ export class ModelPool {
           optionalMillis(o.retryCooldown, 'retryCooldown'),
           optionalNumber(o.chunkSize, 'chunkSize'),
           o.dtype ?? null,
+          optionalNumber(o.headroom, 'headroom'),
         ),
     );
   }
@@ -101,13 +102,17 @@ export class ModelPool {
    * A lease on `id`: at once when it is ready, else once it is loaded (a
    * load in flight is joined; one is started, queued for memory, if none
    * is). `signal` stops waiting (rejects with code 3); the load goes on.
+   * `workingBytes`: memory reserved beside the model for its inference
+   * while the lease lives (unleased models are evicted to make room; code
+   * MemoryBusy after the admission timeout, InsufficientMemory at once if
+   * it can never fit).
    *
    * @param {string} id
-   * @param {{ signal?: AbortSignal }} [options]
+   * @param {{ signal?: AbortSignal, workingBytes?: number }} [options]
    * @returns {Promise<Lease>}
    */
   acquire(id, options = {}) {
-    const { signal } = options ?? {};
+    const { signal, workingBytes } = options ?? {};
     let pending;
     try {
       const pool = this.#live();
@@ -117,7 +122,7 @@ export class ModelPool {
           cause: signal.reason,
         });
       }
-      pending = pool.acquire(id);
+      pending = pool.acquire(id, optionalNumber(workingBytes, 'workingBytes'));
     } catch (error) {
       return Promise.reject(wrap(error));
     }

@@ -110,6 +110,16 @@ impl RawLease {
         self.lease.is_none()
     }
 
+    /// Working memory reserved with a pool lease (0 for others).
+    #[wasm_bindgen(getter, js_name = workingBytes)]
+    pub fn working_bytes(&self) -> Result<f64, JsValue> {
+        self.held()?;
+        Ok(match &self.lease {
+            Some(Held::Pool(lease)) => lease.working_bytes() as f64,
+            _ => 0.0,
+        })
+    }
+
     /// A pool lease's model version (`undefined` for a manager's lease).
     #[wasm_bindgen(getter)]
     pub fn version(&self) -> Result<Option<f64>, JsValue> {

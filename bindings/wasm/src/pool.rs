@@ -89,6 +89,7 @@ impl RawPool {
         retry_cooldown_ms: Option<f64>,
         chunk_size: Option<f64>,
         dtype: Option<String>,
+        headroom: Option<f64>,
     ) -> Result<RawPool, JsValue> {
         if !(memory_budget.is_finite() && memory_budget >= 0.0) {
             return Err(invalid(format!(
@@ -100,6 +101,9 @@ impl RawPool {
             .pace(pace())
             .keep_alive(millis(keep_alive_ms, "keepAlive")?)
             .chunk_size(count(chunk_size, "chunkSize")?.unwrap_or(crate::manager::DEFAULT_CHUNK));
+        if let Some(bytes) = count(headroom, "headroom")? {
+            builder = builder.headroom(bytes as u64);
+        }
         if let Some(n) = count(max_queue, "maxQueue")? {
             builder = builder.max_queue(n);
         }
@@ -145,22 +149,24 @@ impl RawPool {
         js(self.pool.add_with(id, source.source.clone(), options))
     }
 
-    /// A lease on `id` (loading it if need be), as a promise that
-    /// `cancel()` rejects with code 3: the waiter leaves, the load goes on.
-    pub fn acquire(&self, id: String) -> RawAcquire {
+    /// A lease on `id` (loading it if need be), with `working_bytes`
+    /// reserved beside it, as a promise that `cancel()` rejects with code
+    /// 3: the waiter leaves, the load goes on, nothing stays reserved.
+    pub fn acquire(&self, id: String, working_bytes: Option<f64>) -> Result<RawAcquire, JsValue> {
+        let working = count(working_bytes, "workingBytes")?.unwrap_or(0) as u64;
         let pool = self.pool.clone();
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let promise = future_to_promise(async move {
             tokio::select! {
-                lease = pool.acquire(&id) => Ok(RawLease::of_pool(js(lease)?).into()),
+                lease = pool.acquire_with(&id, working) => Ok(RawLease::of_pool(js(lease)?).into()),
                 () = stop.cancelled() => Err(js_error(
                     ErrorCode::Cancelled,
                     "acquire cancelled: the caller stopped waiting (the load goes on)",
                 )),
             }
         });
-        RawAcquire { promise, cancel }
+        Ok(RawAcquire { promise, cancel })
     }
 
     /// A lease on `id` if it is ready now (code 5, NotReady, else).

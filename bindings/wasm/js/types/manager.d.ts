@@ -32,6 +32,8 @@ export declare class Lease {
   readonly released: boolean;
   /** A pool lease's model version (`null` for a manager's lease). */
   readonly version: number | null;
+  /** Working memory reserved with a pool lease (`acquire(id, { workingBytes })`); 0 otherwise. */
+  readonly workingBytes: number;
   /** Let go of the model; an unload waiting for it may finish. Idempotent. */
   release(): void;
   /** Same as `release()`. */

@@ -19,6 +19,8 @@ export interface ModelPoolOptions {
   retryCooldown?: number;
   chunkSize?: number;
   dtype?: 'f32' | 'f16' | 'bf16';
+  /** Bytes left to others: the budget is `memoryBudget` less this (default 0). */
+  headroom?: number;
 }
 
 export interface ModelStatus {
@@ -73,7 +75,7 @@ export declare class ModelPool {
   /** Make `source` known as `id`; loads nothing. */
   add(id: string, source: ModelSource, options?: { keepAlive?: number | null; pinned?: boolean }): void;
   /** A lease on `id`, loading it if need be; `signal` stops waiting (code 3). */
-  acquire(id: string, options?: { signal?: AbortSignal }): Promise<Lease>;
+  acquire(id: string, options?: { signal?: AbortSignal; workingBytes?: number }): Promise<Lease>;
   /** A lease on `id` if it is ready now; throws code 5 else. */
   tryAcquire(id: string): Lease;
   /** Load `id` now; resolves to its version. */

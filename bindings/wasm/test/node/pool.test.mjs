@@ -94,6 +94,33 @@ test('a load waits for a lease, and gives up naming what blocked it', async () =
   await p.close();
 });
 
+test('working memory is reserved with a lease; the headroom comes off the budget', async () => {
+  // A budget for three models less a headroom of one: two, or one with a
+  // reserve of one model's bytes.
+  const p = new ModelPool({ memoryBudget: 3 * SIZE + SIZE / 2, headroom: SIZE, admissionTimeout: 100 });
+  addAll(p, 2);
+  const plain = await p.acquire('m1');
+  assert.equal(plain.workingBytes, 0);
+  plain.release();
+  const lease = await p.acquire('m0', { workingBytes: SIZE });
+  assert.equal(lease.workingBytes, SIZE);
+  const s = p.snapshot;
+  assert.equal(s.charged, 2 * SIZE);
+  assert.equal(s.counters.evictions, 1);
+  // m1 waits for the reserve, then gives up.
+  await rejectsWith(p.acquire('m1'), ErrorCode.MemoryBusy);
+  lease.release();
+  assert.equal(p.snapshot.charged, SIZE);
+  // More than could ever fit beside the model: refused at once.
+  await rejectsWith(p.acquire('m0', { workingBytes: 2 * SIZE }), ErrorCode.InsufficientMemory);
+  await rejectsWith(p.acquire('m0', { workingBytes: -1 }), ErrorCode.InvalidArgument);
+  await p.close();
+  assert.throws(
+    () => new ModelPool({ memoryBudget: SIZE, headroom: 2 * SIZE }),
+    (e) => e.code === ErrorCode.InvalidArgument,
+  );
+});
+
 test('pins, keep-alive, unknown ids, the queue', async () => {
   const p = pool(1, { retryCooldown: 0 });
   p.add('m0', model(seeds[0]), { pinned: true });
