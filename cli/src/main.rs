@@ -95,6 +95,13 @@ enum Cmd {
         /// Also print the counters in the Prometheus text format.
         #[arg(long)]
         metrics: bool,
+        /// Memory left to other processes: the budget less this.
+        #[arg(long, default_value = "0", value_parser = pool::parse_bytes)]
+        headroom: u64,
+        /// Working memory each model's lease reserves beside it, as an
+        /// inference would (the model is leased with it, then released).
+        #[arg(long, default_value = "0", value_parser = pool::parse_bytes)]
+        working: u64,
         /// Models as ID=MODEL (a .safetensors file, a folder, or a hub repo
         /// id), loaded in this order.
         #[arg(required = true)]
@@ -197,8 +204,17 @@ async fn main() -> ExitCode {
             budget,
             keep_alive,
             metrics,
+            headroom,
+            working,
             models,
-        } => pool::run(budget, keep_alive, &models, metrics).await,
+        } => {
+            let memory = pool::Memory {
+                budget,
+                headroom,
+                working,
+            };
+            pool::run(memory, keep_alive, &models, metrics).await
+        }
         Cmd::Inspect { model, all } => load::inspect(&ModelSource::guess(&model), all),
     };
     match result {

@@ -143,16 +143,28 @@ fn describe(e: &PoolEvent) -> String {
     format!("{} v{}: {what}", e.id, e.version)
 }
 
+/// The pool command's memory settings.
+pub struct Memory {
+    pub budget: u64,
+    /// Left to other processes.
+    pub headroom: u64,
+    /// Reserved with each model's lease.
+    pub working: u64,
+}
+
 /// `model-manager pool --budget B ID=MODEL ...`: load every model in order
-/// under the budget (evicting as it must), then print the table.
+/// under the budget (evicting as it must; with `--working`, leasing each
+/// with that much working memory reserved, then releasing it), then print
+/// the table.
 pub async fn run(
-    budget: u64,
+    memory: Memory,
     keep_alive: KeepAlive,
     models: &[String],
     metrics: bool,
 ) -> CliResult {
     let pool = ModelPool::builder()
-        .memory_budget(budget)
+        .memory_budget(memory.budget)
+        .headroom(memory.headroom)
         .keep_alive(keep_alive.0)
         .build()?;
     let mut ids = Vec::new();
@@ -167,7 +179,16 @@ pub async fn run(
     // Each model that did not load, said once, in the one error line.
     let mut failures = Vec::new();
     for id in &ids {
-        if let Err(e) = pool.load(id).await {
+        let loaded = match memory.working {
+            0 => pool.load(id).await.map(drop),
+            bytes => pool.acquire_with(id, bytes).await.map(|lease| {
+                println!(
+                    "  {id}: leased with {:.1} MiB of working memory",
+                    mib(lease.working_bytes())
+                );
+            }),
+        };
+        if let Err(e) = loaded {
             failures.push(format!("{id}: {e}"));
         }
         while let Ok(e) = events.try_recv() {
@@ -299,8 +320,13 @@ mod tests {
         let b = format!("b={}", xl.display());
         let fits_b = model_manager::inspect(&xl.as_path().into()).unwrap().bytes;
         // A budget for the larger alone: loading b evicts a.
+        let budget = |budget| Memory {
+            budget,
+            headroom: 0,
+            working: 0,
+        };
         run(
-            fits_b + 1024,
+            budget(fits_b + 1024),
             KeepAlive(None),
             &[a.clone(), b.clone()],
             true,
@@ -308,12 +334,17 @@ mod tests {
         .await
         .unwrap();
         // A budget for neither: refused, and said so.
-        assert!(run(1024, KeepAlive(None), &[a, b], false).await.is_err());
-        assert!(
-            run(1 << 30, KeepAlive(None), &["no-equals-sign".into()], false)
-                .await
-                .is_err()
-        );
+        assert!(run(budget(1024), KeepAlive(None), &[a, b], false)
+            .await
+            .is_err());
+        assert!(run(
+            budget(1 << 30),
+            KeepAlive(None),
+            &["no-equals-sign".into()],
+            false
+        )
+        .await
+        .is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -470,6 +470,57 @@ fn pool_evicts_as_the_budget_requires() {
 }
 
 #[test]
+fn pool_reserves_working_memory_and_leaves_headroom() {
+    let s = Sandbox::new();
+    let a = pipeline(s.path(), "a", 256, 64); // 1.5 MiB
+    let b = pipeline(s.path(), "b", 256, 64); // 1.5 MiB
+                                              // 8 MiB less 4 of headroom: room for both models, not for one with
+                                              // 2.5 MiB of working memory beside the other.
+    let run = s.run([
+        "pool",
+        "--budget",
+        "8MiB",
+        "--headroom",
+        "4MiB",
+        "--working",
+        "2MiB",
+        &format!("a={}", a.display()),
+        &format!("b={}", b.display()),
+    ]);
+    run.success();
+    run.says(
+        "  a: leased with 2.0 MiB of working memory
+",
+    );
+    run.says(
+        "  a v1: evicted to make room for b
+",
+    );
+    run.says(
+        "  b: leased with 2.0 MiB of working memory
+",
+    );
+    let (rows, totals) = table(&run);
+    assert_eq!(rows["a"].state, "idle", "{rows:?}");
+    // The reserve went with its lease.
+    assert_eq!(rows["b"].charged_mib, 1.5, "{rows:?}");
+    assert!(totals.starts_with("charged 1.5 of 4.0 MiB;"), "{totals}");
+    assert!(totals.contains("evictions 1,"), "{totals}");
+
+    // More working memory than could ever fit beside a model: refused.
+    let run = s.run([
+        "pool",
+        "--budget",
+        "4MiB",
+        "--working",
+        "3MiB",
+        &format!("a={}", a.display()),
+    ]);
+    let line = run.error_line();
+    assert!(line.starts_with("error: a: "), "{line}");
+}
+
+#[test]
 fn pool_keep_alive_and_metrics() {
     let s = Sandbox::new();
     let folder = model_folder(s.path(), "tiny", 32);
