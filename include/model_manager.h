@@ -1385,6 +1385,25 @@ mm_result mm_pool_destroy(struct mm_pool *pool);
 mm_result mm_pool_add(const struct mm_pool *pool, const char *id, const char *path);
 
 /**
+ * Make the diffusers pipeline folder at `path` known as one model per
+ * component that holds weights, under the ids `"<id>/<component>"`
+ * (`"sd/unet"`, `"sd/vae"`, ...): each loads only its component and is
+ * leased, evicted and reloaded on its own. Their number goes to
+ * `*count_out`; `mm_pool_model_id` lists them. Reads the pipeline's
+ * headers and configs now; all or nothing: `MM_RESULT_INVALID_ARGUMENT`
+ * (nothing added) for a source that is not a pipeline or an id the pool
+ * already has, the path's error for a missing or broken pipeline.
+ *
+ * Threads: any, concurrently. Callbacks: may be called from them.
+ * Ownership: `id` and `path` are copied during the call; `*count_out` is
+ * the caller's memory.
+ */
+mm_result mm_pool_add_pipeline(const struct mm_pool *pool,
+                               const char *id,
+                               const char *path,
+                               size_t *count_out);
+
+/**
  * Unload `id` (as `mm_pool_unload`), then forget it: its id may be added
  * again. Waits up to `timeout_ms` (`MM_TIMEOUT_INFINITE`: no limit) for its
  * leases to be released and its memory freed; on `MM_RESULT_TIMEOUT` it is

@@ -57,7 +57,7 @@
 //! | `loader` | LoaderService: commands (latest request wins), load and unload tasks, the runtime | all of the above |
 //! | `manager` | [`ModelManager`], the facade over the four | all of the above |
 //! | `builder` | [`ModelManagerBuilder`]: settings, and the four parts wired together | all of the above |
-//! | `pool` | [`ModelPool`]: several managers under one budget | every module above; of `io` only its public types, `estimate` and the plan it returns (handed to the manager that loads it); of `loader` only the runtime |
+//! | `pool` | [`ModelPool`]: several managers under one budget | every module above; of `io` only its public types, `estimate` and the plan it returns (handed to the manager that loads it), and a pipeline's component names; of `loader` only the runtime |
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -123,6 +123,7 @@ fn resolve_reporting(
 /// reported.
 pub(crate) fn estimate(
     source: &ModelSource,
+    component: Option<&str>,
     dtype: Option<candle_core::DType>,
     device: &candle_core::Device,
     page_cache: PageCache,
@@ -130,7 +131,34 @@ pub(crate) fn estimate(
 ) -> crate::error::Result<(plan::Plan, u64)> {
     let stop = || cancel.is_cancelled();
     let sink = download::Sink::quiet(&stop);
-    let plan = resolve_reporting(source, &sink)?;
+    let mut plan = resolve_reporting(source, &sink)?;
+    if let Some(name) = component {
+        plan.components.retain(|c| c.name == name);
+        if plan.components.is_empty() {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "the pipeline has no component {name:?} any more"
+            )));
+        }
+    }
     let peak = read::peak_bytes(&plan, dtype, device, page_cache)?;
     Ok((plan, peak))
+}
+
+/// The components of a diffusers pipeline that hold weights, in load
+/// order; an error for a source that is not a pipeline. Headers and
+/// configs only (the hub cache only, never a download).
+pub(crate) fn weighted_components(source: &ModelSource) -> crate::error::Result<Vec<String>> {
+    let plan = plan::resolve(source)?;
+    let pipeline = plan.components.iter().any(|c| c.name != "model");
+    if !pipeline {
+        return Err(crate::error::Error::InvalidArgument(
+            "not a diffusers pipeline (no model_index.json components): add it as one model".into(),
+        ));
+    }
+    Ok(plan
+        .components
+        .iter()
+        .filter(|c| !c.files.is_empty())
+        .map(|c| c.name.clone())
+        .collect())
 }

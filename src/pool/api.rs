@@ -49,6 +49,31 @@ impl<P: Pipeline> ModelPool<P> {
         self.core.add(id, source.into(), options)
     }
 
+    /// Add a diffusers pipeline as one model per component that holds
+    /// weights, under the ids `id/component` (`sd/unet`, `sd/vae`,
+    /// `sd/text_encoder`, ...), returned in load order: each loads only its
+    /// component (with the pipeline's `model_index.json` as its config),
+    /// is leased, evicted and reloaded on its own, as
+    /// `enable_model_cpu_offload` moves components, so an app can ask for
+    /// `sd/unet` while the text encoder is evicted. Reads the pipeline's
+    /// headers and configs now (a hub source: the cache only; pull it
+    /// first). All or nothing: an id already taken, or a source that is not
+    /// a pipeline, is an error and adds nothing.
+    pub fn add_pipeline(&self, id: &str, source: impl Into<ModelSource>) -> Result<Vec<String>> {
+        self.add_pipeline_with(id, source, ModelOptions::new())
+    }
+
+    /// [`add_pipeline`](Self::add_pipeline) with options for every
+    /// component.
+    pub fn add_pipeline_with(
+        &self,
+        id: &str,
+        source: impl Into<ModelSource>,
+        options: ModelOptions,
+    ) -> Result<Vec<String>> {
+        self.core.add_pipeline(id, source.into(), options)
+    }
+
     /// A lease on `id`: at once if it is ready; else after its load (one in
     /// flight is joined; one is started if none is). Cancel safe: a waiter
     /// that goes away leaves no trace, and the load goes on.

@@ -411,6 +411,51 @@ static void working_memory(void) {
     CHECK(pool == NULL);
 }
 
+/* A diffusers pipeline as one model per component, under a budget for one. */
+static void pipeline_components(void) {
+    char root[1100], sub[1200];
+    model_path(root, sizeof root, "sd");
+    CHECK(mkdir(root, 0700) == 0);
+    snprintf(sub, sizeof sub, "%s/model_index.json", root);
+    FILE *f = fopen(sub, "w");
+    CHECK(f != NULL);
+    fprintf(f, "{\"unet\": [\"diffusers\", \"UNet2DConditionModel\"], "
+               "\"vae\": [\"diffusers\", \"AutoencoderKL\"]}\n");
+    CHECK(fclose(f) == 0);
+    snprintf(sub, sizeof sub, "%s/unet", root);
+    mm_test_write_model_seeded(sub, TENSORS, ELEMS, 64, 7);
+    snprintf(sub, sizeof sub, "%s/vae", root);
+    mm_test_write_model_seeded(sub, TENSORS, ELEMS, 64, 8);
+
+    mm_pool *pool = new_pool(MODEL_BYTES + MODEL_BYTES / 2, 200, 0);
+    size_t count = 0;
+    CHECK_OK(mm_pool_add_pipeline(pool, "sd", root, &count));
+    CHECK(count == 2);
+    mm_lease *lease = NULL;
+    size_t tensors = 0;
+    CHECK_OK(mm_pool_acquire(pool, "sd/unet", WAIT_MS, &lease));
+    CHECK_OK(mm_lease_tensor_count(lease, &tensors));
+    CHECK(tensors == TENSORS);
+    mm_lease_release(lease);
+    CHECK_OK(mm_pool_acquire(pool, "sd/vae", WAIT_MS, &lease));
+    mm_lease_release(lease);
+    lease = NULL;
+    /* Each its own model: the vae evicted the unet. */
+    CHECK(status_of(pool, "sd/unet").state == MM_STATE_IDLE);
+    CHECK(status_of(pool, "sd/vae").state == MM_STATE_READY);
+    CHECK(stats_of(pool).evictions == 1);
+    /* All or nothing, and only pipelines. */
+    count = 42;
+    CHECK_RC(mm_pool_add_pipeline(pool, "sd", root, &count), MM_RESULT_INVALID_ARGUMENT);
+    model_path(sub, sizeof sub, "a");
+    CHECK_RC(mm_pool_add_pipeline(pool, "x", sub, &count), MM_RESULT_INVALID_ARGUMENT);
+    CHECK(count == 42);
+    CHECK_RC(mm_pool_add_pipeline(pool, "y", root, NULL), MM_RESULT_NULL_ARGUMENT);
+    CHECK_RC(mm_pool_add_pipeline(NULL, "y", root, &count), MM_RESULT_NULL_ARGUMENT);
+    CHECK(stats_of(pool).models == 2);
+    CHECK_OK(mm_pool_destroy(pool));
+}
+
 int main(void) {
     char path[1100];
     mm_test_tempdir(dir, sizeof dir);
@@ -427,6 +472,7 @@ int main(void) {
     budget_for_one();
     budget_for_two();
     working_memory();
+    pipeline_components();
 
     mm_test_rmtree(dir);
     printf("pool.c: all checks passed\n");

@@ -104,6 +104,26 @@ impl Pool {
             .py_err()
     }
 
+    /// Add the pipeline `source` as one model per component with weights
+    /// (`id/component`); their ids.
+    #[pyo3(signature = (id, source, keep_alive=None, use_default_keep_alive=true, pinned=false))]
+    fn add_pipeline(
+        &self,
+        id: &str,
+        source: &Bound<'_, PyAny>,
+        keep_alive: Option<f64>,
+        use_default_keep_alive: bool,
+        pinned: bool,
+    ) -> PyResult<Vec<String>> {
+        let mut options = ModelOptions::new().pinned(pinned);
+        if !use_default_keep_alive {
+            options = options.keep_alive(self::keep_alive(keep_alive)?);
+        }
+        self.inner
+            .add_pipeline_with(id, convert::source(source)?, options)
+            .py_err()
+    }
+
     /// A lease on `id` (loading it if needed), with `working_bytes`
     /// reserved beside it; with `timeout`, `Timeout` after it (the load
     /// goes on, nothing stays reserved). `cancel()` stops the wait only.

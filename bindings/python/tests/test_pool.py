@@ -158,3 +158,19 @@ async def test_working_memory_is_reserved_with_a_lease(two: tuple[Path, Path]) -
             pool.acquire("a", working_bytes=2 * MIB)
     with pytest.raises(mm.InvalidArgument):
         mm.ModelPool(budget=MIB, headroom=2 * MIB)
+
+
+async def test_a_pipeline_is_one_model_per_component(pipeline: Path, two: tuple[Path, Path]) -> None:
+    async with mm.ModelPool(budget=8 * MIB) as pool:
+        ids = pool.add_pipeline("sd", pipeline)
+        assert sorted(ids) == ["sd/unet", "sd/vae"]
+        with await pool.acquire_async("sd/unet") as lease:
+            assert lease.id == "sd/unet"
+            assert lease.components() == ["unet"]
+        vae = pool.status("sd/vae")
+        assert vae is not None and vae.state is State.IDLE
+        with pytest.raises(mm.InvalidArgument):
+            pool.add_pipeline("sd", pipeline)  # taken: nothing added
+        with pytest.raises(mm.InvalidArgument):
+            pool.add_pipeline("one", two[0])  # not a pipeline
+        assert len(pool.snapshot().models) == 2

@@ -99,6 +99,32 @@ export class ModelPool {
   }
 
   /**
+   * Make the diffusers pipeline `source` (an object mapping its file names,
+   * `model_index.json`, `unet/config.json`, ..., to bytes) known as one
+   * model per component with weights, `id/component` (`sd/unet`,
+   * `sd/vae`, ...), each loaded, leased and evicted on its own. Reads its
+   * headers now; all or nothing. Returns the ids, in load order.
+   *
+   * @param {string} id
+   * @param {*} source
+   * @param {{ keepAlive?: number | null, pinned?: boolean }} [options]
+   * @returns {string[]}
+   */
+  addPipeline(id, source, options = {}) {
+    const pool = this.#live();
+    modelId(id);
+    const { keepAlive, pinned } = options ?? {};
+    const forever = keepAlive === null;
+    const ms = forever ? null : optionalMillis(keepAlive, 'keepAlive');
+    const rawSrc = rawSource(source);
+    try {
+      return call(() => pool.addPipeline(id, rawSrc, ms, forever, pinned === true));
+    } finally {
+      rawSrc.free();
+    }
+  }
+
+  /**
    * A lease on `id`: at once when it is ready, else once it is loaded (a
    * load in flight is joined; one is started, queued for memory, if none
    * is). `signal` stops waiting (rejects with code 3); the load goes on.

@@ -149,6 +149,28 @@ impl RawPool {
         js(self.pool.add_with(id, source.source.clone(), options))
     }
 
+    /// Make the pipeline `source` known as one model per component with
+    /// weights (`id/component`); their ids.
+    #[wasm_bindgen(js_name = addPipeline)]
+    pub fn add_pipeline(
+        &self,
+        id: &str,
+        source: &RawSource,
+        keep_alive_ms: Option<f64>,
+        keep_forever: bool,
+        pinned: bool,
+    ) -> Result<Vec<String>, JsValue> {
+        let mut options = ModelOptions::new().pinned(pinned);
+        if keep_forever {
+            options = options.keep_alive(None);
+        } else if let Some(d) = millis(keep_alive_ms, "keepAlive")? {
+            options = options.keep_alive(Some(d));
+        }
+        js(self
+            .pool
+            .add_pipeline_with(id, source.source.clone(), options))
+    }
+
     /// A lease on `id` (loading it if need be), with `working_bytes`
     /// reserved beside it, as a promise that `cancel()` rejects with code
     /// 3: the waiter leaves, the load goes on, nothing stays reserved.

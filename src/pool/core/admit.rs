@@ -97,10 +97,22 @@ impl<P: Pipeline> Core<P> {
                 self.config.manager.page_cache,
                 cancel.clone(),
             );
+            let component = self
+                .lock()
+                .entries
+                .get(&key.0)
+                .and_then(|e| e.component.clone());
             // A download stops with the load (the blocking thread is not
             // just left behind: it would go on writing the blob).
             let blocking = rt::blocking(move || {
-                crate::io::estimate(&source, dtype, &device, page_cache, &stop)
+                crate::io::estimate(
+                    &source,
+                    component.as_deref(),
+                    dtype,
+                    &device,
+                    page_cache,
+                    &stop,
+                )
             });
             tokio::select! {
                 r = blocking => r,

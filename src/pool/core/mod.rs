@@ -75,6 +75,9 @@ struct Entry<P: Pipeline> {
     id: Arc<str>,
     /// What a load on demand loads: the serving version's source.
     source: Arc<ModelSource>,
+    /// A pipeline's component this entry loads, alone, from `source` (a
+    /// reload's source too): `add_pipeline`.
+    component: Option<Arc<str>>,
     serving: Option<Arc<Version<P>>>,
     job: Option<Job<P>>,
     retiring: Vec<Arc<Version<P>>>,

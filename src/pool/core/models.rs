@@ -18,6 +18,55 @@ impl<P: Pipeline> Core<P> {
     // ---- the model table ----------------------------------------------
 
     pub(crate) fn add(&self, id: &str, source: ModelSource, options: ModelOptions) -> Result<()> {
+        self.add_entry(id, Arc::new(source), None, options)
+    }
+
+    /// One entry per weighted component of the pipeline `source`, as
+    /// `id/component`, all or none; their ids.
+    pub(crate) fn add_pipeline(
+        &self,
+        id: &str,
+        source: ModelSource,
+        options: ModelOptions,
+    ) -> Result<Vec<String>> {
+        refuse_stream(&source)?;
+        let components = crate::io::weighted_components(&source)?;
+        let ids: Vec<String> = components.iter().map(|c| format!("{id}/{c}")).collect();
+        {
+            let inner = self.lock();
+            if let Some(taken) = ids.iter().find(|i| inner.entries.contains_key(i.as_str())) {
+                return Err(Error::InvalidArgument(format!(
+                    "the pool already has a model {taken:?}"
+                )));
+            }
+        }
+        let source = Arc::new(source);
+        for (i, (component, entry_id)) in components.iter().zip(&ids).enumerate() {
+            let added = self.add_entry(
+                entry_id,
+                source.clone(),
+                Some(Arc::from(component.as_str())),
+                options.clone(),
+            );
+            if let Err(e) = added {
+                // Added meanwhile by another caller: take back ours.
+                let mut inner = self.lock();
+                for taken in ids.iter().take(i) {
+                    inner.entries.remove(taken.as_str());
+                }
+                return Err(e);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn add_entry(
+        &self,
+        id: &str,
+        source: Arc<ModelSource>,
+        component: Option<Arc<str>>,
+        options: ModelOptions,
+    ) -> Result<()> {
         refuse_stream(&source)?;
         if id.is_empty() {
             return Err(Error::InvalidArgument(
@@ -41,7 +90,8 @@ impl<P: Pipeline> Core<P> {
             id.clone(),
             Entry {
                 id,
-                source: Arc::new(source),
+                source,
+                component,
                 serving: None,
                 job: None,
                 retiring: Vec::new(),

@@ -7,7 +7,7 @@ use std::ffi::c_char;
 use model_manager::ModelSource;
 
 use super::{args, mm_pool, wait};
-use crate::ffi::{boundary, cstr};
+use crate::ffi::{boundary, cstr, Out};
 use crate::mm_result;
 
 /// Make the model at `path` (a `.safetensors` file or a model folder) known
@@ -30,6 +30,38 @@ pub unsafe extern "C" fn mm_pool_add(
         // SAFETY: NULL or a NUL-terminated string, per the header.
         let path = unsafe { cstr(path, "path") }?;
         pool.inner.add(id, ModelSource::from(path))?;
+        Ok(())
+    })
+}
+
+/// Make the diffusers pipeline folder at `path` known as one model per
+/// component that holds weights, under the ids `"<id>/<component>"`
+/// (`"sd/unet"`, `"sd/vae"`, ...): each loads only its component and is
+/// leased, evicted and reloaded on its own. Their number goes to
+/// `*count_out`; `mm_pool_model_id` lists them. Reads the pipeline's
+/// headers and configs now; all or nothing: `MM_RESULT_INVALID_ARGUMENT`
+/// (nothing added) for a source that is not a pipeline or an id the pool
+/// already has, the path's error for a missing or broken pipeline.
+///
+/// Threads: any, concurrently. Callbacks: may be called from them.
+/// Ownership: `id` and `path` are copied during the call; `*count_out` is
+/// the caller's memory.
+#[no_mangle]
+pub unsafe extern "C" fn mm_pool_add_pipeline(
+    pool: *const mm_pool,
+    id: *const c_char,
+    path: *const c_char,
+    count_out: *mut usize,
+) -> mm_result {
+    boundary(|| {
+        // SAFETY: NULL or live arguments, per the header.
+        let (pool, id) = unsafe { args(pool, id) }?;
+        // SAFETY: NULL or a NUL-terminated string, per the header.
+        let path = unsafe { cstr(path, "path") }?;
+        let out = Out::new(count_out, "count_out")?;
+        let ids = pool.inner.add_pipeline(id, ModelSource::from(path))?;
+        // SAFETY: non-NULL; the caller passes a writable `size_t`.
+        unsafe { out.write(ids.len()) };
         Ok(())
     })
 }

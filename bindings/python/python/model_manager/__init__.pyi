@@ -224,6 +224,9 @@ class ModelPool:
     def add(
         self, id: str, source: Source, *, keep_alive: float | None | _Default = ..., pinned: bool = False
     ) -> None: ...
+    def add_pipeline(
+        self, id: str, source: Source, *, keep_alive: float | None | _Default = ..., pinned: bool = False
+    ) -> list[str]: ...
     async def acquire_async(
         self, id: str, timeout: float | None = None, *, working_bytes: int = 0
     ) -> Lease: ...

@@ -255,6 +255,25 @@ class ModelPool(_Owner):
         else:
             self._inner.add(id, source, keep_alive, False, pinned)
 
+    def add_pipeline(
+        self,
+        id: str,
+        source: Source,
+        *,
+        keep_alive: float | None | _Default = _Default.KEEP_ALIVE,
+        pinned: bool = False,
+    ) -> list[str]:
+        """Make the diffusers pipeline `source` known as one model per
+        component with weights, `id/component` ("sd/unet", "sd/vae", ...),
+        each loaded, leased, evicted and reloaded on its own, as diffusers'
+        `enable_model_cpu_offload` moves components. Reads its headers and
+        configs now; all or nothing. Returns the ids, in load order."""
+        if isinstance(keep_alive, _Default):
+            ids: list[str] = self._inner.add_pipeline(id, source, None, True, pinned)
+        else:
+            ids = self._inner.add_pipeline(id, source, keep_alive, False, pinned)
+        return ids
+
     async def acquire_async(
         self, id: str, timeout: float | None = None, *, working_bytes: int = 0
     ) -> Lease:

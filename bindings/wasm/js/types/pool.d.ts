@@ -75,6 +75,8 @@ export declare class ModelPool {
   /** Make `source` known as `id`; loads nothing. */
   add(id: string, source: ModelSource, options?: { keepAlive?: number | null; pinned?: boolean }): void;
   /** A lease on `id`, loading it if need be; `signal` stops waiting (code 3). */
+  /** One model per component with weights of a pipeline's files, as `id/component`; their ids. */
+  addPipeline(id: string, source: ModelSource, options?: { keepAlive?: number | null; pinned?: boolean }): string[];
   acquire(id: string, options?: { signal?: AbortSignal; workingBytes?: number }): Promise<Lease>;
   /** A lease on `id` if it is ready now; throws code 5 else. */
   tryAcquire(id: string): Lease;

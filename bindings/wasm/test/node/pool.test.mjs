@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import init, { ModelPool, ModelManagerError, ErrorCode } from 'model-manager-wasm';
-import { f32Model } from '../fixtures.js';
+import { f32Model, diffusersPipeline } from '../fixtures.js';
 
 await init();
 
@@ -119,6 +119,24 @@ test('working memory is reserved with a lease; the headroom comes off the budget
     () => new ModelPool({ memoryBudget: SIZE, headroom: 2 * SIZE }),
     (e) => e.code === ErrorCode.InvalidArgument,
   );
+});
+
+test('a pipeline is one model per component', async () => {
+  const p = new ModelPool({ memoryBudget: 1 << 20 });
+  const ids = p.addPipeline('sd', diffusersPipeline());
+  assert.deepEqual([...ids].sort(), ['sd/text_encoder', 'sd/unet']);
+  const unet = await p.acquire('sd/unet');
+  assert.deepEqual(
+    unet.components.map((c) => c.name),
+    ['unet'],
+  );
+  assert.equal(p.status('sd/text_encoder').state, 'idle');
+  unet.release();
+  // Taken: nothing added; not a pipeline: refused.
+  assert.throws(() => p.addPipeline('sd', diffusersPipeline()), (e) => e.code === ErrorCode.InvalidArgument);
+  assert.throws(() => p.addPipeline('one', model(0)), (e) => e.code === ErrorCode.InvalidArgument);
+  assert.equal(p.snapshot.models.length, 2);
+  await p.close();
 });
 
 test('pins, keep-alive, unknown ids, the queue', async () => {
