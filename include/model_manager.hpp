@@ -458,6 +458,8 @@ struct PoolOptions {
     std::uint32_t concurrent_loads = 1;
     std::chrono::milliseconds admission_timeout{60000};
     std::chrono::milliseconds retry_cooldown{5000};
+    /// Bytes left to other processes: the budget less this.
+    std::uint64_t headroom = 0;
 };
 
 /// Several models under one memory budget, named by ids (see mm_pool).
@@ -481,6 +483,7 @@ public:
         c.concurrent_loads = options.concurrent_loads;
         c.admission_timeout_ms = to_ms(options.admission_timeout);
         c.retry_cooldown_ms = to_ms(options.retry_cooldown);
+        c.headroom = options.headroom;
         check(mm_pool_new(&c, &pool_));
     }
     Pool(Pool &&other) noexcept : pool_(std::exchange(other.pool_, nullptr)) {}
@@ -509,6 +512,23 @@ public:
         mm_lease *lease = nullptr;
         check(mm_pool_acquire(pool_, id.c_str(), to_ms(timeout), &lease));
         return Lease(lease);
+    }
+
+    /// A lease on `id` with `working_bytes` reserved beside it for its
+    /// inference (see mm_pool_acquire_with); released with the lease.
+    Lease acquire_with(const std::string &id, std::uint64_t working_bytes,
+                       std::chrono::milliseconds timeout = Manager::forever()) const {
+        mm_lease *lease = nullptr;
+        check(mm_pool_acquire_with(pool_, id.c_str(), working_bytes, to_ms(timeout), &lease));
+        return Lease(lease);
+    }
+
+    /// Add the pipeline folder at `path` as one model per component with
+    /// weights, "<id>/<component>"; their number (see mm_pool_add_pipeline).
+    std::size_t add_pipeline(const std::string &id, const std::string &path) const {
+        std::size_t count = 0;
+        check(mm_pool_add_pipeline(pool_, id.c_str(), path.c_str(), &count));
+        return count;
     }
 
     /// A lease on `id` if it is ready now; an empty Lease if not.

@@ -199,7 +199,7 @@ pub enum Error {
     #[error("model needs {needed} bytes but only {available} are available{}",
         if *.pinned > 0 { format!(" ({pinned} held by pinned models)") } else { String::new() })]
     InsufficientMemory {
-        /// Bytes the model needs.
+        /// Bytes the model (or a lease's working-memory reserve) needs.
         needed: u64,
         /// Bytes left in the budget (in a pool: the budget less what
         /// pinned models hold).
@@ -230,11 +230,12 @@ pub enum Error {
     /// A bounded wait ran out of time.
     #[error("timed out")]
     Timeout,
-    /// A pool's load waited past its deadline for memory held by models
-    /// that could not be evicted then (leased, or loading).
+    /// A pool's load (or a lease's working-memory reserve) waited past its
+    /// deadline for memory held by models that could not be evicted then
+    /// (leased, or loading) or by other reserves.
     #[error("gave up waiting for {needed} bytes held by {}", blockers(.blocked_by))]
     MemoryBusy {
-        /// Bytes the load needs.
+        /// Bytes the load (or the reserve) needs.
         needed: u64,
         /// What held the memory when the wait ended.
         blocked_by: Vec<Blocker>,

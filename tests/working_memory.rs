@@ -248,3 +248,52 @@ fn headroom_is_taken_off_the_budget() {
     let err = ModelPool::builder().headroom(u64::MAX).build().unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reserves_never_wait_for_each_others_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool_waiting(dir.path(), 32 * MIB, Duration::from_secs(20));
+    let held = pool.acquire("b").await.unwrap();
+    // Each needs the other's model gone: served one after the other.
+    let first = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire_with("a", 20 * MIB).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let second = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire_with("b", 20 * MIB).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    drop(held);
+    let lease = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the first reserve is served once b's lease goes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.working_bytes(), 20 * MIB);
+    assert!(!second.is_finished(), "b's reserve waits for a's");
+    drop(lease);
+    let lease = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("then the second")
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.id(), "b");
+    drop(lease);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_on_its_way_back_is_not_counted_against_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    // No wait for leases at all, as a load with this timeout: the reserve
+    // still gets the memory its evictions free.
+    let pool = pool_waiting(dir.path(), 24 * MIB + MIB, Duration::ZERO);
+    drop(pool.acquire("b").await.unwrap());
+    drop(pool.acquire("c").await.unwrap());
+    let lease = pool.acquire_with("a", 16 * MIB).await.unwrap();
+    assert_eq!(lease.working_bytes(), 16 * MIB);
+    drop(lease);
+    pool.shutdown().await;
+}

@@ -472,10 +472,10 @@ fn pool_evicts_as_the_budget_requires() {
 #[test]
 fn pool_reserves_working_memory_and_leaves_headroom() {
     let s = Sandbox::new();
-    let a = pipeline(s.path(), "a", 256, 64); // 1.5 MiB
-    let b = pipeline(s.path(), "b", 256, 64); // 1.5 MiB
-                                              // 8 MiB less 4 of headroom: room for both models, not for one with
-                                              // 2.5 MiB of working memory beside the other.
+    // Two models of 1.5 MiB. 8 MiB less 4 of headroom: room for both, not
+    // for one with 2 MiB of working memory beside the other.
+    let a = pipeline(s.path(), "a", 256, 64);
+    let b = pipeline(s.path(), "b", 256, 64);
     let run = s.run([
         "pool",
         "--budget",

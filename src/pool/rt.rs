@@ -231,6 +231,21 @@ pub(crate) use js::{blocking, sleep_until, Instant, Spawner};
 
 /// Fires at `deadline` (on wasm32 every future runs on the JS event loop).
 #[cfg(target_arch = "wasm32")]
-pub(crate) fn timer(_: &Spawner, deadline: Instant) -> impl Future<Output = ()> {
-    sleep_until(deadline)
+pub(crate) fn timer(_: &Spawner, deadline: Instant) -> Timer {
+    Timer(Box::pin(sleep_until(deadline)))
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) struct Timer(std::pin::Pin<Box<dyn Future<Output = ()>>>);
+
+#[cfg(target_arch = "wasm32")]
+impl Future for Timer {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
 }

@@ -69,6 +69,15 @@ void budget_for_one() {
     mm::Lease b = pool.acquire("b");  // evicts a
     CHECK(matches(b, 2) && pool.status("a").version == 0);
     CHECK(pool.stats().evictions == 1);
+    // Beside b, room for a reserve of a quarter of a model, not a whole one.
+    b.release();
+    {
+        mm::Lease with = pool.acquire_with("b", kModel / 4);
+        CHECK(matches(with, 2) && pool.stats().charged == kModel + kModel / 4);
+        check_throws([&] { pool.acquire_with("b", kModel); }, MM_RESULT_INSUFFICIENT_MEMORY);
+    }
+    CHECK(pool.stats().charged == kModel);
+    b = pool.acquire("b");
 
     // Unload first: the new version waits for b's lease, which stays
     // readable; then new leases get it.

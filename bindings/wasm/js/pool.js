@@ -7,6 +7,13 @@ import { rawSource } from './sources.js';
 import { listen, disposeSymbol, asyncDisposeSymbol } from './events.js';
 import { Lease } from './lease.js';
 
+/** A byte count for the raw layer (which checks it is whole and not negative). */
+function byteCount(value, name) {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'number') throw invalid(`${name} must be a byte count, not ${typeof value}`);
+  return value;
+}
+
 function modelId(id) {
   if (typeof id !== 'string' || id.length === 0) throw invalid('a model id must be a non-empty string');
   return id;
@@ -54,7 +61,7 @@ export class ModelPool {
           optionalMillis(o.retryCooldown, 'retryCooldown'),
           optionalNumber(o.chunkSize, 'chunkSize'),
           o.dtype ?? null,
-          optionalNumber(o.headroom, 'headroom'),
+          byteCount(o.headroom, 'headroom'),
         ),
     );
   }
@@ -148,7 +155,7 @@ export class ModelPool {
           cause: signal.reason,
         });
       }
-      pending = pool.acquire(id, optionalNumber(workingBytes, 'workingBytes'));
+      pending = pool.acquire(id, byteCount(workingBytes, 'workingBytes'));
     } catch (error) {
       return Promise.reject(wrap(error));
     }

@@ -55,6 +55,22 @@ fn count(value: Option<f64>, name: &str) -> Result<Option<usize>, JsValue> {
     }
 }
 
+/// A byte count: a whole number from 0 up to 2^53 (the integers a JS
+/// number holds exactly).
+fn bytes(value: Option<f64>, name: &str) -> Result<u64, JsValue> {
+    match value {
+        None => Ok(0),
+        Some(n)
+            if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_992.0 =>
+        {
+            Ok(n as u64)
+        }
+        Some(n) => Err(invalid(format!(
+            "{name} must be a byte count (a whole number, 0 or more), not {n}"
+        ))),
+    }
+}
+
 /// A promise of a version number.
 fn version_promise(
     future: impl std::future::Future<Output = model_manager::Result<u64>> + 'static,
@@ -101,9 +117,7 @@ impl RawPool {
             .pace(pace())
             .keep_alive(millis(keep_alive_ms, "keepAlive")?)
             .chunk_size(count(chunk_size, "chunkSize")?.unwrap_or(crate::manager::DEFAULT_CHUNK));
-        if let Some(bytes) = count(headroom, "headroom")? {
-            builder = builder.headroom(bytes as u64);
-        }
+        builder = builder.headroom(bytes(headroom, "headroom")?);
         if let Some(n) = count(max_queue, "maxQueue")? {
             builder = builder.max_queue(n);
         }
@@ -175,7 +189,7 @@ impl RawPool {
     /// reserved beside it, as a promise that `cancel()` rejects with code
     /// 3: the waiter leaves, the load goes on, nothing stays reserved.
     pub fn acquire(&self, id: String, working_bytes: Option<f64>) -> Result<RawAcquire, JsValue> {
-        let working = count(working_bytes, "workingBytes")?.unwrap_or(0) as u64;
+        let working = bytes(working_bytes, "workingBytes")?;
         let pool = self.pool.clone();
         let cancel = CancellationToken::new();
         let stop = cancel.clone();

@@ -71,59 +71,122 @@ impl<P: Pipeline> Core<P> {
     /// A lease on `id`'s serving version with `working` bytes reserved
     /// against the budget beside it (for its inference), evicting or
     /// waiting for unleased models as a load would; the reserve is released
-    /// with the lease. The wait for memory is bounded by the admission
-    /// timeout; what can never fit beside the model and the pinned models
-    /// is refused at once.
+    /// with the lease.
+    ///
+    /// Reserves that must wait do so in line, first come first served:
+    /// only the first holds its model's lease while it waits (the others
+    /// let theirs go and take it again at their turn), so two reserves
+    /// never wait for each other's model. The wait for memory is bounded
+    /// by the admission timeout, not counting waits for memory already on
+    /// its way back; what can never fit beside the model and the pinned
+    /// models is refused at once.
     pub(crate) async fn acquire_with(
         self: &Arc<Self>,
         id: &str,
         working: u64,
     ) -> Result<PoolLease<P>> {
-        let mut lease = self.acquire(id).await?;
         if working == 0 {
-            return Ok(lease);
+            return self.acquire(id).await;
         }
-        let key = {
+        let number = {
             let mut inner = self.lock();
             inner.reservations += 1;
-            (entry_mut(&mut inner, id)?.id.clone(), inner.reservations)
+            let number = inner.reservations;
+            inner.reserving.push_back(number);
+            number
         };
-        let deadline = rt::after(Instant::now(), self.config.admission_timeout);
-        // Awaited on the caller's executor (a C or Python thread too).
-        let timer = rt::timer(&self.spawner, deadline);
-        tokio::pin!(timer);
+        let _in_line = InLine { core: self, number };
+        let mut deadline = rt::after(Instant::now(), self.config.admission_timeout);
+        let mut paused_since: Option<Instant> = None;
+        // Awaited on the caller's executor (a C or Python thread too): the
+        // timer runs on the pool's runtime, made when a wait needs it.
+        let mut timer: Option<(Instant, rt::Timer)> = None;
         loop {
+            let mut lease = self.acquire(id).await?;
+            let key: Key = (lease_id(&lease), number);
+            let step = loop {
+                let mut changed = self.changed.subscribe();
+                changed.borrow_and_update();
+                let step = {
+                    let mut inner = self.lock();
+                    if inner.shut_down {
+                        return Err(Error::ShutDown);
+                    }
+                    let first = inner.reserving.front() == Some(&number);
+                    match self.reserve(&mut inner, &key, working, lease.version(), first)? {
+                        Reserve::Fits => {
+                            lease.hold_working(number, working);
+                            return Ok(lease);
+                        }
+                        step => step,
+                    }
+                };
+                // The clock stops while memory on its way back is enough.
+                match (step, paused_since) {
+                    (Reserve::Freeing, None) => paused_since = Some(Instant::now()),
+                    (Reserve::Freeing, Some(_)) => {}
+                    (_, Some(since)) => {
+                        deadline = rt::after(deadline, since.elapsed());
+                        paused_since = None;
+                    }
+                    _ => {}
+                }
+                if step == Reserve::NotFirst {
+                    break step;
+                }
+                if step == Reserve::Freeing {
+                    let _ = changed.changed().await;
+                    continue;
+                }
+                let fires = timer_at(&mut timer, self, deadline);
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    () = fires => return Err(self.reserve_timed_out(working)),
+                }
+            };
+            debug_assert!(step == Reserve::NotFirst);
+            // Not its turn: let the model go (it may be evicted for the
+            // reserve ahead), wait for a change, then take it again.
             let mut changed = self.changed.subscribe();
             changed.borrow_and_update();
-            {
-                let mut inner = self.lock();
-                if inner.shut_down {
-                    return Err(Error::ShutDown);
-                }
-                if self.reserve(&mut inner, &key, working)? {
-                    lease.hold_working(key.1, working);
-                    return Ok(lease);
-                }
-            }
+            drop(lease);
+            let fires = timer_at(&mut timer, self, deadline);
             tokio::select! {
                 _ = changed.changed() => {}
-                () = &mut timer => {
-                    let blocked_by = blockers(&self.lock());
-                    return Err(Error::MemoryBusy { needed: working, blocked_by });
-                }
+                () = fires => return Err(self.reserve_timed_out(working)),
             }
         }
     }
 
-    /// One try at reserving `bytes` under `key` (a lease on `key.0` is
-    /// held): charged (true), or models evicted for it or leases to wait
-    /// for (false), or never possible (an error).
-    fn reserve(self: &Arc<Self>, inner: &mut Inner<P>, key: &Key, bytes: u64) -> Result<bool> {
+    fn reserve_timed_out(&self, working: u64) -> Error {
+        let inner = self.lock();
+        if inner.shut_down {
+            return Error::ShutDown;
+        }
+        Error::MemoryBusy {
+            needed: working,
+            blocked_by: blockers(&inner),
+        }
+    }
+
+    /// One look at reserving `bytes` under `key` for a lease on version
+    /// `leased` of `key.0`: charged (`Fits`), models evicted for it or
+    /// memory on its way back (`Freeing`), leases to wait for (`Wait`), or
+    /// not its turn to wait (`NotFirst`: nothing evicted); never possible,
+    /// an error.
+    fn reserve(
+        self: &Arc<Self>,
+        inner: &mut Inner<P>,
+        key: &Key,
+        bytes: u64,
+        leased: u64,
+        first: bool,
+    ) -> Result<Reserve> {
         let now = self.now();
         self.refresh_holds(inner, now, None);
-        // The leased version stays, and so do the pinned models; other
-        // reserves (of this model's other leases too) and older versions
-        // still draining go in time.
+        // The leased version stays (and the serving one, if a reload
+        // installed another meanwhile), and so do the pinned models; other
+        // reserves and older versions still draining go in time.
         let serving = inner
             .entries
             .get(&key.0)
@@ -133,7 +196,7 @@ impl<P: Pipeline> Core<P> {
             .ledger
             .iter()
             .fold((0u64, 0u64), |(own, pinned), (k, c)| {
-                if k.0 == key.0 && Some(k.1) == serving {
+                if k.0 == key.0 && (k.1 == leased || Some(k.1) == serving) {
                     (own.saturating_add(c.bytes), pinned)
                 } else if c.hold == Hold::Pinned {
                     (own, pinned.saturating_add(c.bytes))
@@ -153,13 +216,19 @@ impl<P: Pipeline> Core<P> {
             });
         }
         let tick = inner.tick;
+        let freeing = |inner: &Inner<P>| match inner.ledger.freeing_covers(key, bytes) {
+            true => Reserve::Freeing,
+            false => Reserve::Wait,
+        };
         match inner.ledger.admit(key, bytes, tick) {
-            Admission::Fits => Ok(true),
+            Admission::Fits => Ok(Reserve::Fits),
+            _ if !first => Ok(Reserve::NotFirst),
             Admission::Evict(victims) => {
                 self.evict(inner, victims, &key.0);
-                Ok(false)
+                self.refresh_holds(inner, now, None);
+                Ok(freeing(inner))
             }
-            Admission::Wait => Ok(false),
+            Admission::Wait => Ok(freeing(inner)),
             Admission::Already => Err(Error::InvalidArgument(format!(
                 "working memory {} of {:?} is already reserved",
                 key.1, key.0
@@ -290,6 +359,48 @@ impl<P: Pipeline> Releases for Core<P> {
         self.lock().ledger.release(&(Arc::from(id), number));
         self.bump();
     }
+}
+
+/// What one look at a reserve found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reserve {
+    Fits,
+    Freeing,
+    Wait,
+    NotFirst,
+}
+
+/// A waiting reserve's place in line, given up when it returns or is
+/// dropped (the next in line may go then).
+struct InLine<'a, P: Pipeline> {
+    core: &'a Core<P>,
+    number: u64,
+}
+
+impl<P: Pipeline> Drop for InLine<'_, P> {
+    fn drop(&mut self) {
+        self.core.lock().reserving.retain(|n| *n != self.number);
+        self.core.bump();
+    }
+}
+
+/// The timer for `deadline`, made (again) where it is missing or set for
+/// another deadline.
+fn timer_at<'t, P: Pipeline>(
+    timer: &'t mut Option<(Instant, rt::Timer)>,
+    core: &Core<P>,
+    deadline: Instant,
+) -> &'t mut rt::Timer {
+    if timer.as_ref().is_none_or(|(at, _)| *at != deadline) {
+        *timer = Some((deadline, rt::timer(&core.spawner, deadline)));
+    }
+    &mut timer
+        .get_or_insert_with(|| (deadline, rt::timer(&core.spawner, deadline)))
+        .1
+}
+
+fn lease_id<P: Pipeline>(lease: &PoolLease<P>) -> Arc<str> {
+    Arc::from(lease.id())
 }
 
 /// Counts a caller waiting for a model while it waits.

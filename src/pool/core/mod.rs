@@ -142,6 +142,8 @@ struct Inner<P: Pipeline> {
     versions: BTreeMap<Arc<str>, u64>,
     /// The last working-memory reservation's number (above `WORKING`).
     reservations: u64,
+    /// Reserves not yet made, in the order they were asked for.
+    reserving: VecDeque<u64>,
     shut_down: bool,
 }
 
@@ -174,6 +176,7 @@ impl<P: Pipeline> Core<P> {
                 tick: 0,
                 versions: BTreeMap::new(),
                 reservations: WORKING,
+                reserving: VecDeque::new(),
                 shut_down: false,
             }),
             config,
@@ -267,8 +270,8 @@ fn blockers<P: Pipeline>(inner: &Inner<P>) -> Vec<Blocker> {
             }
             let entry = inner.entries.get(&key.0)?;
             let (state, leases) = match &entry.serving {
-                // Working memory: held by a lease on the serving version.
-                Some(v) if is_working(key) => (State::Ready, v.manager.outstanding_leases()),
+                // Working memory: held by a lease on the model.
+                _ if is_working(key) => (State::Ready, entry.leases()),
                 Some(v) if v.number == key.1 => (State::Ready, v.manager.outstanding_leases()),
                 _ => match entry.retiring.iter().find(|v| v.number == key.1) {
                     Some(v) => (State::Unloading, v.manager.outstanding_leases()),

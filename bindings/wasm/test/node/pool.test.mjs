@@ -114,11 +114,19 @@ test('working memory is reserved with a lease; the headroom comes off the budget
   // More than could ever fit beside the model: refused at once.
   await rejectsWith(p.acquire('m0', { workingBytes: 2 * SIZE }), ErrorCode.InsufficientMemory);
   await rejectsWith(p.acquire('m0', { workingBytes: -1 }), ErrorCode.InvalidArgument);
+  await rejectsWith(p.acquire('m0', { workingBytes: 1.5 }), ErrorCode.InvalidArgument);
+  await rejectsWith(p.acquire('m0', { workingBytes: '1' }), ErrorCode.InvalidArgument);
+  const zero = await p.acquire('m0', { workingBytes: 0 });
+  assert.equal(zero.workingBytes, 0);
+  zero.release();
   await p.close();
   assert.throws(
     () => new ModelPool({ memoryBudget: SIZE, headroom: 2 * SIZE }),
     (e) => e.code === ErrorCode.InvalidArgument,
   );
+  // 0 is no headroom; beyond 4 GiB is a byte count like any other.
+  new ModelPool({ memoryBudget: SIZE, headroom: 0 }).free();
+  new ModelPool({ memoryBudget: 2 ** 40, headroom: 2 ** 33 }).free();
 });
 
 test('a pipeline is one model per component', async () => {
