@@ -116,6 +116,12 @@ static void mm_test_null_arguments(const char *model_dir) {
     CHECK_OK(mm_pool_destroy(NULL));
     CHECK_RC(mm_pool_add(NULL, "m", model_dir), NUL);
     CHECK_RC(mm_pool_add(p, NULL, model_dir), NUL);
+    CHECK_RC(mm_pool_add_pipeline(NULL, "m", model_dir, &n), NUL);
+    CHECK_RC(mm_pool_add_pipeline(p, NULL, model_dir, &n), NUL);
+    CHECK_RC(mm_pool_add_pipeline(p, "m", NULL, &n), NUL);
+    CHECK_RC(mm_pool_add_pipeline(p, "m", model_dir, NULL), NUL);
+    CHECK_RC(mm_pool_add_pipeline(p, bad_utf8, model_dir, &n), MM_RESULT_INVALID_UTF8);
+    CHECK(n == 42);
     CHECK_RC(mm_pool_add(p, "m", NULL), NUL);
     CHECK_RC(mm_pool_add(p, bad_utf8, model_dir), MM_RESULT_INVALID_UTF8);
     CHECK_RC(mm_pool_add(p, "m", bad_utf8), MM_RESULT_INVALID_UTF8);
