@@ -254,33 +254,42 @@ async fn two_reserves_never_wait_for_each_others_model() {
     let dir = tempfile::tempdir().unwrap();
     let pool = pool_waiting(dir.path(), 32 * MIB, Duration::from_secs(20));
     let held = pool.acquire("b").await.unwrap();
-    // Each needs the other's model gone: served one after the other.
-    let first = {
+    // Each needs the other's model gone: served one after the other (in
+    // whichever order they got in line), never each waiting for the other
+    // until the timeout.
+    let reserve = |id: &'static str| {
         let pool = pool.clone();
-        tokio::spawn(async move { pool.acquire_with("a", 20 * MIB).await })
+        tokio::spawn(async move { pool.acquire_with(id, 20 * MIB).await })
     };
+    let mut a = reserve("a");
     tokio::time::sleep(Duration::from_millis(30)).await;
-    let second = {
-        let pool = pool.clone();
-        tokio::spawn(async move { pool.acquire_with("b", 20 * MIB).await })
-    };
+    let mut b = reserve("b");
     tokio::time::sleep(Duration::from_millis(30)).await;
     drop(held);
-    let lease = tokio::time::timeout(Duration::from_secs(10), first)
+    let bound = Duration::from_secs(10);
+    let (first, other) = tokio::time::timeout(bound, async {
+        tokio::select! {
+            lease = &mut a => (lease, b),
+            lease = &mut b => (lease, a),
+        }
+    })
+    .await
+    .expect("one reserve is served once b's lease goes");
+    let first = first.unwrap().unwrap();
+    assert_eq!(first.working_bytes(), 20 * MIB);
+    assert!(
+        !other.is_finished(),
+        "the other waits for the first's lease"
+    );
+    let first_id = first.id().to_string();
+    drop(first);
+    let second = tokio::time::timeout(bound, other)
         .await
-        .expect("the first reserve is served once b's lease goes")
+        .expect("then the other")
         .unwrap()
         .unwrap();
-    assert_eq!(lease.working_bytes(), 20 * MIB);
-    assert!(!second.is_finished(), "b's reserve waits for a's");
-    drop(lease);
-    let lease = tokio::time::timeout(Duration::from_secs(10), second)
-        .await
-        .expect("then the second")
-        .unwrap()
-        .unwrap();
-    assert_eq!(lease.id(), "b");
-    drop(lease);
+    assert_ne!(second.id(), first_id);
+    drop(second);
     pool.shutdown().await;
 }
 
