@@ -134,14 +134,18 @@ async fn what_is_not_a_pipeline_or_collides_adds_nothing() {
     // Once free, the pipeline goes in whole.
     pool.remove("sd/vae").await.unwrap();
     assert_eq!(pool.add_pipeline("sd", root.as_path()).unwrap().len(), 3);
-    // A component that went missing since: said when it loads.
+    // A component whose weights went missing since: said when it loads
+    // (not an empty model).
     std::fs::remove_dir_all(root.join("vae")).unwrap();
+    let err = pool.acquire("sd/vae").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    // One taken out of the index too.
     std::fs::write(
         root.join("model_index.json"),
         r#"{"unet": ["diffusers", "UNet2DConditionModel"]}"#,
     )
     .unwrap();
-    assert!(pool.acquire("sd/vae").await.is_err());
+    assert!(pool.acquire("sd/text_encoder").await.is_err());
     assert!(pool.acquire("sd/unet").await.is_ok());
     pool.shutdown().await;
 }

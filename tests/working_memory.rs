@@ -306,3 +306,44 @@ async fn memory_on_its_way_back_is_not_counted_against_the_timeout() {
     drop(lease);
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_waiting_its_turn_does_not_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool_waiting(dir.path(), 32 * MIB, Duration::from_secs(20));
+    let c = pool.acquire("c").await.unwrap();
+    drop(pool.acquire("b").await.unwrap());
+    let head = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire_with("a", 20 * MIB).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let next = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire_with("b", 16 * MIB).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Waiting its turn, the second reserve takes no lease again and again
+    // (it used to, waking itself with each release: a busy loop).
+    let hits = pool.snapshot().counters.hits;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let more = pool.snapshot().counters.hits - hits;
+    assert!(more < 20, "{more} acquires in 200 ms while waiting");
+    drop(c);
+    let bound = Duration::from_secs(10);
+    let head = tokio::time::timeout(bound, head)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.id(), "a");
+    drop(head);
+    let next = tokio::time::timeout(bound, next)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.id(), next.working_bytes()), ("b", 16 * MIB));
+    drop(next);
+    pool.shutdown().await;
+}

@@ -134,9 +134,9 @@ pub(crate) fn estimate(
     let mut plan = resolve_reporting(source, &sink)?;
     if let Some(name) = component {
         plan.components.retain(|c| c.name == name);
-        if plan.components.is_empty() {
+        if plan.components.iter().all(|c| c.files.is_empty()) {
             return Err(crate::error::Error::InvalidArgument(format!(
-                "the pipeline has no component {name:?} any more"
+                "the pipeline has no component {name:?} with weights (any more)"
             )));
         }
     }

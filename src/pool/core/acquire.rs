@@ -88,6 +88,9 @@ impl<P: Pipeline> Core<P> {
         if working == 0 {
             return self.acquire(id).await;
         }
+        // The model first (its load is bounded by its own admission); the
+        // reserve joins the line once it holds a lease.
+        let mut lease = self.acquire(id).await?;
         let number = {
             let mut inner = self.lock();
             inner.reservations += 1;
@@ -102,9 +105,8 @@ impl<P: Pipeline> Core<P> {
         // timer runs on the pool's runtime, made when a wait needs it.
         let mut timer: Option<(Instant, rt::Timer)> = None;
         loop {
-            let mut lease = self.acquire(id).await?;
             let key: Key = (lease_id(&lease), number);
-            let step = loop {
+            loop {
                 let mut changed = self.changed.subscribe();
                 changed.borrow_and_update();
                 let step = {
@@ -131,30 +133,44 @@ impl<P: Pipeline> Core<P> {
                     }
                     _ => {}
                 }
-                if step == Reserve::NotFirst {
-                    break step;
+                match step {
+                    Reserve::NotFirst => break,
+                    Reserve::Freeing => {
+                        let _ = changed.changed().await;
+                    }
+                    _ => {
+                        let fires = timer_at(&mut timer, self, deadline);
+                        tokio::select! {
+                            _ = changed.changed() => {}
+                            () = fires => return Err(self.reserve_timed_out(working)),
+                        }
+                    }
                 }
-                if step == Reserve::Freeing {
-                    let _ = changed.changed().await;
-                    continue;
+            }
+            // Not its turn: let the model go (it may be evicted for the
+            // reserve ahead) and wait for the turn, looking only at the
+            // line (so that its own release, which wakes the pool, does not
+            // start it again), then take the model again.
+            drop(lease);
+            loop {
+                let mut changed = self.changed.subscribe();
+                changed.borrow_and_update();
+                {
+                    let inner = self.lock();
+                    if inner.shut_down {
+                        return Err(Error::ShutDown);
+                    }
+                    if inner.reserving.front() == Some(&number) {
+                        break;
+                    }
                 }
                 let fires = timer_at(&mut timer, self, deadline);
                 tokio::select! {
                     _ = changed.changed() => {}
                     () = fires => return Err(self.reserve_timed_out(working)),
                 }
-            };
-            debug_assert!(step == Reserve::NotFirst);
-            // Not its turn: let the model go (it may be evicted for the
-            // reserve ahead), wait for a change, then take it again.
-            let mut changed = self.changed.subscribe();
-            changed.borrow_and_update();
-            drop(lease);
-            let fires = timer_at(&mut timer, self, deadline);
-            tokio::select! {
-                _ = changed.changed() => {}
-                () = fires => return Err(self.reserve_timed_out(working)),
             }
+            lease = self.acquire(id).await?;
         }
     }
 
@@ -394,9 +410,8 @@ fn timer_at<'t, P: Pipeline>(
     if timer.as_ref().is_none_or(|(at, _)| *at != deadline) {
         *timer = Some((deadline, rt::timer(&core.spawner, deadline)));
     }
-    &mut timer
-        .get_or_insert_with(|| (deadline, rt::timer(&core.spawner, deadline)))
-        .1
+    let (_, fires) = timer.get_or_insert_with(|| (deadline, rt::timer(&core.spawner, deadline)));
+    fires
 }
 
 fn lease_id<P: Pipeline>(lease: &PoolLease<P>) -> Arc<str> {

@@ -31,7 +31,10 @@ impl<P: Pipeline> Core<P> {
                 limit: self.config.max_queue,
             });
         }
-        let id = entry_mut(inner, id)?.id.clone();
+        let (id, component) = {
+            let entry = entry_mut(inner, id)?;
+            (entry.id.clone(), entry.component.clone())
+        };
         // The pool's one counter per id: it goes on across remove and add.
         let version = inner.versions.get(&id).map_or(1, |v| v + 1);
         inner.versions.insert(id.clone(), version);
@@ -53,7 +56,7 @@ impl<P: Pipeline> Core<P> {
         self.spawner.spawn(async move {
             let key = (id, version);
             let mut result = core
-                .run_job(&key, source, reload, &cancel, requested_at)
+                .run_job(&key, source, component, reload, &cancel, requested_at)
                 .await;
             if result.is_err() && superseded.load(std::sync::atomic::Ordering::Relaxed) {
                 result = Err(Error::Superseded);
@@ -68,6 +71,7 @@ impl<P: Pipeline> Core<P> {
         self: &Arc<Self>,
         key: &Key,
         source: Arc<ModelSource>,
+        component: Option<Arc<str>>,
         reload: Option<ReloadPolicy>,
         cancel: &CancellationToken,
         mut requested_at: Instant,
@@ -97,11 +101,7 @@ impl<P: Pipeline> Core<P> {
                 self.config.manager.page_cache,
                 cancel.clone(),
             );
-            let component = self
-                .lock()
-                .entries
-                .get(&key.0)
-                .and_then(|e| e.component.clone());
+            let component = component.clone();
             // A download stops with the load (the blocking thread is not
             // just left behind: it would go on writing the blob).
             let blocking = rt::blocking(move || {

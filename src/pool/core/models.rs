@@ -18,11 +18,17 @@ impl<P: Pipeline> Core<P> {
     // ---- the model table ----------------------------------------------
 
     pub(crate) fn add(&self, id: &str, source: ModelSource, options: ModelOptions) -> Result<()> {
-        self.add_entry(id, Arc::new(source), None, options)
+        refuse_stream(&source)?;
+        let source = Arc::new(source);
+        let mut inner = self.lock();
+        self.check_new(&inner, [id])?;
+        self.insert_entry(&mut inner, id, source, None, options);
+        Ok(())
     }
 
     /// One entry per weighted component of the pipeline `source`, as
-    /// `id/component`, all or none; their ids.
+    /// `id/component`, all or none (checked and inserted under one lock);
+    /// their ids.
     pub(crate) fn add_pipeline(
         &self,
         id: &str,
@@ -30,58 +36,60 @@ impl<P: Pipeline> Core<P> {
         options: ModelOptions,
     ) -> Result<Vec<String>> {
         refuse_stream(&source)?;
+        if id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a pipeline's id must not be empty".into(),
+            ));
+        }
         let components = crate::io::weighted_components(&source)?;
         let ids: Vec<String> = components.iter().map(|c| format!("{id}/{c}")).collect();
-        {
-            let inner = self.lock();
-            if let Some(taken) = ids.iter().find(|i| inner.entries.contains_key(i.as_str())) {
-                return Err(Error::InvalidArgument(format!(
-                    "the pool already has a model {taken:?}"
-                )));
-            }
-        }
         let source = Arc::new(source);
-        for (i, (component, entry_id)) in components.iter().zip(&ids).enumerate() {
-            let added = self.add_entry(
+        let mut inner = self.lock();
+        self.check_new(&inner, ids.iter().map(String::as_str))?;
+        for (component, entry_id) in components.iter().zip(&ids) {
+            self.insert_entry(
+                &mut inner,
                 entry_id,
                 source.clone(),
                 Some(Arc::from(component.as_str())),
                 options.clone(),
             );
-            if let Err(e) = added {
-                // Added meanwhile by another caller: take back ours.
-                let mut inner = self.lock();
-                for taken in ids.iter().take(i) {
-                    inner.entries.remove(taken.as_str());
-                }
-                return Err(e);
-            }
         }
         Ok(ids)
     }
 
-    fn add_entry(
+    /// Whether `ids` may be added now.
+    fn check_new<'i>(
         &self,
+        inner: &Inner<P>,
+        ids: impl IntoIterator<Item = &'i str>,
+    ) -> Result<()> {
+        if inner.shut_down {
+            return Err(Error::ShutDown);
+        }
+        for id in ids {
+            if id.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "a model id must not be empty".into(),
+                ));
+            }
+            if inner.entries.contains_key(id) {
+                return Err(Error::InvalidArgument(format!(
+                    "the pool already has a model {id:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_entry(
+        &self,
+        inner: &mut Inner<P>,
         id: &str,
         source: Arc<ModelSource>,
         component: Option<Arc<str>>,
         options: ModelOptions,
-    ) -> Result<()> {
-        refuse_stream(&source)?;
-        if id.is_empty() {
-            return Err(Error::InvalidArgument(
-                "a model id must not be empty".into(),
-            ));
-        }
-        let mut inner = self.lock();
-        if inner.shut_down {
-            return Err(Error::ShutDown);
-        }
-        if inner.entries.contains_key(id) {
-            return Err(Error::InvalidArgument(format!(
-                "the pool already has a model {id:?}"
-            )));
-        }
+    ) {
         let id: Arc<str> = Arc::from(id);
         let now = self.now();
         let keep_alive = options.keep_alive.unwrap_or(self.config.keep_alive);
@@ -107,7 +115,6 @@ impl<P: Pipeline> Core<P> {
                 first_version: last_version + 1,
             },
         );
-        Ok(())
     }
 
     pub(crate) fn set_pinned(&self, id: &str, pinned: bool) -> Result<()> {

@@ -74,9 +74,12 @@ export declare class ModelPool {
   constructor(options: ModelPoolOptions);
   /** Make `source` known as `id`; loads nothing. */
   add(id: string, source: ModelSource, options?: { keepAlive?: number | null; pinned?: boolean }): void;
-  /** A lease on `id`, loading it if need be; `signal` stops waiting (code 3). */
   /** One model per component with weights of a pipeline's files, as `id/component`; their ids. */
   addPipeline(id: string, source: ModelSource, options?: { keepAlive?: number | null; pinned?: boolean }): string[];
+  /**
+   * A lease on `id`, loading it if need be; `signal` stops waiting (code 3);
+   * `workingBytes` reserved beside the model while the lease lives.
+   */
   acquire(id: string, options?: { signal?: AbortSignal; workingBytes?: number }): Promise<Lease>;
   /** A lease on `id` if it is ready now; throws code 5 else. */
   tryAcquire(id: string): Lease;
