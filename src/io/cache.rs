@@ -108,6 +108,17 @@ pub(crate) fn drop_read(file: &File, offset: u64, len: u64) {
     }
 }
 
+/// Once a load of a file that it drops as it reads is over (`Dropped`):
+/// the whole file goes. Each read dropped what it read, whole folios only,
+/// and another thread's read (or readahead) may have cached a folio again
+/// after that: a folio straddling two threads' parts, read last by the one
+/// that did not drop it.
+pub(crate) fn drop_after_load(access: &Access, reader: &Reader) {
+    if let (Access::Dropped, Reader::File(f)) = (access, reader) {
+        drop_pages(f, 0, 0);
+    }
+}
+
 /// Ask the kernel to drop `len` bytes of `file` from `offset` from the page
 /// cache (`len` 0: to the end; clean pages go at once; advice only, never
 /// an error).

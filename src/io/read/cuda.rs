@@ -31,7 +31,7 @@ use super::jobs::{jobs, Job};
 use super::place::{cut, layout};
 use super::staging::{driver, Staging};
 use crate::error::{Error, Result};
-use crate::io::cache::{drop_read, Access};
+use crate::io::cache::{drop_after_load, drop_read, Access};
 use crate::io::direct::{Steps, ALIGN};
 use crate::io::files::{read_exact_at, FilePlan};
 use crate::io::reader::{file_read_exact_at, Reader};
@@ -351,6 +351,7 @@ async fn copy_all(
         access,
     };
     let outcome = run(&target, jobs, file.header.tensors.len(), ctx, None).await;
+    drop_after_load(access, &file.reader);
     drop(guards);
     match outcome {
         Err(e) => {

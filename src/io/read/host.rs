@@ -14,7 +14,7 @@ use super::engine::{read_in_steps, run, Dealing, Target, STEP};
 use super::jobs::{jobs, Job};
 use super::place::Prepared;
 use crate::error::{Error, Result};
-use crate::io::cache::{drop_read, Access};
+use crate::io::cache::{drop_after_load, drop_read, Access};
 use crate::io::direct::Bounce;
 use crate::io::files::FilePlan;
 use crate::io::reader::{file_read_uninit_at, read_exact_at_uninit, Reader};
@@ -163,5 +163,7 @@ pub(crate) async fn read_file(
         chunk: ctx.chunk_size.min(STEP),
         cancel: ctx.cancel,
     };
-    run(&host, reads, spans.len(), ctx, pace).await
+    let read = run(&host, reads, spans.len(), ctx, pace).await;
+    drop_after_load(access, &file.reader);
+    read
 }
