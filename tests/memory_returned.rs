@@ -2,17 +2,7 @@
 mod common;
 
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kib / 1024.0
+    common::rss_kib() as f64 / 1024.0
 }
 
 /// Many small files (each under glibc's 32 MiB mmap ceiling, so their

@@ -20,19 +20,6 @@ static ALLOC: alloc::Allocator = alloc::Allocator::new();
 /// The tests share the allocator's store: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Minor page faults of the process so far: a page touched for the first
 /// time is one (huge pages are off in this process, see below).
 fn minor_faults() -> u64 {
@@ -235,19 +222,22 @@ fn memory_is_back_within_a_mebibyte_after_the_pool_is_done() {
         pool.remove("a").await.unwrap();
         pool.remove("b").await.unwrap();
     });
-    let baseline = rss_kib();
+    let baseline = common::rss_kib();
     rt.block_on(async {
         pool.add("a", dir.path().join("a").as_path()).unwrap();
         pool.add("b", dir.path().join("b").as_path()).unwrap();
         for id in ["a", "b", "a", "b"] {
             let lease = pool.acquire(id).await.unwrap();
-            assert!(rss_kib() > baseline + bytes / 1024 / 2, "{id} is resident");
+            assert!(
+                common::rss_kib() > baseline + bytes / 1024 / 2,
+                "{id} is resident"
+            );
             drop(lease);
         }
         pool.remove("a").await.unwrap();
         pool.remove("b").await.unwrap();
     });
-    let after = rss_kib();
+    let after = common::rss_kib();
     assert_eq!(alloc::retained_bytes(), 0);
     assert!(
         after <= baseline + 1024,

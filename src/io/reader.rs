@@ -100,21 +100,7 @@ pub(crate) fn file_read_uninit_at(
 ) -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        let (mut buf, mut offset) = (buf, offset);
-        while !buf.is_empty() {
-            match read_uninit_at(file, buf, offset) {
-                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    buf = buf.get_mut(n..).ok_or(std::io::ErrorKind::InvalidData)?;
-                    offset = offset
-                        .checked_add(n as u64)
-                        .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        read_fully(buf, offset, |b, at| read_uninit_at(file, b, at))
     }
     #[cfg(not(unix))]
     {
@@ -126,6 +112,32 @@ pub(crate) fn file_read_uninit_at(
     }
 }
 
+/// Fill `buf` from `offset` with positioned reads (`read` returns how many
+/// bytes it read, 0 at the end): a file that ends early is
+/// `UnexpectedEof`; interrupted reads are tried again.
+#[cfg(any(unix, windows))]
+fn read_fully<T>(
+    buf: &mut [T],
+    offset: u64,
+    mut read: impl FnMut(&mut [T], u64) -> std::io::Result<usize>,
+) -> std::io::Result<()> {
+    let (mut buf, mut offset) = (buf, offset);
+    while !buf.is_empty() {
+        match read(buf, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = buf.get_mut(n..).ok_or(std::io::ErrorKind::InvalidData)?;
+                offset = offset
+                    .checked_add(n as u64)
+                    .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Positioned read of exactly `buf.len()` bytes of a file.
 #[cfg(any(feature = "cuda", not(unix)))]
 pub(crate) fn file_read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -135,21 +147,9 @@ pub(crate) fn file_read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> st
     }
     #[cfg(windows)]
     {
-        let (mut buf, mut offset) = (buf, offset);
-        while !buf.is_empty() {
-            match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
-                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    buf = buf.get_mut(n..).ok_or(std::io::ErrorKind::InvalidData)?;
-                    offset = offset
-                        .checked_add(n as u64)
-                        .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        read_fully(buf, offset, |b, at| {
+            std::os::windows::fs::FileExt::seek_read(file, b, at)
+        })
     }
     #[cfg(not(any(unix, windows)))]
     {

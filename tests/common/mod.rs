@@ -11,6 +11,20 @@ use model_manager::candle_core::{Device, Tensor};
 use model_manager::Progress;
 use tokio::sync::watch;
 
+/// The process's resident memory (`VmRSS`), in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Write `model.safetensors` (+ `config.json` with `sample_size`) into
 /// `dir/name`: `tensors` f32 tensors of `elems` elements each, whose values
 /// encode (seed, tensor index, element index) so a reader can verify them.

@@ -27,6 +27,21 @@ fn keep_alive(value: Option<f64>) -> PyResult<Option<Duration>> {
     seconds(value)
 }
 
+/// A model's options from `add`'s arguments: the pool's keep-alive unless
+/// `use_default_keep_alive` is false, then `keep_alive` (seconds, `None`:
+/// forever).
+fn model_options(
+    keep_alive: Option<f64>,
+    use_default_keep_alive: bool,
+    pinned: bool,
+) -> PyResult<ModelOptions> {
+    let options = ModelOptions::new().pinned(pinned);
+    Ok(match use_default_keep_alive {
+        true => options,
+        false => options.keep_alive(self::keep_alive(keep_alive)?),
+    })
+}
+
 #[pymethods]
 impl Pool {
     #[new]
@@ -95,10 +110,7 @@ impl Pool {
         use_default_keep_alive: bool,
         pinned: bool,
     ) -> PyResult<()> {
-        let mut options = ModelOptions::new().pinned(pinned);
-        if !use_default_keep_alive {
-            options = options.keep_alive(self::keep_alive(keep_alive)?);
-        }
+        let options = model_options(keep_alive, use_default_keep_alive, pinned)?;
         self.inner
             .add_with(id, convert::source(source)?, options)
             .py_err()
@@ -115,10 +127,7 @@ impl Pool {
         use_default_keep_alive: bool,
         pinned: bool,
     ) -> PyResult<Vec<String>> {
-        let mut options = ModelOptions::new().pinned(pinned);
-        if !use_default_keep_alive {
-            options = options.keep_alive(self::keep_alive(keep_alive)?);
-        }
+        let options = model_options(keep_alive, use_default_keep_alive, pinned)?;
         self.inner
             .add_pipeline_with(id, convert::source(source)?, options)
             .py_err()

@@ -91,18 +91,8 @@ export class ModelPool {
    * @param {{ keepAlive?: number | null, pinned?: boolean }} [options]
    */
   add(id, source, options = {}) {
-    const pool = this.#live();
-    modelId(id);
-    const { keepAlive, pinned } = options ?? {};
-    const forever = keepAlive === null;
-    const ms = forever ? null : optionalMillis(keepAlive, 'keepAlive');
-    const rawSrc = rawSource(source);
-    try {
-      // The pool keeps its own reference to the bytes in wasm memory.
-      call(() => pool.add(id, rawSrc, ms, forever, pinned === true));
-    } finally {
-      rawSrc.free();
-    }
+    // The pool keeps its own reference to the bytes in wasm memory.
+    this.#addRaw(id, source, options, (pool, ...args) => pool.add(...args));
   }
 
   /**
@@ -118,6 +108,11 @@ export class ModelPool {
    * @returns {string[]}
    */
   addPipeline(id, source, options = {}) {
+    return this.#addRaw(id, source, options, (pool, ...args) => pool.addPipeline(...args));
+  }
+
+  /** `add` and `addPipeline`: `raw(pool, id, rawSource, keepAliveMs, keepForever, pinned)`. */
+  #addRaw(id, source, options, raw) {
     const pool = this.#live();
     modelId(id);
     const { keepAlive, pinned } = options ?? {};
@@ -125,7 +120,7 @@ export class ModelPool {
     const ms = forever ? null : optionalMillis(keepAlive, 'keepAlive');
     const rawSrc = rawSource(source);
     try {
-      return call(() => pool.addPipeline(id, rawSrc, ms, forever, pinned === true));
+      return call(() => raw(pool, id, rawSrc, ms, forever, pinned === true));
     } finally {
       rawSrc.free();
     }

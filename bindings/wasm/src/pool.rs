@@ -55,6 +55,24 @@ fn count(value: Option<f64>, name: &str) -> Result<Option<usize>, JsValue> {
     }
 }
 
+/// A model's options from `add`'s arguments: forever if `keep_forever`,
+/// else `keep_alive_ms` if given, else the pool's default keep-alive.
+fn model_options(
+    keep_alive_ms: Option<f64>,
+    keep_forever: bool,
+    pinned: bool,
+) -> Result<ModelOptions, JsValue> {
+    let options = ModelOptions::new().pinned(pinned);
+    Ok(if keep_forever {
+        options.keep_alive(None)
+    } else {
+        match millis(keep_alive_ms, "keepAlive")? {
+            Some(d) => options.keep_alive(Some(d)),
+            None => options,
+        }
+    })
+}
+
 /// A byte count: a whole number from 0 up to 2^53 (the integers a JS
 /// number holds exactly).
 fn bytes(value: Option<f64>, name: &str) -> Result<u64, JsValue> {
@@ -154,12 +172,7 @@ impl RawPool {
         keep_forever: bool,
         pinned: bool,
     ) -> Result<(), JsValue> {
-        let mut options = ModelOptions::new().pinned(pinned);
-        if keep_forever {
-            options = options.keep_alive(None);
-        } else if let Some(d) = millis(keep_alive_ms, "keepAlive")? {
-            options = options.keep_alive(Some(d));
-        }
+        let options = model_options(keep_alive_ms, keep_forever, pinned)?;
         js(self.pool.add_with(id, source.source.clone(), options))
     }
 
@@ -174,12 +187,7 @@ impl RawPool {
         keep_forever: bool,
         pinned: bool,
     ) -> Result<Vec<String>, JsValue> {
-        let mut options = ModelOptions::new().pinned(pinned);
-        if keep_forever {
-            options = options.keep_alive(None);
-        } else if let Some(d) = millis(keep_alive_ms, "keepAlive")? {
-            options = options.keep_alive(Some(d));
-        }
+        let options = model_options(keep_alive_ms, keep_forever, pinned)?;
         js(self
             .pool
             .add_pipeline_with(id, source.source.clone(), options))

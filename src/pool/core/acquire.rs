@@ -407,8 +407,8 @@ fn timer_at<'t, P: Pipeline>(
     core: &Core<P>,
     deadline: Instant,
 ) -> &'t mut rt::Timer {
-    if timer.as_ref().is_none_or(|(at, _)| *at != deadline) {
-        *timer = Some((deadline, rt::timer(&core.spawner, deadline)));
+    if timer.as_ref().is_some_and(|(at, _)| *at != deadline) {
+        *timer = None;
     }
     let (_, fires) = timer.get_or_insert_with(|| (deadline, rt::timer(&core.spawner, deadline)));
     fires

@@ -40,20 +40,8 @@ pub unsafe extern "C" fn mm_pool_acquire(
     timeout_ms: u32,
     lease_out: *mut *mut mm_lease,
 ) -> mm_result {
-    boundary(|| {
-        // SAFETY: NULL or live arguments, per the header.
-        let (pool, id) = unsafe { args(pool, id) }?;
-        let out = Out::new(lease_out, "lease_out")?;
-        let lease = wait(
-            "mm_pool_acquire",
-            "the acquire",
-            timeout_ms,
-            pool.inner.acquire(id),
-        )?;
-        // SAFETY: non-NULL; the caller passes a writable `mm_lease *`.
-        unsafe { out.write(into_handle(mm_lease::from_pool(lease))) };
-        Ok(())
-    })
+    // SAFETY: the caller's arguments, per the header.
+    unsafe { acquire_into("mm_pool_acquire", pool, id, 0, timeout_ms, lease_out) }
 }
 
 /// As `mm_pool_acquire`, with `working_bytes` of working memory reserved
@@ -76,12 +64,38 @@ pub unsafe extern "C" fn mm_pool_acquire_with(
     timeout_ms: u32,
     lease_out: *mut *mut mm_lease,
 ) -> mm_result {
+    // SAFETY: the caller's arguments, per the header.
+    unsafe {
+        acquire_into(
+            "mm_pool_acquire_with",
+            pool,
+            id,
+            working_bytes,
+            timeout_ms,
+            lease_out,
+        )
+    }
+}
+
+/// `mm_pool_acquire_with`'s body (0 bytes: `mm_pool_acquire`'s), named
+/// `function` in its errors.
+///
+/// # Safety
+/// `pool`, `id` and `lease_out` are NULL or live, as the header says.
+unsafe fn acquire_into(
+    function: &str,
+    pool: *const mm_pool,
+    id: *const c_char,
+    working_bytes: u64,
+    timeout_ms: u32,
+    lease_out: *mut *mut mm_lease,
+) -> mm_result {
     boundary(|| {
         // SAFETY: NULL or live arguments, per the header.
         let (pool, id) = unsafe { args(pool, id) }?;
         let out = Out::new(lease_out, "lease_out")?;
         let lease = wait(
-            "mm_pool_acquire_with",
+            function,
             "the acquire",
             timeout_ms,
             pool.inner.acquire_with(id, working_bytes),

@@ -198,6 +198,14 @@ class _Default(enum.Enum):
 # -- the pool ---------------------------------------------------------------
 
 
+def _keep_alive_args(keep_alive: float | None | _Default) -> tuple[float | None, bool]:
+    """`add`'s keep-alive for the extension: (seconds or None, whether to
+    use the pool's default instead)."""
+    if isinstance(keep_alive, _Default):
+        return None, True
+    return keep_alive, False
+
+
 class ModelPool(_Owner):
     """Several models under one memory budget, by ids the application
     chooses (the core's `ModelPool`): a leased model is never evicted, a
@@ -250,10 +258,7 @@ class ModelPool(_Owner):
         """Make `source` known as `id` (loads nothing). `keep_alive`:
         seconds an unused model stays resident, None for forever; by
         default the pool's."""
-        if isinstance(keep_alive, _Default):
-            self._inner.add(id, source, None, True, pinned)
-        else:
-            self._inner.add(id, source, keep_alive, False, pinned)
+        self._inner.add(id, source, *_keep_alive_args(keep_alive), pinned)
 
     def add_pipeline(
         self,
@@ -268,10 +273,7 @@ class ModelPool(_Owner):
         each loaded, leased, evicted and reloaded on its own, as diffusers'
         `enable_model_cpu_offload` moves components. Reads its headers and
         configs now; all or nothing. Returns the ids, in load order."""
-        if isinstance(keep_alive, _Default):
-            ids: list[str] = self._inner.add_pipeline(id, source, None, True, pinned)
-        else:
-            ids = self._inner.add_pipeline(id, source, keep_alive, False, pinned)
+        ids: list[str] = self._inner.add_pipeline(id, source, *_keep_alive_args(keep_alive), pinned)
         return ids
 
     async def acquire_async(
