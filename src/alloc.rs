@@ -34,8 +34,8 @@
 //!   fit; the rest of it stays kept): the load's buffers, as a rule, or any
 //!   other large allocation of the process meanwhile. An allocation no
 //!   kept range can serve (larger than the largest, as a larger model's
-//!   buffer after a smaller one's; or zeroed) returns everything kept to
-//!   the kernel first, so the process never holds both.
+//!   buffer after a smaller one's; or zeroed) first returns as much of
+//!   what is kept as it takes, so the process never holds more than it did.
 //! - When the last such load ends (loaded, failed or cancelled), everything
 //!   still kept goes back to the kernel; [`release`] returns it at once;
 //!   [`retained_bytes`] says how much is kept now, process-wide (every
@@ -314,7 +314,7 @@ mod large {
         }
         // A flag that never waits (a `Once` could be caught mid-call by a
         // fork, and its child would wait on it for good).
-        if !AT_FORK.swap(true, Ordering::AcqRel) {
+        if !AT_FORK.load(Ordering::Relaxed) && !AT_FORK.swap(true, Ordering::AcqRel) {
             // SAFETY: registers three `extern "C"` functions that live for
             // the whole process.
             unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
@@ -423,11 +423,12 @@ mod large {
                 }
             }
             // No kept range serves this block (none is large enough, or it
-            // must be zeroed): what is kept goes back before fresh pages
-            // are mapped, so that the process never holds both (a load's
-            // buffer for a larger model was charged as if the evicted
-            // memory were gone).
-            release_beyond(0);
+            // must be zeroed): as much of what is kept as the block takes
+            // goes back before fresh pages are mapped, so that the process
+            // never holds more than it did (a load's buffer for a larger
+            // model was charged as if the evicted memory were gone); the
+            // rest stays for the load's next buffers.
+            release_beyond(retained().saturating_sub(len));
         }
         fresh(len)
     }
@@ -581,6 +582,45 @@ mod large {
         for &(start, len) in &out[..n] {
             // SAFETY: ranges taken out of the store, owned by no one else.
             unsafe { libc::munmap(start as *mut libc::c_void, len) };
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// What is kept is counted, reused from the front of a range,
+        /// merged back when freed, and all of it returned at the end.
+        /// (Only this test uses `large` in this binary: the library's
+        /// tests do not install the allocator.)
+        #[test]
+        fn kept_blocks_are_counted_reused_and_returned() {
+            const MIB: usize = 1 << 20;
+            want(64 * MIB);
+            let block = alloc(64 * MIB, true);
+            assert!(!block.is_null());
+            // SAFETY: the block just mapped, 64 MiB, owned here.
+            unsafe { block.write_bytes(7, 64 * MIB) };
+            // SAFETY: freed once, with its size.
+            unsafe { free(block, 64 * MIB) };
+            assert_eq!(retained(), 64 * MIB, "kept while a load wants it");
+            let front = alloc(32 * MIB, true);
+            assert_eq!(front, block, "the front of the kept range");
+            assert_eq!(retained(), 32 * MIB);
+            // SAFETY: the front just taken, 32 MiB, touched before.
+            assert_eq!(unsafe { *front.add(32 * MIB - 1) }, 7, "not zeroed again");
+            // SAFETY: freed once, with its size.
+            unsafe { free(front, 32 * MIB) };
+            assert_eq!(retained(), 64 * MIB, "merged back");
+            // A larger block than any kept range: as much goes back first.
+            let larger = alloc(96 * MIB, true);
+            assert_eq!(retained(), 0);
+            // SAFETY: freed once, with its size (nothing wants it now but
+            // the 64 MiB, which it fills up to).
+            unsafe { free(larger, 96 * MIB) };
+            assert_eq!(retained(), 64 * MIB);
+            unwant(64 * MIB);
+            assert_eq!(retained(), 0, "all returned when no load wants it");
         }
     }
 }

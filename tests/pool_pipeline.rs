@@ -122,6 +122,17 @@ async fn what_is_not_a_pipeline_or_collides_adds_nothing() {
         .add_pipeline("unet", root.join("unet").as_path())
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    // A pipeline with nothing to load: refused as a load would be.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("scheduler")).unwrap();
+    std::fs::write(
+        empty.join("model_index.json"),
+        r#"{"scheduler": ["diffusers", "DDIMScheduler"]}"#,
+    )
+    .unwrap();
+    std::fs::write(empty.join("scheduler/scheduler_config.json"), "{}").unwrap();
+    let err = pool.add_pipeline("e", empty.as_path()).unwrap_err();
+    assert!(matches!(err, Error::InvalidModel { .. }), "{err:?}");
     // A missing folder: the path's error.
     assert!(pool
         .add_pipeline("gone", dir.path().join("gone").as_path())
