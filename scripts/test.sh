@@ -126,8 +126,8 @@ step "device check on the CPU (tools/gpu-check; scripts/gpu-check.sh runs it on 
 
 # The CUDA path, compiled on a machine without CUDA (the toolchain comes
 # from PyPI wheels, see scripts/cuda-toolchain.sh): the code behind the
-# `cuda` feature linted and built, then the binary scripts/gpu-check.sh runs
-# on a GPU machine. Linted while built: clippy-driver compiles the
+# `cuda` feature linted and built, then what scripts/gpu-check.sh runs on a
+# GPU machine (its binary and the Python extension, packed). Linted while built: clippy-driver compiles the
 # workspace's crates (running clippy's lints on them) in the same release
 # build that makes the binary, so the CUDA dependencies and candle's CUDA
 # kernels are built once, not checked and then built. A warning fails the

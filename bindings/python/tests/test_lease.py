@@ -82,6 +82,27 @@ async def test_unknown_names_raise_key_error(manager: mm.ModelManager, model_fil
             lease.tensor("model", "weight").__dlpack__(dl_device=(2, 0))
 
 
+async def test_dlpack_device_and_copy_rules(manager: mm.ModelManager, model_file: Path) -> None:
+    await manager.load_model_async(model_file)
+    with manager.acquire() as lease:
+        t = lease.tensor("model", "weight")
+        assert t.device == "cpu"
+        # Its own device: the manager's memory, copy=False allowed.
+        same = np.from_dlpack(t, device="cpu", copy=False)
+        assert same.ctypes.data == t.data_ptr
+        # Another device: no copy there (a copy goes to the host only).
+        for copy in (None, True, False):
+            with pytest.raises(BufferError):
+                t.__dlpack__(dl_device=(2, 0), copy=copy)
+        del same
+    # A copy holds no lease: the unload does not wait for it.
+    with manager.acquire() as lease:
+        copied = np.from_dlpack(lease.tensor("model", "weight"), copy=True)
+    assert manager.outstanding_leases == 0
+    await asyncio.wait_for(manager.unload_model_async(), 5)
+    np.testing.assert_array_equal(copied, small_tensors()["weight"])
+
+
 async def test_acquire_when_not_ready(manager: mm.ModelManager) -> None:
     with pytest.raises(mm.NotReady) as err:
         manager.acquire()

@@ -6,8 +6,8 @@
 use std::ffi::{c_char, CString};
 use std::sync::OnceLock;
 
-use model_manager::candle_core::{CpuStorage, Storage, Tensor};
-use model_manager::{Lease, PoolLease, TensorPipeline};
+use model_manager::candle_core::Tensor;
+use model_manager::{tensor_data, DataError, Lease, PoolLease, TensorPipeline};
 
 use crate::ffi::{
     borrow, boundary, boundary_void, cstr, free_handle, into_handle, read_into, Failure, Out,
@@ -113,8 +113,7 @@ fn no_c_dtype(dtype: model_manager::candle_core::DType) -> Failure {
 /// The bytes of a contiguous CPU tensor, with its C dtype.
 fn host_bytes(tensor: &Tensor) -> Result<(mm_dtype, *const u8, usize), Failure> {
     let dtype = c_dtype(tensor)?;
-    let (storage, layout) = tensor.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
+    if !tensor.device().is_cpu() {
         return Err(Failure::new(
             mm_result::NotOnCpu,
             format!(
@@ -122,37 +121,18 @@ fn host_bytes(tensor: &Tensor) -> Result<(mm_dtype, *const u8, usize), Failure> 
                 tensor.device().location()
             ),
         ));
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        return Err(Failure::new(
-            mm_result::UnsupportedDtype,
-            "the tensor is not contiguous",
-        ));
-    };
-    macro_rules! slice {
-        ($v:expr) => {{
-            let elems = $v.get(start..end).ok_or_else(|| {
-                Failure::new(mm_result::Panic, "tensor layout outside its storage")
-            })?;
-            (elems.as_ptr().cast::<u8>(), std::mem::size_of_val(elems))
-        }};
     }
-    let (ptr, len) = match cpu {
-        CpuStorage::U8(v) => slice!(v),
-        CpuStorage::U32(v) => slice!(v),
-        CpuStorage::I16(v) => slice!(v),
-        CpuStorage::I32(v) => slice!(v),
-        CpuStorage::I64(v) => slice!(v),
-        CpuStorage::BF16(v) => slice!(v),
-        CpuStorage::F16(v) => slice!(v),
-        CpuStorage::F32(v) => slice!(v),
-        CpuStorage::F64(v) => slice!(v),
-        CpuStorage::F8E4M3(v) => slice!(v),
-        _ => return Err(no_c_dtype(tensor.dtype())),
+    let data = tensor_data(tensor).map_err(data_failure)?;
+    Ok((dtype, data.address as *const u8, data.len))
+}
+
+/// A tensor whose memory cannot be handed out, as a C result.
+fn data_failure(error: DataError) -> Failure {
+    let code = match error {
+        DataError::Device(_) => mm_result::NotOnCpu,
+        DataError::NotContiguous | DataError::Dtype(_) => mm_result::UnsupportedDtype,
     };
-    // The pointer outlives the read guard: candle never writes to or moves
-    // the buffer of a loaded tensor, and `Entry` keeps the storage alive.
-    Ok((dtype, ptr, len))
+    Failure::new(code, error.to_string())
 }
 
 /// A lease on the ready model, into `*lease_out`: while it is held the model

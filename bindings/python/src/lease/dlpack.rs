@@ -5,7 +5,8 @@
 use std::ffi::{c_void, CStr};
 use std::sync::Arc;
 
-use model_manager::candle_core::{CpuStorage, DType, Storage, Tensor as CandleTensor};
+use model_manager::candle_core::{DType, Device, DeviceLocation, Tensor as CandleTensor};
+use model_manager::{tensor_data, TensorData};
 use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
 
@@ -61,6 +62,7 @@ pub(super) struct DLManagedTensorVersioned {
 }
 
 pub(super) const DL_CPU: i32 = 1;
+pub(super) const DL_CUDA: i32 = 2;
 pub(super) const DL_INT: u8 = 0;
 pub(super) const DL_UINT: u8 = 1;
 pub(super) const DL_FLOAT: u8 = 2;
@@ -71,13 +73,27 @@ pub(super) const FLAG_IS_COPIED: u64 = 1 << 1;
 pub(super) const NAME_LEGACY: &CStr = c"dltensor";
 pub(super) const NAME_VERSIONED: &CStr = c"dltensor_versioned";
 
-/// What an exported tensor keeps alive: the lease (or a copy's bytes), and
-/// the shape and strides the DLTensor points to.
+/// What an exported tensor keeps alive: the lease (or a copy), and the
+/// shape and strides the DLTensor points to.
 pub(super) struct Context {
-    pub(super) _held: Option<Arc<Held>>,
-    pub(super) _copy: Option<Vec<u64>>,
+    pub(super) held: Option<Arc<Held>>,
+    pub(super) copy: Option<CandleTensor>,
+    /// The device of memory on a GPU: synchronized before that memory may
+    /// be freed (the consumer's kernels may still read it).
+    pub(super) device: Option<Device>,
     pub(super) shape: Vec<i64>,
     pub(super) strides: Vec<i64>,
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        if let Some(device) = &self.device {
+            synchronize(device);
+        }
+        // Then the copy or the lease, whose memory may now be freed.
+        drop(self.copy.take());
+        drop(self.held.take());
+    }
 }
 
 pub(super) unsafe extern "C" fn delete_legacy(managed: *mut DLManagedTensor) {
@@ -152,45 +168,40 @@ pub(super) fn dl_dtype(dtype: DType, bits: bool) -> PyResult<DLDataType> {
     })
 }
 
-/// The bytes of a contiguous CPU tensor.
-pub(super) fn host_bytes(t: &CandleTensor) -> PyResult<(*const u8, usize)> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        return Err(PyBufferError::new_err(format!(
-            "the tensor is on {:?}; this build exports host memory only",
-            t.device().location()
-        )));
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        return Err(PyBufferError::new_err("the tensor is not contiguous"));
-    };
-    macro_rules! slice {
-        ($v:expr) => {{
-            let elems = $v
-                .get(start..end)
-                .ok_or_else(|| PyBufferError::new_err("tensor layout outside its storage"))?;
-            (elems.as_ptr().cast::<u8>(), std::mem::size_of_val(elems))
-        }};
+/// The DLPack device of a candle device.
+pub(super) fn dl_device(location: DeviceLocation) -> PyResult<DLDevice> {
+    match location {
+        DeviceLocation::Cpu => Ok(DLDevice {
+            device_type: DL_CPU,
+            device_id: 0,
+        }),
+        DeviceLocation::Cuda { gpu_id } => Ok(DLDevice {
+            device_type: DL_CUDA,
+            device_id: i32::try_from(gpu_id)
+                .map_err(|_| PyBufferError::new_err("CUDA ordinal out of range"))?,
+        }),
+        other => Err(PyBufferError::new_err(format!(
+            "the tensor is on {other:?}, which has no DLPack export here"
+        ))),
     }
-    let out = match cpu {
-        CpuStorage::U8(v) => slice!(v),
-        CpuStorage::U32(v) => slice!(v),
-        CpuStorage::I16(v) => slice!(v),
-        CpuStorage::I32(v) => slice!(v),
-        CpuStorage::I64(v) => slice!(v),
-        CpuStorage::BF16(v) => slice!(v),
-        CpuStorage::F16(v) => slice!(v),
-        CpuStorage::F32(v) => slice!(v),
-        CpuStorage::F64(v) => slice!(v),
-        CpuStorage::F8E4M3(v) => slice!(v),
-        _ => {
-            return Err(PyBufferError::new_err(format!(
-                "dtype {:?} cannot be exported",
-                t.dtype()
-            )))
-        }
-    };
-    // The pointer outlives the read guard: candle never writes to or moves
-    // the buffer of a loaded tensor, and the lease keeps the storage alive.
-    Ok(out)
 }
+
+/// Where a tensor's elements are.
+pub(super) fn located(t: &CandleTensor) -> PyResult<TensorData> {
+    tensor_data(t).map_err(|e| PyBufferError::new_err(e.to_string()))
+}
+
+/// Waits for every stream of a CUDA device to finish: an exported tensor is
+/// read on the consumer's streams (torch's), which the manager knows
+/// nothing of, so its memory is freed only once their work is done.
+#[cfg(feature = "cuda")]
+pub(super) fn synchronize(device: &Device) {
+    if let Device::Cuda(cuda) = device {
+        // A failure here is the device's (a sticky error): nothing to wait
+        // for, and a deleter cannot report it.
+        let _ = cuda.cuda_stream().context().synchronize();
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+pub(super) fn synchronize(_device: &Device) {}

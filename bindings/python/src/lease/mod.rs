@@ -103,6 +103,7 @@ impl Lease {
             name,
             t.dtype(),
             t.dims().to_vec(),
+            t.device().location(),
         ))
     }
 

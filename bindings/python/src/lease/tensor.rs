@@ -3,17 +3,17 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use model_manager::candle_core::DType;
+use model_manager::candle_core::{DType, Device, DeviceLocation};
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use super::dlpack::{
-    capsule_legacy, capsule_versioned, delete_legacy, delete_versioned, dl_dtype, host_bytes,
-    Context, DLDevice, DLManagedTensor, DLManagedTensorVersioned, DLPackVersion, DLTensor, DL_CPU,
+    capsule_legacy, capsule_versioned, delete_legacy, delete_versioned, dl_device, dl_dtype,
+    located, Context, DLManagedTensor, DLManagedTensorVersioned, DLPackVersion, DLTensor, DL_CPU,
     FLAG_IS_COPIED, FLAG_READ_ONLY, NAME_LEGACY, NAME_VERSIONED,
 };
-use super::held::{tensor, Cell, Held};
+use super::held::{tensor, Cell};
 
 /// One tensor of a lease. `numpy.from_dlpack(t)` and `torch.from_dlpack(t)`
 /// share its memory; it holds nothing itself and fails once the lease is
@@ -25,6 +25,7 @@ pub struct Tensor {
     name: String,
     dtype: DType,
     shape: Vec<usize>,
+    location: DeviceLocation,
     /// Export as unsigned integers of the element's width.
     bits: bool,
 }
@@ -37,6 +38,7 @@ impl Tensor {
         name: &str,
         dtype: DType,
         shape: Vec<usize>,
+        location: DeviceLocation,
     ) -> Self {
         Tensor {
             cell,
@@ -44,48 +46,70 @@ impl Tensor {
             name: name.to_owned(),
             dtype,
             shape,
+            location,
             bits: false,
         }
     }
 }
 
 impl Tensor {
-    fn located(&self) -> PyResult<(Arc<Held>, *const u8, usize)> {
+    /// The DLPack capsule of this tensor, or of a copy of it on `target`
+    /// (a copy when `copy` is true, or when `target` is not the tensor's
+    /// device and `copy` is not false).
+    fn export(
+        &self,
+        py: Python<'_>,
+        versioned: bool,
+        target: Option<(i32, i32)>,
+        copy: Option<bool>,
+    ) -> PyResult<PyObject> {
         let held = self.cell.get()?;
-        let (ptr, len) = host_bytes(tensor(&held, &self.component, &self.name)?)?;
-        Ok((held, ptr, len))
-    }
-
-    fn export(&self, py: Python<'_>, versioned: bool, copy: bool) -> PyResult<PyObject> {
-        let (held, ptr, len) = self.located()?;
+        let source = tensor(&held, &self.component, &self.name)?;
+        let own = dl_device(source.device().location())?;
+        let own = (own.device_type, own.device_id);
+        let elsewhere = target.is_some_and(|t| t != own);
+        let copied = if elsewhere {
+            if copy == Some(false) {
+                return Err(PyBufferError::new_err(format!(
+                    "the tensor is on DLPack device {own:?}, not {target:?}, and copy=False"
+                )));
+            }
+            if target != Some((DL_CPU, 0)) {
+                return Err(PyBufferError::new_err(format!(
+                    "a tensor on DLPack device {own:?} can be copied to the host (1, 0) only"
+                )));
+            }
+            Some(source.to_device(&Device::Cpu).map_err(buffer_error)?)
+        } else if copy == Some(true) {
+            let copied = source.copy().map_err(buffer_error)?;
+            // The copy runs on the manager's stream: complete before any
+            // consumer's stream reads it.
+            copied.device().synchronize().map_err(buffer_error)?;
+            Some(copied)
+        } else {
+            None
+        };
+        let exported = copied.as_ref().unwrap_or(source);
+        let data = located(exported)?;
+        let device = dl_device(data.location)?;
+        let on_gpu = (!exported.device().is_cpu()).then(|| exported.device().clone());
         let dtype = dl_dtype(self.dtype, self.bits)?;
         let shape: Vec<i64> = self.shape.iter().map(|&d| d as i64).collect();
         let mut strides = vec![1i64; shape.len()];
         for i in (0..shape.len().saturating_sub(1)).rev() {
             strides[i] = strides[i + 1] * shape[i + 1].max(1);
         }
-        let (data, held, copied) = if copy {
-            let mut buf = vec![0u64; len.div_ceil(8)];
-            // SAFETY: `ptr` is valid for `len` bytes while `held` lives; the
-            // buffer holds at least `len` bytes.
-            unsafe { std::ptr::copy_nonoverlapping(ptr, buf.as_mut_ptr().cast::<u8>(), len) };
-            drop(held);
-            (buf.as_mut_ptr().cast::<c_void>(), None, Some(buf))
-        } else {
-            (ptr as *mut c_void, Some(held), None)
-        };
+        let is_copy = copied.is_some();
         let mut ctx = Box::new(Context {
-            _held: held,
-            _copy: copied,
+            held: (!is_copy).then(|| held.clone()),
+            copy: copied,
+            device: on_gpu,
             shape,
             strides,
         });
         let dl_tensor = DLTensor {
-            data,
-            device: DLDevice {
-                device_type: DL_CPU,
-                device_id: 0,
-            },
+            data: data.address as *mut c_void,
+            device,
             ndim: ctx.shape.len() as i32,
             dtype,
             shape: ctx.shape.as_mut_ptr(),
@@ -101,7 +125,11 @@ impl Tensor {
                     version: DLPackVersion { major: 1, minor: 1 },
                     manager_ctx: ctx,
                     deleter: Some(delete_versioned),
-                    flags: if copy { FLAG_IS_COPIED } else { FLAG_READ_ONLY },
+                    flags: if is_copy {
+                        FLAG_IS_COPIED
+                    } else {
+                        FLAG_READ_ONLY
+                    },
                     dl_tensor,
                 }));
                 let capsule = pyo3::ffi::PyCapsule_New(
@@ -134,12 +162,20 @@ impl Tensor {
     }
 }
 
+fn buffer_error(e: model_manager::candle_core::Error) -> PyErr {
+    PyBufferError::new_err(e.to_string())
+}
+
 #[pymethods]
 impl Tensor {
     /// The DLPack capsule. With `max_version` of 1 or more, a versioned
     /// capsule flagged read-only (the manager's memory); else the legacy
-    /// capsule. `copy=True` exports a copy; `dl_device` must be this
-    /// tensor's device.
+    /// capsule. `dl_device` other than the tensor's own: a copy to the host
+    /// (`(1, 0)`), unless `copy=False`. `copy=True`: a copy on the tensor's
+    /// device. On a CUDA device the data is complete before the model is
+    /// ready (and a copy before it is returned), so `stream` needs no
+    /// ordering; the memory is freed only after the device's pending work
+    /// once the last consumer lets go of it.
     #[pyo3(signature = (*, stream=None, max_version=None, dl_device=None, copy=None))]
     fn __dlpack__(
         &self,
@@ -149,21 +185,14 @@ impl Tensor {
         dl_device: Option<(i32, i32)>,
         copy: Option<bool>,
     ) -> PyResult<PyObject> {
-        // Host memory: there is no stream to synchronize with.
         let _ = stream;
-        if let Some(device) = dl_device {
-            if device != (DL_CPU, 0) {
-                return Err(PyBufferError::new_err(format!(
-                    "the tensor is in host memory, not on DLPack device {device:?}"
-                )));
-            }
-        }
         let versioned = max_version.is_some_and(|(major, _)| major >= 1);
-        self.export(py, versioned, copy == Some(true))
+        self.export(py, versioned, dl_device, copy)
     }
 
-    fn __dlpack_device__(&self) -> (i32, i32) {
-        (DL_CPU, 0)
+    fn __dlpack_device__(&self) -> PyResult<(i32, i32)> {
+        let device = dl_device(self.location)?;
+        Ok((device.device_type, device.device_id))
     }
 
     /// The same memory seen as unsigned integers of the element's width
@@ -176,6 +205,7 @@ impl Tensor {
             name: self.name.clone(),
             dtype: self.dtype,
             shape: self.shape.clone(),
+            location: self.location,
             bits: true,
         }
     }
@@ -216,15 +246,23 @@ impl Tensor {
         &self.component
     }
 
-    /// The address of the first element in the manager's memory.
+    /// The address of the first element in the manager's memory (a
+    /// device address for a tensor on a GPU).
     #[getter]
     fn data_ptr(&self) -> PyResult<usize> {
-        Ok(self.located()?.1 as usize)
+        let held = self.cell.get()?;
+        let data = located(tensor(&held, &self.component, &self.name)?)?;
+        usize::try_from(data.address).map_err(|_| PyBufferError::new_err("address out of range"))
     }
 
+    /// `"cpu"`, or `"cuda:N"` for a tensor on a CUDA device.
     #[getter]
-    fn device(&self) -> &'static str {
-        "cpu"
+    fn device(&self) -> String {
+        match self.location {
+            DeviceLocation::Cpu => "cpu".into(),
+            DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            other => format!("{other:?}").to_lowercase(),
+        }
     }
 
     /// The element values as a flat list of Python numbers (a copy; for
