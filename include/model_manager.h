@@ -760,6 +760,13 @@ typedef struct mm_pool_options {
      * more than the budget: `MM_RESULT_INVALID_ARGUMENT`).
      */
     uint64_t headroom;
+    /**
+     * The host tier, for a pool on a CUDA device (default 0: none): a model
+     * evicted from the device is parked in page-locked host memory when it
+     * fits these many bytes, and an acquire brings it back with one copy
+     * (no file read). On the CPU: `MM_RESULT_INVALID_ARGUMENT` unless 0.
+     */
+    uint64_t host_budget;
 } mm_pool_options;
 
 /**
@@ -825,6 +832,17 @@ typedef struct mm_pool_model_status {
      * text is given by `mm_pool_error_message`); else `MM_RESULT_OK`.
      */
     mm_result last_error;
+    /**
+     * Parked: its copy in host memory (the host tier) is made, and the
+     * next acquire loads it back from there; `state` is then
+     * `MM_STATE_IDLE` (or `MM_STATE_LOADING` while it comes back).
+     */
+    bool parked;
+    /**
+     * Bytes charged against the host budget for it (its parked copy, or
+     * the copy being made).
+     */
+    uint64_t parked_bytes;
 } mm_pool_model_status;
 
 /**
@@ -886,6 +904,26 @@ typedef struct mm_pool_totals {
      * that load's estimate, until it ends).
      */
     uint64_t retained_bytes;
+    /**
+     * The host tier's budget (0: none).
+     */
+    uint64_t host_budget;
+    /**
+     * Bytes charged against the host budget now.
+     */
+    uint64_t parked_bytes;
+    /**
+     * Models parked in host memory now.
+     */
+    size_t parked_models;
+    /**
+     * Models evicted from the device and parked.
+     */
+    uint64_t parks;
+    /**
+     * Parked models loaded back onto the device.
+     */
+    uint64_t resumes;
 } mm_pool_totals;
 
 #ifdef __cplusplus
@@ -1329,8 +1367,8 @@ mm_result mm_lease_tensor_on_device(const struct mm_lease *lease,
  * Fill `*options` with the defaults: device `"cpu"`, the memory available
  * as the budget, 4 MiB chunks, the default read threads, dtypes kept, a
  * 5000 ms drain timeout, keep-alive forever, a queue of 64 loads, one load
- * at a time, a 60000 ms admission timeout, a 5000 ms retry cooldown and
- * no headroom.
+ * at a time, a 60000 ms admission timeout, a 5000 ms retry cooldown, no
+ * headroom and no host tier.
  *
  * Threads: any, concurrently. Callbacks: may be called from them.
  * Ownership: `options` is the caller's; `options->device` is set to a

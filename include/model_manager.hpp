@@ -460,6 +460,9 @@ struct PoolOptions {
     std::chrono::milliseconds retry_cooldown{5000};
     /// Bytes left to other processes: the budget less this.
     std::uint64_t headroom = 0;
+    /// A CUDA pool's host tier: evicted models are parked in this much
+    /// page-locked host memory (0: none; must be 0 on the CPU).
+    std::uint64_t host_budget = 0;
 };
 
 /// Several models under one memory budget, named by ids (see mm_pool).
@@ -484,6 +487,7 @@ public:
         c.admission_timeout_ms = to_ms(options.admission_timeout);
         c.retry_cooldown_ms = to_ms(options.retry_cooldown);
         c.headroom = options.headroom;
+        c.host_budget = options.host_budget;
         check(mm_pool_new(&c, &pool_));
     }
     Pool(Pool &&other) noexcept : pool_(std::exchange(other.pool_, nullptr)) {}

@@ -79,8 +79,8 @@ pub use error::{Blocker, Error, ErrorCode, Result};
 pub use io::loaded::{Component, PipelineInfo, TensorPipeline};
 pub use io::{
     default_read_threads, default_read_threads_for, inspect, pull, tensor_data, ComponentSummary,
-    DataError, Download, ModelSource, ModelSummary, Pace, PageCache, ProgressHook, StreamSource,
-    StreamWriter, TensorData, TensorSummary, DEFAULT_CHUNK_SIZE, DEFAULT_ENDPOINT,
+    DataError, Download, ModelSource, ModelSummary, Pace, PageCache, ParkedModel, ProgressHook,
+    StreamSource, StreamWriter, TensorData, TensorSummary, DEFAULT_CHUNK_SIZE, DEFAULT_ENDPOINT,
 };
 pub use manager::ModelManager;
 pub use pipeline::{Assembly, Lease, Pipeline};

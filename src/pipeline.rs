@@ -88,6 +88,15 @@ pub trait Pipeline: Sized + Send + Sync + 'static {
     /// ends the load in `Failed` with the error returned (or
     /// [`Error::Assemble`]), and what was loaded is freed.
     fn assemble(loaded: TensorPipeline, cx: &Assembly<'_, Self::Options>) -> Result<Self>;
+
+    /// The tensors this pipeline was assembled from, if it keeps them. A
+    /// pool with a host tier ([`ModelPoolBuilder::host_budget`](crate::ModelPoolBuilder::host_budget))
+    /// parks a model evicted from the device by copying them to host
+    /// memory, and assembles the pipeline again from that copy when the
+    /// model is wanted. `None` (the default): an evicted model is freed.
+    fn loaded(&self) -> Option<&TensorPipeline> {
+        None
+    }
 }
 
 impl Pipeline for TensorPipeline {
@@ -95,6 +104,10 @@ impl Pipeline for TensorPipeline {
 
     fn assemble(loaded: TensorPipeline, _: &Assembly<'_, ()>) -> Result<Self> {
         Ok(loaded)
+    }
+
+    fn loaded(&self) -> Option<&TensorPipeline> {
+        Some(self)
     }
 }
 

@@ -102,6 +102,13 @@ enum Cmd {
         /// inference would (the model is leased with it, then released).
         #[arg(long, default_value = "0", value_parser = pool::parse_bytes)]
         working: u64,
+        /// The device the models load onto: cpu, cuda:N, metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// A host tier for a device pool: models evicted from the device
+        /// are parked in this much page-locked host memory (0: none).
+        #[arg(long, default_value = "0", value_parser = pool::parse_bytes)]
+        host_budget: u64,
         /// Models as ID=MODEL (a .safetensors file, a folder, or a hub repo
         /// id), loaded in this order.
         #[arg(required = true)]
@@ -206,14 +213,20 @@ async fn main() -> ExitCode {
             metrics,
             headroom,
             working,
+            device,
+            host_budget,
             models,
         } => {
             let memory = pool::Memory {
                 budget,
                 headroom,
                 working,
+                host_budget,
             };
-            pool::run(memory, keep_alive, &models, metrics).await
+            match device.parse::<DeviceSpec>() {
+                Ok(device) => pool::run(memory, device, keep_alive, &models, metrics).await,
+                Err(e) => Err(e.into()),
+            }
         }
         Cmd::Inspect { model, all } => load::inspect(&ModelSource::guess(&model), all),
     };

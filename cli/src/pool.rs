@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use model_manager::{
-    ModelOptions, ModelPool, ModelSource, PoolEvent, PoolEventKind, PoolSnapshot, State,
-    UnloadReason,
+    DeviceSpec, ModelOptions, ModelPool, ModelSource, PoolEvent, PoolEventKind, PoolSnapshot,
+    State, UnloadReason,
 };
 
 use crate::CliResult;
@@ -84,7 +84,16 @@ pub fn parse_keep_alive(s: &str) -> Result<KeepAlive, String> {
 
 /// The pool's table: one row per model, then the totals and counters.
 pub fn print_table(s: &PoolSnapshot) {
-    println!(
+    print!("{}", table(s));
+}
+
+/// The table [`print_table`] prints.
+fn table(s: &PoolSnapshot) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = writeln!(
+        out,
         "  {:<12} {:<9} {:>3} {:>10} {:>10} {:>6} {:>9} {:>10} {:>6}  last error",
         "model", "state", "ver", "charged", "resident", "leases", "idle", "keep-alive", "pinned"
     );
@@ -93,10 +102,16 @@ pub fn print_table(s: &PoolSnapshot) {
             .idle_for
             .map_or("-".into(), |d| format!("{:.1}s", d.as_secs_f64()));
         let keep = KeepAlive(m.keep_alive).to_string();
-        println!(
+        // A parked model is not resident: it waits in host memory.
+        let state = match (m.parked, m.state) {
+            (true, State::Idle) => "parked".to_string(),
+            (_, state) => state.to_string(),
+        };
+        let _ = writeln!(
+            out,
             "  {:<12} {:<9} {:>3} {:>6.1} MiB {:>6.1} MiB {:>6} {:>9} {:>10} {:>6}  {}",
             m.id,
-            m.state.to_string(),
+            state,
             m.version.map_or("-".into(), |v| v.to_string()),
             mib(m.charged_bytes),
             mib(m.resident_bytes),
@@ -110,7 +125,8 @@ pub fn print_table(s: &PoolSnapshot) {
         );
     }
     let c = &s.counters;
-    println!(
+    let _ = writeln!(
+        out,
         "  charged {:.1} of {:.1} MiB; loads {}, hits {}, misses {}, evictions {}, expirations {}, failures {}",
         mib(s.charged),
         mib(s.budget),
@@ -121,6 +137,17 @@ pub fn print_table(s: &PoolSnapshot) {
         c.expirations,
         c.failures
     );
+    if s.host_budget > 0 {
+        let _ = writeln!(
+            out,
+            "  host tier: {:.1} of {:.1} MiB parked; parks {}, resumes {}",
+            mib(s.parked),
+            mib(s.host_budget),
+            c.parks,
+            c.resumes
+        );
+    }
+    out
 }
 
 fn describe(e: &PoolEvent) -> String {
@@ -138,6 +165,12 @@ fn describe(e: &PoolEvent) -> String {
             other => format!("unloading ({other:?})"),
         },
         PoolEventKind::Freed { bytes } => format!("freed {:.1} MiB", mib(*bytes)),
+        PoolEventKind::Parked { bytes } => {
+            format!("parked in host memory, {:.1} MiB", mib(*bytes))
+        }
+        PoolEventKind::Unparked { bytes } => {
+            format!("host copy freed, {:.1} MiB", mib(*bytes))
+        }
         other => format!("{other:?}"),
     };
     format!("{} v{}: {what}", e.id, e.version)
@@ -150,6 +183,8 @@ pub struct Memory {
     pub headroom: u64,
     /// Reserved with each model's lease.
     pub working: u64,
+    /// The host tier's budget (0: none; a device pool's only).
+    pub host_budget: u64,
 }
 
 /// `model-manager pool --budget B ID=MODEL ...`: load every model in order
@@ -158,13 +193,16 @@ pub struct Memory {
 /// the table.
 pub async fn run(
     memory: Memory,
+    device: DeviceSpec,
     keep_alive: KeepAlive,
     models: &[String],
     metrics: bool,
 ) -> CliResult {
     let pool = ModelPool::builder()
+        .device(device)
         .memory_budget(memory.budget)
         .headroom(memory.headroom)
+        .host_budget(memory.host_budget)
         .keep_alive(keep_alive.0)
         .build()?;
     let mut ids = Vec::new();
@@ -324,9 +362,11 @@ mod tests {
             budget,
             headroom: 0,
             working: 0,
+            host_budget: 0,
         };
         run(
             budget(fits_b + 1024),
+            DeviceSpec::Cpu,
             KeepAlive(None),
             &[a.clone(), b.clone()],
             true,
@@ -334,17 +374,56 @@ mod tests {
         .await
         .unwrap();
         // A budget for neither: refused, and said so.
-        assert!(run(budget(1024), KeepAlive(None), &[a, b], false)
-            .await
-            .is_err());
+        assert!(run(
+            budget(1024),
+            DeviceSpec::Cpu,
+            KeepAlive(None),
+            &[a, b],
+            false
+        )
+        .await
+        .is_err());
         assert!(run(
             budget(1 << 30),
+            DeviceSpec::Cpu,
             KeepAlive(None),
             &["no-equals-sign".into()],
             false
         )
         .await
         .is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The table names a parked model's state and the host tier's line
+    /// (the tier simulated on the CPU: a real one is a device pool's).
+    #[tokio::test]
+    async fn the_table_shows_parked_models() {
+        let dir = std::env::temp_dir().join(format!("mm-cli-parked-{}", std::process::id()));
+        let a = crate::demo::write_pipeline(&dir.join("a"), 256, 8).unwrap();
+        let b = crate::demo::write_pipeline(&dir.join("b"), 256, 8).unwrap();
+        let bytes = model_manager::inspect(&a.as_path().into()).unwrap().bytes;
+        let pool = ModelPool::builder()
+            .memory_budget(bytes + bytes / 2)
+            .host_budget(4 * bytes)
+            .simulate_host_tier(true)
+            .build()
+            .unwrap();
+        pool.add("a", a.as_path()).unwrap();
+        pool.add("b", b.as_path()).unwrap();
+        pool.load("a").await.unwrap();
+        pool.load("b").await.unwrap();
+        let table = table(&pool.snapshot());
+        let row = table
+            .lines()
+            .find(|l| l.trim_start().starts_with("a "))
+            .unwrap();
+        assert!(row.contains("parked"), "{table}");
+        assert!(
+            table.contains("host tier:") && table.contains("parks 1"),
+            "{table}"
+        );
+        pool.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -29,6 +29,7 @@ mod hub;
 mod inspect;
 pub(crate) mod loaded;
 mod located;
+pub(crate) mod park;
 pub(crate) mod plan;
 pub(crate) mod progress;
 mod pytorch;
@@ -43,6 +44,7 @@ pub use cache::PageCache;
 pub use download::{pull, Download, DEFAULT_ENDPOINT};
 pub use inspect::{inspect, ComponentSummary, ModelSummary, TensorSummary};
 pub use located::{tensor_data, DataError, TensorData};
+pub use park::ParkedModel;
 pub use read::ProgressHook;
 pub use source::ModelSource;
 pub use stream::{StreamSource, StreamWriter};
@@ -131,6 +133,10 @@ pub(crate) fn estimate(
     page_cache: PageCache,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> crate::error::Result<(plan::Plan, u64)> {
+    if let ModelSource::Parked(parked) = source {
+        // Copied back as it was parked: the bytes it holds.
+        return Ok((plan::Plan::empty(), parked.bytes()));
+    }
     let stop = || cancel.is_cancelled();
     let sink = download::Sink::quiet(&stop);
     let mut plan = resolve_reporting(source, &sink)?;

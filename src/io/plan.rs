@@ -98,6 +98,20 @@ pub(crate) fn resolve(source: &ModelSource) -> Result<Plan> {
         ModelSource::Stream(_) => Err(Error::InvalidArgument(
             "a stream's files are read once, by its load: it cannot be inspected".into(),
         )),
+        ModelSource::Parked(_) => Err(Error::InvalidArgument(
+            "a parked model has no files: its pool loads it back from host memory".into(),
+        )),
+    }
+}
+
+impl Plan {
+    /// The plan of a source read without files (a parked model).
+    pub(crate) fn empty() -> Plan {
+        Plan {
+            components: Vec::new(),
+            config: None,
+            sample_size: None,
+        }
     }
 }
 

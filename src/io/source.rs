@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::download::policy::Download;
+use super::park::ParkedModel;
 pub use super::stream::{StreamSource, StreamWriter};
 
 /// What to load.
@@ -87,6 +88,10 @@ pub enum ModelSource {
     /// straight into the tensors by the [`StreamWriter`] that
     /// [`ModelSource::stream`] returns with it. Loaded once.
     Stream(StreamSource),
+    /// A model a pool's host tier parked in host memory: loaded back onto
+    /// the device with one copy, no read and no parse. Made by the pool
+    /// only (see [`ModelPoolBuilder::host_budget`](crate::ModelPoolBuilder::host_budget)).
+    Parked(Arc<ParkedModel>),
 }
 
 impl ModelSource {
@@ -233,6 +238,7 @@ impl PartialEq for ModelSource {
             (ModelSource::Bytes(a), ModelSource::Bytes(b)) => Arc::ptr_eq(a, b),
             (ModelSource::Files(a), ModelSource::Files(b)) => Arc::ptr_eq(a, b),
             (ModelSource::Stream(a), ModelSource::Stream(b)) => a == b,
+            (ModelSource::Parked(a), ModelSource::Parked(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -250,6 +256,7 @@ impl fmt::Display for ModelSource {
             ModelSource::Bytes(b) => write!(f, "<{} bytes in memory>", b.len()),
             ModelSource::Files(m) => write!(f, "<{} files in memory>", m.len()),
             ModelSource::Stream(_) => write!(f, "<stream>"),
+            ModelSource::Parked(p) => write!(f, "<{} bytes parked in host memory>", p.bytes()),
         }
     }
 }

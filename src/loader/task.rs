@@ -103,6 +103,13 @@ impl<P: Pipeline> LoaderService<P> {
                 &mut reservation,
             ));
             (loaded, reservation)
+        } else if let ModelSource::Parked(parked) = &*ticket.model {
+            // Back from a pool's host tier: one copy per tensor.
+            self.resources.check_budget(parked.bytes())?;
+            self.resources.note_load_start();
+            let mut reservation = self.resources.reservation();
+            let loaded = crate::io::park::resume(parked, &ctx, &mut reservation);
+            (loaded, reservation)
         } else {
             // A hub source with the download switch downloads here, with
             // the load's progress and cancel.

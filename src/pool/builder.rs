@@ -44,6 +44,8 @@ impl Default for ModelPoolBuilder {
                 concurrent_loads: 1,
                 admission_timeout: Duration::from_secs(60),
                 retry_cooldown: Duration::from_secs(5),
+                host_budget: 0,
+                simulate_host_tier: false,
                 options: Arc::new(()),
             },
             budget: None,
@@ -150,6 +152,32 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
         self
     }
 
+    /// The host tier (default 0: none): a model evicted from the device is
+    /// **parked** in page-locked host memory when it fits these many bytes
+    /// (the least recently used parked models are freed to make room), and
+    /// an acquire brings it back with one host-to-device copy: no file
+    /// read, no parse, no dtype conversion. Parked models show in the
+    /// status (`parked_bytes`), the events (`Parked`, `Unparked`) and the
+    /// metrics; they are never leased (a lease is on the device). A model
+    /// whose pipeline does not keep its tensors ([`Pipeline::loaded`]) is
+    /// freed instead.
+    ///
+    /// For device pools (CUDA): a pool on the CPU holds its models in host
+    /// memory already, and [`build`](Self::build) refuses a host budget
+    /// there.
+    pub fn host_budget(mut self, bytes: u64) -> Self {
+        self.config.host_budget = bytes;
+        self
+    }
+
+    /// A host tier on the CPU, parking by copying the tensors: for tests of
+    /// the tier's decisions on machines without a GPU (it saves no memory).
+    #[doc(hidden)]
+    pub fn simulate_host_tier(mut self, yes: bool) -> Self {
+        self.config.simulate_host_tier = yes;
+        self
+    }
+
     /// After a model's load fails, acquires answer that error for this long
     /// instead of loading it again (default 5 s; zero retries at once).
     pub fn retry_cooldown(mut self, cooldown: Duration) -> Self {
@@ -185,6 +213,8 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
                 concurrent_loads: c.concurrent_loads,
                 admission_timeout: c.admission_timeout,
                 retry_cooldown: c.retry_cooldown,
+                host_budget: c.host_budget,
+                simulate_host_tier: c.simulate_host_tier,
                 options: Arc::new(options),
             },
             budget: self.budget,
@@ -218,6 +248,13 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
                 self.headroom
             ))
         })?;
+        if config.host_budget > 0 && device.is_cpu() && !config.simulate_host_tier {
+            return Err(Error::InvalidArgument(
+                "a host tier parks device models in host memory: a pool on the CPU holds its \
+                 models there already (set no host budget)"
+                    .into(),
+            ));
+        }
         #[cfg(not(target_arch = "wasm32"))]
         let (runtime, spawner) = {
             let runtime = Runtime::new(self.runtime);

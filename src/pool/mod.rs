@@ -70,6 +70,7 @@ pub(crate) mod ledger;
 mod options;
 mod rt;
 mod status;
+pub(crate) mod tier;
 
 pub use api::ModelPool;
 pub use builder::ModelPoolBuilder;

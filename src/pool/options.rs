@@ -54,5 +54,9 @@ pub(crate) struct PoolConfig<O> {
     pub(crate) concurrent_loads: usize,
     pub(crate) admission_timeout: Duration,
     pub(crate) retry_cooldown: Duration,
+    /// The host tier's budget (0: none).
+    pub(crate) host_budget: u64,
+    /// Park CPU models too, by copying them (tests only: it saves nothing).
+    pub(crate) simulate_host_tier: bool,
     pub(crate) options: Arc<O>,
 }

@@ -53,6 +53,13 @@ pub struct ModelStatus {
     pub pinned: bool,
     /// Why its last load or reload failed (kept until a load succeeds).
     pub last_error: Option<Error>,
+    /// Parked: its copy in host memory (the host tier) is made; the next
+    /// acquire loads it back from there. Its `state` is `Idle` (or
+    /// `Loading` while it comes back).
+    pub parked: bool,
+    /// Bytes charged against the host budget for it: its parked copy, or
+    /// the copy being made.
+    pub parked_bytes: u64,
 }
 
 /// The pool's counters since it was built.
@@ -68,6 +75,10 @@ pub struct PoolCounters {
     pub evictions: u64,
     /// Models unloaded because their keep-alive ran out.
     pub expirations: u64,
+    /// Models evicted from the device and parked in host memory.
+    pub parks: u64,
+    /// Parked models loaded back onto the device.
+    pub resumes: u64,
     /// Loads (and reloads) that failed, cancellations included.
     pub failures: u64,
 }
@@ -88,6 +99,10 @@ pub struct PoolSnapshot {
     /// allocator is not installed). Not charged to any model: the load
     /// they are kept for takes them as it allocates.
     pub retained_bytes: u64,
+    /// The host tier's budget, in bytes (0: no host tier).
+    pub host_budget: u64,
+    /// Bytes charged against the host budget now (never above it).
+    pub parked: u64,
     /// Every model, by id.
     pub models: Vec<ModelStatus>,
     /// The counters.
@@ -153,6 +168,19 @@ pub enum PoolEventKind {
         /// Bytes no longer charged.
         bytes: u64,
     },
+    /// Its copy in host memory is made (the host tier): it is parked, and
+    /// the version's device memory is freed next.
+    Parked {
+        /// Bytes of host memory the copy holds.
+        bytes: u64,
+    },
+    /// Its copy in host memory is freed: loaded back onto the device (a
+    /// `Ready` came first), dropped to make room in the host tier, or the
+    /// model unloaded, reloaded or removed.
+    Unparked {
+        /// Bytes no longer charged against the host budget.
+        bytes: u64,
+    },
 }
 
 impl UnloadReason {
@@ -181,8 +209,16 @@ impl UnloadReason {
 impl PoolEventKind {
     /// Every kind's name, in declaration order: the one table the bindings
     /// translate from.
-    pub const NAMES: &'static [&'static str] =
-        &["queued", "loading", "ready", "failed", "unloading", "freed"];
+    pub const NAMES: &'static [&'static str] = &[
+        "queued",
+        "loading",
+        "ready",
+        "failed",
+        "unloading",
+        "freed",
+        "parked",
+        "unparked",
+    ];
 
     /// The kind's name (`"queued"`, ...), one of [`NAMES`](Self::NAMES).
     pub fn name(&self) -> &'static str {
@@ -193,6 +229,8 @@ impl PoolEventKind {
             PoolEventKind::Failed { .. } => "failed",
             PoolEventKind::Unloading { .. } => "unloading",
             PoolEventKind::Freed { .. } => "freed",
+            PoolEventKind::Parked { .. } => "parked",
+            PoolEventKind::Unparked { .. } => "unparked",
         }
     }
 }
@@ -224,6 +262,8 @@ mod names {
                 reason: UnloadReason::Expired,
             },
             PoolEventKind::Freed { bytes: 1 },
+            PoolEventKind::Parked { bytes: 1 },
+            PoolEventKind::Unparked { bytes: 1 },
         ];
         let names: Vec<_> = kinds.iter().map(PoolEventKind::name).collect();
         assert_eq!(names, PoolEventKind::NAMES);
@@ -251,6 +291,8 @@ pub(crate) struct Metrics {
     pub(crate) misses: Counter,
     pub(crate) evictions: Counter,
     pub(crate) expirations: Counter,
+    pub(crate) parks: Counter,
+    pub(crate) resumes: Counter,
     pub(crate) failures: Counter,
     pub(crate) evicted_idle: Histogram,
     pub(crate) queue_wait: Histogram,
@@ -258,6 +300,9 @@ pub(crate) struct Metrics {
     budget: Gauge<u64, AtomicU64>,
     unreclaimed: Gauge<u64, AtomicU64>,
     retained: Gauge<u64, AtomicU64>,
+    host_budget: Gauge<u64, AtomicU64>,
+    parked: Gauge<u64, AtomicU64>,
+    parked_models: Gauge<u64, AtomicU64>,
     resident_models: Gauge<u64, AtomicU64>,
 }
 
@@ -270,6 +315,8 @@ impl Metrics {
             misses: Counter::default(),
             evictions: Counter::default(),
             expirations: Counter::default(),
+            parks: Counter::default(),
+            resumes: Counter::default(),
             failures: Counter::default(),
             evicted_idle: Histogram::new(exponential_buckets(0.01, 4.0, 10)),
             queue_wait: Histogram::new(exponential_buckets(0.0001, 4.0, 12)),
@@ -277,6 +324,9 @@ impl Metrics {
             budget: Gauge::default(),
             unreclaimed: Gauge::default(),
             retained: Gauge::default(),
+            host_budget: Gauge::default(),
+            parked: Gauge::default(),
+            parked_models: Gauge::default(),
             resident_models: Gauge::default(),
             registry: Registry::default(),
         };
@@ -300,6 +350,16 @@ impl Metrics {
             "expirations",
             "Models unloaded when their keep-alive ran out",
             metrics.expirations.clone(),
+        );
+        registry.register(
+            "parks",
+            "Models evicted from the device and parked in host memory",
+            metrics.parks.clone(),
+        );
+        registry.register(
+            "resumes",
+            "Parked models loaded back onto the device",
+            metrics.resumes.clone(),
         );
         registry.register(
             "failures",
@@ -333,6 +393,21 @@ impl Metrics {
             metrics.retained.clone(),
         );
         registry.register(
+            "host_budget_bytes",
+            "The host tier's budget (0: none)",
+            metrics.host_budget.clone(),
+        );
+        registry.register(
+            "parked_bytes",
+            "Bytes charged against the host budget",
+            metrics.parked.clone(),
+        );
+        registry.register(
+            "parked_models",
+            "Models parked in host memory",
+            metrics.parked_models.clone(),
+        );
+        registry.register(
             "resident_models",
             "Models with a version serving leases",
             metrics.resident_models.clone(),
@@ -350,6 +425,8 @@ impl Metrics {
             misses: self.misses.get(),
             evictions: self.evictions.get(),
             expirations: self.expirations.get(),
+            parks: self.parks.get(),
+            resumes: self.resumes.get(),
             failures: self.failures.get(),
         }
     }
@@ -360,6 +437,10 @@ impl Metrics {
         self.budget.set(snapshot.budget);
         self.unreclaimed.set(snapshot.unreclaimed_bytes);
         self.retained.set(snapshot.retained_bytes);
+        self.host_budget.set(snapshot.host_budget);
+        self.parked.set(snapshot.parked);
+        self.parked_models
+            .set(snapshot.models.iter().filter(|m| m.parked).count() as u64);
         self.resident_models.set(
             snapshot
                 .models

@@ -32,6 +32,7 @@ static mm_pool_model_status status_of(const mm_pool *pool, const char *id) {
     mm_pool_model_status s;
     memset(&s, 0, sizeof s);
     CHECK_OK(mm_pool_status(pool, id, &s));
+    CHECK(!s.parked && s.parked_bytes == 0);
     return s;
 }
 
@@ -40,6 +41,9 @@ static mm_pool_totals stats_of(const mm_pool *pool) {
     memset(&s, 0, sizeof s);
     CHECK_OK(mm_pool_stats(pool, &s));
     CHECK(s.charged <= s.budget);
+    /* No host tier on the CPU: nothing parked, ever. */
+    CHECK(s.host_budget == 0 && s.parked_bytes == 0 && s.parked_models == 0);
+    CHECK(s.parks == 0 && s.resumes == 0);
     return s;
 }
 
@@ -81,9 +85,17 @@ static void check_defaults(void) {
     CHECK(options.max_queue == 64 && options.concurrent_loads == 1);
     CHECK(options.admission_timeout_ms == 60000 && options.retry_cooldown_ms == 5000);
     CHECK(options.headroom == 0);
+    CHECK(options.host_budget == 0);
 
     /* Bad options are refused before anything starts. */
     mm_pool *pool = NULL;
+    /* A host tier is a device pool's: on the CPU the models are in host
+     * memory already. */
+    options.host_budget = 1 << 20;
+    CHECK_RC(mm_pool_new(&options, &pool), MM_RESULT_INVALID_ARGUMENT);
+    CHECK(last_error_has("host tier"));
+    CHECK(pool == NULL);
+    options.host_budget = 0;
     options.max_queue = 0;
     CHECK_RC(mm_pool_new(&options, &pool), MM_RESULT_INVALID_ARGUMENT);
     CHECK(last_error_has("max_queue"));

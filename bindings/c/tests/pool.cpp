@@ -48,6 +48,10 @@ void budget_for_one() {
     options.drain_timeout = std::chrono::milliseconds(300);
     options.admission_timeout = std::chrono::milliseconds(100);
     options.retry_cooldown = std::chrono::milliseconds(0);
+    // A host tier is a device pool's.
+    mm::PoolOptions tiered = options;
+    tiered.host_budget = kModel;
+    check_throws([&] { mm::Pool refused(tiered); }, MM_RESULT_INVALID_ARGUMENT);
     mm::Pool pool(options);
     pool.add("a", path("a"));
     pool.add("b", path("b"));

@@ -113,6 +113,8 @@ pub fn model_status<'py>(py: Python<'py>, m: &ModelStatus) -> PyResult<Bound<'py
     d.set_item("keep_alive", secs(m.keep_alive))?;
     d.set_item("expires_in", secs(m.expires_in))?;
     d.set_item("pinned", m.pinned)?;
+    d.set_item("parked", m.parked)?;
+    d.set_item("parked_bytes", m.parked_bytes)?;
     match &m.last_error {
         Some(err) => d.set_item("last_error", exception(py, err)?)?,
         None => d.set_item("last_error", py.None())?,
@@ -127,6 +129,8 @@ pub fn pool_snapshot<'py>(py: Python<'py>, s: &PoolSnapshot) -> PyResult<Bound<'
     d.set_item("queued", s.queued.clone())?;
     d.set_item("unreclaimed_bytes", s.unreclaimed_bytes)?;
     d.set_item("retained_bytes", s.retained_bytes)?;
+    d.set_item("host_budget", s.host_budget)?;
+    d.set_item("parked", s.parked)?;
     let models = PyList::empty(py);
     for m in &s.models {
         models.append(model_status(py, m)?)?;
@@ -138,6 +142,8 @@ pub fn pool_snapshot<'py>(py: Python<'py>, s: &PoolSnapshot) -> PyResult<Bound<'
     c.set_item("misses", s.counters.misses)?;
     c.set_item("evictions", s.counters.evictions)?;
     c.set_item("expirations", s.counters.expirations)?;
+    c.set_item("parks", s.counters.parks)?;
+    c.set_item("resumes", s.counters.resumes)?;
     c.set_item("failures", s.counters.failures)?;
     d.set_item("counters", c)?;
     Ok(d)
@@ -158,9 +164,10 @@ pub fn pool_event<'py>(
     d.set_item("for_id", py.None())?;
     match &e.kind {
         PoolEventKind::Loading { charged } => d.set_item("bytes", charged)?,
-        PoolEventKind::Ready { bytes } | PoolEventKind::Freed { bytes } => {
-            d.set_item("bytes", bytes)?
-        }
+        PoolEventKind::Ready { bytes }
+        | PoolEventKind::Freed { bytes }
+        | PoolEventKind::Parked { bytes }
+        | PoolEventKind::Unparked { bytes } => d.set_item("bytes", bytes)?,
         PoolEventKind::Failed { error } => d.set_item("error", exception(py, error)?)?,
         PoolEventKind::Unloading { reason } => {
             d.set_item("reason", reason.name())?;

@@ -45,7 +45,7 @@ fn model_options(
 #[pymethods]
 impl Pool {
     #[new]
-    #[pyo3(signature = (budget=None, device="cpu", dtype=None, keep_alive=None, max_queue=None, concurrent_loads=None, admission_timeout=None, retry_cooldown=None, drain_timeout=None, chunk_size=None, read_threads=None, return_memory_to_os=true, headroom=0))]
+    #[pyo3(signature = (budget=None, device="cpu", dtype=None, keep_alive=None, max_queue=None, concurrent_loads=None, admission_timeout=None, retry_cooldown=None, drain_timeout=None, chunk_size=None, read_threads=None, return_memory_to_os=true, headroom=0, host_budget=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         budget: Option<u64>,
@@ -61,10 +61,12 @@ impl Pool {
         read_threads: Option<usize>,
         return_memory_to_os: bool,
         headroom: u64,
+        host_budget: u64,
     ) -> PyResult<Self> {
         let mut b = ModelPool::builder()
             .device(DeviceSpec::from_str(device).py_err()?)
             .headroom(headroom)
+            .host_budget(host_budget)
             .keep_alive(self::keep_alive(keep_alive)?)
             .return_memory_to_os(return_memory_to_os);
         if let Some(bytes) = budget {

@@ -160,6 +160,23 @@ async def test_working_memory_is_reserved_with_a_lease(two: tuple[Path, Path]) -
         mm.ModelPool(budget=MIB, headroom=2 * MIB)
 
 
+async def test_the_host_tier_is_a_device_pools(two: tuple[Path, Path]) -> None:
+    # On the CPU the models are in host memory already: refused.
+    with pytest.raises(mm.InvalidArgument, match="host tier"):
+        mm.ModelPool(budget=MIB, host_budget=MIB)
+    with pytest.raises(OverflowError):
+        mm.ModelPool(budget=MIB, host_budget=-1)
+    async with mm.ModelPool(budget=8 * MIB) as pool:
+        pool.add("a", two[0])
+        pool.acquire("a").release()
+        snap = pool.snapshot()
+        assert (snap.host_budget, snap.parked) == (0, 0)
+        assert (snap.counters.parks, snap.counters.resumes) == (0, 0)
+        a = snap.model("a")
+        assert a is not None and (a.parked, a.parked_bytes) == (False, 0)
+        assert "model_manager_pool_parked_bytes 0" in pool.metrics_text()
+
+
 async def test_a_pipeline_is_one_model_per_component(pipeline: Path, two: tuple[Path, Path]) -> None:
     async with mm.ModelPool(budget=8 * MIB) as pool:
         ids = pool.add_pipeline("sd", pipeline)

@@ -37,7 +37,7 @@ export const STATES = Object.freeze(['idle', 'loading', 'ready', 'unloading', 'f
 export const COMMANDS = Object.freeze(['load', 'finish', 'cancel', 'fail', 'unload', 'drain', 'reset']);
 
 /** What a pool event reports. */
-export const POOL_EVENT_KINDS = Object.freeze(['queued', 'loading', 'ready', 'failed', 'unloading', 'freed']);
+export const POOL_EVENT_KINDS = Object.freeze(['queued', 'loading', 'ready', 'failed', 'unloading', 'freed', 'parked', 'unparked']);
 
 /** Why a pool unloads a model. */
 export const UNLOAD_REASONS = Object.freeze(['evicted', 'expired', 'unloaded', 'replaced', 'madeRoomForReload']);

@@ -252,9 +252,11 @@ pub(crate) fn pool_event(e: &PoolEvent) -> JsValue {
     let o = o.set("kind", e.kind.name());
     match &e.kind {
         PoolEventKind::Loading { charged } => o.set("charged", num(*charged)),
-        PoolEventKind::Ready { bytes } | PoolEventKind::Freed { bytes } => {
-            o.set("bytes", num(*bytes))
-        }
+        // A wasm pool has no host tier: `parked` and `unparked` never come.
+        PoolEventKind::Ready { bytes }
+        | PoolEventKind::Freed { bytes }
+        | PoolEventKind::Parked { bytes }
+        | PoolEventKind::Unparked { bytes } => o.set("bytes", num(*bytes)),
         PoolEventKind::Failed { error: e } => o.set("error", error(e)),
         PoolEventKind::Unloading { reason } => {
             let o = o.set("reason", reason.name());

@@ -46,7 +46,7 @@ pub(crate) fn staging_bytes(chunk_size: usize, threads: usize) -> u64 {
 }
 
 /// A typed device buffer: one per dtype per file.
-enum DeviceBuffer {
+pub(crate) enum DeviceBuffer {
     U8(CudaSlice<u8>),
     U32(CudaSlice<u32>),
     I16(CudaSlice<i16>),
@@ -77,7 +77,7 @@ macro_rules! each_device_buffer {
 impl DeviceBuffer {
     /// An uninitialised buffer of `bytes` (a multiple of the dtype's size):
     /// every byte is written by the copies before any tensor is made.
-    fn alloc(device: &CudaDevice, dtype: DType, bytes: usize) -> Result<DeviceBuffer> {
+    pub(crate) fn alloc(device: &CudaDevice, dtype: DType, bytes: usize) -> Result<DeviceBuffer> {
         // At least one element: the driver refuses a 0-byte allocation, and
         // a group of empty tensors only needs a buffer to view.
         let n = (bytes / dtype.size_in_bytes()).max(1);
@@ -115,14 +115,17 @@ impl DeviceBuffer {
 
     /// The buffer's device address, for writing on `stream`; the guard
     /// records the write when dropped (after the copies are queued).
-    fn device_ptr_mut<'a>(&'a mut self, stream: &'a CudaStream) -> (u64, SyncOnDrop<'a>) {
+    pub(crate) fn device_ptr_mut<'a>(
+        &'a mut self,
+        stream: &'a CudaStream,
+    ) -> (u64, SyncOnDrop<'a>) {
         each_device_buffer!(self, v => {
             let (ptr, guard) = v.device_ptr_mut(stream);
             (ptr, guard)
         })
     }
 
-    fn into_tensor(self, device: &CudaDevice) -> Tensor {
+    pub(crate) fn into_tensor(self, device: &CudaDevice) -> Tensor {
         each_device_buffer!(self, v => {
             let n = v.len();
             let storage = CudaStorage::wrap_cuda_slice(v, device.clone());

@@ -7,16 +7,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{blockers, entry_mut, Core, Inner, Job, Key, Outcome};
+use super::{blockers, entry_mut, Core, Entry, Inner, Job, Key, Outcome};
 use crate::alloc::Retention;
 use crate::error::{Error, Result};
 use crate::io::ModelSource;
+use crate::pipeline::Lease;
 use crate::pipeline::Pipeline;
 use crate::pool::ledger::{Admission, Hold};
 use crate::pool::options::ReloadPolicy;
 use crate::pool::rt;
 use crate::pool::rt::Instant;
 use crate::pool::status::{PoolEventKind, UnloadReason};
+use crate::pool::tier::{Fate, HostTier};
 
 impl<P: Pipeline> Core<P> {
     pub(super) fn start_job(
@@ -38,7 +40,20 @@ impl<P: Pipeline> Core<P> {
         // The pool's one counter per id: it goes on across remove and add.
         let version = inner.versions.get(&id).map_or(1, |v| v + 1);
         inner.versions.insert(id.clone(), version);
-        let entry = entry_mut(inner, &id)?;
+        let Inner { entries, host, .. } = &mut *inner;
+        let entry = entries
+            .get_mut(&id)
+            .filter(|e| !e.removing)
+            .ok_or_else(|| Error::UnknownModel(id.to_string()))?;
+        // A parked model is loaded back from host memory (a reload reads
+        // its source): the copy is busy until the load ends.
+        let parked = match reload {
+            None => entry.parked.as_ref().map(|(_, copy)| copy.clone()),
+            Some(_) => None,
+        };
+        if parked.is_some() {
+            host.set_busy(&id, true);
+        }
         let cancel = self.stop.child_token();
         let superseded = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = watch::channel(None);
@@ -48,6 +63,7 @@ impl<P: Pipeline> Core<P> {
             superseded: superseded.clone(),
             outcome: rx.clone(),
             loading: None,
+            resumes: parked.is_some(),
         });
         inner.queue.push_back((id.clone(), version));
         self.emit(&id, version, PoolEventKind::Queued);
@@ -55,8 +71,18 @@ impl<P: Pipeline> Core<P> {
         let requested_at = Instant::now();
         self.spawner.spawn(async move {
             let key = (id, version);
+            // What it reads: the parked copy, if there is one.
+            let read = match parked {
+                Some(parked) => Arc::new(ModelSource::Parked(parked)),
+                None => source.clone(),
+            };
+            let target = Target {
+                source,
+                read,
+                component,
+            };
             let mut result = core
-                .run_job(&key, source, component, reload, &cancel, requested_at)
+                .run_job(&key, target, reload, &cancel, requested_at)
                 .await;
             if result.is_err() && superseded.load(std::sync::atomic::Ordering::Relaxed) {
                 result = Err(Error::Superseded);
@@ -70,19 +96,23 @@ impl<P: Pipeline> Core<P> {
     pub(super) async fn run_job(
         self: &Arc<Self>,
         key: &Key,
-        source: Arc<ModelSource>,
-        component: Option<Arc<str>>,
+        target: Target,
         reload: Option<ReloadPolicy>,
         cancel: &CancellationToken,
         mut requested_at: Instant,
     ) -> Result<u64> {
+        let Target {
+            source,
+            read,
+            component,
+        } = target;
         // A download (a hub source with the switch) happens in the estimate
         // and may take minutes: out of the queue, so that the loads behind
         // it are not held (their turn waits count against their admission
         // timeout), and with the clock starting after it, so that its own
         // wait for memory is not used up by the download.
         let downloads = matches!(
-            &*source,
+            &*read,
             ModelSource::Hub {
                 download: Some(_),
                 ..
@@ -95,7 +125,7 @@ impl<P: Pipeline> Core<P> {
         // resolves is the one the load reads.
         let estimate = {
             let (source, dtype, device, page_cache, stop) = (
-                source.clone(),
+                read.clone(),
                 self.config.manager.dtype,
                 self.device.clone(),
                 self.config.manager.page_cache,
@@ -201,7 +231,7 @@ impl<P: Pipeline> Core<P> {
 
         // Charged: load, on a manager of its own, within the charge.
         let result = self
-            .load_admitted(key, source, plan, estimate, cancel)
+            .load_admitted(key, source, read, plan, estimate, cancel)
             .await;
         {
             let mut inner = self.lock();
@@ -325,26 +355,134 @@ impl<P: Pipeline> Core<P> {
         }
     }
 
-    /// Unload `victims` (serving versions) to make room for `for_id`.
+    /// Unload `victims` (serving versions) to make room for `for_id`:
+    /// with a host tier, each is parked first when the tier can hold it
+    /// (its device memory is freed once the copy is made).
     pub(super) fn evict(self: &Arc<Self>, inner: &mut Inner<P>, victims: Vec<Key>, for_id: &str) {
         for victim in victims {
-            if let Some(entry) = inner.entries.get_mut(&victim.0) {
-                match entry.serving.take() {
-                    Some(old) if old.number == victim.1 => {
-                        self.metrics.evictions.inc();
-                        if let Some(at) = entry.last_used_at {
-                            self.metrics
-                                .evicted_idle
-                                .observe(at.elapsed().as_secs_f64());
-                        }
-                        let reason = UnloadReason::Evicted {
-                            for_id: for_id.to_string(),
-                        };
-                        self.retire(entry, old, reason);
+            let Some(entry) = inner.entries.get(&victim.0) else {
+                continue;
+            };
+            let Some(old) = entry.serving.clone().filter(|v| v.number == victim.1) else {
+                continue;
+            };
+            let last_used = entry.last_used;
+            // The copy reads the model under a lease of the pool's own.
+            let park = match inner.host.budget() {
+                0 => None,
+                _ => old
+                    .manager
+                    .acquire()
+                    .ok()
+                    .filter(|lease| lease.loaded().is_some()),
+            };
+            let park = park.and_then(|lease| {
+                let bytes = inner.ledger.get(&victim).map_or(0, |c| c.bytes);
+                match inner.host.place(&victim.0, bytes, last_used) {
+                    Fate::Park { dropped } => Some((lease, dropped)),
+                    Fate::Free => None,
+                }
+            });
+            if let Some((_, dropped)) = &park {
+                // Room made in the host tier: their copies go.
+                for id in dropped {
+                    let Inner { entries, host, .. } = &mut *inner;
+                    if let Some(entry) = entries.get_mut(id) {
+                        self.unpark(host, entry);
                     }
-                    other => entry.serving = other,
                 }
             }
+            let Some(entry) = inner.entries.get_mut(&victim.0) else {
+                continue;
+            };
+            entry.serving = None;
+            self.metrics.evictions.inc();
+            if let Some(at) = entry.last_used_at {
+                self.metrics
+                    .evicted_idle
+                    .observe(at.elapsed().as_secs_f64());
+            }
+            if let Some((lease, _)) = park {
+                entry.parking = Some(old.number);
+                self.park(entry.id.clone(), old.number, lease);
+            }
+            let reason = UnloadReason::Evicted {
+                for_id: for_id.to_string(),
+            };
+            self.retire(entry, old, reason);
+        }
+    }
+
+    /// Copy version `number` of `id` to host memory on a blocking thread,
+    /// under `lease`; then keep the copy as the model's parked one (if it
+    /// is still wanted and fits), and let the version's memory go.
+    fn park(self: &Arc<Self>, id: Arc<str>, number: u64, lease: Lease<P>) {
+        let core = self.clone();
+        self.spawner.spawn(async move {
+            let copied = rt::blocking(move || {
+                let copy = match lease.loaded() {
+                    Some(tensors) => crate::io::park::park(tensors),
+                    None => Err(Error::InvalidArgument("nothing to park".into())),
+                };
+                Ok((copy, lease))
+            })
+            .await;
+            let (copy, lease) = match copied {
+                Ok((copy, lease)) => (copy, Some(lease)),
+                Err(e) => (Err(e), None),
+            };
+            let mut unwanted = None;
+            {
+                let mut inner = core.lock();
+                let Inner { entries, host, .. } = &mut *inner;
+                // Still wanted: not unloaded, removed (and added again) or
+                // shut down meanwhile (those cleared `parking`), and not
+                // being loaded from its source already (an acquire that
+                // came while it was copied): that load's install would
+                // drop the copy.
+                let entry = entries.get_mut(&id).filter(|e| e.parking == Some(number));
+                let entry = match entry {
+                    Some(e) if e.job.is_some() => {
+                        e.parking = None;
+                        host.release(&id);
+                        None
+                    }
+                    other => other,
+                };
+                match (entry, copy) {
+                    (Some(entry), Ok(copy)) if host.parked(&id, copy.bytes()) => {
+                        let bytes = copy.bytes();
+                        entry.parked = Some((number, Arc::new(copy)));
+                        entry.parking = None;
+                        core.metrics.parks.inc();
+                        core.emit(&id, number, PoolEventKind::Parked { bytes });
+                    }
+                    (entry, copy) => {
+                        if let Err(e) = &copy {
+                            tracing::warn!("parking {id:?} failed, freeing it instead: {e}");
+                        }
+                        if let Some(entry) = entry {
+                            entry.parking = None;
+                            host.release(&id);
+                        }
+                        unwanted = copy.ok();
+                    }
+                }
+                // The version's memory may go now: its unload sees no lease.
+                drop(lease);
+            }
+            drop(unwanted);
+            core.bump();
+        });
+    }
+
+    /// Drop `entry`'s parked copy, if any: no longer charged, its memory
+    /// freed (a load still reading it frees it when it is done).
+    pub(super) fn unpark(&self, host: &mut HostTier<Arc<str>>, entry: &mut Entry<P>) {
+        if let Some((version, parked)) = entry.parked.take() {
+            let bytes = host.release(&entry.id);
+            parked.free();
+            self.emit(&entry.id, version, PoolEventKind::Unparked { bytes });
         }
     }
 
@@ -383,13 +521,23 @@ impl<P: Pipeline> Core<P> {
             let hold = match (serving, retiring) {
                 (Some(_), _) if entry.pinned => Hold::Pinned,
                 (Some(_), _) if !in_use && reloading != Some(&*key.0) => Hold::Evictable,
-                (None, Some(v)) if v.manager.outstanding_leases() == 0 => Hold::Freeing,
+                (None, Some(v)) if entry.version_leases(v) == 0 => Hold::Freeing,
                 _ => Hold::Busy,
             };
             let (last_used, expired) = (entry.last_used, entry.keep_alive.expired(now));
             inner.ledger.set_hold(&key, hold, last_used, expired);
         }
     }
+}
+
+/// What a job loads.
+pub(super) struct Target {
+    /// The model's source (the version's, for reloads and the status).
+    source: Arc<ModelSource>,
+    /// What the load reads: the source, or the model's parked copy.
+    read: Arc<ModelSource>,
+    /// A pipeline's component, alone.
+    component: Option<Arc<str>>,
 }
 
 /// What one look at the queue decided for a load.

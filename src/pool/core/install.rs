@@ -23,6 +23,7 @@ impl<P: Pipeline> Core<P> {
         self: &Arc<Self>,
         key: &Key,
         source: Arc<ModelSource>,
+        read: Arc<ModelSource>,
         plan: Plan,
         estimate: u64,
         cancel: &CancellationToken,
@@ -51,7 +52,7 @@ impl<P: Pipeline> Core<P> {
             }
         }
         self.metrics.loads.inc();
-        let outcome = match version.manager.load_planned(source.clone(), plan) {
+        let outcome = match version.manager.load_planned(read, plan) {
             Ok(handle) => {
                 tokio::select! {
                     r = handle.wait() => r,
@@ -102,7 +103,8 @@ impl<P: Pipeline> Core<P> {
         cancel: &CancellationToken,
     ) -> Result<u64> {
         let now = self.now();
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         if cancel.is_cancelled() || inner.shut_down {
             return Err(Error::Cancelled);
         }
@@ -126,6 +128,9 @@ impl<P: Pipeline> Core<P> {
         else {
             return Err(Error::Cancelled);
         };
+        if entry.job.as_ref().is_some_and(|j| j.resumes) {
+            self.metrics.resumes.inc();
+        }
         entry.source = version.source.clone();
         entry.last_error = None;
         entry.retry_at = None;
@@ -134,6 +139,9 @@ impl<P: Pipeline> Core<P> {
         }
         let old = entry.serving.replace(version.clone());
         self.emit(&key.0, key.1, PoolEventKind::Ready { bytes });
+        // On the device now: a parked copy (the one this load read, or an
+        // older version's) is no longer wanted.
+        self.unpark(&mut inner.host, entry);
         if let Some(old) = old {
             self.retire(entry, old, UnloadReason::Replaced);
         }
@@ -159,7 +167,8 @@ impl<P: Pipeline> Core<P> {
 
     /// The job for `key` ended: record how, for the model's table.
     pub(super) fn finish_job(&self, key: &Key, result: &Result<u64>, reload: bool) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         inner.queue.retain(|k| k != key);
         if let Err(error) = result {
             self.metrics.failures.inc();
@@ -179,6 +188,10 @@ impl<P: Pipeline> Core<P> {
             .filter(|e| key.1 >= e.first_version);
         if let Some(entry) = entry {
             let current = entry.job.as_ref().is_some_and(|j| j.version == key.1);
+            if entry.parked.is_some() {
+                // A load back from it ended (a failed one leaves it parked).
+                inner.host.set_busy(&entry.id, false);
+            }
             if current {
                 entry.job = None;
             } else {
@@ -206,7 +219,7 @@ impl<P: Pipeline> Core<P> {
                     .then(|| rt::after(Instant::now(), self.config.retry_cooldown));
             }
         }
-        drop(inner);
+        drop(guard);
         self.bump();
     }
 

@@ -28,8 +28,9 @@ use super::ledger::{Hold, Ledger};
 use super::options::PoolConfig;
 use super::rt::{Instant, Spawner};
 use super::status::{Metrics, PoolEvent, PoolEventKind};
+use super::tier::HostTier;
 use crate::error::{Blocker, Error, Result};
-use crate::io::ModelSource;
+use crate::io::{ModelSource, ParkedModel};
 use crate::loader::Runtime;
 use crate::manager::ModelManager;
 use crate::pipeline::Pipeline;
@@ -69,6 +70,8 @@ struct Job<P: Pipeline> {
     outcome: watch::Receiver<Outcome>,
     /// Its manager, once admitted.
     loading: Option<Arc<Version<P>>>,
+    /// It loads the model's parked copy back (the host tier).
+    resumes: bool,
 }
 
 struct Entry<P: Pipeline> {
@@ -98,17 +101,32 @@ struct Entry<P: Pipeline> {
     /// Its first version: lower ones belong to a model removed before it
     /// was added again under the same id.
     first_version: u64,
+    /// Its copy in host memory (the host tier), charged there, and the
+    /// version it was copied from.
+    parked: Option<(u64, Arc<ParkedModel>)>,
+    /// The version being copied to host memory: retired, its memory freed
+    /// once the copy is made (it holds a lease of the pool's own until
+    /// then, which is no user's).
+    parking: Option<u64>,
 }
 
 impl<P: Pipeline> Entry<P> {
     /// Leases on every version of it: the model is in use while any is
     /// held (its keep-alive stops, it is not evicted).
     fn leases(&self) -> usize {
-        self.serving
+        let all: usize = self
+            .serving
             .iter()
             .chain(&self.retiring)
             .map(|v| v.manager.outstanding_leases())
-            .sum()
+            .sum();
+        all.saturating_sub(usize::from(self.parking.is_some()))
+    }
+
+    /// Leases on `version` held by users (not the host tier's copy).
+    fn version_leases(&self, version: &Version<P>) -> usize {
+        let own = usize::from(self.parking == Some(version.number));
+        version.manager.outstanding_leases().saturating_sub(own)
     }
 
     /// Take its load in flight out (it stops, and frees what it read
@@ -130,6 +148,8 @@ impl<P: Pipeline> Entry<P> {
 
 struct Inner<P: Pipeline> {
     ledger: Ledger<Key>,
+    /// The host tier's charges, by model id.
+    host: HostTier<Arc<str>>,
     entries: BTreeMap<Arc<str>, Entry<P>>,
     /// Loads waiting for memory, first come first served.
     queue: VecDeque<Key>,
@@ -170,6 +190,7 @@ impl<P: Pipeline> Core<P> {
         let core = Arc::new(Core {
             inner: Mutex::new(Inner {
                 ledger: Ledger::new(config.budget),
+                host: HostTier::new(config.host_budget),
                 entries: BTreeMap::new(),
                 queue: VecDeque::new(),
                 loading: 0,
@@ -272,9 +293,9 @@ fn blockers<P: Pipeline>(inner: &Inner<P>) -> Vec<Blocker> {
             let (state, leases) = match &entry.serving {
                 // Working memory: held by a lease on the model.
                 _ if is_working(key) => (State::Ready, entry.leases()),
-                Some(v) if v.number == key.1 => (State::Ready, v.manager.outstanding_leases()),
+                Some(v) if v.number == key.1 => (State::Ready, entry.version_leases(v)),
                 _ => match entry.retiring.iter().find(|v| v.number == key.1) {
-                    Some(v) => (State::Unloading, v.manager.outstanding_leases()),
+                    Some(v) => (State::Unloading, entry.version_leases(v)),
                     None => (State::Loading, 0),
                 },
             };

@@ -113,6 +113,8 @@ impl<P: Pipeline> Core<P> {
                 stopping: 0,
                 removing: false,
                 first_version: last_version + 1,
+                parked: None,
+                parking: None,
             },
         );
     }
@@ -200,11 +202,22 @@ impl<P: Pipeline> Core<P> {
     /// Stop `id`'s load, retire its serving version; every version of it
     /// there is now (loading, retiring, charged).
     pub(super) fn begin_unload(self: &Arc<Self>, inner: &mut Inner<P>, id: &str) -> Vec<u64> {
-        let Inner { entries, queue, .. } = &mut *inner;
+        let Inner {
+            entries,
+            queue,
+            host,
+            ..
+        } = &mut *inner;
         let Some(entry) = entries.get_mut(id) else {
             return Vec::new();
         };
         entry.stop_job(queue, false);
+        // Its copy in host memory goes too, and a copy being made is not
+        // kept (the park sees it is no longer wanted).
+        self.unpark(host, entry);
+        if entry.parking.take().is_some() {
+            host.release(&entry.id);
+        }
         if let Some(old) = entry.serving.take() {
             self.retire(entry, old, UnloadReason::Unloaded);
         }

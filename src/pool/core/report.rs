@@ -35,6 +35,8 @@ impl<P: Pipeline> Core<P> {
                 .collect(),
             unreclaimed_bytes: unreclaimed,
             retained_bytes: crate::alloc::retained_bytes(),
+            host_budget: inner.host.budget(),
+            parked: inner.host.charged(),
             models,
             counters: self.metrics.counters(),
         }
@@ -132,11 +134,18 @@ impl<P: Pipeline> Core<P> {
     /// Stop every load, take every version out of service; the versions, to
     /// shut down.
     pub(crate) fn begin_shutdown(&self) -> Vec<Arc<Version<P>>> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         inner.shut_down = true;
         self.stop.cancel();
         let mut versions = Vec::new();
         for entry in inner.entries.values_mut() {
+            // The host tier's copies are freed; copies being made are not
+            // kept.
+            self.unpark(&mut inner.host, entry);
+            if entry.parking.take().is_some() {
+                inner.host.release(&entry.id);
+            }
             // Kept in the table as retiring, so that a snapshot still sees
             // what a lease keeps alive past the drain.
             if let Some(serving) = entry.serving.take() {
@@ -147,7 +156,7 @@ impl<P: Pipeline> Core<P> {
                 versions.extend(job.loading.iter().cloned());
             }
         }
-        drop(inner);
+        drop(guard);
         self.bump();
         versions
     }
@@ -170,7 +179,7 @@ pub(super) fn model_status<P: Pipeline>(
         let snapshot = v.manager.snapshot();
         resident = resident.saturating_add(snapshot.resident_bytes);
         unreclaimed = unreclaimed.saturating_add(snapshot.unreclaimed_bytes);
-        leases += v.manager.outstanding_leases();
+        leases += entry.version_leases(v);
     }
     let charged = inner
         .ledger
@@ -197,6 +206,8 @@ pub(super) fn model_status<P: Pipeline>(
             .map(|d| d.saturating_sub(now)),
         pinned: entry.pinned,
         last_error: entry.last_error.clone(),
+        parked_bytes: inner.host.get(&entry.id).map_or(0, |s| s.bytes),
+        parked: entry.parked.is_some(),
     };
     (status, unreclaimed)
 }

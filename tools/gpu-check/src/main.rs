@@ -18,12 +18,19 @@
 //!   from a lease agrees with the CPU, and device memory is back within
 //!   2 MiB after every unload (after one warm-up cycle, whose first matmul
 //!   may allocate the BLAS library's workspace);
-//! - the BERT of `examples/embed` on the device agrees with the CPU.
+//! - the BERT of `examples/embed` on the device agrees with the CPU;
+//! - the pool's host tier: two ids of the model under a device budget for
+//!   one, five switches, each parking one and resuming the other: the data
+//!   intact after every round trip, device memory back within 2 MiB once
+//!   the pool is gone (simulated on the CPU, where only the data is
+//!   checked).
 //!
 //! Figures: load throughput through the manager against (a) pinned
 //! host-to-device copy bandwidth measured in the same run (CUDA) and (b)
 //! candle's own `MmapedSafetensors` path to the same device; cancel
-//! latency (from `cancel()` to `Idle`, memory released).
+//! latency (from `cancel()` to `Idle`, memory released); park and resume
+//! bandwidth against the pinned copy, and a switch through the host tier
+//! against one that reloads from the page cache.
 
 // Only part of the example's module is used here.
 #[allow(dead_code)]
@@ -35,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use model_manager::candle_core::{DType, Device, Tensor};
-use model_manager::{DeviceSpec, ModelManager, State, TensorPipeline};
+use model_manager::{DeviceSpec, ModelManager, ModelPool, PoolEventKind, State, TensorPipeline};
 
 const MIB: u64 = 1 << 20;
 /// How far device memory may be from its value before a load, after the
@@ -250,33 +257,7 @@ async fn check_load(table: &mut Table, m: &Manager, path: &Path, model_mib: u64)
             return false;
         }
     };
-    let mut intact = true;
-    let sizes = tensor_bytes(model_mib);
-    // Every byte of every tensor, copied back to the host, against the
-    // file's bytes (the staging, chunking and copy offsets all show here).
-    let block = block();
-    for (i, &bytes) in sizes.iter().enumerate() {
-        let Some(t) = lease.tensor(&format!("w{i}")) else {
-            intact = false;
-            continue;
-        };
-        intact &= t.device().same_device(&lease_device(m));
-        let data = t
-            .to_device(&Device::Cpu)
-            .and_then(|r| r.flatten_all())
-            .and_then(|r| r.to_vec1::<half::f16>());
-        let Ok(data) = data else {
-            intact = false;
-            continue;
-        };
-        let at = (i * 4099) % block.len();
-        intact &= data.len() as u64 * 2 == bytes
-            && data
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .zip(block.iter().cycle().skip(at))
-                .all(|(got, want)| got == *want);
-    }
+    let intact = intact(&lease, &lease_device(m), model_mib);
     drop(lease);
     table.row(
         "load: every byte intact, on the device",
@@ -295,6 +276,217 @@ async fn check_load(table: &mut Table, m: &Manager, path: &Path, model_mib: u64)
         format!("{} KiB not back ({how})", left / 1024),
     );
     intact && unloaded
+}
+
+/// Every byte of every tensor, copied back to the host, against the file's
+/// bytes (the staging, chunking and copy offsets all show here), on
+/// `device`.
+fn intact(pipeline: &TensorPipeline, device: &Device, model_mib: u64) -> bool {
+    let mut intact = true;
+    let block = block();
+    for (i, &bytes) in tensor_bytes(model_mib).iter().enumerate() {
+        let Some(t) = pipeline.tensor(&format!("w{i}")) else {
+            intact = false;
+            continue;
+        };
+        intact &= t.device().same_device(device);
+        let data = t
+            .to_device(&Device::Cpu)
+            .and_then(|r| r.flatten_all())
+            .and_then(|r| r.to_vec1::<half::f16>());
+        let Ok(data) = data else {
+            intact = false;
+            continue;
+        };
+        let at = (i * 4099) % block.len();
+        intact &= data.len() as u64 * 2 == bytes
+            && data
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .zip(block.iter().cycle().skip(at))
+                .all(|(got, want)| got == *want);
+    }
+    intact
+}
+
+/// The pool's host tier (a CUDA pool's; simulated on the CPU, where its
+/// figures mean nothing): two ids of the model under a device budget for
+/// one; a switch parks one and resumes the other. Rows: data intact after
+/// a park and resume, device memory back within 2 MiB once the pool is
+/// gone; figures: park and resume bandwidth against the pinned copy, a
+/// switch through the tier against one that reloads from the page cache.
+async fn check_host_tier(
+    table: &mut Table,
+    figures: &mut Vec<String>,
+    device: DeviceSpec,
+    path: &Path,
+    model_mib: u64,
+    pinned: Option<f64>,
+) {
+    let bytes: u64 = tensor_bytes(model_mib).iter().sum();
+    let on_cpu = matches!(device, DeviceSpec::Cpu);
+    let label = if on_cpu {
+        " (simulated on the CPU)"
+    } else {
+        ""
+    };
+    let free_before = device_free(device);
+    let switches = |host: u64| async move {
+        let pool = ModelPool::builder()
+            .device(device)
+            .memory_budget(bytes + bytes / 2)
+            .host_budget(host)
+            .simulate_host_tier(on_cpu && host > 0)
+            .build()?;
+        pool.add("a", path)?;
+        pool.add("b", path)?;
+        // Each event stamped as it arrives.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorder = {
+            let (log, mut events) = (log.clone(), pool.subscribe());
+            tokio::spawn(async move {
+                while let Ok(e) = events.recv().await {
+                    if let Ok(mut log) = log.lock() {
+                        log.push((Instant::now(), e));
+                    }
+                }
+            })
+        };
+        drop(pool.acquire("a").await?);
+        let (mut times, mut intact_all) = (Vec::new(), true);
+        for id in ["b", "a", "b", "a", "b"] {
+            let started = Instant::now();
+            let lease = pool.acquire(id).await?;
+            times.push(started.elapsed().as_secs_f64());
+            let on = lease.pipeline().tensor("w0").map(|t| t.device().clone());
+            intact_all &= on.as_ref().is_some_and(|d| d.is_cpu() == on_cpu)
+                && intact(
+                    lease.pipeline(),
+                    on.as_ref().unwrap_or(&Device::Cpu),
+                    model_mib,
+                );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        recorder.abort();
+        let stamped = log
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        // Park: Unloading (evicted) to Parked; resume: a resuming
+        // version's Loading to Ready.
+        let mut spans = (Vec::new(), Vec::new());
+        let mut started: std::collections::HashMap<(String, &str), Instant> = Default::default();
+        let mut parked = std::collections::HashSet::new();
+        for (at, e) in stamped {
+            let key = e.id.clone();
+            match &e.kind {
+                PoolEventKind::Unparked { .. } => {
+                    parked.remove(&key);
+                }
+                PoolEventKind::Loading { .. } if !parked.contains(&key) => {}
+                PoolEventKind::Unloading { .. } => {
+                    started.insert((key, "park"), at);
+                }
+                PoolEventKind::Parked { .. } => {
+                    parked.insert(key.clone());
+                    if let Some(t) = started.remove(&(key, "park")) {
+                        spans.0.push(at.duration_since(t).as_secs_f64());
+                    }
+                }
+                PoolEventKind::Loading { .. } => {
+                    started.insert((key, "load"), at);
+                }
+                PoolEventKind::Ready { .. } => {
+                    if let Some(t) = started.remove(&(key, "load")) {
+                        spans.1.push(at.duration_since(t).as_secs_f64());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let counters = pool.snapshot().counters;
+        pool.shutdown().await;
+        Ok::<_, model_manager::Error>((times, spans, intact_all, counters))
+    };
+    let tiered = switches(2 * bytes + bytes / 2).await;
+    let reloading = switches(0).await;
+    let (tiered, reloading) = match (tiered, reloading) {
+        (Ok(t), Ok(r)) => (t, r),
+        (t, r) => {
+            table.row(
+                format!("host tier{label}"),
+                false,
+                format!("{:?} / {:?}", t.err(), r.err()),
+            );
+            return;
+        }
+    };
+    let (times, (parks, resumes), intact_all, counters) = tiered;
+    table.row(
+        format!("host tier{label}: data intact after park and resume"),
+        intact_all && counters.parks >= 4 && counters.resumes >= 3,
+        format!(
+            "{} parks, {} resumes, 5 switches of {model_mib} MiB",
+            counters.parks, counters.resumes
+        ),
+    );
+    let free_after = device_free(device);
+    if let (Some(before), Some(after)) = (free_before, free_after) {
+        let lost = before.saturating_sub(after);
+        table.row(
+            format!("host tier{label}: device memory back after the pool"),
+            lost <= SLACK,
+            format!("{} KiB not back", lost / 1024),
+        );
+    }
+    let switch = median(times);
+    let reload = median(reloading.0);
+    figures.push(format!(
+        "| switch through the host tier{label} (median of 5) | {:.1} ms | {:.2} GB/s |",
+        switch * 1e3,
+        gbps(bytes, switch)
+    ));
+    figures.push(format!(
+        "| switch reloading from the page cache, no tier (median of 5) | {:.1} ms | {:.2} GB/s |",
+        reload * 1e3,
+        gbps(bytes, reload)
+    ));
+    figures.push(format!(
+        "| host tier vs reload{label} | {:.2}x | |",
+        reload / switch
+    ));
+    for (what, spans) in [
+        ("park (device to host)", parks),
+        ("resume (host to device)", resumes),
+    ] {
+        if spans.is_empty() {
+            continue;
+        }
+        let s = median(spans);
+        let vs = pinned.map_or(String::new(), |bw| {
+            format!(", {:.2}x the pinned copy", gbps(bytes, s) * 1e9 / bw)
+        });
+        figures.push(format!(
+            "| {what}{label} (median) | {:.1} ms | {:.2} GB/s{vs} |",
+            s * 1e3,
+            gbps(bytes, s)
+        ));
+    }
+}
+
+/// Free device memory (CUDA), for the host tier's release check.
+#[cfg(feature = "cuda")]
+fn device_free(device: DeviceSpec) -> Option<u64> {
+    use model_manager::candle_core::cuda_backend::cudarc::driver::result;
+    match device {
+        DeviceSpec::Cuda(_) => result::mem_get_info().ok().map(|(free, _)| free as u64),
+        _ => None,
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device_free(_: DeviceSpec) -> Option<u64> {
+    None
 }
 
 fn lease_device(m: &Manager) -> Device {
@@ -739,6 +931,15 @@ async fn main() {
     if let (Some(o), Some(c)) = (ours, candle) {
         figures.push(format!("| manager vs candle | {:.2}x | |", c / o));
     }
+    check_host_tier(
+        &mut table,
+        &mut figures,
+        args.device,
+        &path,
+        args.model_mib,
+        pinned,
+    )
+    .await;
     if let (Some(o), Some(bw)) = (ours, pinned) {
         figures.push(format!(
             "| manager vs pinned copy bandwidth | {:.2}x | |",

@@ -67,7 +67,8 @@ pub unsafe extern "C" fn mm_pool_new(
             .concurrent_loads(options.concurrent_loads as usize)
             .admission_timeout(admission_timeout)
             .retry_cooldown(Duration::from_millis(u64::from(options.retry_cooldown_ms)))
-            .headroom(options.headroom);
+            .headroom(options.headroom)
+            .host_budget(options.host_budget);
         if options.memory_budget > 0 {
             builder = builder.memory_budget(options.memory_budget);
         }

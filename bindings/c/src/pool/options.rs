@@ -54,13 +54,18 @@ pub struct mm_pool_options {
     /// `memory_budget` (or the memory available) less this (default 0;
     /// more than the budget: `MM_RESULT_INVALID_ARGUMENT`).
     pub headroom: u64,
+    /// The host tier, for a pool on a CUDA device (default 0: none): a model
+    /// evicted from the device is parked in page-locked host memory when it
+    /// fits these many bytes, and an acquire brings it back with one copy
+    /// (no file read). On the CPU: `MM_RESULT_INVALID_ARGUMENT` unless 0.
+    pub host_budget: u64,
 }
 
 /// Fill `*options` with the defaults: device `"cpu"`, the memory available
 /// as the budget, 4 MiB chunks, the default read threads, dtypes kept, a
 /// 5000 ms drain timeout, keep-alive forever, a queue of 64 loads, one load
-/// at a time, a 60000 ms admission timeout, a 5000 ms retry cooldown and
-/// no headroom.
+/// at a time, a 60000 ms admission timeout, a 5000 ms retry cooldown, no
+/// headroom and no host tier.
 ///
 /// Threads: any, concurrently. Callbacks: may be called from them.
 /// Ownership: `options` is the caller's; `options->device` is set to a
@@ -90,6 +95,7 @@ impl Default for mm_pool_options {
             admission_timeout_ms: 60_000,
             retry_cooldown_ms: 5_000,
             headroom: 0,
+            host_budget: 0,
         }
     }
 }

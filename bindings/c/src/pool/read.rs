@@ -50,6 +50,13 @@ pub struct mm_pool_model_status {
     /// Why its last load or reload failed (kept until a load succeeds; the
     /// text is given by `mm_pool_error_message`); else `MM_RESULT_OK`.
     pub last_error: mm_result,
+    /// Parked: its copy in host memory (the host tier) is made, and the
+    /// next acquire loads it back from there; `state` is then
+    /// `MM_STATE_IDLE` (or `MM_STATE_LOADING` while it comes back).
+    pub parked: bool,
+    /// Bytes charged against the host budget for it (its parked copy, or
+    /// the copy being made).
+    pub parked_bytes: u64,
 }
 
 impl From<&ModelStatus> for mm_pool_model_status {
@@ -70,6 +77,8 @@ impl From<&ModelStatus> for mm_pool_model_status {
                 .last_error
                 .as_ref()
                 .map_or(mm_result::Ok, |e| e.code().into()),
+            parked: s.parked,
+            parked_bytes: s.parked_bytes,
         }
     }
 }
@@ -107,6 +116,16 @@ pub struct mm_pool_totals {
     /// memory (process-wide: the library's allocator keeps them, up to
     /// that load's estimate, until it ends).
     pub retained_bytes: u64,
+    /// The host tier's budget (0: none).
+    pub host_budget: u64,
+    /// Bytes charged against the host budget now.
+    pub parked_bytes: u64,
+    /// Models parked in host memory now.
+    pub parked_models: usize,
+    /// Models evicted from the device and parked.
+    pub parks: u64,
+    /// Parked models loaded back onto the device.
+    pub resumes: u64,
 }
 
 impl From<&PoolSnapshot> for mm_pool_totals {
@@ -125,6 +144,11 @@ impl From<&PoolSnapshot> for mm_pool_totals {
             expirations: s.counters.expirations,
             failures: s.counters.failures,
             retained_bytes: s.retained_bytes,
+            host_budget: s.host_budget,
+            parked_bytes: s.parked,
+            parked_models: s.models.iter().filter(|m| m.parked).count(),
+            parks: s.counters.parks,
+            resumes: s.counters.resumes,
         }
     }
 }

@@ -113,6 +113,8 @@ class ModelStatus:
     expires_in: float | None
     pinned: bool
     last_error: ModelManagerError | None
+    parked: bool
+    parked_bytes: int
 
 @dataclass(frozen=True)
 class PoolCounters:
@@ -122,6 +124,8 @@ class PoolCounters:
     evictions: int
     expirations: int
     failures: int
+    parks: int
+    resumes: int
 
 @dataclass(frozen=True)
 class PoolSnapshot:
@@ -130,6 +134,8 @@ class PoolSnapshot:
     queued: list[tuple[str, int]]
     unreclaimed_bytes: int
     retained_bytes: int
+    host_budget: int
+    parked: int
     models: list[ModelStatus]
     counters: PoolCounters
     def model(self, id: str) -> ModelStatus | None: ...
@@ -220,6 +226,7 @@ class ModelPool:
         read_threads: int | None = None,
         return_memory_to_os: bool = True,
         headroom: int = 0,
+        host_budget: int = 0,
     ) -> None: ...
     def add(
         self, id: str, source: Source, *, keep_alive: float | None | _Default = ..., pinned: bool = False

@@ -229,6 +229,7 @@ class ModelPool(_Owner):
         read_threads: int | None = None,
         return_memory_to_os: bool = True,
         headroom: int = 0,
+        host_budget: int = 0,
     ) -> None:
         self._inner = _mm.Pool(
             budget=budget,
@@ -244,6 +245,7 @@ class ModelPool(_Owner):
             read_threads=read_threads,
             return_memory_to_os=return_memory_to_os,
             headroom=headroom,
+            host_budget=host_budget,
         )
         super().__init__(self._inner)
 

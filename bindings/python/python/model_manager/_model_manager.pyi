@@ -129,6 +129,7 @@ class Pool:
         read_threads: int | None = None,
         return_memory_to_os: bool = True,
         headroom: int = 0,
+        host_budget: int = 0,
     ) -> None: ...
     def add(
         self,

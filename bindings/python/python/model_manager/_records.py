@@ -132,6 +132,10 @@ class ModelStatus:
     expires_in: float | None
     pinned: bool
     last_error: ModelManagerError | None
+    parked: bool
+    """Its copy in host memory (a CUDA pool's host tier) is made; the next
+    acquire loads it back from there."""
+    parked_bytes: int
 
     @staticmethod
     def _from(d: dict[str, Any]) -> ModelStatus:
@@ -148,6 +152,8 @@ class PoolCounters:
     evictions: int
     expirations: int
     failures: int
+    parks: int
+    resumes: int
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,10 @@ class PoolSnapshot:
     queued: list[tuple[str, int]]
     unreclaimed_bytes: int
     retained_bytes: int
+    host_budget: int
+    """The host tier's budget (0: none)."""
+    parked: int
+    """Bytes charged against the host budget now."""
     models: list[ModelStatus]
     counters: PoolCounters
 
@@ -173,6 +183,8 @@ class PoolSnapshot:
             queued=list(d["queued"]),
             unreclaimed_bytes=d["unreclaimed_bytes"],
             retained_bytes=d["retained_bytes"],
+            host_budget=d["host_budget"],
+            parked=d["parked"],
             models=[ModelStatus._from(m) for m in d["models"]],
             counters=PoolCounters(**d["counters"]),
         )

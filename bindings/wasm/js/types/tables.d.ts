@@ -27,7 +27,7 @@ export declare const ErrorCode: Readonly<{
 }>;
 export type State = 'idle' | 'loading' | 'ready' | 'unloading' | 'failed';
 export type Command = 'load' | 'finish' | 'cancel' | 'fail' | 'unload' | 'drain' | 'reset';
-export type PoolEventKind = 'queued' | 'loading' | 'ready' | 'failed' | 'unloading' | 'freed';
+export type PoolEventKind = 'queued' | 'loading' | 'ready' | 'failed' | 'unloading' | 'freed' | 'parked' | 'unparked';
 export type UnloadReason = 'evicted' | 'expired' | 'unloaded' | 'replaced' | 'madeRoomForReload';
 // </tables>
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

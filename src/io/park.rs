@@ -1,0 +1,388 @@
+//! A model parked in host memory by a pool's host tier: its tensors copied
+//! out of device memory (into one page-locked buffer on CUDA), and copied
+//! back to the device when it is wanted again, with no file read, no parse
+//! and no dtype conversion.
+//!
+//! On the CPU a model is in host memory already and the host tier does not
+//! apply; a pool built to simulate it (for tests) parks a CPU model by
+//! copying its tensors, which exercises every decision of the tier and
+//! saves no memory.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+#[cfg(feature = "cuda")]
+use candle_core::Device;
+use candle_core::{DType, Shape, Tensor};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::io::loaded::{Component, PipelineInfo, TensorPipeline};
+use crate::io::read::ReadContext;
+use crate::resource::Reservation;
+
+/// A model parked in host memory by a [`ModelPool`](crate::ModelPool)'s
+/// host tier (see [`ModelPoolBuilder::host_budget`](crate::ModelPoolBuilder::host_budget)).
+/// Only a pool makes one: its acquire loads it back onto the device as the
+/// source of the model's next version.
+pub struct ParkedModel {
+    bytes: u64,
+    tensors: u64,
+    /// `None` once freed: the pool frees a copy when it drops it, whoever
+    /// still holds the `ParkedModel` (the state of a manager that loaded
+    /// it keeps its source).
+    contents: Mutex<Option<Contents>>,
+    /// Freed while a resume was reading it: the resume frees it when done.
+    freed: AtomicBool,
+}
+
+struct Contents {
+    components: Vec<ParkedComponent>,
+    info: PipelineInfo,
+    #[cfg(feature = "cuda")]
+    pinned: Option<candle_core::cuda_backend::cudarc::driver::PinnedHostSlice<u8>>,
+}
+
+struct ParkedComponent {
+    name: String,
+    config: Option<Value>,
+    tensors: Vec<(String, ParkedTensor)>,
+}
+
+struct ParkedTensor {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    dtype: DType,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    shape: Shape,
+    held: Held,
+}
+
+enum Held {
+    /// A copy in host memory (the CPU's simulated tier).
+    Copy(Tensor),
+    /// Bytes `offset..offset + len` of the pinned buffer.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    Pinned { offset: usize, len: usize },
+}
+
+impl fmt::Debug for ParkedModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParkedModel")
+            .field("bytes", &self.bytes)
+            .field("tensors", &self.tensors)
+            .field("freed", &self.freed.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ParkedModel {
+    /// Bytes of host memory the parked tensors hold.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Tensors parked.
+    pub fn tensor_count(&self) -> u64 {
+        self.tensors
+    }
+
+    fn new(contents: Contents, bytes: u64) -> ParkedModel {
+        ParkedModel {
+            bytes,
+            tensors: contents.info.tensors,
+            contents: Mutex::new(Some(contents)),
+            freed: AtomicBool::new(false),
+        }
+    }
+
+    /// Free the copy now. A resume reading it frees it when it is done
+    /// (and one starting later finds nothing to read).
+    pub(crate) fn free(&self) {
+        self.freed.store(true, Ordering::SeqCst);
+        if let Ok(mut contents) = self.contents.try_lock() {
+            drop(contents.take());
+        }
+    }
+}
+
+/// The bytes of a tensor's elements.
+fn len_of(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
+}
+
+/// Copy `pipeline`'s tensors to host memory (see the module docs). The
+/// tensors stay valid: the caller frees them afterwards, by unloading.
+pub(crate) fn park(pipeline: &TensorPipeline) -> Result<ParkedModel> {
+    let tensors = || pipeline.components.iter().flat_map(|c| c.tensors.values());
+    if tensors().all(|t| t.device().is_cpu()) {
+        let components = gather(pipeline, |t| Ok(Held::Copy(t.copy()?)))?;
+        let contents = Contents {
+            components,
+            info: pipeline.info.clone(),
+            #[cfg(feature = "cuda")]
+            pinned: None,
+        };
+        return Ok(ParkedModel::new(
+            contents,
+            tensors().map(|t| len_of(t) as u64).sum(),
+        ));
+    }
+    #[cfg(feature = "cuda")]
+    {
+        cuda::park(pipeline)
+    }
+    #[cfg(not(feature = "cuda"))]
+    Err(Error::Device(
+        "the host tier parks CUDA models only".to_owned(),
+    ))
+}
+
+/// The parked model's layout, each tensor's `Held` made by `hold`, in
+/// order.
+fn gather(
+    pipeline: &TensorPipeline,
+    mut hold: impl FnMut(&Tensor) -> Result<Held>,
+) -> Result<Vec<ParkedComponent>> {
+    let mut components = Vec::with_capacity(pipeline.components.len());
+    for component in &pipeline.components {
+        let mut tensors = Vec::with_capacity(component.tensors.len());
+        for (name, t) in &component.tensors {
+            tensors.push((
+                name.clone(),
+                ParkedTensor {
+                    dtype: t.dtype(),
+                    shape: t.shape().clone(),
+                    held: hold(t)?,
+                },
+            ));
+        }
+        components.push(ParkedComponent {
+            name: component.name.clone(),
+            config: component.config.clone(),
+            tensors,
+        });
+    }
+    Ok(components)
+}
+
+/// Copy a parked model back onto `ctx.device`, counting what it allocates
+/// in `reservation`; progress and cancellation as a read's, after each
+/// tensor. On an error or a cancel, what was copied is dropped.
+pub(crate) fn resume(
+    parked: &ParkedModel,
+    ctx: &ReadContext<'_>,
+    reservation: &mut Reservation,
+) -> Result<TensorPipeline> {
+    let resumed = {
+        let contents = parked
+            .contents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*contents {
+            Some(contents) => copy_back(contents, parked.bytes, ctx, reservation),
+            None => Err(Error::InvalidArgument(
+                "the parked copy was freed: load the model from its source".into(),
+            )),
+        }
+    };
+    // Freed while it was read (see `free`): checked once the lock is
+    // released, so that either `free` or this frees it.
+    if parked.freed.load(Ordering::SeqCst) {
+        let mut contents = parked
+            .contents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(contents.take());
+    }
+    resumed
+}
+
+fn copy_back(
+    parked: &Contents,
+    bytes: u64,
+    ctx: &ReadContext<'_>,
+    reservation: &mut Reservation,
+) -> Result<TensorPipeline> {
+    ctx.progress.set_totals(bytes, parked.info.tensors);
+    #[cfg(feature = "cuda")]
+    let cuda = match ctx.device {
+        Device::Cuda(device) => Some(cuda::Resume::new(device)),
+        _ => None,
+    };
+    let mut components = Vec::with_capacity(parked.components.len());
+    for component in &parked.components {
+        let mut tensors = std::collections::BTreeMap::new();
+        for (name, t) in &component.tensors {
+            ctx.checkpoint()?;
+            let tensor = match &t.held {
+                Held::Copy(copy) => copy.to_device(ctx.device)?.copy()?,
+                #[cfg(feature = "cuda")]
+                Held::Pinned { offset, len } => match (&cuda, &parked.pinned) {
+                    (Some(cuda), Some(pinned)) => {
+                        cuda.tensor(pinned, *offset, *len, t.dtype, &t.shape)?
+                    }
+                    _ => {
+                        return Err(Error::Device(
+                            "a model parked from a CUDA device resumes on one".into(),
+                        ))
+                    }
+                },
+                #[cfg(not(feature = "cuda"))]
+                Held::Pinned { .. } => {
+                    return Err(Error::Device("internal: pinned memory without CUDA".into()))
+                }
+            };
+            let len = len_of(&tensor) as u64;
+            reservation.grow(len);
+            tensors.insert(name.clone(), tensor);
+            ctx.progress.tensor_done();
+            ctx.advance(len)?;
+        }
+        components.push(Component {
+            name: component.name.clone(),
+            config: component.config.clone(),
+            tensors,
+        });
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(cuda) = &cuda {
+        // Every copy is complete before the model is ready.
+        cuda.finish()?;
+    }
+    Ok(TensorPipeline {
+        components,
+        info: parked.info.clone(),
+    })
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    //! Parking to and resuming from one page-locked host buffer.
+
+    use candle_core::cuda_backend::cudarc::driver::{result, PinnedHostSlice};
+    use candle_core::cuda_backend::CudaDevice;
+    #[cfg(feature = "cuda")]
+    use candle_core::Device;
+    use candle_core::{DType, Shape, Tensor};
+
+    use super::{gather, len_of, Contents, Held, ParkedModel};
+    use crate::error::{Error, Result};
+    use crate::io::loaded::TensorPipeline;
+    use crate::io::read::cuda::DeviceBuffer;
+    use crate::io::read::staging::driver;
+    use crate::io::tensor_data;
+
+    /// Where each tensor starts in the pinned buffer: 256-byte aligned.
+    const ALIGN: usize = 256;
+
+    pub(super) fn park(pipeline: &TensorPipeline) -> Result<ParkedModel> {
+        let device = pipeline
+            .components
+            .iter()
+            .flat_map(|c| c.tensors.values())
+            .find_map(|t| match t.device() {
+                Device::Cuda(d) => Some(d.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Device("internal: no CUDA tensor to park".into()))?;
+        // The layout first: each tensor's offset in one buffer.
+        let mut total = 0usize;
+        for t in pipeline.components.iter().flat_map(|c| c.tensors.values()) {
+            total = total.next_multiple_of(ALIGN) + len_of(t);
+        }
+        let stream = device.cuda_stream();
+        let context = stream.context().clone();
+        // Plain page-locked memory: only the DMA engine reads and writes it.
+        // SAFETY: uninitialised; every tensor's range is written by its copy
+        // below before it is read (on resume), and the gaps are never read.
+        let mut pinned: PinnedHostSlice<u8> =
+            unsafe { context.alloc_pinned_with_flags::<u8>(total.max(1), 0) }.map_err(|e| {
+                Error::Device(format!(
+                    "CUDA: {total} bytes of page-locked host memory: {e}"
+                ))
+            })?;
+        let base = pinned.as_mut_ptr().map_err(driver)?;
+        let mut offset = 0usize;
+        let components = gather(pipeline, |t| {
+            offset = offset.next_multiple_of(ALIGN);
+            let len = len_of(t);
+            let data = tensor_data(t).map_err(|e| Error::Device(e.to_string()))?;
+            if data.len != len {
+                return Err(Error::Device("internal: a parked tensor's length".into()));
+            }
+            // SAFETY: `offset + len <= total` (the layout above), and the
+            // buffer lives until the stream is synchronized below.
+            let dst = unsafe { std::slice::from_raw_parts_mut(base.add(offset), len) };
+            // SAFETY: `data.address` is `len` bytes of the tensor's device
+            // memory, alive while `pipeline` is borrowed.
+            unsafe { result::memcpy_dtoh_async(dst, data.address, stream.cu_stream()) }
+                .map_err(driver)?;
+            let held = Held::Pinned { offset, len };
+            offset += len;
+            Ok(held)
+        });
+        // Whatever happened, no copy into the buffer may outlive this call.
+        let synced = stream.synchronize().map_err(driver);
+        let components = components?;
+        synced?;
+        let contents = Contents {
+            components,
+            info: pipeline.info.clone(),
+            pinned: Some(pinned),
+        };
+        Ok(ParkedModel::new(contents, total as u64))
+    }
+
+    /// Copies back to one device, on its stream.
+    pub(super) struct Resume {
+        device: CudaDevice,
+    }
+
+    impl Resume {
+        pub(super) fn new(device: &CudaDevice) -> Self {
+            Resume {
+                device: device.clone(),
+            }
+        }
+
+        /// One tensor, from `pinned[offset..offset + len]`.
+        pub(super) fn tensor(
+            &self,
+            pinned: &PinnedHostSlice<u8>,
+            offset: usize,
+            len: usize,
+            dtype: DType,
+            shape: &Shape,
+        ) -> Result<Tensor> {
+            let stream = self.device.cuda_stream();
+            let mut buffer = DeviceBuffer::alloc(&self.device, dtype, len)?;
+            let base = pinned.as_ptr().map_err(driver)?;
+            // SAFETY: `offset + len` lies within the buffer (the park's
+            // layout), which the parked model keeps alive past `finish`.
+            let src = unsafe { std::slice::from_raw_parts(base.add(offset), len) };
+            {
+                let (dst, _write) = buffer.device_ptr_mut(&stream);
+                // SAFETY: `dst` is a fresh allocation of at least `len`
+                // bytes, freed on this stream after the copy if dropped.
+                unsafe { result::memcpy_htod_async(dst, src, stream.cu_stream()) }
+                    .map_err(driver)?;
+            }
+            Ok(buffer.into_tensor(&self.device).reshape(shape)?)
+        }
+
+        /// Wait for every copy.
+        pub(super) fn finish(&self) -> Result<()> {
+            self.device.cuda_stream().synchronize().map_err(driver)
+        }
+    }
+
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            // A resume that stopped early: its copies end before the
+            // buffers they write are freed (on the same stream) and before
+            // the pinned buffer may be.
+            let _ = self.device.cuda_stream().synchronize();
+        }
+    }
+}
