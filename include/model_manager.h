@@ -839,8 +839,9 @@ typedef struct mm_pool_model_status {
      */
     bool parked;
     /**
-     * Bytes charged against the host budget for it (its parked copy, or
-     * the copy being made).
+     * Bytes charged against the host budget for it: its copy in host
+     * memory (kept while the model is back on the device, as long as the
+     * tier has room), or the copy being made.
      */
     uint64_t parked_bytes;
 } mm_pool_model_status;

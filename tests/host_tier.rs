@@ -93,18 +93,19 @@ async fn an_evicted_model_is_parked_and_comes_back_without_its_files() {
         &["ready", "unloading", "parked", "freed"]
     ));
 
-    // Its files are gone: it comes back from the parked copy, intact.
+    // Its files are gone: it comes back from the parked copy, intact, and
+    // keeps the copy (the tier has room).
     std::fs::remove_dir_all(dir.path().join("a")).unwrap();
     use_model(&pool, "a", 1).await;
     let a = pool.status("a").unwrap();
-    assert!(
-        !a.parked && a.parked_bytes == 0 && a.state == State::Ready,
-        "{a:?}"
-    );
+    assert!(!a.parked && a.state == State::Ready, "{a:?}");
+    assert_eq!(a.parked_bytes, 2 * MIB, "its copy is kept");
+    let a_events = kinds(&mut rx, &mut seen, "a");
     assert!(in_order(
-        &kinds(&mut rx, &mut seen, "a"),
-        &["parked", "freed", "queued", "loading", "ready", "unparked"]
+        &a_events,
+        &["parked", "freed", "queued", "loading", "ready"]
     ));
+    assert!(!a_events.contains(&"unparked"));
     assert!(
         pool.status("b").unwrap().parked,
         "b made room for a, parked"
@@ -115,12 +116,20 @@ async fn an_evicted_model_is_parked_and_comes_back_without_its_files() {
     for line in [
         "model_manager_pool_parks_total 2",
         "model_manager_pool_resumes_total 1",
-        "model_manager_pool_parked_bytes 2097152",
+        "model_manager_pool_parked_bytes 4194304",
         "model_manager_pool_parked_models 1",
         "model_manager_pool_host_budget_bytes 5242880",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
+
+    // Evicted again, a is parked at once from its kept copy (its files are
+    // gone; b comes back from its own copy).
+    use_model(&pool, "b", 2).await;
+    let a = pool.status("a").unwrap();
+    assert!(a.parked && a.parked_bytes == 2 * MIB, "{a:?}");
+    assert_eq!(pool.snapshot().counters.parks, 3);
+    use_model(&pool, "a", 1).await;
 
     pool.unload("a").await.unwrap();
     pool.unload("b").await.unwrap();
@@ -129,6 +138,10 @@ async fn an_evicted_model_is_parked_and_comes_back_without_its_files() {
     assert!(in_order(
         &kinds(&mut rx, &mut seen, "b"),
         &["parked", "unparked"]
+    ));
+    assert!(in_order(
+        &kinds(&mut rx, &mut seen, "a"),
+        &["ready", "unparked"]
     ));
     pool.shutdown().await;
 }
@@ -335,4 +348,61 @@ async fn concurrent_acquires_keep_both_budgets() {
 fn event_names_include_the_tier() {
     assert!(PoolEventKind::NAMES.contains(&"parked"));
     assert!(PoolEventKind::NAMES.contains(&"unparked"));
+}
+
+/// A pipeline that keeps its tensors and fails to assemble while `FAIL`
+/// is set.
+struct Fragile(TensorPipeline);
+
+static FAIL: AtomicBool = AtomicBool::new(false);
+
+impl Pipeline for Fragile {
+    type Options = ();
+
+    fn assemble(loaded: TensorPipeline, _: &Assembly<'_, ()>) -> model_manager::Result<Self> {
+        if FAIL.load(Ordering::SeqCst) {
+            return Err(Error::Assemble("refused".into()));
+        }
+        Ok(Fragile(loaded))
+    }
+
+    fn loaded(&self) -> Option<&TensorPipeline> {
+        Some(&self.0)
+    }
+}
+
+/// A copy that fails to come back is dropped: the next acquire reads the
+/// model's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_fails_to_come_back_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = ModelPool::builder()
+        .memory_budget(3 * MIB)
+        .host_budget(5 * MIB)
+        .simulate_host_tier(true)
+        .retry_cooldown(Duration::ZERO)
+        .pipeline::<Fragile>()
+        .build()
+        .unwrap();
+    for (name, path) in ["a", "b"].iter().zip(models(dir.path(), &["a", "b"])) {
+        pool.add(name, path.as_path()).unwrap();
+    }
+    drop(pool.acquire("a").await.unwrap());
+    drop(pool.acquire("b").await.unwrap());
+    assert!(pool.status("a").unwrap().parked);
+    FAIL.store(true, Ordering::SeqCst);
+    let failed = pool.acquire("a").await;
+    FAIL.store(false, Ordering::SeqCst);
+    assert!(
+        matches!(failed, Err(Error::Assemble(_))),
+        "{:?}",
+        failed.err()
+    );
+    let a = pool.status("a").unwrap();
+    assert!(!a.parked && a.parked_bytes == 0, "{a:?}");
+    let lease = pool.acquire("a").await.unwrap();
+    common::verify(&lease.pipeline().0, 1);
+    drop(lease);
+    assert_eq!(pool.snapshot().counters.resumes, 0);
+    pool.shutdown().await;
 }

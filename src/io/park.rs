@@ -216,6 +216,8 @@ fn copy_back(
         for (name, t) in &component.tensors {
             ctx.checkpoint()?;
             let tensor = match &t.held {
+                // Nothing to copy (a device refuses an empty allocation).
+                _ if t.shape.elem_count() == 0 => Tensor::zeros(&t.shape, t.dtype, ctx.device)?,
                 Held::Copy(copy) => copy.to_device(ctx.device)?.copy()?,
                 #[cfg(feature = "cuda")]
                 Held::Pinned { offset, len } => match (&cuda, &parked.pinned) {

@@ -156,11 +156,13 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     /// **parked** in page-locked host memory when it fits these many bytes
     /// (the least recently used parked models are freed to make room), and
     /// an acquire brings it back with one host-to-device copy: no file
-    /// read, no parse, no dtype conversion. Parked models show in the
-    /// status (`parked_bytes`), the events (`Parked`, `Unparked`) and the
-    /// metrics; they are never leased (a lease is on the device). A model
-    /// whose pipeline does not keep its tensors ([`Pipeline::loaded`]) is
-    /// freed instead.
+    /// read, no parse, no dtype conversion. A model back on the device
+    /// keeps its copy while the tier has room (weights never change), so
+    /// that evicting it again frees its device memory at once. Parked
+    /// models show in the status (`parked`, `parked_bytes`), the events
+    /// (`Parked`, `Unparked`) and the metrics; they are never leased (a
+    /// lease is on the device). A model whose pipeline does not keep its
+    /// tensors ([`Pipeline::loaded`]) is freed instead.
     ///
     /// For device pools (CUDA): a pool on the CPU holds its models in host
     /// memory already, and [`build`](Self::build) refuses a host budget

@@ -53,12 +53,14 @@ pub struct ModelStatus {
     pub pinned: bool,
     /// Why its last load or reload failed (kept until a load succeeds).
     pub last_error: Option<Error>,
-    /// Parked: its copy in host memory (the host tier) is made; the next
-    /// acquire loads it back from there. Its `state` is `Idle` (or
-    /// `Loading` while it comes back).
+    /// Parked: not on the device, its copy in host memory (the host tier)
+    /// made; the next acquire loads it back from there. Its `state` is
+    /// `Idle` (or `Loading` while it comes back).
     pub parked: bool,
-    /// Bytes charged against the host budget for it: its parked copy, or
-    /// the copy being made.
+    /// Bytes charged against the host budget for it: its copy in host
+    /// memory (kept while the model is back on the device, as long as the
+    /// tier has room: evicting it again then frees its device memory at
+    /// once), or the copy being made.
     pub parked_bytes: u64,
 }
 
@@ -168,15 +170,16 @@ pub enum PoolEventKind {
         /// Bytes no longer charged.
         bytes: u64,
     },
-    /// Its copy in host memory is made (the host tier): it is parked, and
-    /// the version's device memory is freed next.
+    /// It is parked (the host tier): its copy in host memory is made (or
+    /// was kept from its last park), and the version's device memory is
+    /// freed next.
     Parked {
         /// Bytes of host memory the copy holds.
         bytes: u64,
     },
-    /// Its copy in host memory is freed: loaded back onto the device (a
-    /// `Ready` came first), dropped to make room in the host tier, or the
-    /// model unloaded, reloaded or removed.
+    /// Its copy in host memory is freed: dropped to make room in the host
+    /// tier, or the model unloaded, reloaded or removed. (A model loaded
+    /// back from its copy keeps it while the tier has room.)
     Unparked {
         /// Bytes no longer charged against the host budget.
         bytes: u64,

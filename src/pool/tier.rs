@@ -130,6 +130,14 @@ impl<Id: Ord + Clone> HostTier<Id> {
         }
     }
 
+    /// `id`'s copy was last used at `last_used` (its model just left the
+    /// device).
+    pub(crate) fn touch(&mut self, id: &Id, last_used: u64) {
+        if let Some(slot) = self.parked.get_mut(id) {
+            slot.last_used = last_used;
+        }
+    }
+
     /// `id` is being copied back to the device (or no longer is).
     pub(crate) fn set_busy(&mut self, id: &Id, busy: bool) {
         if let Some(slot) = self.parked.get_mut(id) {
@@ -186,11 +194,12 @@ mod tests {
         assert_eq!(t.place(&"a", 1, 0), Fate::Free);
     }
 
-    /// Where the reference model says a model is.
+    /// Where the reference model says a model is. A model loaded back
+    /// from its copy keeps it (`copy`) while the tier has room.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Place {
         Off,
-        Device { leases: u32 },
+        Device { leases: u32, copy: bool },
         Parked,
     }
 
@@ -214,9 +223,9 @@ mod tests {
         /// The pool's two ledgers driven as the pool drives them, against
         /// a reference model of where each model is: never over either
         /// budget; only unleased device models are evicted; a parked model
-        /// is never leased and charged on one tier only; a dropped parked
-        /// model was parked and idle; everything removed, both charges are
-        /// back to 0.
+        /// is never leased nor charged on the device; a copy the tier
+        /// drops was a parked model's or a kept copy of a device model's;
+        /// everything removed, both charges are back to 0.
         #[test]
         fn two_budgets_against_a_reference(
             host_budget in 0u64..150,
@@ -231,7 +240,7 @@ mod tests {
                 match op {
                     Op::Acquire(i, bytes) => {
                         let slot = i as usize;
-                        if let Place::Device { leases } = &mut places[slot] {
+                        if let Place::Device { leases, .. } = &mut places[slot] {
                             *leases += 1;
                             device.set_hold(&i, Hold::Busy, tick, false);
                             continue;
@@ -242,13 +251,31 @@ mod tests {
                         if let Admission::Evict(victims) = &admission {
                             for v in victims.clone() {
                                 let vs = v as usize;
-                                prop_assert_eq!(places[vs], Place::Device { leases: 0 }, "evicted a leased model");
+                                let Place::Device { leases: 0, copy } = places[vs] else {
+                                    return Err(TestCaseError::fail(format!("evicted {:?}", places[vs])));
+                                };
                                 let charged = device.release(&v);
+                                if copy {
+                                    // Its kept copy: parked at once.
+                                    host.touch(&v, tick);
+                                    places[vs] = Place::Parked;
+                                    continue;
+                                }
                                 match host.place(&v, charged, tick) {
                                     Fate::Park { dropped } => {
                                         for d in dropped {
-                                            prop_assert_eq!(places[d as usize], Place::Parked);
-                                            places[d as usize] = Place::Off;
+                                            let ds = d as usize;
+                                            places[ds] = match places[ds] {
+                                                Place::Parked => Place::Off,
+                                                Place::Device { leases, copy: true } => {
+                                                    Place::Device { leases, copy: false }
+                                                }
+                                                other => {
+                                                    return Err(TestCaseError::fail(format!(
+                                                        "dropped the copy of {other:?}"
+                                                    )))
+                                                }
+                                            };
                                         }
                                         // The copy completes at its size.
                                         prop_assert!(host.parked(&v, charged));
@@ -262,16 +289,14 @@ mod tests {
                             prop_assert_eq!(&admission, &Admission::Fits);
                         }
                         if admission == Admission::Fits {
-                            if places[slot] == Place::Parked {
-                                // Resumed: off the host tier.
-                                host.release(&i);
-                            }
-                            places[slot] = Place::Device { leases: 1 };
+                            // Loaded back from its copy, which it keeps.
+                            let copy = places[slot] == Place::Parked;
+                            places[slot] = Place::Device { leases: 1, copy };
                             sizes[slot] = needed;
                         }
                     }
                     Op::Release(i) => {
-                        if let Place::Device { leases } = &mut places[i as usize] {
+                        if let Place::Device { leases, .. } = &mut places[i as usize] {
                             if *leases > 0 {
                                 *leases -= 1;
                                 if *leases == 0 {
@@ -295,9 +320,9 @@ mod tests {
                             prop_assert!(host.get(&id).is_some());
                             prop_assert!(device.get(&id).is_none(), "parked and on the device");
                         }
-                        Place::Device { .. } => {
+                        Place::Device { copy, .. } => {
                             prop_assert!(device.get(&id).is_some());
-                            prop_assert!(host.get(&id).is_none(), "leased and parked");
+                            prop_assert_eq!(host.get(&id).is_some(), *copy);
                         }
                         Place::Off => {
                             prop_assert!(device.get(&id).is_none() && host.get(&id).is_none());

@@ -367,6 +367,25 @@ impl<P: Pipeline> Core<P> {
                 continue;
             };
             let last_used = entry.last_used;
+            if entry.parked.is_some() {
+                // It came back from its copy in host memory, which is still
+                // there: parked at once, its device memory freed.
+                let Inner { entries, host, .. } = &mut *inner;
+                let Some(entry) = entries.get_mut(&victim.0) else {
+                    continue;
+                };
+                host.touch(&victim.0, last_used);
+                let bytes = host.get(&victim.0).map_or(0, |s| s.bytes);
+                entry.serving = None;
+                self.count_eviction(entry);
+                let reason = UnloadReason::Evicted {
+                    for_id: for_id.to_string(),
+                };
+                self.retire(entry, old, reason);
+                self.metrics.parks.inc();
+                self.emit(&victim.0, victim.1, PoolEventKind::Parked { bytes });
+                continue;
+            }
             // The copy reads the model under a lease of the pool's own.
             let park = match inner.host.budget() {
                 0 => None,
@@ -396,12 +415,7 @@ impl<P: Pipeline> Core<P> {
                 continue;
             };
             entry.serving = None;
-            self.metrics.evictions.inc();
-            if let Some(at) = entry.last_used_at {
-                self.metrics
-                    .evicted_idle
-                    .observe(at.elapsed().as_secs_f64());
-            }
+            self.count_eviction(entry);
             if let Some((lease, _)) = park {
                 entry.parking = Some(old.number);
                 self.park(entry.id.clone(), old.number, lease);
@@ -410,6 +424,15 @@ impl<P: Pipeline> Core<P> {
                 for_id: for_id.to_string(),
             };
             self.retire(entry, old, reason);
+        }
+    }
+
+    fn count_eviction(&self, entry: &Entry<P>) {
+        self.metrics.evictions.inc();
+        if let Some(at) = entry.last_used_at {
+            self.metrics
+                .evicted_idle
+                .observe(at.elapsed().as_secs_f64());
         }
     }
 

@@ -128,7 +128,8 @@ impl<P: Pipeline> Core<P> {
         else {
             return Err(Error::Cancelled);
         };
-        if entry.job.as_ref().is_some_and(|j| j.resumes) {
+        let resumed = entry.job.as_ref().is_some_and(|j| j.resumes);
+        if resumed {
             self.metrics.resumes.inc();
         }
         entry.source = version.source.clone();
@@ -139,9 +140,17 @@ impl<P: Pipeline> Core<P> {
         }
         let old = entry.serving.replace(version.clone());
         self.emit(&key.0, key.1, PoolEventKind::Ready { bytes });
-        // On the device now: a parked copy (the one this load read, or an
-        // older version's) is no longer wanted.
-        self.unpark(&mut inner.host, entry);
+        match (resumed, entry.parked.take()) {
+            // Loaded back from its copy: the copy stays (while the tier
+            // has room), so that evicting it again frees its device memory
+            // at once, with no copy to make. The weights never change.
+            (true, Some((_, copy))) => entry.parked = Some((key.1, copy)),
+            // An older version's copy (a reload's install).
+            (_, parked) => {
+                entry.parked = parked;
+                self.unpark(&mut inner.host, entry);
+            }
+        }
         if let Some(old) = old {
             self.retire(entry, old, UnloadReason::Replaced);
         }
@@ -188,8 +197,9 @@ impl<P: Pipeline> Core<P> {
             .filter(|e| key.1 >= e.first_version);
         if let Some(entry) = entry {
             let current = entry.job.as_ref().is_some_and(|j| j.version == key.1);
+            let resumed = current && entry.job.as_ref().is_some_and(|j| j.resumes);
             if entry.parked.is_some() {
-                // A load back from it ended (a failed one leaves it parked).
+                // A load back from it ended (a stopped one leaves it parked).
                 inner.host.set_busy(&entry.id, false);
             }
             if current {
@@ -211,6 +221,11 @@ impl<P: Pipeline> Core<P> {
                         | Error::QueueFull { .. }
                 );
                 entry.last_error = Some(error.clone());
+                if resumed && !not_the_models_fault {
+                    // Its copy could not be loaded back: the next acquire
+                    // reads its source instead.
+                    self.unpark(&mut inner.host, entry);
+                }
                 // A broken model is not reloaded in a tight loop; a stopped
                 // load, one that found no room for now, or a reload (the
                 // old version serves), is no reason to refuse the next

@@ -207,7 +207,7 @@ pub(super) fn model_status<P: Pipeline>(
         pinned: entry.pinned,
         last_error: entry.last_error.clone(),
         parked_bytes: inner.host.get(&entry.id).map_or(0, |s| s.bytes),
-        parked: entry.parked.is_some(),
+        parked: entry.parked.is_some() && entry.serving.is_none(),
     };
     (status, unreclaimed)
 }

@@ -54,8 +54,9 @@ pub struct mm_pool_model_status {
     /// next acquire loads it back from there; `state` is then
     /// `MM_STATE_IDLE` (or `MM_STATE_LOADING` while it comes back).
     pub parked: bool,
-    /// Bytes charged against the host budget for it (its parked copy, or
-    /// the copy being made).
+    /// Bytes charged against the host budget for it: its copy in host
+    /// memory (kept while the model is back on the device, as long as the
+    /// tier has room), or the copy being made.
     pub parked_bytes: u64,
 }
 

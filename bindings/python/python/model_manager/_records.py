@@ -133,9 +133,11 @@ class ModelStatus:
     pinned: bool
     last_error: ModelManagerError | None
     parked: bool
-    """Its copy in host memory (a CUDA pool's host tier) is made; the next
-    acquire loads it back from there."""
+    """Not on the device, its copy in host memory (a CUDA pool's host tier)
+    made; the next acquire loads it back from there."""
     parked_bytes: int
+    """Bytes of host tier it holds: its copy (kept while it is back on the
+    device, as long as the tier has room), or the copy being made."""
 
     @staticmethod
     def _from(d: dict[str, Any]) -> ModelStatus:
