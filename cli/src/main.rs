@@ -200,6 +200,12 @@ async fn main() -> ExitCode {
                 let dtype = dtype.as_deref().map(parse_dtype).transpose()?;
                 let mut source = ModelSource::guess(&model);
                 if download {
+                    if !matches!(source, ModelSource::Hub { .. }) {
+                        return Err(format!(
+                            "--download takes a hub repo id (ORG/NAME[@REV]); {model:?} is a path"
+                        )
+                        .into());
+                    }
                     source = source.download();
                 }
                 load::load(source, device, dtype, page_cache.into()).await

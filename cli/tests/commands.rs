@@ -41,6 +41,8 @@ fn version_and_help() {
                 "--budget",
                 "--keep-alive",
                 "--metrics",
+                "--device",
+                "--host-budget",
                 "[default: forever]",
             ][..],
         ),
@@ -259,6 +261,48 @@ fn load_a_folder_a_pipeline_and_a_hub_entry() {
     run.success();
     run.says("loaded ");
     assert_eq!(field(&run, "sample_size"), "16");
+}
+
+#[test]
+fn load_download_takes_a_hub_repo_id_only() {
+    let s = Sandbox::new();
+    let file = model_file(s.path());
+    // A path is read from disk: --download has nothing to fetch, and says so
+    // rather than being ignored.
+    let run = s.run(["load".as_ref(), file.as_os_str(), "--download".as_ref()]);
+    let line = run.error_line();
+    assert!(line.contains("--download takes a hub repo id"), "{line}");
+}
+
+#[test]
+fn pool_host_budget_is_a_device_pools() {
+    let s = Sandbox::new();
+    let file = model_file(s.path());
+    let model = format!("a={}", file.display());
+    let run = s.run([
+        "pool",
+        "--budget",
+        "1MiB",
+        "--host-budget",
+        "1MiB",
+        model.as_str(),
+    ]);
+    let line = run.error_line();
+    assert!(line.contains("host tier"), "{line}");
+    let run = s.run([
+        "pool",
+        "--budget",
+        "1MiB",
+        "--device",
+        "tpu",
+        model.as_str(),
+    ]);
+    let line = run.error_line();
+    assert!(line.contains("unknown device"), "{line}");
+    // The defaults: the CPU, no tier, no tier line in the table.
+    let run = s.run(["pool", "--budget", "1MiB", model.as_str()]);
+    run.success();
+    assert!(!run.stdout.contains("host tier"), "{}", run.stdout);
 }
 
 #[test]
