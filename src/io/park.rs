@@ -12,15 +12,11 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-#[cfg(feature = "cuda")]
-use candle_core::Device;
 use candle_core::{DType, Shape, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::io::loaded::{Component, PipelineInfo, TensorPipeline};
-use crate::io::read::ReadContext;
-use crate::resource::Reservation;
+use crate::io::loaded::{PipelineInfo, TensorPipeline};
 
 /// A model parked in host memory by a [`ModelPool`](crate::ModelPool)'s
 /// host tier (see [`ModelPoolBuilder::host_budget`](crate::ModelPoolBuilder::host_budget)).
@@ -37,28 +33,27 @@ pub struct ParkedModel {
     freed: AtomicBool,
 }
 
-struct Contents {
-    components: Vec<ParkedComponent>,
-    info: PipelineInfo,
+/// What a parked model holds, for the resume that reads it.
+pub(crate) struct Contents {
+    pub(crate) components: Vec<ParkedComponent>,
+    pub(crate) info: PipelineInfo,
     #[cfg(feature = "cuda")]
-    pinned: Option<candle_core::cuda_backend::cudarc::driver::PinnedHostSlice<u8>>,
+    pub(crate) pinned: Option<candle_core::cuda_backend::cudarc::driver::PinnedHostSlice<u8>>,
 }
 
-struct ParkedComponent {
-    name: String,
-    config: Option<Value>,
-    tensors: Vec<(String, ParkedTensor)>,
+pub(crate) struct ParkedComponent {
+    pub(crate) name: String,
+    pub(crate) config: Option<Value>,
+    pub(crate) tensors: Vec<(String, ParkedTensor)>,
 }
 
-struct ParkedTensor {
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    dtype: DType,
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    shape: Shape,
-    held: Held,
+pub(crate) struct ParkedTensor {
+    pub(crate) dtype: DType,
+    pub(crate) shape: Shape,
+    pub(crate) held: Held,
 }
 
-enum Held {
+pub(crate) enum Held {
     /// A copy in host memory (the CPU's simulated tier).
     Copy(Tensor),
     /// Bytes `offset..offset + len` of the pinned buffer.
@@ -107,7 +102,7 @@ impl ParkedModel {
 }
 
 /// The bytes of a tensor's elements.
-fn len_of(t: &Tensor) -> usize {
+pub(crate) fn len_of(t: &Tensor) -> usize {
     t.elem_count() * t.dtype().size_in_bytes()
 }
 
@@ -166,114 +161,46 @@ fn gather(
     Ok(components)
 }
 
-/// Copy a parked model back onto `ctx.device`, counting what it allocates
-/// in `reservation`; progress and cancellation as a read's, after each
-/// tensor. On an error or a cancel, what was copied is dropped.
-pub(crate) fn resume(
-    parked: &ParkedModel,
-    ctx: &ReadContext<'_>,
-    reservation: &mut Reservation,
-) -> Result<TensorPipeline> {
-    let resumed = {
-        let contents = parked
-            .contents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match &*contents {
-            Some(contents) => copy_back(contents, parked.bytes, ctx, reservation),
-            None => Err(Error::InvalidArgument(
-                "the parked copy was freed: load the model from its source".into(),
-            )),
+impl ParkedModel {
+    /// Run `read` on the copy (a resume: see `io::read::resume`), unless
+    /// it was freed. A copy freed while it is read is freed once `read`
+    /// returns.
+    pub(crate) fn read<T>(&self, read: impl FnOnce(&Contents) -> Result<T>) -> Result<T> {
+        let done = {
+            let contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*contents {
+                Some(contents) => read(contents),
+                None => Err(Error::InvalidArgument(
+                    "the parked copy was freed: load the model from its source".into(),
+                )),
+            }
+        };
+        // Checked once the lock is released, so that either `free` or
+        // this frees it.
+        if self.freed.load(Ordering::SeqCst) {
+            let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+            drop(contents.take());
         }
-    };
-    // Freed while it was read (see `free`): checked once the lock is
-    // released, so that either `free` or this frees it.
-    if parked.freed.load(Ordering::SeqCst) {
-        let mut contents = parked
-            .contents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        drop(contents.take());
+        done
     }
-    resumed
-}
-
-fn copy_back(
-    parked: &Contents,
-    bytes: u64,
-    ctx: &ReadContext<'_>,
-    reservation: &mut Reservation,
-) -> Result<TensorPipeline> {
-    ctx.progress.set_totals(bytes, parked.info.tensors);
-    #[cfg(feature = "cuda")]
-    let cuda = match ctx.device {
-        Device::Cuda(device) => Some(cuda::Resume::new(device)),
-        _ => None,
-    };
-    let mut components = Vec::with_capacity(parked.components.len());
-    for component in &parked.components {
-        let mut tensors = std::collections::BTreeMap::new();
-        for (name, t) in &component.tensors {
-            ctx.checkpoint()?;
-            let tensor = match &t.held {
-                // Nothing to copy (a device refuses an empty allocation).
-                _ if t.shape.elem_count() == 0 => Tensor::zeros(&t.shape, t.dtype, ctx.device)?,
-                Held::Copy(copy) => copy.to_device(ctx.device)?.copy()?,
-                #[cfg(feature = "cuda")]
-                Held::Pinned { offset, len } => match (&cuda, &parked.pinned) {
-                    (Some(cuda), Some(pinned)) => {
-                        cuda.tensor(pinned, *offset, *len, t.dtype, &t.shape)?
-                    }
-                    _ => {
-                        return Err(Error::Device(
-                            "a model parked from a CUDA device resumes on one".into(),
-                        ))
-                    }
-                },
-                #[cfg(not(feature = "cuda"))]
-                Held::Pinned { .. } => {
-                    return Err(Error::Device("internal: pinned memory without CUDA".into()))
-                }
-            };
-            let len = len_of(&tensor) as u64;
-            reservation.grow(len);
-            tensors.insert(name.clone(), tensor);
-            ctx.progress.tensor_done();
-            ctx.advance(len)?;
-        }
-        components.push(Component {
-            name: component.name.clone(),
-            config: component.config.clone(),
-            tensors,
-        });
-    }
-    #[cfg(feature = "cuda")]
-    if let Some(cuda) = &cuda {
-        // Every copy is complete before the model is ready.
-        cuda.finish()?;
-    }
-    Ok(TensorPipeline {
-        components,
-        info: parked.info.clone(),
-    })
 }
 
 #[cfg(feature = "cuda")]
 mod cuda {
     //! Parking to and resuming from one page-locked host buffer.
 
-    use candle_core::cuda_backend::cudarc::driver::{result, PinnedHostSlice};
-    use candle_core::cuda_backend::CudaDevice;
+    use candle_core::cuda_backend::cudarc::driver::{result, DriverError, PinnedHostSlice};
     #[cfg(feature = "cuda")]
     use candle_core::Device;
-    use candle_core::{DType, Shape, Tensor};
 
     use super::{gather, len_of, Contents, Held, ParkedModel};
     use crate::error::{Error, Result};
     use crate::io::loaded::TensorPipeline;
-    use crate::io::read::cuda::DeviceBuffer;
-    use crate::io::read::staging::driver;
     use crate::io::tensor_data;
+
+    fn driver(e: DriverError) -> Error {
+        Error::Device(format!("CUDA: {e}"))
+    }
 
     /// Where each tensor starts in the pinned buffer: 256-byte aligned.
     const ALIGN: usize = 256;
@@ -334,57 +261,5 @@ mod cuda {
             pinned: Some(pinned),
         };
         Ok(ParkedModel::new(contents, total as u64))
-    }
-
-    /// Copies back to one device, on its stream.
-    pub(super) struct Resume {
-        device: CudaDevice,
-    }
-
-    impl Resume {
-        pub(super) fn new(device: &CudaDevice) -> Self {
-            Resume {
-                device: device.clone(),
-            }
-        }
-
-        /// One tensor, from `pinned[offset..offset + len]`.
-        pub(super) fn tensor(
-            &self,
-            pinned: &PinnedHostSlice<u8>,
-            offset: usize,
-            len: usize,
-            dtype: DType,
-            shape: &Shape,
-        ) -> Result<Tensor> {
-            let stream = self.device.cuda_stream();
-            let mut buffer = DeviceBuffer::alloc(&self.device, dtype, len)?;
-            let base = pinned.as_ptr().map_err(driver)?;
-            // SAFETY: `offset + len` lies within the buffer (the park's
-            // layout), which the parked model keeps alive past `finish`.
-            let src = unsafe { std::slice::from_raw_parts(base.add(offset), len) };
-            {
-                let (dst, _write) = buffer.device_ptr_mut(&stream);
-                // SAFETY: `dst` is a fresh allocation of at least `len`
-                // bytes, freed on this stream after the copy if dropped.
-                unsafe { result::memcpy_htod_async(dst, src, stream.cu_stream()) }
-                    .map_err(driver)?;
-            }
-            Ok(buffer.into_tensor(&self.device).reshape(shape)?)
-        }
-
-        /// Wait for every copy.
-        pub(super) fn finish(&self) -> Result<()> {
-            self.device.cuda_stream().synchronize().map_err(driver)
-        }
-    }
-
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            // A resume that stopped early: its copies end before the
-            // buffers they write are freed (on the same stream) and before
-            // the pinned buffer may be.
-            let _ = self.device.cuda_stream().synchronize();
-        }
     }
 }

@@ -108,7 +108,7 @@ impl<P: Pipeline> LoaderService<P> {
             self.resources.check_budget(parked.bytes())?;
             self.resources.note_load_start();
             let mut reservation = self.resources.reservation();
-            let loaded = crate::io::park::resume(parked, &ctx, &mut reservation);
+            let loaded = crate::io::read::resume::resume(parked, &ctx, &mut reservation);
             (loaded, reservation)
         } else {
             // A hub source with the download switch downloads here, with

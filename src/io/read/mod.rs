@@ -25,6 +25,7 @@ mod engine;
 mod host;
 mod jobs;
 pub(crate) mod place;
+pub(crate) mod resume;
 #[cfg(feature = "cuda")]
 pub(crate) mod staging;
 pub(crate) mod stream;
