@@ -276,8 +276,9 @@ fn a_host_budget_on_the_cpu_is_refused() {
     assert!(ModelPool::builder().host_budget(0).build().is_ok());
 }
 
-/// Several callers acquiring four models through a device that holds two
-/// and a host tier that holds two (not all four: it drops copies too): both budgets hold at every instant
+/// Several callers acquiring four models (one with working memory) and
+/// one reloading them, through a device that holds two and a host tier
+/// that holds two (not all four: it drops copies too): both budgets hold at every instant
 /// sampled, a parked model is never leased nor serving, every lease sees
 /// its model's data, and everything unloaded leaves no charge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,19 +317,41 @@ async fn concurrent_acquires_keep_both_budgets() {
             samples
         })
     };
-    let workers: Vec<_> = (0..4u32)
+    // Three plain acquirers, one that reserves working memory with its
+    // lease (evicting, so parking, as a load does), one that reloads.
+    let mut workers: Vec<_> = (0..4u32)
         .map(|w| {
             let pool = pool.clone();
             tokio::spawn(async move {
                 for i in 0..25u32 {
                     let k = ((w * 7 + i * 3) % 4) as usize;
-                    let lease = pool.acquire(names[k]).await.unwrap();
+                    let lease = match w {
+                        3 => pool.acquire_with(names[k], MIB / 2).await,
+                        _ => pool.acquire(names[k]).await,
+                    };
+                    let lease = lease.unwrap();
                     common::verify(lease.pipeline(), k as u32 + 1);
                     tokio::task::yield_now().await;
                 }
             })
         })
         .collect();
+    workers.push({
+        let (pool, dir) = (pool.clone(), dir.path().to_path_buf());
+        tokio::spawn(async move {
+            for i in 0..10usize {
+                let name = names[i % 4];
+                // A reload may find no room beside the serving version
+                // (KeepServing refuses): that is an answer, not a failure.
+                match pool.reload(name, dir.join(name).as_path()).await {
+                    Ok(_)
+                    | Err(Error::InsufficientMemory { .. })
+                    | Err(Error::MemoryBusy { .. }) => {}
+                    Err(e) => panic!("reload of {name}: {e}"),
+                }
+            }
+        })
+    });
     for w in workers {
         w.await.unwrap();
     }
