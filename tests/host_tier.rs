@@ -403,7 +403,9 @@ async fn a_copy_that_fails_to_come_back_is_dropped() {
         .memory_budget(3 * MIB)
         .host_budget(5 * MIB)
         .simulate_host_tier(true)
-        .retry_cooldown(Duration::ZERO)
+        // The default cooldown: a failed copy is no reason to refuse the
+        // next acquire (the copy failed, not the model).
+        .retry_cooldown(Duration::from_secs(60))
         .pipeline::<Fragile>()
         .build()
         .unwrap();
@@ -427,5 +429,44 @@ async fn a_copy_that_fails_to_come_back_is_dropped() {
     common::verify(&lease.pipeline().0, 1);
     drop(lease);
     assert_eq!(pool.snapshot().counters.resumes, 0);
+    pool.shutdown().await;
+}
+
+/// A model back from the tier with its copy kept, then idle past its
+/// keep-alive: its device memory goes, its copy stays, it is parked (and
+/// says so), and comes back from the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_model_with_its_copy_is_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = ModelPool::builder()
+        .memory_budget(3 * MIB)
+        .host_budget(5 * MIB)
+        .simulate_host_tier(true)
+        .keep_alive(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    for (name, path) in ["a", "b"].iter().zip(models(dir.path(), &["a", "b"])) {
+        pool.add(name, path.as_path()).unwrap();
+    }
+    let mut rx = pool.subscribe();
+    let mut seen = Vec::new();
+    use_model(&pool, "a", 1).await;
+    use_model(&pool, "b", 2).await;
+    use_model(&pool, "a", 1).await; // back from its copy, which it keeps
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.status("a").unwrap().version.is_some() {
+        assert!(std::time::Instant::now() < deadline, "a never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = pool.status("a").unwrap();
+    assert!(a.parked && a.parked_bytes == 2 * MIB, "{a:?}");
+    let events = kinds(&mut rx, &mut seen, "a");
+    let last_ready = events.iter().rposition(|k| *k == "ready").unwrap();
+    assert!(
+        in_order(&events[last_ready..], &["ready", "unloading", "parked"]),
+        "{events:?}"
+    );
+    use_model(&pool, "a", 1).await;
+    assert_eq!(pool.snapshot().counters.resumes, 2);
     pool.shutdown().await;
 }

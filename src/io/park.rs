@@ -106,6 +106,26 @@ pub(crate) fn len_of(t: &Tensor) -> usize {
     t.elem_count() * t.dtype().size_in_bytes()
 }
 
+/// Bytes of host memory `pipeline`'s copy will take: its tensors, each at
+/// an aligned offset in one buffer on CUDA (the tier charges this before
+/// the copy is made, so that it never drops other copies for a copy that
+/// then does not fit).
+pub(crate) fn parked_bytes(pipeline: &TensorPipeline) -> u64 {
+    let tensors = pipeline.components.iter().flat_map(|c| c.tensors.values());
+    let mut total = 0u64;
+    for t in tensors {
+        let len = len_of(t) as u64;
+        total = match t.device() {
+            candle_core::Device::Cpu => total.saturating_add(len),
+            _ => total.next_multiple_of(ALIGN as u64).saturating_add(len),
+        };
+    }
+    total
+}
+
+/// Where each tensor starts in a CUDA copy's buffer: 256-byte aligned.
+const ALIGN: usize = 256;
+
 /// Copy `pipeline`'s tensors to host memory (see the module docs). The
 /// tensors stay valid: the caller frees them afterwards, by unloading.
 pub(crate) fn park(pipeline: &TensorPipeline) -> Result<ParkedModel> {
@@ -193,7 +213,7 @@ mod cuda {
     #[cfg(feature = "cuda")]
     use candle_core::Device;
 
-    use super::{gather, len_of, Contents, Held, ParkedModel};
+    use super::{gather, len_of, Contents, Held, ParkedModel, ALIGN};
     use crate::error::{Error, Result};
     use crate::io::loaded::TensorPipeline;
     use crate::io::tensor_data;
@@ -201,9 +221,6 @@ mod cuda {
     fn driver(e: DriverError) -> Error {
         Error::Device(format!("CUDA: {e}"))
     }
-
-    /// Where each tensor starts in the pinned buffer: 256-byte aligned.
-    const ALIGN: usize = 256;
 
     pub(super) fn park(pipeline: &TensorPipeline) -> Result<ParkedModel> {
         let device = pipeline
@@ -241,8 +258,14 @@ mod cuda {
                 return Err(Error::Device("internal: a parked tensor's length".into()));
             }
             // SAFETY: `offset + len <= total` (the layout above), and the
-            // buffer lives until the stream is synchronized below.
-            let dst = unsafe { std::slice::from_raw_parts_mut(base.add(offset), len) };
+            // buffer lives until the stream is synchronized below; its
+            // bytes are not initialised yet, hence `MaybeUninit`.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(
+                    base.add(offset).cast::<std::mem::MaybeUninit<u8>>(),
+                    len,
+                )
+            };
             // SAFETY: `data.address` is `len` bytes of the tensor's device
             // memory, alive while `pipeline` is borrowed.
             unsafe { result::memcpy_dtoh_async(dst, data.address, stream.cu_stream()) }

@@ -164,9 +164,9 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
     /// lease is on the device). A model whose pipeline does not keep its
     /// tensors ([`Pipeline::loaded`]) is freed instead.
     ///
-    /// For device pools (CUDA): a pool on the CPU holds its models in host
-    /// memory already, and [`build`](Self::build) refuses a host budget
-    /// there.
+    /// For CUDA pools: a pool on the CPU holds its models in host memory
+    /// already, and [`build`](Self::build) refuses a host budget there (and
+    /// on Metal, whose memory is the host's too).
     pub fn host_budget(mut self, bytes: u64) -> Self {
         self.config.host_budget = bytes;
         self
@@ -250,12 +250,25 @@ impl<P: Pipeline> ModelPoolBuilder<P> {
                 self.headroom
             ))
         })?;
-        if config.host_budget > 0 && device.is_cpu() && !config.simulate_host_tier {
-            return Err(Error::InvalidArgument(
-                "a host tier parks device models in host memory: a pool on the CPU holds its \
-                 models there already (set no host budget)"
-                    .into(),
-            ));
+        if config.host_budget > 0 {
+            match &device {
+                candle_core::Device::Cuda(_) => {}
+                candle_core::Device::Cpu if config.simulate_host_tier => {}
+                candle_core::Device::Cpu => {
+                    return Err(Error::InvalidArgument(
+                        "a host tier parks device models in host memory: a pool on the CPU \
+                         holds its models there already (set no host budget)"
+                            .into(),
+                    ))
+                }
+                _ => {
+                    return Err(Error::InvalidArgument(
+                        "the host tier parks CUDA models: this device has none (set no host \
+                         budget)"
+                            .into(),
+                    ))
+                }
+            }
         }
         #[cfg(not(target_arch = "wasm32"))]
         let (runtime, spawner) = {

@@ -55,7 +55,8 @@ pub struct ModelStatus {
     pub last_error: Option<Error>,
     /// Parked: not on the device, its copy in host memory (the host tier)
     /// made; the next acquire loads it back from there. Its `state` is
-    /// `Idle` (or `Loading` while it comes back).
+    /// `Unloading` until its device memory is freed, then `Idle` (and
+    /// `Loading` while it comes back).
     pub parked: bool,
     /// Bytes charged against the host budget for it: its copy in host
     /// memory (kept while the model is back on the device, as long as the

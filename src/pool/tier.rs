@@ -16,8 +16,18 @@ use std::collections::BTreeMap;
 pub(crate) struct Slot {
     pub(crate) bytes: u64,
     pub(crate) last_used: u64,
-    /// Being copied in (parked) or out (resumed): never dropped meanwhile.
-    pub(crate) busy: bool,
+    /// Being copied in (parked): never dropped meanwhile.
+    pub(crate) copying: bool,
+    /// Loads reading it back (resumes, a stopped one and its successor
+    /// may overlap): never dropped while any runs.
+    pub(crate) readers: u32,
+}
+
+impl Slot {
+    /// Never dropped for room now.
+    pub(crate) fn busy(&self) -> bool {
+        self.copying || self.readers > 0
+    }
 }
 
 /// What becomes of a model leaving the device.
@@ -74,7 +84,7 @@ impl<Id: Ord + Clone> HostTier<Id> {
         let busy: u64 = self
             .parked
             .values()
-            .filter(|s| s.busy)
+            .filter(|s| s.busy())
             .fold(0u64, |sum, s| sum.saturating_add(s.bytes));
         if self.budget == 0 || bytes > self.budget.saturating_sub(busy) {
             return Fate::Free;
@@ -82,7 +92,7 @@ impl<Id: Ord + Clone> HostTier<Id> {
         let mut idle: Vec<(u64, Id, u64)> = self
             .parked
             .iter()
-            .filter(|(_, s)| !s.busy)
+            .filter(|(_, s)| !s.busy())
             .map(|(k, s)| (s.last_used, k.clone(), s.bytes))
             .collect();
         idle.sort();
@@ -102,7 +112,8 @@ impl<Id: Ord + Clone> HostTier<Id> {
             Slot {
                 bytes,
                 last_used,
-                busy: true,
+                copying: true,
+                readers: 0,
             },
         );
         Fate::Park { dropped }
@@ -120,7 +131,7 @@ impl<Id: Ord + Clone> HostTier<Id> {
         match self.parked.get_mut(id) {
             Some(slot) if others.saturating_add(bytes) <= self.budget => {
                 slot.bytes = bytes;
-                slot.busy = false;
+                slot.copying = false;
                 true
             }
             _ => {
@@ -138,10 +149,17 @@ impl<Id: Ord + Clone> HostTier<Id> {
         }
     }
 
-    /// `id` is being copied back to the device (or no longer is).
-    pub(crate) fn set_busy(&mut self, id: &Id, busy: bool) {
+    /// A load starts reading `id`'s copy back to the device.
+    pub(crate) fn begin_read(&mut self, id: &Id) {
         if let Some(slot) = self.parked.get_mut(id) {
-            slot.busy = busy;
+            slot.readers += 1;
+        }
+    }
+
+    /// A load that read `id`'s copy ended (however).
+    pub(crate) fn end_read(&mut self, id: &Id) {
+        if let Some(slot) = self.parked.get_mut(id) {
+            slot.readers = slot.readers.saturating_sub(1);
         }
     }
 
@@ -186,6 +204,24 @@ mod tests {
         assert!(t.get(&"f").is_none());
         assert_eq!(t.release(&"d"), 60);
         assert_eq!(t.charged(), 0);
+    }
+
+    #[test]
+    fn a_copy_being_read_is_never_dropped() {
+        let mut t = HostTier::new(50);
+        assert_eq!(t.place(&"a", 40, 1), Fate::Park { dropped: vec![] });
+        assert!(t.parked(&"a", 40));
+        // A resume stopped and another started: two readers.
+        t.begin_read(&"a");
+        t.begin_read(&"a");
+        t.end_read(&"a");
+        assert_eq!(t.place(&"b", 40, 2), Fate::Free, "one reader left");
+        t.end_read(&"a");
+        assert_eq!(t.place(&"b", 40, 2), Fate::Park { dropped: vec!["a"] });
+        // Reading a copy that is gone changes nothing.
+        t.begin_read(&"a");
+        t.end_read(&"zz");
+        assert_eq!(t.charged(), 40);
     }
 
     #[test]

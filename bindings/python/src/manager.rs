@@ -231,7 +231,7 @@ impl Manager {
     }
 
     fn acquire(&self) -> PyResult<Lease> {
-        Ok(Lease::new(Held::Manager(self.inner.acquire().py_err()?)))
+        Ok(Lease::new(Held::manager(self.inner.acquire().py_err()?)))
     }
 
     fn current_state(&self) -> &'static str {

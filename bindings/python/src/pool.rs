@@ -151,14 +151,14 @@ impl Pool {
                         .map_err(|_| model_manager::Error::Timeout)??,
                     None => acquire.await?,
                 };
-                Ok(Outcome::Value(Box::new(Held::Pool(lease))))
+                Ok(Outcome::Value(Box::new(Held::pool(lease))))
             },
             Cancel::Stop(Arc::new(Notify::new())),
         ))
     }
 
     fn try_acquire(&self, id: &str) -> PyResult<Lease> {
-        Ok(Lease::new(Held::Pool(self.inner.try_acquire(id).py_err()?)))
+        Ok(Lease::new(Held::pool(self.inner.try_acquire(id).py_err()?)))
     }
 
     /// Load `id` now and wait until it is ready; its version.

@@ -30,7 +30,9 @@ impl<P: Pipeline> Core<P> {
         let _waiter = Waiter::new(self, id)?;
         let mut waited = false;
         loop {
-            let mut outcome = {
+            let mut changed = self.changed.subscribe();
+            changed.borrow_and_update();
+            let outcome = {
                 let mut inner = self.lock();
                 if inner.shut_down {
                     return Err(Error::ShutDown);
@@ -45,19 +47,29 @@ impl<P: Pipeline> Core<P> {
                 }
                 let entry = entry_mut(&mut inner, id)?;
                 if let Some(job) = &entry.job {
-                    job.outcome.clone()
+                    Some(job.outcome.clone())
+                } else if entry.parking.is_some() {
+                    // Its copy to host memory is being made: it loads back
+                    // from that copy once made (a load from its files now
+                    // would wait for the same memory, then throw the copy
+                    // away).
+                    None
                 } else if let (Some(error), Some(retry_at)) = (&entry.last_error, entry.retry_at) {
                     if Instant::now() < retry_at {
                         return Err(error.clone());
                     }
                     let source = entry.source.clone();
-                    self.start_job(&mut inner, id, source, None)?
+                    Some(self.start_job(&mut inner, id, source, None)?)
                 } else {
                     let source = entry.source.clone();
-                    self.start_job(&mut inner, id, source, None)?
+                    Some(self.start_job(&mut inner, id, source, None)?)
                 }
             };
             waited = true;
+            let Some(mut outcome) = outcome else {
+                let _ = changed.changed().await;
+                continue;
+            };
             match wait_outcome(&mut outcome).await {
                 Ok(_) => {}
                 // A load replaced by a newer one (a reload: the newest
@@ -340,7 +352,9 @@ impl<P: Pipeline> Core<P> {
     /// Start loading `id` (unless it is ready or loading) and wait for it.
     pub(crate) async fn load(self: &Arc<Self>, id: &str) -> Result<u64> {
         loop {
-            let mut outcome = {
+            let mut changed = self.changed.subscribe();
+            changed.borrow_and_update();
+            let outcome = {
                 let mut inner = self.lock();
                 if inner.shut_down {
                     return Err(Error::ShutDown);
@@ -350,12 +364,18 @@ impl<P: Pipeline> Core<P> {
                     return Ok(serving.number);
                 }
                 match &entry.job {
-                    Some(job) => job.outcome.clone(),
+                    Some(job) => Some(job.outcome.clone()),
+                    // Its copy is being made: load back from it.
+                    None if entry.parking.is_some() => None,
                     None => {
                         let source = entry.source.clone();
-                        self.start_job(&mut inner, id, source, None)?
+                        Some(self.start_job(&mut inner, id, source, None)?)
                     }
                 }
+            };
+            let Some(mut outcome) = outcome else {
+                let _ = changed.changed().await;
+                continue;
             };
             match wait_outcome(&mut outcome).await {
                 // A reload replaced this load: wait for that one.

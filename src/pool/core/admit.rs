@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{blockers, entry_mut, Core, Entry, Inner, Job, Key, Outcome};
+use super::{blockers, entry_mut, Core, Entry, HostCopies, Inner, Job, Key, Outcome};
 use crate::alloc::Retention;
 use crate::error::{Error, Result};
 use crate::io::ModelSource;
@@ -18,7 +18,7 @@ use crate::pool::options::ReloadPolicy;
 use crate::pool::rt;
 use crate::pool::rt::Instant;
 use crate::pool::status::{PoolEventKind, UnloadReason};
-use crate::pool::tier::{Fate, HostTier};
+use crate::pool::tier::Fate;
 
 impl<P: Pipeline> Core<P> {
     pub(super) fn start_job(
@@ -52,7 +52,7 @@ impl<P: Pipeline> Core<P> {
             Some(_) => None,
         };
         if parked.is_some() {
-            host.set_busy(&id, true);
+            host.ledger.begin_read(&id);
         }
         let cancel = self.stop.child_token();
         let superseded = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -69,6 +69,7 @@ impl<P: Pipeline> Core<P> {
         self.emit(&id, version, PoolEventKind::Queued);
         let core = self.clone();
         let requested_at = Instant::now();
+        let resumes = parked.is_some();
         self.spawner.spawn(async move {
             let key = (id, version);
             // What it reads: the parked copy, if there is one.
@@ -87,7 +88,7 @@ impl<P: Pipeline> Core<P> {
             if result.is_err() && superseded.load(std::sync::atomic::Ordering::Relaxed) {
                 result = Err(Error::Superseded);
             }
-            core.finish_job(&key, &result, reload.is_some());
+            core.finish_job(&key, &result, reload.is_some(), resumes);
             let _ = tx.send(Some(result));
         });
         Ok(rx)
@@ -367,62 +368,63 @@ impl<P: Pipeline> Core<P> {
                 continue;
             };
             let last_used = entry.last_used;
-            if entry.parked.is_some() {
+            let kept = entry.parked.as_ref().is_some_and(|(v, _)| *v == old.number);
+            let reason = UnloadReason::Evicted {
+                for_id: for_id.to_string(),
+            };
+            if kept {
                 // It came back from its copy in host memory, which is still
                 // there: parked at once, its device memory freed.
                 let Inner { entries, host, .. } = &mut *inner;
                 let Some(entry) = entries.get_mut(&victim.0) else {
                     continue;
                 };
-                host.touch(&victim.0, last_used);
-                let bytes = host.get(&victim.0).map_or(0, |s| s.bytes);
+                host.ledger.touch(&victim.0, last_used);
+                let bytes = host.ledger.get(&victim.0).map_or(0, |s| s.bytes);
                 entry.serving = None;
                 self.count_eviction(entry);
-                let reason = UnloadReason::Evicted {
-                    for_id: for_id.to_string(),
-                };
                 self.retire(entry, old, reason);
                 self.metrics.parks.inc();
                 self.emit(&victim.0, victim.1, PoolEventKind::Parked { bytes });
                 continue;
             }
-            // The copy reads the model under a lease of the pool's own.
-            let park = match inner.host.budget() {
+            // The copy reads the model under a lease of the pool's own,
+            // sized as the copy will be (its layout in host memory).
+            let park = match inner.host.ledger.budget() {
                 0 => None,
-                _ => old
-                    .manager
-                    .acquire()
-                    .ok()
-                    .filter(|lease| lease.loaded().is_some()),
+                _ => old.manager.acquire().ok().and_then(|lease| {
+                    let bytes = crate::io::park::parked_bytes(lease.loaded()?);
+                    Some((lease, bytes))
+                }),
             };
-            let park = park.and_then(|lease| {
-                let bytes = inner.ledger.get(&victim).map_or(0, |c| c.bytes);
-                match inner.host.place(&victim.0, bytes, last_used) {
+            let park = park.and_then(|(lease, bytes)| {
+                match inner.host.ledger.place(&victim.0, bytes, last_used) {
                     Fate::Park { dropped } => Some((lease, dropped)),
                     Fate::Free => None,
                 }
             });
+            let Inner { entries, host, .. } = &mut *inner;
             if let Some((_, dropped)) = &park {
                 // Room made in the host tier: their copies go.
                 for id in dropped {
-                    let Inner { entries, host, .. } = &mut *inner;
                     if let Some(entry) = entries.get_mut(id) {
                         self.unpark(host, entry);
                     }
                 }
             }
-            let Some(entry) = inner.entries.get_mut(&victim.0) else {
+            let Some(entry) = entries.get_mut(&victim.0) else {
                 continue;
             };
+            // An older version's copy (none should be left: an install
+            // drops it) is no use to this one.
+            self.unpark(host, entry);
             entry.serving = None;
             self.count_eviction(entry);
             if let Some((lease, _)) = park {
                 entry.parking = Some(old.number);
+                entry.park_leases.push(old.number);
                 self.park(entry.id.clone(), old.number, lease);
             }
-            let reason = UnloadReason::Evicted {
-                for_id: for_id.to_string(),
-            };
             self.retire(entry, old, reason);
         }
     }
@@ -437,8 +439,8 @@ impl<P: Pipeline> Core<P> {
     }
 
     /// Copy version `number` of `id` to host memory on a blocking thread,
-    /// under `lease`; then keep the copy as the model's parked one (if it
-    /// is still wanted and fits), and let the version's memory go.
+    /// under `lease`; then keep the copy as the model's parked one if it is
+    /// still wanted (and fits), and let the version's memory go.
     fn park(self: &Arc<Self>, id: Arc<str>, number: u64, lease: Lease<P>) {
         let core = self.clone();
         self.spawner.spawn(async move {
@@ -456,55 +458,58 @@ impl<P: Pipeline> Core<P> {
             };
             let mut unwanted = None;
             {
-                let mut inner = core.lock();
-                let Inner { entries, host, .. } = &mut *inner;
-                // Still wanted: not unloaded, removed (and added again) or
-                // shut down meanwhile (those cleared `parking`), and not
-                // being loaded from its source already (an acquire that
-                // came while it was copied): that load's install would
-                // drop the copy.
-                let entry = entries.get_mut(&id).filter(|e| e.parking == Some(number));
-                let entry = match entry {
-                    Some(e) if e.job.is_some() => {
-                        e.parking = None;
-                        host.release(&id);
-                        None
-                    }
-                    other => other,
-                };
-                match (entry, copy) {
-                    (Some(entry), Ok(copy)) if host.parked(&id, copy.bytes()) => {
-                        let bytes = copy.bytes();
-                        entry.parked = Some((number, Arc::new(copy)));
-                        entry.parking = None;
-                        core.metrics.parks.inc();
-                        core.emit(&id, number, PoolEventKind::Parked { bytes });
-                    }
-                    (entry, copy) => {
-                        if let Err(e) = &copy {
-                            tracing::warn!("parking {id:?} failed, freeing it instead: {e}");
-                        }
-                        if let Some(entry) = entry {
+                let mut guard = core.lock();
+                let Inner { entries, host, .. } = &mut *guard;
+                let entry = entries
+                    .get_mut(&id)
+                    .filter(|e| e.park_leases.contains(&number));
+                if let Some(entry) = entry {
+                    // Still wanted: not unloaded, removed, shut down or
+                    // replaced by a new version meanwhile (those cleared
+                    // `parking`), and not being loaded already (an acquire
+                    // that came while it was copied waits for the copy;
+                    // a reload's install would drop it).
+                    let ours = entry.parking == Some(number);
+                    let wanted = ours && entry.serving.is_none() && entry.job.is_none();
+                    match copy {
+                        Ok(copy) if wanted && host.ledger.parked(&id, copy.bytes()) => {
+                            let bytes = copy.bytes();
+                            entry.parked = Some((number, Arc::new(copy)));
                             entry.parking = None;
-                            host.release(&id);
+                            core.metrics.parks.inc();
+                            core.emit(&id, number, PoolEventKind::Parked { bytes });
                         }
-                        unwanted = copy.ok();
+                        copy => {
+                            if let Err(e) = &copy {
+                                tracing::warn!("parking {id:?} failed, freeing it instead: {e}");
+                            }
+                            unwanted = copy.ok();
+                            if ours {
+                                entry.stop_parking(host);
+                            }
+                        }
+                    }
+                    if let Some(at) = entry.park_leases.iter().position(|&v| v == number) {
+                        entry.park_leases.swap_remove(at);
                     }
                 }
                 // The version's memory may go now: its unload sees no lease.
                 drop(lease);
             }
-            drop(unwanted);
+            if let Some(copy) = unwanted {
+                copy.free();
+            }
             core.bump();
         });
     }
 
-    /// Drop `entry`'s parked copy, if any: no longer charged, its memory
-    /// freed (a load still reading it frees it when it is done).
-    pub(super) fn unpark(&self, host: &mut HostTier<Arc<str>>, entry: &mut Entry<P>) {
+    /// Drop `entry`'s parked copy, if any: no longer charged; its memory
+    /// is freed once the pool's lock is released (a load still reading it
+    /// frees it when it is done).
+    pub(super) fn unpark(&self, host: &mut HostCopies, entry: &mut Entry<P>) {
         if let Some((version, parked)) = entry.parked.take() {
-            let bytes = host.release(&entry.id);
-            parked.free();
+            let bytes = host.ledger.release(&entry.id);
+            host.unparked.push(parked);
             self.emit(&entry.id, version, PoolEventKind::Unparked { bytes });
         }
     }

@@ -140,6 +140,8 @@ impl<P: Pipeline> Core<P> {
         }
         let old = entry.serving.replace(version.clone());
         self.emit(&key.0, key.1, PoolEventKind::Ready { bytes });
+        // A copy of an older version still being made is of no use now.
+        entry.stop_parking(&mut inner.host);
         match (resumed, entry.parked.take()) {
             // Loaded back from its copy: the copy stays (while the tier
             // has room), so that evicting it again frees its device memory
@@ -175,7 +177,7 @@ impl<P: Pipeline> Core<P> {
     }
 
     /// The job for `key` ended: record how, for the model's table.
-    pub(super) fn finish_job(&self, key: &Key, result: &Result<u64>, reload: bool) {
+    pub(super) fn finish_job(&self, key: &Key, result: &Result<u64>, reload: bool, resumes: bool) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.queue.retain(|k| k != key);
@@ -197,10 +199,10 @@ impl<P: Pipeline> Core<P> {
             .filter(|e| key.1 >= e.first_version);
         if let Some(entry) = entry {
             let current = entry.job.as_ref().is_some_and(|j| j.version == key.1);
-            let resumed = current && entry.job.as_ref().is_some_and(|j| j.resumes);
-            if entry.parked.is_some() {
-                // A load back from it ended (a stopped one leaves it parked).
-                inner.host.set_busy(&entry.id, false);
+            if resumes {
+                // A load back from its copy ended (a stopped one leaves it
+                // parked; another may still be reading it).
+                inner.host.ledger.end_read(&entry.id);
             }
             if current {
                 entry.job = None;
@@ -221,16 +223,18 @@ impl<P: Pipeline> Core<P> {
                         | Error::QueueFull { .. }
                 );
                 entry.last_error = Some(error.clone());
-                if resumed && !not_the_models_fault {
+                let copy_failed = resumes && !not_the_models_fault;
+                if copy_failed {
                     // Its copy could not be loaded back: the next acquire
-                    // reads its source instead.
+                    // reads its files instead, at once (the copy failed,
+                    // not the model).
                     self.unpark(&mut inner.host, entry);
                 }
                 // A broken model is not reloaded in a tight loop; a stopped
-                // load, one that found no room for now, or a reload (the
-                // old version serves), is no reason to refuse the next
-                // acquire.
-                entry.retry_at = (!not_the_models_fault && !reload)
+                // load, one that found no room for now, a reload (the old
+                // version serves) or a failed copy is no reason to refuse
+                // the next acquire.
+                entry.retry_at = (!not_the_models_fault && !reload && !copy_failed)
                     .then(|| rt::after(Instant::now(), self.config.retry_cooldown));
             }
         }

@@ -17,6 +17,7 @@ mod models;
 mod report;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -104,10 +105,13 @@ struct Entry<P: Pipeline> {
     /// Its copy in host memory (the host tier), charged there, and the
     /// version it was copied from.
     parked: Option<(u64, Arc<ParkedModel>)>,
-    /// The version being copied to host memory: retired, its memory freed
-    /// once the copy is made (it holds a lease of the pool's own until
-    /// then, which is no user's).
+    /// The version whose copy to host memory is wanted: retired, its
+    /// memory freed once the copy is made. Cleared when the copy is no
+    /// longer wanted (an unload, a new version installed, shutdown).
     parking: Option<u64>,
+    /// Versions a park is copying, under a lease of the pool's own (no
+    /// user's) held until the copy ends, wanted or not.
+    park_leases: Vec<u64>,
 }
 
 impl<P: Pipeline> Entry<P> {
@@ -120,13 +124,25 @@ impl<P: Pipeline> Entry<P> {
             .chain(&self.retiring)
             .map(|v| v.manager.outstanding_leases())
             .sum();
-        all.saturating_sub(usize::from(self.parking.is_some()))
+        all.saturating_sub(self.park_leases.len())
     }
 
     /// Leases on `version` held by users (not the host tier's copy).
     fn version_leases(&self, version: &Version<P>) -> usize {
-        let own = usize::from(self.parking == Some(version.number));
+        let own = self
+            .park_leases
+            .iter()
+            .filter(|&&v| v == version.number)
+            .count();
         version.manager.outstanding_leases().saturating_sub(own)
+    }
+
+    /// Its copy to host memory in flight, if any, is no longer wanted: no
+    /// longer charged (the park frees it when it ends).
+    fn stop_parking(&mut self, host: &mut HostCopies) {
+        if self.parking.take().is_some() {
+            host.ledger.release(&self.id);
+        }
     }
 
     /// Take its load in flight out (it stops, and frees what it read
@@ -148,8 +164,8 @@ impl<P: Pipeline> Entry<P> {
 
 struct Inner<P: Pipeline> {
     ledger: Ledger<Key>,
-    /// The host tier's charges, by model id.
-    host: HostTier<Arc<str>>,
+    /// The host tier: its charges, and the copies let go.
+    host: HostCopies,
     entries: BTreeMap<Arc<str>, Entry<P>>,
     /// Loads waiting for memory, first come first served.
     queue: VecDeque<Key>,
@@ -165,6 +181,43 @@ struct Inner<P: Pipeline> {
     /// Reserves not yet made, in the order they were asked for.
     reserving: VecDeque<u64>,
     shut_down: bool,
+}
+
+/// The host tier's part of the pool's state: the ledger, and the parked
+/// copies let go under the lock, freed once it is released.
+struct HostCopies {
+    ledger: HostTier<Arc<str>>,
+    unparked: Vec<Arc<ParkedModel>>,
+}
+
+/// The pool's lock. Parked copies let go while it is held are freed once
+/// it is released: freeing gigabytes of page-locked memory takes a while,
+/// and every acquire, release and status waits on this lock.
+struct Locked<'a, P: Pipeline>(ManuallyDrop<MutexGuard<'a, Inner<P>>>);
+
+impl<P: Pipeline> std::ops::Deref for Locked<'_, P> {
+    type Target = Inner<P>;
+
+    fn deref(&self) -> &Inner<P> {
+        &self.0
+    }
+}
+
+impl<P: Pipeline> std::ops::DerefMut for Locked<'_, P> {
+    fn deref_mut(&mut self) -> &mut Inner<P> {
+        &mut self.0
+    }
+}
+
+impl<P: Pipeline> Drop for Locked<'_, P> {
+    fn drop(&mut self) {
+        let unparked = std::mem::take(&mut self.0.host.unparked);
+        // SAFETY: dropped once, here, and never used after.
+        unsafe { ManuallyDrop::drop(&mut self.0) };
+        for copy in unparked {
+            copy.free();
+        }
+    }
 }
 
 pub(crate) struct Core<P: Pipeline> {
@@ -190,7 +243,10 @@ impl<P: Pipeline> Core<P> {
         let core = Arc::new(Core {
             inner: Mutex::new(Inner {
                 ledger: Ledger::new(config.budget),
-                host: HostTier::new(config.host_budget),
+                host: HostCopies {
+                    ledger: HostTier::new(config.host_budget),
+                    unparked: Vec::new(),
+                },
                 entries: BTreeMap::new(),
                 queue: VecDeque::new(),
                 loading: 0,
@@ -219,8 +275,10 @@ impl<P: Pipeline> Core<P> {
         &self.config
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner<P>> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> Locked<'_, P> {
+        Locked(ManuallyDrop::new(
+            self.inner.lock().unwrap_or_else(PoisonError::into_inner),
+        ))
     }
 
     fn now(&self) -> Duration {

@@ -115,6 +115,7 @@ impl<P: Pipeline> Core<P> {
                 first_version: last_version + 1,
                 parked: None,
                 parking: None,
+                park_leases: Vec::new(),
             },
         );
     }
@@ -215,9 +216,7 @@ impl<P: Pipeline> Core<P> {
         // Its copy in host memory goes too, and a copy being made is not
         // kept (the park sees it is no longer wanted).
         self.unpark(host, entry);
-        if entry.parking.take().is_some() {
-            host.release(&entry.id);
-        }
+        entry.stop_parking(host);
         if let Some(old) = entry.serving.take() {
             self.retire(entry, old, UnloadReason::Unloaded);
         }

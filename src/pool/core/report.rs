@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{status_state, Core, Entry, Inner, Version};
 use crate::pipeline::Pipeline;
 use crate::pool::rt;
-use crate::pool::status::{ModelStatus, PoolSnapshot, UnloadReason};
+use crate::pool::status::{ModelStatus, PoolEventKind, PoolSnapshot, UnloadReason};
 
 impl<P: Pipeline> Core<P> {
     // ---- status -----------------------------------------------------------
@@ -35,8 +35,8 @@ impl<P: Pipeline> Core<P> {
                 .collect(),
             unreclaimed_bytes: unreclaimed,
             retained_bytes: crate::alloc::retained_bytes(),
-            host_budget: inner.host.budget(),
-            parked: inner.host.charged(),
+            host_budget: inner.host.ledger.budget(),
+            parked: inner.host.ledger.charged(),
             models,
             counters: self.metrics.counters(),
         }
@@ -87,7 +87,8 @@ impl<P: Pipeline> Core<P> {
             return None;
         }
         let mut next: Option<Duration> = None;
-        for entry in inner.entries.values_mut() {
+        let Inner { entries, host, .. } = &mut *inner;
+        for entry in entries.values_mut() {
             if entry.serving.is_none() || entry.pinned {
                 continue;
             }
@@ -97,7 +98,15 @@ impl<P: Pipeline> Core<P> {
             }
             if entry.keep_alive.expired(now) {
                 if let Some(old) = entry.serving.take() {
+                    let number = old.number;
                     self.retire(entry, old, UnloadReason::Expired);
+                    // Back from the host tier with its copy kept: that copy
+                    // stays, so the model is parked (it is not copied anew).
+                    if entry.parked.as_ref().is_some_and(|(v, _)| *v == number) {
+                        let bytes = host.ledger.get(&entry.id).map_or(0, |s| s.bytes);
+                        self.metrics.parks.inc();
+                        self.emit(&entry.id, number, PoolEventKind::Parked { bytes });
+                    }
                 }
             } else if let Some(at) = entry.keep_alive.deadline() {
                 next = Some(next.map_or(at, |n| n.min(at)));
@@ -143,9 +152,7 @@ impl<P: Pipeline> Core<P> {
             // The host tier's copies are freed; copies being made are not
             // kept.
             self.unpark(&mut inner.host, entry);
-            if entry.parking.take().is_some() {
-                inner.host.release(&entry.id);
-            }
+            entry.stop_parking(&mut inner.host);
             // Kept in the table as retiring, so that a snapshot still sees
             // what a lease keeps alive past the drain.
             if let Some(serving) = entry.serving.take() {
@@ -206,7 +213,7 @@ pub(super) fn model_status<P: Pipeline>(
             .map(|d| d.saturating_sub(now)),
         pinned: entry.pinned,
         last_error: entry.last_error.clone(),
-        parked_bytes: inner.host.get(&entry.id).map_or(0, |s| s.bytes),
+        parked_bytes: inner.host.ledger.get(&entry.id).map_or(0, |s| s.bytes),
         parked: entry.parked.is_some() && entry.serving.is_none(),
     };
     (status, unreclaimed)

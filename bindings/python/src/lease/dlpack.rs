@@ -76,23 +76,24 @@ pub(super) const NAME_VERSIONED: &CStr = c"dltensor_versioned";
 /// What an exported tensor keeps alive: the lease (or a copy), and the
 /// shape and strides the DLTensor points to.
 pub(super) struct Context {
-    pub(super) held: Option<Arc<Held>>,
+    /// The lease, for an export of its memory (whose release synchronizes
+    /// the device once, if any of its device memory was exported: `Held`'s
+    /// `Drop`).
+    pub(super) _held: Option<Arc<Held>>,
     pub(super) copy: Option<CandleTensor>,
-    /// The device of memory on a GPU: synchronized before that memory may
-    /// be freed (the consumer's kernels may still read it).
-    pub(super) device: Option<Device>,
     pub(super) shape: Vec<i64>,
     pub(super) strides: Vec<i64>,
 }
 
 impl Drop for Context {
     fn drop(&mut self) {
-        if let Some(device) = &self.device {
-            synchronize(device);
+        if let Some(copy) = self.copy.take() {
+            // A copy on a GPU may still be read by the consumer's kernels:
+            // the device finishes them before its memory goes.
+            if !copy.device().is_cpu() {
+                synchronize(copy.device());
+            }
         }
-        // Then the copy or the lease, whose memory may now be freed.
-        drop(self.copy.take());
-        drop(self.held.take());
     }
 }
 

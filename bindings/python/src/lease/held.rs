@@ -1,6 +1,7 @@
 //! What a lease holds (a manager's lease or a pool's), the cell its
 //! `Tensor` objects share until it is released, and the lookups by name.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use model_manager::candle_core::Tensor as CandleTensor;
@@ -8,17 +9,54 @@ use model_manager::{Component, Lease as CoreLease, PoolLease, TensorPipeline};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 
-/// What a lease holds: a manager's lease or a pool's.
-pub enum Held {
+/// What a lease holds: a manager's lease or a pool's, and whether its
+/// device memory was exported.
+pub struct Held {
+    pub(crate) lease: HeldLease,
+    /// A tensor in device memory was exported: the device is synchronized
+    /// before the lease lets its memory go (see `Drop`).
+    pub(super) device_exported: AtomicBool,
+}
+
+pub enum HeldLease {
     Manager(CoreLease),
     Pool(PoolLease),
 }
 
 impl Held {
+    pub(crate) fn manager(lease: CoreLease) -> Held {
+        Held::new(HeldLease::Manager(lease))
+    }
+
+    pub(crate) fn pool(lease: PoolLease) -> Held {
+        Held::new(HeldLease::Pool(lease))
+    }
+
+    fn new(lease: HeldLease) -> Held {
+        Held {
+            lease,
+            device_exported: AtomicBool::new(false),
+        }
+    }
+
     pub(crate) fn pipeline(&self) -> &TensorPipeline {
-        match self {
-            Held::Manager(lease) => lease.pipeline(),
-            Held::Pool(lease) => lease.pipeline(),
+        match &self.lease {
+            HeldLease::Manager(lease) => lease.pipeline(),
+            HeldLease::Pool(lease) => lease.pipeline(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Exported device memory may still be read by kernels queued on the
+        // consumer's streams (torch's), which the manager knows nothing of:
+        // the device finishes them before the lease lets the memory go.
+        // Once per lease, and only if something was exported.
+        if self.device_exported.load(Ordering::SeqCst) {
+            if let Some((_, _, t)) = self.pipeline().tensors().next() {
+                super::dlpack::synchronize(t.device());
+            }
         }
     }
 }

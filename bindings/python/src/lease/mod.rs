@@ -19,7 +19,7 @@ mod held;
 mod tensor;
 
 pub use self::held::Held;
-use self::held::{component, tensor, Cell};
+use self::held::{component, tensor, Cell, HeldLease};
 pub use self::tensor::Tensor;
 
 /// A lease on the ready model: it stays loaded until the lease (and every
@@ -42,9 +42,9 @@ impl crate::rt::ToPython for Held {
 
 impl Lease {
     pub fn new(held: Held) -> Self {
-        let (id, version, working_bytes) = match &held {
-            Held::Manager(_) => (None, None, 0),
-            Held::Pool(lease) => (
+        let (id, version, working_bytes) = match &held.lease {
+            HeldLease::Manager(_) => (None, None, 0),
+            HeldLease::Pool(lease) => (
                 Some(lease.id().to_owned()),
                 Some(lease.version()),
                 lease.working_bytes(),

@@ -1,6 +1,7 @@
 //! `Tensor`: one tensor of a lease, exported through DLPack without a copy.
 
 use std::ffi::c_void;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use model_manager::candle_core::{DType, Device, DeviceLocation};
@@ -92,7 +93,6 @@ impl Tensor {
         let exported = copied.as_ref().unwrap_or(source);
         let data = located(exported)?;
         let device = dl_device(data.location)?;
-        let on_gpu = (!exported.device().is_cpu()).then(|| exported.device().clone());
         let dtype = dl_dtype(self.dtype, self.bits)?;
         let shape: Vec<i64> = self.shape.iter().map(|&d| d as i64).collect();
         let mut strides = vec![1i64; shape.len()];
@@ -100,10 +100,12 @@ impl Tensor {
             strides[i] = strides[i + 1] * shape[i + 1].max(1);
         }
         let is_copy = copied.is_some();
+        if !is_copy && !source.device().is_cpu() {
+            held.device_exported.store(true, Ordering::SeqCst);
+        }
         let mut ctx = Box::new(Context {
-            held: (!is_copy).then(|| held.clone()),
+            _held: (!is_copy).then(|| held.clone()),
             copy: copied,
-            device: on_gpu,
             shape,
             strides,
         });
