@@ -186,10 +186,14 @@ async fn an_acquire_during_its_park_loads_back_from_the_copy() {
     let b_task = tokio::spawn(async move { p.acquire("b").await.map(drop) });
     tokio::time::sleep(Duration::from_millis(300)).await; // a's copy in flight
     slowness.stop();
-    b_task.await.unwrap().unwrap();
+    assert!(
+        pool.status("b").unwrap().version.is_none(),
+        "b waits for a's memory"
+    );
     let lease = pool.acquire("a").await.unwrap();
     common::verify(&lease.pipeline().0, 1);
     drop(lease);
+    b_task.await.unwrap().unwrap();
     let counters = pool.snapshot().counters;
     assert_eq!((counters.parks, counters.resumes), (2, 1), "{counters:?}");
     pool.shutdown().await;

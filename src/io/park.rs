@@ -95,8 +95,14 @@ impl ParkedModel {
     /// (and one starting later finds nothing to read).
     pub(crate) fn free(&self) {
         self.freed.store(true, Ordering::SeqCst);
-        if let Ok(mut contents) = self.contents.try_lock() {
-            drop(contents.take());
+        match self.contents.try_lock() {
+            Ok(mut contents) => drop(contents.take()),
+            // A read that panicked: the copy goes all the same.
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                drop(poisoned.into_inner().take());
+            }
+            // Being read: the read frees it when it is done.
+            Err(std::sync::TryLockError::WouldBlock) => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Loads' admission: the queue, first come first served, waiting for
 //! memory (bounded by the admission timeout) and evicting to make room.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -390,10 +391,16 @@ impl<P: Pipeline> Core<P> {
             }
             // The copy reads the model under a lease of the pool's own,
             // sized as the copy will be (its layout in host memory).
+            // `loaded` is the application's code: a panic in it means the
+            // model is freed, not parked (and never unwinds the pool).
             let park = match inner.host.ledger.budget() {
                 0 => None,
                 _ => old.manager.acquire().ok().and_then(|lease| {
-                    let bytes = crate::io::park::parked_bytes(lease.loaded()?);
+                    let bytes = catch_unwind(AssertUnwindSafe(|| {
+                        lease.loaded().map(crate::io::park::parked_bytes)
+                    }))
+                    .ok()
+                    .flatten()?;
                     Some((lease, bytes))
                 }),
             };
@@ -445,10 +452,16 @@ impl<P: Pipeline> Core<P> {
         let core = self.clone();
         self.spawner.spawn(async move {
             let copied = rt::blocking(move || {
-                let copy = match lease.loaded() {
+                // The lease comes back whatever `loaded` (the application's
+                // code) does: it is counted as the pool's until the copy's
+                // end is recorded below.
+                let copy = catch_unwind(AssertUnwindSafe(|| match lease.loaded() {
                     Some(tensors) => crate::io::park::park(tensors),
                     None => Err(Error::InvalidArgument("nothing to park".into())),
-                };
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::InvalidArgument("Pipeline::loaded panicked".into()))
+                });
                 Ok((copy, lease))
             })
             .await;

@@ -146,7 +146,10 @@ impl<P: Pipeline> Core<P> {
             // Loaded back from its copy: the copy stays (while the tier
             // has room), so that evicting it again frees its device memory
             // at once, with no copy to make. The weights never change.
-            (true, Some((_, copy))) => entry.parked = Some((key.1, copy)),
+            (true, Some((_, copy))) => {
+                entry.parked = Some((key.1, copy));
+                inner.host.ledger.touch(&entry.id, entry.last_used);
+            }
             // An older version's copy (a reload's install).
             (_, parked) => {
                 entry.parked = parked;
@@ -223,7 +226,11 @@ impl<P: Pipeline> Core<P> {
                         | Error::QueueFull { .. }
                 );
                 entry.last_error = Some(error.clone());
-                let copy_failed = resumes && !not_the_models_fault;
+                // A copy that could not be loaded back is dropped, unless
+                // memory was short (the files would need it too).
+                let copy_failed = resumes
+                    && !not_the_models_fault
+                    && !matches!(error, Error::InsufficientMemory { .. });
                 if copy_failed {
                     // Its copy could not be loaded back: the next acquire
                     // reads its files instead, at once (the copy failed,

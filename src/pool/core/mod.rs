@@ -214,7 +214,27 @@ impl<P: Pipeline> Drop for Locked<'_, P> {
         let unparked = std::mem::take(&mut self.0.host.unparked);
         // SAFETY: dropped once, here, and never used after.
         unsafe { ManuallyDrop::drop(&mut self.0) };
-        for copy in unparked {
+        if unparked.is_empty() {
+            return;
+        }
+        let freeing = FreeOnDrop(unparked);
+        // Not on an async worker: freeing page-locked memory waits for the
+        // device. (A task the runtime drops unrun frees them as it drops.)
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            drop(runtime.spawn_blocking(move || drop(freeing)));
+            return;
+        }
+        drop(freeing);
+    }
+}
+
+/// Parked copies, freed when dropped.
+struct FreeOnDrop(Vec<Arc<ParkedModel>>);
+
+impl Drop for FreeOnDrop {
+    fn drop(&mut self) {
+        for copy in &self.0 {
             copy.free();
         }
     }

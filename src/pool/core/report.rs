@@ -103,6 +103,7 @@ impl<P: Pipeline> Core<P> {
                     // Back from the host tier with its copy kept: that copy
                     // stays, so the model is parked (it is not copied anew).
                     if entry.parked.as_ref().is_some_and(|(v, _)| *v == number) {
+                        host.ledger.touch(&entry.id, entry.last_used);
                         let bytes = host.ledger.get(&entry.id).map_or(0, |s| s.bytes);
                         self.metrics.parks.inc();
                         self.emit(&entry.id, number, PoolEventKind::Parked { bytes });

@@ -89,9 +89,13 @@ impl Drop for Context {
     fn drop(&mut self) {
         if let Some(copy) = self.copy.take() {
             // A copy on a GPU may still be read by the consumer's kernels:
-            // the device finishes them before its memory goes.
+            // the device finishes them before its memory goes (off this
+            // thread, which may hold the GIL).
             if !copy.device().is_cpu() {
-                synchronize(copy.device());
+                crate::rt::runtime().spawn_blocking(move || {
+                    synchronize(copy.device());
+                    drop(copy);
+                });
             }
         }
     }

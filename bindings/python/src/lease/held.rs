@@ -1,6 +1,7 @@
 //! What a lease holds (a manager's lease or a pool's), the cell its
 //! `Tensor` objects share until it is released, and the lookups by name.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -12,7 +13,8 @@ use pyo3::prelude::*;
 /// What a lease holds: a manager's lease or a pool's, and whether its
 /// device memory was exported.
 pub struct Held {
-    pub(crate) lease: HeldLease,
+    /// Taken by `Drop` only.
+    pub(crate) lease: ManuallyDrop<HeldLease>,
     /// A tensor in device memory was exported: the device is synchronized
     /// before the lease lets its memory go (see `Drop`).
     pub(super) device_exported: AtomicBool,
@@ -34,13 +36,19 @@ impl Held {
 
     fn new(lease: HeldLease) -> Held {
         Held {
-            lease,
+            lease: ManuallyDrop::new(lease),
             device_exported: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn pipeline(&self) -> &TensorPipeline {
-        match &self.lease {
+        self.lease.pipeline()
+    }
+}
+
+impl HeldLease {
+    fn pipeline(&self) -> &TensorPipeline {
+        match self {
             HeldLease::Manager(lease) => lease.pipeline(),
             HeldLease::Pool(lease) => lease.pipeline(),
         }
@@ -49,15 +57,22 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        // SAFETY: taken once, here, and never used after.
+        let lease = unsafe { ManuallyDrop::take(&mut self.lease) };
+        if !self.device_exported.load(Ordering::SeqCst) {
+            return;
+        }
         // Exported device memory may still be read by kernels queued on the
         // consumer's streams (torch's), which the manager knows nothing of:
         // the device finishes them before the lease lets the memory go.
-        // Once per lease, and only if something was exported.
-        if self.device_exported.load(Ordering::SeqCst) {
-            if let Some((_, _, t)) = self.pipeline().tensors().next() {
+        // Once per lease, and off this thread, which may hold the GIL (a
+        // torch tensor's deleter, `release()`): the wait may be long.
+        crate::rt::runtime().spawn_blocking(move || {
+            if let Some((_, _, t)) = lease.pipeline().tensors().next() {
                 super::dlpack::synchronize(t.device());
             }
-        }
+            drop(lease);
+        });
     }
 }
 

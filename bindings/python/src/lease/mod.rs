@@ -42,7 +42,7 @@ impl crate::rt::ToPython for Held {
 
 impl Lease {
     pub fn new(held: Held) -> Self {
-        let (id, version, working_bytes) = match &held.lease {
+        let (id, version, working_bytes) = match &*held.lease {
             HeldLease::Manager(_) => (None, None, 0),
             HeldLease::Pool(lease) => (
                 Some(lease.id().to_owned()),
