@@ -470,3 +470,48 @@ async fn an_expired_model_with_its_copy_is_parked() {
     assert_eq!(pool.snapshot().counters.resumes, 2);
     pool.shutdown().await;
 }
+
+/// A pipeline whose `loaded()` panics.
+struct Panicky(TensorPipeline);
+
+impl Pipeline for Panicky {
+    type Options = ();
+
+    fn assemble(loaded: TensorPipeline, _: &Assembly<'_, ()>) -> model_manager::Result<Self> {
+        Ok(Panicky(loaded))
+    }
+
+    fn loaded(&self) -> Option<&TensorPipeline> {
+        panic!("loaded() is the application's code, and it panicked");
+    }
+}
+
+/// The application's `loaded()` panics when its model is evicted: the
+/// model is freed instead of parked, and the pool goes on (the job that
+/// evicted it unwound, leaving the model's job and the queue stuck).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_loaded_frees_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = ModelPool::builder()
+        .memory_budget(3 * MIB)
+        .host_budget(5 * MIB)
+        .simulate_host_tier(true)
+        .admission_timeout(Duration::from_secs(10))
+        .pipeline::<Panicky>()
+        .build()
+        .unwrap();
+    for (name, path) in ["a", "b"].iter().zip(models(dir.path(), &["a", "b"])) {
+        pool.add(name, path.as_path()).unwrap();
+    }
+    for id in ["a", "b", "a", "b"] {
+        let lease = tokio::time::timeout(Duration::from_secs(20), pool.acquire(id))
+            .await
+            .expect("the pool went on")
+            .unwrap();
+        common::verify(&lease.pipeline().0, if id == "a" { 1 } else { 2 });
+    }
+    let counters = pool.snapshot().counters;
+    assert_eq!((counters.parks, counters.evictions), (0, 3), "{counters:?}");
+    assert_eq!(pool.snapshot().parked, 0);
+    pool.shutdown().await;
+}
