@@ -166,6 +166,20 @@ impl<P: Pipeline> LoaderService<P> {
                 reservation,
             );
         }
+        if let ModelSource::Parked(parked) = &*ticket.model {
+            // Back from a pool's host tier (a wasm pool has none; the same
+            // steps as native).
+            self.resources.check_budget(parked.bytes())?;
+            let mut reservation = self.resources.reservation();
+            let ctx = self.read_context(ticket);
+            let loaded = crate::io::read::resume::resume(parked, &ctx, &mut reservation)?;
+            return self.pipelines.assemble(
+                loaded,
+                self.resources.device(),
+                self.config.dtype,
+                reservation,
+            );
+        }
         let plan = match ticket.take_plan() {
             Some(plan) => plan,
             None => resolve(&ticket.model)?,
