@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use model_manager::{
-    Assembly, Error, ModelPool, Pipeline, PoolEvent, PoolEventKind, State, TensorPipeline,
+    Assembly, Error, ModelPool, ModelPoolBuilder, Pipeline, PoolEvent, PoolEventKind, State,
+    TensorPipeline,
 };
 use tokio::sync::broadcast;
 
@@ -30,17 +31,28 @@ fn models(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
 /// A pool with room for one 2 MiB model on the "device" and `host` bytes
 /// of host tier.
 fn pool(dir: &Path, names: &[&str], host: u64) -> ModelPool {
-    let pool = ModelPool::builder()
-        .memory_budget(3 * MIB)
-        .host_budget(host)
-        .simulate_host_tier(true)
+    let pool = tiered(host)
         .admission_timeout(Duration::from_secs(20))
         .build()
         .unwrap();
+    add_models(&pool, dir, names);
+    pool
+}
+
+/// Room for one 2 MiB model on the "device", `host` bytes of host tier
+/// (simulated on the CPU).
+fn tiered(host: u64) -> ModelPoolBuilder {
+    ModelPool::builder()
+        .memory_budget(3 * MIB)
+        .host_budget(host)
+        .simulate_host_tier(true)
+}
+
+/// Write and add the models `names` (2 MiB each, seeds 1, 2, ...).
+fn add_models<P: Pipeline>(pool: &ModelPool<P>, dir: &Path, names: &[&str]) {
     for (name, path) in names.iter().zip(models(dir, names)) {
         pool.add(name, path.as_path()).unwrap();
     }
-    pool
 }
 
 /// The kinds of the events received so far for `id`, by name.
@@ -247,16 +259,8 @@ impl Pipeline for Opaque {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_without_its_tensors_is_freed() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = ModelPool::builder()
-        .memory_budget(3 * MIB)
-        .host_budget(5 * MIB)
-        .simulate_host_tier(true)
-        .pipeline::<Opaque>()
-        .build()
-        .unwrap();
-    for (name, path) in ["a", "b"].iter().zip(models(dir.path(), &["a", "b"])) {
-        pool.add(name, path.as_path()).unwrap();
-    }
+    let pool = tiered(5 * MIB).pipeline::<Opaque>().build().unwrap();
+    add_models(&pool, dir.path(), &["a", "b"]);
     drop(pool.acquire("a").await.unwrap());
     drop(pool.acquire("b").await.unwrap());
     assert!(ASSEMBLED.load(Ordering::SeqCst));
@@ -399,19 +403,14 @@ impl Pipeline for Fragile {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_that_fails_to_come_back_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = ModelPool::builder()
-        .memory_budget(3 * MIB)
-        .host_budget(5 * MIB)
-        .simulate_host_tier(true)
+    let pool = tiered(5 * MIB)
         // The default cooldown: a failed copy is no reason to refuse the
         // next acquire (the copy failed, not the model).
         .retry_cooldown(Duration::from_secs(60))
         .pipeline::<Fragile>()
         .build()
         .unwrap();
-    for (name, path) in ["a", "b"].iter().zip(models(dir.path(), &["a", "b"])) {
-        pool.add(name, path.as_path()).unwrap();
-    }
+    add_models(&pool, dir.path(), &["a", "b"]);
     drop(pool.acquire("a").await.unwrap());
     drop(pool.acquire("b").await.unwrap());
     assert!(pool.status("a").unwrap().parked);
@@ -438,16 +437,11 @@ async fn a_copy_that_fails_to_come_back_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_model_with_its_copy_is_parked() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = ModelPool::builder()
-        .memory_budget(3 * MIB)
-        .host_budget(5 * MIB)
-        .simulate_host_tier(true)
+    let pool = tiered(5 * MIB)
         .keep_alive(Some(Duration::from_millis(300)))
         .build()
         .unwrap();
-    for (name, path) in ["a", "b"].iter().zip(models(dir.path(), &["a", "b"])) {
-        pool.add(name, path.as_path()).unwrap();
-    }
+    add_models(&pool, dir.path(), &["a", "b"]);
     let mut rx = pool.subscribe();
     let mut seen = Vec::new();
     use_model(&pool, "a", 1).await;
@@ -492,17 +486,12 @@ impl Pipeline for Panicky {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_loaded_frees_the_model() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = ModelPool::builder()
-        .memory_budget(3 * MIB)
-        .host_budget(5 * MIB)
-        .simulate_host_tier(true)
+    let pool = tiered(5 * MIB)
         .admission_timeout(Duration::from_secs(10))
         .pipeline::<Panicky>()
         .build()
         .unwrap();
-    for (name, path) in ["a", "b"].iter().zip(models(dir.path(), &["a", "b"])) {
-        pool.add(name, path.as_path()).unwrap();
-    }
+    add_models(&pool, dir.path(), &["a", "b"]);
     for id in ["a", "b", "a", "b"] {
         let lease = tokio::time::timeout(Duration::from_secs(20), pool.acquire(id))
             .await

@@ -70,6 +70,31 @@ fn slow_pool(slowness: &Arc<Slowness>, budget: u64, host: u64) -> Arc<ModelPool<
     )
 }
 
+/// Models `a` and `b` (2 MiB) under a budget for one; `a` loaded, then
+/// evicted by an acquire of `b` (the task returned): `a`'s copy is in
+/// flight for about `PARK_MS` when this returns, and `b` waits for its
+/// memory.
+async fn a_parking_slowly() -> (
+    tempfile::TempDir,
+    Arc<Slowness>,
+    Arc<ModelPool<Slow>>,
+    tokio::task::JoinHandle<model_manager::Result<()>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::write_model(dir.path(), "a", 1, 2, 1 << 18);
+    let b = common::write_model(dir.path(), "b", 2, 2, 1 << 18);
+    let slowness = Arc::new(Slowness::default());
+    let pool = slow_pool(&slowness, 3 * MIB, 16 * MIB);
+    pool.add("a", a.as_path()).unwrap();
+    pool.add("b", b.as_path()).unwrap();
+    drop(pool.acquire("a").await.unwrap());
+    slowness.start();
+    let p = pool.clone();
+    let b_task = tokio::spawn(async move { p.acquire("b").await.map(drop) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (dir, slowness, pool, b_task)
+}
+
 /// A reload installed while the evicted old version is still being copied:
 /// the old copy is thrown away, and the model's next eviction and acquire
 /// serve the reloaded weights (they served the old ones).
@@ -139,18 +164,7 @@ async fn a_reload_during_a_reserves_park_keeps_its_own_weights() {
 /// (the status showed 1 lease, and the version held as busy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_parks_lease_is_no_users_after_an_unload() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = common::write_model(dir.path(), "a", 1, 2, 1 << 18);
-    let b = common::write_model(dir.path(), "b", 2, 2, 1 << 18);
-    let slowness = Arc::new(Slowness::default());
-    let pool = slow_pool(&slowness, 3 * MIB, 16 * MIB);
-    pool.add("a", a.as_path()).unwrap();
-    pool.add("b", b.as_path()).unwrap();
-    drop(pool.acquire("a").await.unwrap());
-    slowness.start();
-    let p = pool.clone();
-    let b_task = tokio::spawn(async move { p.acquire("b").await.map(drop) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_dir, slowness, pool, b_task) = a_parking_slowly().await;
     assert_eq!(pool.status("a").unwrap().leases, 0);
     let p = pool.clone();
     let unload = tokio::spawn(async move { p.unload("a").await });
@@ -173,18 +187,7 @@ async fn the_parks_lease_is_no_users_after_an_unload() {
 /// and loads back from it (it loaded the files, then threw the copy away).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acquire_during_its_park_loads_back_from_the_copy() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = common::write_model(dir.path(), "a", 1, 2, 1 << 18);
-    let b = common::write_model(dir.path(), "b", 2, 2, 1 << 18);
-    let slowness = Arc::new(Slowness::default());
-    let pool = slow_pool(&slowness, 3 * MIB, 16 * MIB);
-    pool.add("a", a.as_path()).unwrap();
-    pool.add("b", b.as_path()).unwrap();
-    drop(pool.acquire("a").await.unwrap());
-    slowness.start();
-    let p = pool.clone();
-    let b_task = tokio::spawn(async move { p.acquire("b").await.map(drop) });
-    tokio::time::sleep(Duration::from_millis(300)).await; // a's copy in flight
+    let (_dir, slowness, pool, b_task) = a_parking_slowly().await; // a's copy in flight
     slowness.stop();
     assert!(
         pool.status("b").unwrap().version.is_none(),
