@@ -174,6 +174,13 @@ async fn the_tier_drops_its_least_recently_used_copy() {
         &kinds(&mut rx, &mut seen, "a"),
         &["parked", "unparked"]
     ));
+    // The event says how much host memory went (it said 0 when the tier
+    // had already let go of the copy's charge).
+    assert!(
+        seen.iter().any(|e| e.id == "a"
+            && matches!(e.kind, PoolEventKind::Unparked { bytes } if bytes == 2 * MIB)),
+        "{seen:?}"
+    );
     // a comes back from its files.
     use_model(&pool, "a", 1).await;
     assert_eq!(pool.snapshot().counters.resumes, 0);

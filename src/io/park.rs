@@ -239,10 +239,8 @@ mod cuda {
             })
             .ok_or_else(|| Error::Device("internal: no CUDA tensor to park".into()))?;
         // The layout first: each tensor's offset in one buffer.
-        let mut total = 0usize;
-        for t in pipeline.components.iter().flat_map(|c| c.tensors.values()) {
-            total = total.next_multiple_of(ALIGN) + len_of(t);
-        }
+        let total = usize::try_from(super::parked_bytes(pipeline))
+            .map_err(|_| Error::Device("a model too large to park".into()))?;
         let stream = device.cuda_stream();
         let context = stream.context().clone();
         // Plain page-locked memory: only the DMA engine reads and writes it.

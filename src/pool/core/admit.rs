@@ -505,12 +505,16 @@ impl<P: Pipeline> Core<P> {
                     if let Some(at) = entry.park_leases.iter().position(|&v| v == number) {
                         entry.park_leases.swap_remove(at);
                     }
+                } else {
+                    // Removed meanwhile.
+                    unwanted = copy.ok();
+                }
+                // Freed once the lock is released, on a blocking thread.
+                if let Some(copy) = unwanted {
+                    host.unparked.push(Arc::new(copy));
                 }
                 // The version's memory may go now: its unload sees no lease.
                 drop(lease);
-            }
-            if let Some(copy) = unwanted {
-                copy.free();
             }
             core.bump();
         });
@@ -521,7 +525,9 @@ impl<P: Pipeline> Core<P> {
     /// frees it when it is done).
     pub(super) fn unpark(&self, host: &mut HostCopies, entry: &mut Entry<P>) {
         if let Some((version, parked)) = entry.parked.take() {
-            let bytes = host.ledger.release(&entry.id);
+            // (Already off the ledger when the tier dropped it for room.)
+            host.ledger.release(&entry.id);
+            let bytes = parked.bytes();
             host.unparked.push(parked);
             self.emit(&entry.id, version, PoolEventKind::Unparked { bytes });
         }

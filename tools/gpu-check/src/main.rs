@@ -377,6 +377,7 @@ async fn check_host_tier(
         let mut spans = (Vec::new(), Vec::new());
         let mut started: std::collections::HashMap<(String, &str), Instant> = Default::default();
         let mut parked = std::collections::HashSet::new();
+        let mut copied = std::collections::HashSet::new();
         for (at, e) in stamped {
             let key = e.id.clone();
             match &e.kind {
@@ -388,9 +389,14 @@ async fn check_host_tier(
                     started.insert((key, "park"), at);
                 }
                 PoolEventKind::Parked { .. } => {
+                    // Only a model's first park copies: later ones reuse
+                    // the copy it kept when it came back.
+                    let first = copied.insert(key.clone());
                     parked.insert(key.clone());
                     if let Some(t) = started.remove(&(key, "park")) {
-                        spans.0.push(at.duration_since(t).as_secs_f64());
+                        if first {
+                            spans.0.push(at.duration_since(t).as_secs_f64());
+                        }
                     }
                 }
                 PoolEventKind::Loading { .. } => {
@@ -456,7 +462,7 @@ async fn check_host_tier(
         reload / switch
     ));
     for (what, spans) in [
-        ("park (device to host)", parks),
+        ("park (device to host, the copy made)", parks),
         ("resume (host to device)", resumes),
     ] {
         if spans.is_empty() {
