@@ -369,24 +369,20 @@ impl<P: Pipeline> Core<P> {
                 continue;
             };
             let last_used = entry.last_used;
-            let kept = entry.parked.as_ref().is_some_and(|(v, _)| *v == old.number);
             let reason = UnloadReason::Evicted {
                 for_id: for_id.to_string(),
             };
-            if kept {
-                // It came back from its copy in host memory, which is still
-                // there: parked at once, its device memory freed.
+            if entry.has_copy_of(old.number) {
+                // Back from its copy in host memory, which is still there:
+                // parked again at once, its device memory freed.
                 let Inner { entries, host, .. } = &mut *inner;
                 let Some(entry) = entries.get_mut(&victim.0) else {
                     continue;
                 };
-                host.ledger.touch(&victim.0, last_used);
-                let bytes = host.ledger.get(&victim.0).map_or(0, |s| s.bytes);
                 entry.serving = None;
                 self.count_eviction(entry);
                 self.retire(entry, old, reason);
-                self.metrics.parks.inc();
-                self.emit(&victim.0, victim.1, PoolEventKind::Parked { bytes });
+                self.park_kept(host, entry, victim.1);
                 continue;
             }
             // The copy reads the model under a lease of the pool's own,
@@ -518,6 +514,17 @@ impl<P: Pipeline> Core<P> {
             }
             core.bump();
         });
+    }
+
+    /// Version `number` of `entry`, back on the device from its copy in
+    /// host memory and kept with it (`Entry::has_copy_of`), has just left the
+    /// device (evicted, expired): that copy is its parked one again, the
+    /// most recently used in the tier, and nothing is copied.
+    pub(super) fn park_kept(&self, host: &mut HostCopies, entry: &Entry<P>, number: u64) {
+        host.ledger.touch(&entry.id, entry.last_used);
+        let bytes = host.ledger.get(&entry.id).map_or(0, |s| s.bytes);
+        self.metrics.parks.inc();
+        self.emit(&entry.id, number, PoolEventKind::Parked { bytes });
     }
 
     /// Drop `entry`'s parked copy, if any: no longer charged; its memory

@@ -137,6 +137,12 @@ impl<P: Pipeline> Entry<P> {
         version.manager.outstanding_leases().saturating_sub(own)
     }
 
+    /// Whether its copy in host memory is of `version` (a version back on
+    /// the device from that copy keeps it, and parks again without a copy).
+    fn has_copy_of(&self, version: u64) -> bool {
+        self.parked.as_ref().is_some_and(|(v, _)| *v == version)
+    }
+
     /// Its copy to host memory in flight, if any, is no longer wanted: no
     /// longer charged (the park frees it when it ends).
     fn stop_parking(&mut self, host: &mut HostCopies) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{status_state, Core, Entry, Inner, Version};
 use crate::pipeline::Pipeline;
 use crate::pool::rt;
-use crate::pool::status::{ModelStatus, PoolEventKind, PoolSnapshot, UnloadReason};
+use crate::pool::status::{ModelStatus, PoolSnapshot, UnloadReason};
 
 impl<P: Pipeline> Core<P> {
     // ---- status -----------------------------------------------------------
@@ -100,13 +100,8 @@ impl<P: Pipeline> Core<P> {
                 if let Some(old) = entry.serving.take() {
                     let number = old.number;
                     self.retire(entry, old, UnloadReason::Expired);
-                    // Back from the host tier with its copy kept: that copy
-                    // stays, so the model is parked (it is not copied anew).
-                    if entry.parked.as_ref().is_some_and(|(v, _)| *v == number) {
-                        host.ledger.touch(&entry.id, entry.last_used);
-                        let bytes = host.ledger.get(&entry.id).map_or(0, |s| s.bytes);
-                        self.metrics.parks.inc();
-                        self.emit(&entry.id, number, PoolEventKind::Parked { bytes });
+                    if entry.has_copy_of(number) {
+                        self.park_kept(host, entry, number);
                     }
                 }
             } else if let Some(at) = entry.keep_alive.deadline() {
