@@ -10,12 +10,8 @@ use std::sync::Arc;
 
 use super::LoaderService;
 use crate::error::{Error, Result};
-#[cfg(target_arch = "wasm32")]
-use crate::io::plan::resolve;
 use crate::io::read::stream::read_stream;
 use crate::io::read::{peak_bytes, read_plan, ReadContext};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::io::resolve_for_load;
 use crate::io::ModelSource;
 use crate::pipeline::{Installed, Pipeline, Resident};
 use crate::state::store::Txn;
@@ -86,125 +82,82 @@ impl<P: Pipeline> LoaderService<P> {
         Ok(())
     }
 
-    /// The blocking part of a load: resolve, check the budget against the
-    /// peak, read, assemble.
+    /// The blocking part of a load, on its blocking thread. Nothing paces
+    /// it: it suspends only to wait for a stream's producer, and then this
+    /// thread waits.
     #[cfg(not(target_arch = "wasm32"))]
     fn read(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
-        let ctx = self.read_context(ticket);
-        let (loaded, reservation) = if let ModelSource::Stream(stream) = &*ticket.model {
-            // Waits for the producer on this blocking thread; the budget is
-            // checked file by file, as headers arrive.
-            self.resources.note_load_start();
-            let mut reservation = self.resources.reservation();
-            let loaded = crate::io::read::stream::block_on(read_stream(
-                &self.resources,
-                stream,
-                &ctx,
-                &mut reservation,
-            ));
-            (loaded, reservation)
-        } else if let ModelSource::Parked(parked) = &*ticket.model {
-            // Back from a pool's host tier: one copy per tensor.
-            self.resources.check_budget(parked.bytes())?;
-            self.resources.note_load_start();
-            let mut reservation = self.resources.reservation();
-            let loaded = crate::io::read::resume::resume(parked, &ctx, &mut reservation);
-            (loaded, reservation)
-        } else {
-            // A hub source with the download switch downloads here, with
-            // the load's progress and cancel.
-            let plan = match ticket.take_plan() {
-                Some(plan) => plan,
-                None => resolve_for_load(&ticket.model, &ctx)?,
-            };
-            // Device memory only: the CUDA path's pinned staging is host
-            // memory, pooled for the manager's life.
-            let needed = peak_bytes(
-                &plan,
-                self.config.dtype,
-                self.resources.device(),
-                self.config.page_cache,
-            )?;
-            self.resources.check_budget(needed)?;
-            self.resources.note_load_start();
-            let mut reservation = self.resources.reservation();
-            // No pacing on native: the read never suspends, so this
-            // completes in one poll on this blocking thread.
-            let loaded = complete_now(read_plan(plan, &ctx, &mut reservation, None))
-                .unwrap_or_else(|| {
-                    Err(Error::Device("internal: an unpaced read suspended".into()))
-                });
-            (loaded, reservation)
-        };
-        let resident = loaded.and_then(|loaded| {
-            self.pipelines.assemble(
-                loaded,
-                self.resources.device(),
-                self.config.dtype,
-                reservation,
-            )
-        });
-        if resident.is_err() {
-            // A cancelled or failed load has dropped what it read.
-            self.resources.return_freed_memory();
-        }
-        resident
+        crate::io::read::stream::block_on(self.read_source(ticket, None))
     }
 
     /// A load on the JS event loop: the same steps, yielding between chunks.
     #[cfg(target_arch = "wasm32")]
     async fn read_paced(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
-        if let ModelSource::Stream(stream) = &*ticket.model {
-            // Paced by the producer: the load waits for its bytes.
-            let mut reservation = self.resources.reservation();
-            let ctx = self.read_context(ticket);
-            let loaded = read_stream(&self.resources, stream, &ctx, &mut reservation).await?;
-            return self.pipelines.assemble(
-                loaded,
-                self.resources.device(),
-                self.config.dtype,
-                reservation,
-            );
-        }
-        if let ModelSource::Parked(parked) = &*ticket.model {
-            // Back from a pool's host tier (a wasm pool has none; the same
-            // steps as native).
-            self.resources.check_budget(parked.bytes())?;
-            let mut reservation = self.resources.reservation();
-            let ctx = self.read_context(ticket);
-            let loaded = crate::io::read::resume::resume(parked, &ctx, &mut reservation)?;
-            return self.pipelines.assemble(
-                loaded,
-                self.resources.device(),
-                self.config.dtype,
-                reservation,
-            );
-        }
-        let plan = match ticket.take_plan() {
-            Some(plan) => plan,
-            None => resolve(&ticket.model)?,
-        };
-        self.resources.check_budget(peak_bytes(
-            &plan,
-            self.config.dtype,
-            self.resources.device(),
-            self.config.page_cache,
-        )?)?;
-        let mut reservation = self.resources.reservation();
-        let ctx = self.read_context(ticket);
         // Without a pace from the host, yield to the executor between chunks.
         let pace: crate::io::Pace = self
             .config
             .pace
             .clone()
             .unwrap_or_else(|| Arc::new(|| Box::pin(tokio::task::yield_now())));
-        let loaded = read_plan(plan, &ctx, &mut reservation, Some(&pace)).await?;
-        self.pipelines.assemble(
-            loaded,
-            self.resources.device(),
-            self.config.dtype,
-            reservation,
-        )
+        self.read_source(ticket, Some(&pace)).await
+    }
+
+    /// A load's steps, the same on every target: resolve, check the budget
+    /// against the peak, read (yielding to `pace` between chunks, if any),
+    /// assemble. What a failed or cancelled load read is dropped before it
+    /// returns.
+    async fn read_source(
+        &self,
+        ticket: &LoadTicket,
+        pace: Option<&crate::io::Pace>,
+    ) -> Result<Resident<P>> {
+        let ctx = self.read_context(ticket);
+        let resources = &self.resources;
+        let mut reservation;
+        let loaded = match &*ticket.model {
+            ModelSource::Stream(stream) => {
+                // Paced by the producer: the budget is checked file by
+                // file, as headers arrive.
+                resources.note_load_start();
+                reservation = resources.reservation();
+                read_stream(resources, stream, &ctx, &mut reservation).await
+            }
+            ModelSource::Parked(parked) => {
+                // Back from a pool's host tier: one copy per tensor.
+                resources.check_budget(parked.bytes())?;
+                resources.note_load_start();
+                reservation = resources.reservation();
+                crate::io::read::resume::resume(parked, &ctx, &mut reservation)
+            }
+            _ => {
+                let plan = match ticket.take_plan() {
+                    Some(plan) => plan,
+                    None => resolve(&ticket.model, &ctx)?,
+                };
+                // Device memory only: the CUDA path's pinned staging is
+                // host memory, pooled for the manager's life.
+                let device = resources.device();
+                let config = &self.config;
+                resources.check_budget(peak_bytes(
+                    &plan,
+                    config.dtype,
+                    device,
+                    config.page_cache,
+                )?)?;
+                resources.note_load_start();
+                reservation = resources.reservation();
+                read_plan(plan, &ctx, &mut reservation, pace).await
+            }
+        };
+        let resident = loaded.and_then(|loaded| {
+            self.pipelines
+                .assemble(loaded, resources.device(), self.config.dtype, reservation)
+        });
+        if resident.is_err() {
+            // A cancelled or failed load has dropped what it read.
+            resources.return_freed_memory();
+        }
+        resident
     }
 
     fn read_context<'a>(&'a self, ticket: &'a LoadTicket) -> ReadContext<'a> {
@@ -414,13 +367,15 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     format!("the loader panicked: {said}")
 }
 
-/// Poll a future that never suspends (the unpaced read) to its end.
-#[cfg(not(target_arch = "wasm32"))]
-fn complete_now<F: std::future::Future>(future: F) -> Option<F::Output> {
-    use std::task::{Context, Poll, Waker};
-    let future = std::pin::pin!(future);
-    match future.poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(output) => Some(output),
-        Poll::Pending => None,
+/// The plan of a load's source: a hub source with the download switch
+/// downloads here, with the load's progress and cancel (wasm32 has no
+/// downloads).
+fn resolve(source: &ModelSource, ctx: &ReadContext<'_>) -> Result<crate::io::plan::Plan> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return crate::io::resolve_for_load(source, ctx);
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = ctx;
+        crate::io::plan::resolve(source)
     }
 }
