@@ -8,10 +8,13 @@
 #
 # A smoke, not a campaign: the targets are built without optimizations
 # (`--dev`, with AddressSanitizer and coverage as always). That build
-# takes about 3 minutes on 2 cores where cargo-fuzz's default optimized one
-# takes 8, and runs some 10 to 20 times fewer inputs per second (about
-# 700/s on `header`, 100/s on `c_api`): every committed input still runs,
-# and thousands of new ones. Long runs use the optimized build (FUZZING.md).
+# takes about 3.5 minutes on 2 cores where cargo-fuzz's default optimized
+# one takes 8, and runs some 20 times fewer inputs per second (about 700/s
+# on `header`, 150/s on `c_api`): every committed input still runs, and
+# thousands of new ones. It also checks every crate's arithmetic for
+# overflow (the dev profile's overflow checks, off in the optimized build):
+# reproduce its crashes with `--dev`. Long runs use the optimized build
+# (FUZZING.md).
 #
 # Environment:
 #   MM_FUZZ=0            skip (prints a message, exits 0)
@@ -67,6 +70,7 @@ for target in "${TARGETS[@]}"; do
         -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log" >&2
         echo "fuzz: $target failed; the input is under fuzz/artifacts/$target" >&2
+        echo "reproduce: cargo +$TOOLCHAIN fuzz run --dev --target-dir $FUZZ_TARGET_DIR $target fuzz/artifacts/$target/<input>" >&2
         exit 1
     fi
     grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$log" || true

@@ -89,7 +89,7 @@ no_warnings linted cargo build --workspace --bins --examples
 
 step "cargo test"
 linted cargo test --workspace
-# trybuild's own build of every dependency, for the compile-fail cases.
+# trybuild's own check of every dependency, for the compile-fail cases.
 free_if_low_disk "$target_root/tests"
 
 step "fuzz smoke"

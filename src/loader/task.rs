@@ -368,14 +368,14 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The plan of a load's source: a hub source with the download switch
-/// downloads here, with the load's progress and cancel (wasm32 has no
-/// downloads).
+/// downloads here, with the load's progress and cancel.
+#[cfg(not(target_arch = "wasm32"))]
 fn resolve(source: &ModelSource, ctx: &ReadContext<'_>) -> Result<crate::io::plan::Plan> {
-    #[cfg(not(target_arch = "wasm32"))]
-    return crate::io::resolve_for_load(source, ctx);
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = ctx;
-        crate::io::plan::resolve(source)
-    }
+    crate::io::resolve_for_load(source, ctx)
+}
+
+/// The plan of a load's source (wasm32 has no downloads).
+#[cfg(target_arch = "wasm32")]
+fn resolve(source: &ModelSource, _: &ReadContext<'_>) -> Result<crate::io::plan::Plan> {
+    crate::io::plan::resolve(source)
 }

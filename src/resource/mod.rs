@@ -120,7 +120,6 @@ impl ResourceManager {
     }
 
     /// A load is about to allocate: note the device's free memory.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn note_load_start(&self) {
         if let Some((free, total)) = self.device_memory() {
             self.ledger.record_device(|d| {

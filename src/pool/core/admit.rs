@@ -518,8 +518,8 @@ impl<P: Pipeline> Core<P> {
 
     /// Version `number` of `entry`, back on the device from its copy in
     /// host memory and kept with it (`Entry::has_copy_of`), has just left the
-    /// device (evicted, expired): that copy is its parked one again, the
-    /// most recently used in the tier, and nothing is copied.
+    /// device (evicted, expired): that copy is its parked one again, ranked
+    /// in the tier by the model's own last use, and nothing is copied.
     pub(super) fn park_kept(&self, host: &mut HostCopies, entry: &Entry<P>, number: u64) {
         host.ledger.touch(&entry.id, entry.last_used);
         let bytes = host.ledger.get(&entry.id).map_or(0, |s| s.bytes);
