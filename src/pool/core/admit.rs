@@ -522,7 +522,8 @@ impl<P: Pipeline> Core<P> {
     /// in the tier by the model's own last use, and nothing is copied.
     pub(super) fn park_kept(&self, host: &mut HostCopies, entry: &Entry<P>, number: u64) {
         host.ledger.touch(&entry.id, entry.last_used);
-        let bytes = host.ledger.get(&entry.id).map_or(0, |s| s.bytes);
+        // The copy's own size, as `unpark` reports it (the tier charges it).
+        let bytes = entry.parked.as_ref().map_or(0, |(_, copy)| copy.bytes());
         self.metrics.parks.inc();
         self.emit(&entry.id, number, PoolEventKind::Parked { bytes });
     }
