@@ -83,11 +83,17 @@ impl<P: Pipeline> LoaderService<P> {
     }
 
     /// The blocking part of a load, on its blocking thread. Nothing paces
-    /// it: it suspends only to wait for a stream's producer, and then this
-    /// thread waits.
+    /// it: a stream's read suspends to wait for its producer (this thread
+    /// waits; cancel and the producer's end wake it); any other read never
+    /// suspends, and one that did would be an error, not a wait.
     #[cfg(not(target_arch = "wasm32"))]
     fn read(&self, ticket: &LoadTicket) -> Result<Resident<P>> {
-        crate::io::read::stream::block_on(self.read_source(ticket, None))
+        let read = self.read_source(ticket, None);
+        if matches!(&*ticket.model, ModelSource::Stream(_)) {
+            return crate::io::read::stream::block_on(read);
+        }
+        complete_now(read)
+            .unwrap_or_else(|| Err(Error::Device("internal: an unpaced read suspended".into())))
     }
 
     /// A load on the JS event loop: the same steps, yielding between chunks.
@@ -378,4 +384,15 @@ fn resolve(source: &ModelSource, ctx: &ReadContext<'_>) -> Result<crate::io::pla
 #[cfg(target_arch = "wasm32")]
 fn resolve(source: &ModelSource, _: &ReadContext<'_>) -> Result<crate::io::plan::Plan> {
     crate::io::plan::resolve(source)
+}
+
+/// Poll a future that never suspends (an unpaced read) to its end.
+#[cfg(not(target_arch = "wasm32"))]
+fn complete_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    use std::task::{Context, Poll, Waker};
+    let future = std::pin::pin!(future);
+    match future.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
 }

@@ -331,10 +331,9 @@ fn assemble_stream(
     Ok(TensorPipeline { components, info })
 }
 
-/// Run `future` to its end on this (blocking) thread: every native load
-/// runs here (`LoaderService::read`). Only a stream's read suspends, to
-/// wait for its producer; those waits end on cancel or on the producer's
-/// end, so this does too.
+/// Run `future` to its end on this (blocking) thread: a native load waits
+/// for its producer here. The future's waits end on cancel or on the
+/// producer's end, so this does too.
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     use std::task::{Context, Poll, Wake, Waker};

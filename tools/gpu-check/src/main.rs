@@ -377,24 +377,27 @@ async fn check_host_tier(
         let mut spans = (Vec::new(), Vec::new());
         let mut started: std::collections::HashMap<(String, &str), Instant> = Default::default();
         let mut parked = std::collections::HashSet::new();
-        let mut copied = std::collections::HashSet::new();
+        // Models holding a copy in host memory (parked, or back on the
+        // device with their copy kept): their next park copies nothing.
+        let mut kept = std::collections::HashSet::new();
         for (at, e) in stamped {
             let key = e.id.clone();
             match &e.kind {
                 PoolEventKind::Unparked { .. } => {
+                    // Its copy is gone: its next park copies again.
                     parked.remove(&key);
+                    kept.remove(&key);
                 }
                 PoolEventKind::Loading { .. } if !parked.contains(&key) => {}
                 PoolEventKind::Unloading { .. } => {
                     started.insert((key, "park"), at);
                 }
                 PoolEventKind::Parked { .. } => {
-                    // Only a model's first park copies: later ones reuse
-                    // the copy it kept when it came back.
-                    let first = copied.insert(key.clone());
+                    // Only a park with no kept copy copies.
+                    let copies = kept.insert(key.clone());
                     parked.insert(key.clone());
                     if let Some(t) = started.remove(&(key, "park")) {
-                        if first {
+                        if copies {
                             spans.0.push(at.duration_since(t).as_secs_f64());
                         }
                     }
